@@ -1,0 +1,25 @@
+# Nondeterminism and instability in neural network optimisation (Summers & Dinneen, 2021):
+# train -> predict -> pairwise metrics -> tables and figures. See README.md.
+# Only includes and the default target; the rules live in rules/, the logic in nondet/
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/predict.smk"
+include: "rules/metrics.smk"
+include: "rules/plots.smk"
+
+
+rule all:
+    input:
+        "results/tables/diversity.csv",
+        "results/tables/diversity.md",
+        "results/tables/provenance.csv",
+        figure_files(),

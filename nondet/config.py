@@ -1,0 +1,175 @@
+"""The experiment configuration: schema validation, defaults, semantic checks, and the job plan.
+
+Imported by the Snakefile, so it must stay light (no torch).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .h5io import CODE_VERSION, spec_hash
+from .seeds import CONDITIONS
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+#: Keyword arguments each architecture accepts, with their defaults (tests check these against
+#: the model classes, so they cannot drift).
+ARCH_PARAMS = {
+    "linear": {},
+    "mlp": {"hidden": 128, "dropout": 0.0, "batchnorm": True},
+    "cnn1d": {"channels": 32, "kernels": [5, 3, 3], "dropout": 0.1},
+    "resnet": {"blocks": 2, "width": 16, "dropout": 0.0},
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _fill_defaults(node: dict, instance: dict, schema: dict) -> None:
+    """Fill ``default`` values of declared properties (not inside free-form mappings)."""
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    for name, sub in node.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(name), dict) and (
+            "properties" in sub or sub.get("$ref") == "#/$defs/recipe"
+        ):
+            _fill_defaults(sub, instance[name], schema)
+
+
+def validate(config: dict) -> dict:
+    """Validated copy of ``config`` with defaults filled in; raises ConfigError naming the key."""
+    schema = load_schema()
+    config = copy.deepcopy(dict(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            if e.validator == "additionalProperties":
+                known = sorted(e.schema.get("properties", {}))
+                extra = f" (allowed keys: {', '.join(known)})" if known else ""
+                lines.append(f"config key {_key(e.absolute_path)}: {e.message}{extra}")
+            else:
+                lines.append(f"config key {_key(e.absolute_path)}: {e.message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    _fill_defaults(schema, config, schema)
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    for name, model in config["models"].items():
+        model.setdefault("params", {})
+        model.setdefault("training", {})
+        allowed = ARCH_PARAMS[model["arch"]]
+        for key in model["params"]:
+            if key not in allowed:
+                raise ConfigError(
+                    f"config key models.{name}.params.{key}: unknown parameter of arch "
+                    f"{model['arch']!r} (allowed: {', '.join(allowed) or 'none'})"
+                )
+        params = {**allowed, **model["params"]}
+        if "dropout" in model["conditions"] and not params.get("dropout", 0) > 0:
+            raise ConfigError(
+                f"config key models.{name}.conditions: condition 'dropout' cannot apply to model "
+                f"{name!r} ({model['arch']}, dropout={params.get('dropout', 0)}): it has no dropout"
+            )
+        if "dropout" in params and not 0 <= params["dropout"] < 1:
+            raise ConfigError(f"config key models.{name}.params.dropout: must be in [0, 1)")
+    for name, per_condition in config["overrides"].items():
+        if name not in config["models"]:
+            raise ConfigError(
+                f"config key overrides.{name}: unknown model (models: {', '.join(config['models'])})"
+            )
+        for condition in per_condition:
+            if condition not in config["models"][name]["conditions"]:
+                raise ConfigError(
+                    f"config key overrides.{name}.{condition}: model {name!r} does not run "
+                    f"condition {condition!r}"
+                )
+    for name in config["models"]:
+        for condition in config["models"][name]["conditions"]:
+            r = recipe(config, name, condition)
+            if r["epochs"] % r["cycles"]:
+                raise ConfigError(
+                    f"config key training.cycles (model {name}, {condition}): {r['cycles']} cycles "
+                    f"do not divide {r['epochs']} epochs"
+                )
+            if r["warmup_epochs"] * r["cycles"] >= r["epochs"]:
+                raise ConfigError(
+                    f"config key training.warmup_epochs (model {name}, {condition}): warm-up fills "
+                    "the whole cycle"
+                )
+
+
+# --- the job plan -----------------------------------------------------------------------------
+
+
+def groups(config: dict) -> list[tuple[str, str]]:
+    """Every (model, condition) pair the experiment trains."""
+    return [(m, c) for m, spec in config["models"].items() for c in spec["conditions"]]
+
+
+def chunks(config: dict) -> list[list[int]]:
+    """Replica indices trained by each job of a (model, condition)."""
+    r, per = config["replicas"], config["replicas_per_job"]
+    return [list(range(i, min(i + per, r))) for i in range(0, r, per)]
+
+
+def recipe(config: dict, model: str, condition: str) -> dict:
+    """The training recipe of (model, condition): defaults, then model, then condition overrides."""
+    return {
+        **config["training"],
+        **config["models"][model]["training"],
+        **config["overrides"].get(model, {}).get(condition, {}),
+    }
+
+
+def model_spec(config: dict, model: str) -> dict:
+    spec = config["models"][model]
+    return {"arch": spec["arch"], **ARCH_PARAMS[spec["arch"]], **spec["params"]}
+
+
+def data_spec(config: dict) -> dict:
+    return dict(config["dataset"])
+
+
+def data_hash(config: dict) -> str:
+    return spec_hash(data_spec(config))
+
+
+def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
+    replica_lists = chunks(config)
+    if not 0 <= chunk < len(replica_lists):
+        raise ConfigError(f"chunk {chunk} does not exist ({len(replica_lists)} chunks)")
+    job = {
+        "experiment": config["experiment"],
+        "model": model,
+        "condition": condition,
+        "replicas": replica_lists[chunk],
+        "base_seed": config["base_seed"],
+        "device": config["device"],
+        "model_spec": model_spec(config, model),
+        "recipe": recipe(config, model, condition),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+    job["spec_hash"] = spec_hash(job)
+    return job

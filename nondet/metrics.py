@@ -1,0 +1,171 @@
+"""Diversity metrics over a group of replicas (design.md §2).
+
+Shapes: ``logits`` (m models, n examples, k classes), ``labels`` (n,), ``features`` (m, n, d).
+Pairwise metrics are (m, m) matrices computed with matrix operations; a condition's value is the
+mean over unordered pairs i < j. Uncertainty is a bootstrap over *models* (scipy.stats.bootstrap):
+resample model indices with replacement and average the pair matrix over pairs of distinct models.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import special, stats
+
+PAIR_METRICS = ("disagreement", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka")
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Accuracy in percent of each model; logits (..., n, k)."""
+    return 100.0 * (logits.argmax(-1) == labels).mean(-1)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean negative log-likelihood of softmax(logits) of each model; logits (..., n, k)."""
+    logp = special.log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+    index = np.broadcast_to(labels, logp.shape[:-1])[..., None]
+    return -np.take_along_axis(logp, index, axis=-1)[..., 0].mean(-1)
+
+
+def disagreement_matrix(logits: np.ndarray) -> np.ndarray:
+    """% of examples whose argmax differs, for every pair; via one-hot inner products."""
+    m, n, k = logits.shape
+    onehot = np.zeros((m, n, k), dtype=np.float32)
+    np.put_along_axis(onehot, logits.argmax(-1)[..., None], 1.0, axis=-1)
+    flat = onehot.reshape(m, n * k)
+    return 100.0 * (1.0 - (flat @ flat.T) / n)
+
+
+def correlation_matrices(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson and Spearman correlation of the flattened logit matrices, for every pair."""
+    flat = np.asarray(logits, dtype=np.float64).reshape(len(logits), -1)
+    pearson = np.atleast_2d(np.corrcoef(flat))
+    spearman = np.atleast_2d(np.corrcoef(stats.rankdata(flat, axis=1)))
+    return pearson, spearman
+
+
+def ensemble_gain_matrices(logits: np.ndarray, labels: np.ndarray):
+    """Gain of the 2-model ensemble (mean of the two logit matrices) over its members' average.
+
+    Accuracy gain in percentage points (ensemble - mean member); cross-entropy gain as
+    mean member CE - ensemble CE, so that positive means the ensemble is better on both.
+    """
+    m = len(logits)
+    acc, ce = accuracy(logits, labels), cross_entropy(logits, labels)
+    acc_gain, ce_gain = np.zeros((m, m)), np.zeros((m, m))
+    for i in range(m - 1):  # vectorised over j > i; an m x m x n x k tensor would not fit
+        ens = 0.5 * (logits[i][None].astype(np.float64) + logits[i + 1 :])
+        a = accuracy(ens, labels) - 0.5 * (acc[i] + acc[i + 1 :])
+        c = 0.5 * (ce[i] + ce[i + 1 :]) - cross_entropy(ens, labels)
+        acc_gain[i, i + 1 :] = acc_gain[i + 1 :, i] = a
+        ce_gain[i, i + 1 :] = ce_gain[i + 1 :, i] = c
+    return acc_gain, ce_gain
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al. 2019) between feature matrices x (n, d1) and y (n, d2)."""
+    x = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64) - np.mean(y, axis=0, dtype=np.float64)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def cka_matrix(features: np.ndarray) -> np.ndarray:
+    """Linear CKA for every pair from one Gram matrix of all models' centred features."""
+    m, n, d = features.shape
+    f = np.asarray(features, dtype=np.float64)
+    f = f - f.mean(axis=1, keepdims=True)
+    stacked = f.transpose(1, 0, 2).reshape(n, m * d)
+    gram = (stacked.T @ stacked).reshape(m, d, m, d)
+    sq = np.einsum("iajb,iajb->ij", gram, gram)  # ||X_i^T X_j||_F^2
+    norms = np.sqrt(np.diag(sq))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sq / np.outer(norms, norms)
+
+
+def pairwise_matrices(logits: np.ndarray, labels: np.ndarray, features=None) -> dict:
+    pearson, spearman = correlation_matrices(logits)
+    acc_gain, ce_gain = ensemble_gain_matrices(logits, labels)
+    out = {
+        "disagreement": disagreement_matrix(logits),
+        "pearson": pearson,
+        "spearman": spearman,
+        "ens_acc_gain": acc_gain,
+        "ens_ce_gain": ce_gain,
+    }
+    if features is not None:
+        out["cka"] = cka_matrix(features)
+    return out
+
+
+def mean_over_pairs(matrix: np.ndarray) -> float:
+    iu = np.triu_indices(len(matrix), k=1)
+    return float(np.mean(matrix[iu])) if len(iu[0]) else float("nan")
+
+
+def _pair_statistic(matrix: np.ndarray):
+    """Statistic for scipy.stats.bootstrap over model indices: mean over distinct-model pairs."""
+
+    def statistic(idx, axis=-1):
+        idx = np.moveaxis(np.asarray(idx, dtype=np.int64), axis, -1)
+        sub = matrix[idx[..., :, None], idx[..., None, :]]
+        m = idx.shape[-1]
+        upper = np.triu(np.ones((m, m), dtype=bool), k=1)
+        mask = upper & (idx[..., :, None] != idx[..., None, :])
+        count = mask.sum((-1, -2))
+        total = np.where(mask, sub, 0.0).sum((-1, -2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+    return statistic
+
+
+def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int) -> float:
+    """Bootstrap standard error of ``statistic`` over the models in ``data`` (scipy.stats)."""
+    if len(data) < 2 or n_resamples == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate data (e.g. control) is expected and fine
+        res = stats.bootstrap(
+            (data,),
+            statistic,
+            n_resamples=n_resamples,
+            vectorized=True,
+            method="percentile",
+            batch=max(1, min(n_resamples, 2_000_000 // max(1, len(data) ** 2))),
+            rng=np.random.default_rng(seed),
+        )
+    return float(np.nanstd(res.bootstrap_distribution, ddof=1))
+
+
+def _sd(x, axis=-1):
+    return np.std(x, axis=axis, ddof=1)
+
+
+def summarize(logits, labels, features=None, n_resamples=10_000, seed=0) -> dict:
+    """One row of the diversity table for a group of replicas."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    m = len(logits)
+    acc, ce = accuracy(logits, labels), cross_entropy(logits, labels)
+    row = {
+        "n_replicas": m,
+        "acc_mean": float(acc.mean()),
+        "acc_sd": float(_sd(acc)) if m > 1 else float("nan"),
+        "acc_sd_se": bootstrap_se(acc, _sd, n_resamples, seed),
+        "ce_mean": float(ce.mean()),
+        "ce_sd": float(_sd(ce)) if m > 1 else float("nan"),
+        "ce_sd_se": bootstrap_se(ce, _sd, n_resamples, seed + 1),
+    }
+    matrices = pairwise_matrices(logits, labels, features)
+    index = np.arange(m)
+    for j, name in enumerate(PAIR_METRICS):
+        if name not in matrices:
+            row[name] = row[f"{name}_se"] = float("nan")
+            continue
+        row[name] = mean_over_pairs(matrices[name])
+        row[f"{name}_se"] = bootstrap_se(
+            index, _pair_statistic(matrices[name]), n_resamples, seed + 2 + j
+        )
+    return row, {"accuracy": acc, "cross_entropy": ce, **matrices}

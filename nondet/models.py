@@ -1,0 +1,197 @@
+"""Model families for the stability contrast: linear, MLP, 1-D CNN, ResNet (CIFAR style).
+
+Every model returns ``(features, logits)`` from :meth:`forward_with_features`; ``features`` is the
+penultimate-layer representation used for CKA. A linear model has no hidden representation, so its
+features are its logits (documented in the README).
+
+Parameters are initialised by :func:`init_parameters` from a dedicated generator (PyTorch's default
+schemes, but never the global RNG); dropout draws its masks from its own generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from ``self.generator`` (set by the training loop).
+
+    ``self.batch_perm``, when set, permutes a mask drawn in canonical batch order: the CPU
+    ``kernels`` stand-in permutes examples within a batch, and this keeps each example's mask
+    unchanged so that only the summation order differs.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+        self.generator: torch.Generator | None = None
+        self.batch_perm: torch.Tensor | None = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        if self.generator is None:
+            raise RuntimeError("SeededDropout needs a generator in training mode (no global RNG)")
+        keep = 1.0 - self.p
+        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+        if self.batch_perm is not None:
+            mask = mask[self.batch_perm]
+        return x * mask / keep
+
+
+class Linear(nn.Module):
+    def __init__(self, in_shape, num_classes):
+        super().__init__()
+        self.fc = nn.Linear(int(np.prod(in_shape)), num_classes)
+
+    def forward_with_features(self, x):
+        logits = self.fc(x.flatten(1))
+        return logits, logits
+
+    def forward(self, x):
+        return self.forward_with_features(x)[1]
+
+
+class MLP(nn.Module):
+    """One hidden layer with ReLU (optionally BatchNorm), dropout before the output layer."""
+
+    def __init__(self, in_shape, num_classes, hidden=128, dropout=0.0, batchnorm=True):
+        super().__init__()
+        self.hidden = nn.Linear(int(np.prod(in_shape)), hidden, bias=not batchnorm)
+        self.bn = nn.BatchNorm1d(hidden) if batchnorm else nn.Identity()
+        self.dropout = SeededDropout(dropout)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward_with_features(self, x):
+        h = F.relu(self.bn(self.hidden(x.flatten(1))))
+        return h, self.fc(self.dropout(h))
+
+    def forward(self, x):
+        return self.forward_with_features(x)[1]
+
+
+class CNN1d(nn.Module):
+    """Conv-BN-ReLU layers (stride 2), global mean pool, dropout, linear (design.md §5)."""
+
+    def __init__(self, in_shape, num_classes, channels=32, kernels=(5, 3, 3), dropout=0.1):
+        super().__init__()
+        layers, c_in = [], in_shape[0]
+        for k in kernels:
+            layers += [
+                nn.Conv1d(c_in, channels, k, stride=2, padding=k // 2, bias=False),
+                nn.BatchNorm1d(channels),
+                nn.ReLU(),
+            ]
+            c_in = channels
+        self.body = nn.Sequential(*layers)
+        self.dropout = SeededDropout(dropout)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward_with_features(self, x):
+        h = self.body(x).mean(-1)
+        return h, self.fc(self.dropout(h))
+
+    def forward(self, x):
+        return self.forward_with_features(x)[1]
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.bn2.zero_init = True  # zero-init of the block's last BN scale (design.md §5)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stem, three stages of ``blocks`` basic blocks, mean pool, linear.
+
+    ResNet-14 is blocks=2, width=16 (stages of 16/32/64 channels). Pooling is ``x.mean((2, 3))``
+    because AdaptiveAvgPool2d has no deterministic CUDA backward.
+    """
+
+    def __init__(self, in_shape, num_classes, blocks=2, width=16, dropout=0.0):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        stages, c_in = [], width
+        for i, c in enumerate((width, 2 * width, 4 * width)):
+            for b in range(blocks):
+                stages.append(BasicBlock(c_in, c, 2 if (b == 0 and i > 0) else 1))
+                c_in = c
+        self.stages = nn.Sequential(*stages)
+        self.dropout = SeededDropout(dropout)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward_with_features(self, x):
+        h = self.stages(self.stem(x)).mean((2, 3))
+        return h, self.fc(self.dropout(h))
+
+    def forward(self, x):
+        return self.forward_with_features(x)[1]
+
+
+ARCHITECTURES = {"linear": Linear, "mlp": MLP, "cnn1d": CNN1d, "resnet": ResNet}
+
+
+def has_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, SeededDropout) and m.p > 0 for m in model.modules())
+
+
+@torch.no_grad()
+def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation, drawn from ``generator`` in module order."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.reset_running_stats()
+            nn.init.zeros_(m.weight) if getattr(m, "zero_init", False) else nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generator, device="cpu"):
+    """Construct ``spec["arch"]`` without touching the global RNG, initialised from ``generator``."""
+    spec = dict(spec)
+    arch = spec.pop("arch")
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    with torch.device("meta"):  # no default init, so no global RNG draw
+        model = ARCHITECTURES[arch](tuple(in_shape), num_classes, **spec)
+    model = model.to_empty(device="cpu")
+    init_parameters(model, generator)
+    return model.to(device)
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float):
+    """Weight decay on conv/linear weights only; none on biases and BatchNorm parameters."""
+    decay, no_decay = [], []
+    for m in model.modules():
+        for name, p in m.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+            (decay if is_weight else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

@@ -1,0 +1,19 @@
+"""Inference: logits and penultimate features on a test set, optionally with test-time augmentation."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int = 1000):
+    """(logits, features) of ``model`` in eval mode over ``x``, in batches; float32 tensors."""
+    was_training = model.training
+    model.eval()
+    logits, features = [], []
+    for i in range(0, len(x), batch_size):
+        f, z = model.forward_with_features(x[i : i + batch_size])
+        logits.append(z.float())
+        features.append(f.float())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(features)

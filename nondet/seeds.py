@@ -1,0 +1,92 @@
+"""Seeds per source of nondeterminism.
+
+One pure function, :func:`replica_seeds`, maps (condition, replica index, base seed) to one seed
+per source. Every random draw in training comes from a generator built from one of these seeds
+(see :func:`derive_seed`), never from global RNG state, so a condition varies exactly the sources
+it names and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: Seeded sources, in a fixed order: the order is part of the seed derivation, never reorder.
+SOURCES = ("init", "shuffle", "augment", "dropout", "kernels", "bitflip")
+
+#: What varies across the replicas of each condition (design.md §1).
+CONDITIONS: dict[str, frozenset[str]] = {
+    "control": frozenset(),
+    "init": frozenset({"init"}),
+    "shuffle": frozenset({"shuffle"}),
+    "augment": frozenset({"augment"}),
+    "dropout": frozenset({"dropout"}),
+    "kernels": frozenset({"kernels"}),
+    "all": frozenset({"init", "shuffle", "augment", "dropout", "kernels"}),
+    "bitflip": frozenset({"bitflip"}),
+}
+
+_MASK63 = (1 << 63) - 1
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed that is a pure function of the non-negative integer ``keys``.
+
+    Uses NumPy's SeedSequence hashing, so nearby keys give unrelated seeds.
+    """
+    if any((not isinstance(k, (int, np.integer))) or k < 0 for k in keys):
+        raise ValueError(f"seed keys must be non-negative integers, got {keys!r}")
+    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return ((int(words[0]) << 32) | int(words[1])) & _MASK63
+
+
+def torch_generator(seed: int, device="cpu"):
+    """A fresh ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    import torch  # imported lazily: the Snakefile imports this package and must stay light
+
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+@dataclass(frozen=True)
+class ReplicaSeeds:
+    """Seeds for one training run.
+
+    ``kernels`` is None for deterministic kernels; otherwise the run uses nondeterministic
+    kernels (CUDA) or the CPU stand-in, a within-batch permutation drawn from this seed.
+    ``bitflip`` is None for no flip; otherwise it picks which initial weight is nudged by one ulp.
+    """
+
+    init: int
+    shuffle: int
+    augment: int
+    dropout: int
+    kernels: int | None
+    bitflip: int | None
+
+    @property
+    def deterministic(self) -> bool:
+        return self.kernels is None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def replica_seeds(condition: str, replica: int, base_seed: int) -> ReplicaSeeds:
+    """Seeds of replica ``replica`` of ``condition``: only the condition's sources depend on it."""
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    if replica < 0:
+        raise ValueError(f"replica index must be >= 0, got {replica}")
+    varying = CONDITIONS[condition]
+    seeds = {}
+    for index, source in enumerate(SOURCES):
+        if source in varying:
+            seeds[source] = derive_seed(base_seed, index, replica + 1)
+        elif source in ("kernels", "bitflip"):
+            seeds[source] = None  # the base value of these sources is "off"
+        else:
+            seeds[source] = derive_seed(base_seed, index, 0)
+    return ReplicaSeeds(**seeds)

@@ -1,0 +1,199 @@
+"""Training one replica with every source of randomness drawn from its own generator.
+
+- init: a CPU ``torch.Generator`` seeded with ``seeds.init`` (same init on CPU and CUDA);
+- shuffle: a permutation per epoch from ``derive_seed(seeds.shuffle, epoch)``;
+- augment: per (seed, epoch, example index), see :mod:`nondet.augment`;
+- dropout: masks from a device generator reseeded per step from ``derive_seed(seeds.dropout, step)``;
+- kernels: deterministic kernels unless ``seeds.kernels`` is set; then CUDA runs its fast
+  nondeterministic kernels and CPU (which has none) optionally permutes examples within each batch
+  as a labelled stand-in (same mathematics, different summation order);
+- bitflip: one initial weight nudged by one ulp, see :mod:`nondet.bitflip`.
+
+Stateless per-epoch/per-step generators mean a run is a pure function of its seeds and recipe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import Augmenter
+from .bitflip import apply_bitflip
+from .data import Dataset
+from .models import SeededDropout, build_model, weight_decay_groups
+from .predict import predict
+from .seeds import ReplicaSeeds, derive_seed, torch_generator
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``cpu``, ``cuda`` (fails at once if absent) or ``auto``."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {requested!r} was requested but no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False); use device: cpu or auto in the config"
+        )
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise ValueError(f"unknown device {requested!r}; use cpu, cuda or auto")
+    return torch.device(requested)
+
+
+def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels (control and every single-source condition) or the fast ones."""
+    if device.type == "cuda" and deterministic:
+        # Must be set before cuBLAS creates its handle; harmless if already set.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    # fp32 protocol: no TF32 anywhere (it is on by default for cuDNN convolutions).
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+
+
+def kernels_mode(seeds: ReplicaSeeds, device: torch.device, cpu_standin: bool) -> str:
+    """How the ``kernels`` source is realised in this run, for tables and provenance."""
+    if seeds.deterministic:
+        return "deterministic"
+    if device.type == "cuda":
+        return "cuda-nondeterministic"
+    return "cpu-standin-batch-permutation" if cpu_standin else "cpu-deterministic"
+
+
+def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0, cycles: int = 1):
+    """Learning rate of optimizer step ``step`` (0-based): ``cycles`` cosine cycles, each with its
+    own linear warm-up, reaching exactly 0 at the last step of every cycle (the snapshot points)."""
+    if total_steps % cycles:
+        raise ValueError(f"{total_steps} steps do not split into {cycles} equal cycles")
+    cycle_steps = total_steps // cycles
+    if warmup_steps >= cycle_steps:
+        raise ValueError(f"warm-up of {warmup_steps} steps fills the {cycle_steps}-step cycle")
+    s = step % cycle_steps
+    if s < warmup_steps:
+        return peak * (s + 1) / warmup_steps
+    progress = (s + 1 - warmup_steps) / (cycle_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def state_to_numpy(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def train_replica(
+    model_spec: dict,
+    recipe: dict,
+    seeds: ReplicaSeeds,
+    data: Dataset,
+    device: torch.device,
+    label: str = "",
+    log=print,
+) -> dict:
+    """Train one replica; return its final weights, training curve and what was perturbed.
+
+    ``recipe`` keys: epochs, batch_size, lr, momentum, nesterov, weight_decay, warmup_epochs,
+    cycles (snapshot cycles; 1 = plain cosine), augment ("none"/"shift"/"crop_flip"),
+    augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never).
+    Snapshots (weights at the end of every cycle) are returned when cycles > 1.
+    """
+    started = time.perf_counter()
+    set_kernel_mode(seeds.deterministic, device)
+    standin = (
+        (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
+    )
+
+    model = build_model(
+        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
+    )
+    flipped = apply_bitflip(model, seeds.bitflip) if seeds.bitflip is not None else {}
+    dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
+    dropout_gen = torch_generator(0, device)
+    for m in dropouts:
+        m.generator = dropout_gen
+
+    opt = torch.optim.SGD(
+        weight_decay_groups(model, recipe["weight_decay"]),
+        lr=recipe["lr"],
+        momentum=recipe["momentum"],
+        nesterov=recipe["nesterov"],
+    )
+    n, bs, epochs, cycles = len(data.y_train), recipe["batch_size"], recipe["epochs"], recipe["cycles"]
+    steps_per_epoch = math.ceil(n / bs)
+    total = steps_per_epoch * epochs
+    warmup = steps_per_epoch * recipe["warmup_epochs"]
+    cycle_steps = total // cycles
+    augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
+    curve = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")}
+    snapshots, diverged, step = [], False, 0
+
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=torch_generator(derive_seed(seeds.shuffle, epoch)))
+        order = order.to(device)
+        loss_sum, correct, lr = torch.zeros((), device=device), torch.zeros((), device=device), 0.0
+        for b in range(steps_per_epoch):
+            index = order[b * bs : (b + 1) * bs]
+            if standin:
+                perm = torch.randperm(
+                    len(index), generator=torch_generator(derive_seed(seeds.kernels, epoch, b))
+                ).to(device)
+                index = index[perm]
+                for m in dropouts:  # each example keeps its canonical-order dropout mask
+                    m.batch_perm = perm
+            x = augment(data.x_train[index], index, epoch)
+            y = data.y_train[index]
+            dropout_gen.manual_seed(derive_seed(seeds.dropout, step))
+            lr = lr_at(step, total, recipe["lr"], warmup, cycles)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            step += 1
+            if cycles > 1 and step % cycle_steps == 0:
+                snapshots.append(state_to_numpy(model))
+        train_loss = float(loss_sum) / n
+        curve["epoch"].append(epoch + 1)
+        curve["lr"].append(lr)
+        curve["train_loss"].append(train_loss)
+        curve["train_acc"].append(100.0 * float(correct) / n)
+        test_loss = test_acc = float("nan")
+        every = recipe["eval_every"]
+        if every and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+            logits_test, _ = predict(model, data.x_test)
+            test_loss = float(F.cross_entropy(logits_test, data.y_test))
+            test_acc = 100.0 * float((logits_test.argmax(1) == data.y_test).float().mean())
+        curve["test_loss"].append(test_loss)
+        curve["test_acc"].append(test_acc)
+        log(
+            f"{label} epoch {epoch + 1}/{epochs} loss {train_loss:.4f} "
+            f"train_acc {curve['train_acc'][-1]:.1f}% test_acc {test_acc:.1f}% "
+            f"lr {lr:.3g} ({time.perf_counter() - t0:.2f}s)"
+        )
+        if not math.isfinite(train_loss):
+            diverged = True
+            log(f"{label} DIVERGED: training loss is {train_loss} in epoch {epoch + 1}; stopping")
+            break
+
+    for m in dropouts:
+        m.batch_perm = None
+    return {
+        "state": state_to_numpy(model),
+        "curve": {k: np.asarray(v, dtype=np.float64) for k, v in curve.items()},
+        "snapshots": snapshots,
+        "bitflip": flipped,
+        "diverged": diverged,
+        "kernels_mode": kernels_mode(seeds, device, recipe["kernels_cpu_standin"]),
+        "seconds": time.perf_counter() - started,
+        "model": model,
+    }

@@ -1,0 +1,48 @@
+rule metrics:
+    input:
+        lambda w: predict_files(w.model, w.condition),
+    output:
+        "results/metrics/{model}/{condition}.h5",
+    params:
+        metrics=metrics_params,
+    log:
+        "logs/metrics/{model}/{condition}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+rule diversity_table:
+    input:
+        metric_files(),
+    output:
+        csv=report(
+            "results/tables/diversity.csv",
+            caption="../report/diversity_table.rst",
+            category="Diversity",
+        ),
+        md="results/tables/diversity.md",
+    log:
+        "logs/diversity_table.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/table.py"
+
+
+rule provenance:
+    output:
+        report(
+            "results/tables/provenance.csv",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
+    params:
+        config=config,
+    log:
+        "logs/provenance.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/provenance.py"

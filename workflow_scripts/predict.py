@@ -1,0 +1,10 @@
+from nondet.stages import predict
+
+predict(
+    snakemake.input.data,
+    snakemake.input.trained,
+    snakemake.output[0],
+    snakemake.params.job,
+    snakemake.log[0],
+    snakemake.threads,
+)

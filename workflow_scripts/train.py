@@ -1,0 +1,9 @@
+from nondet.stages import train
+
+train(
+    snakemake.input.data,
+    snakemake.output[0],
+    snakemake.params.job,
+    snakemake.log[0],
+    snakemake.threads,
+)

@@ -1,12 +1,4 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
-import os
-import sys
-
-sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
-
 from nondet import config as cfg
 from nondet.h5io import CODE_VERSION
 
@@ -45,11 +37,15 @@ def metric_files(model=None):
 
 
 def figure_files():
-    return expand("results/figures/diversity_{model}.{ext}", model=MODELS, ext=("pdf", "png"))
+    return expand(
+        "results/figures/diversity_{model}.{ext}", model=MODELS, ext=("pdf", "png")
+    )
 
 
 def train_job(wildcards):
-    return cfg.train_job(config, wildcards.model, wildcards.condition, int(wildcards.chunk))
+    return cfg.train_job(
+        config, wildcards.model, wildcards.condition, int(wildcards.chunk)
+    )
 
 
 def metrics_params(wildcards):

@@ -3,12 +3,12 @@ rule metrics:
         lambda w: predict_files(w.model, w.condition),
     output:
         "results/metrics/{model}/{condition}.h5",
-    params:
-        metrics=metrics_params,
     log:
         "logs/metrics/{model}/{condition}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        metrics=metrics_params,
     script:
         "../workflow_scripts/metrics.py"
 
@@ -38,11 +38,11 @@ rule provenance:
             caption="../report/provenance.rst",
             category="Provenance",
         ),
-    params:
-        config=config,
     log:
         "logs/provenance.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        config=config,
     script:
         "../workflow_scripts/provenance.py"

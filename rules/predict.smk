@@ -4,12 +4,12 @@ rule predict:
         trained="results/train/{model}/{condition}/chunk{chunk}.h5",
     output:
         "results/predict/{model}/{condition}/chunk{chunk}.h5",
-    params:
-        job=train_job,
-    threads: config["threads_per_job"]
     log:
         "logs/predict/{model}/{condition}/chunk{chunk}.log",
     conda:
         "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=train_job,
     script:
         "../workflow_scripts/predict.py"

@@ -3,12 +3,12 @@ rule train:
         data=DATA,
     output:
         "results/train/{model}/{condition}/chunk{chunk}.h5",
-    params:
-        job=train_job,
-    threads: config["threads_per_job"]
     log:
         "logs/train/{model}/{condition}/chunk{chunk}.log",
     conda:
         "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=train_job,
     script:
         "../workflow_scripts/train.py"

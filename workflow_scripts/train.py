@@ -1,3 +1,6 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.stages import train
 
 train(

@@ -1,0 +1,37 @@
+# make run  - set up .venv on first use, run the default pipeline, build the HTML report
+# make test - set up .venv on first use, run the test suite, lint and format checks
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+
+.PHONY: run report test lint format clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+	@echo "Table: results/tables/diversity.md  Figures: results/figures/  Report: results/report.html"
+
+report: $(VENV)/.installed
+	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+
+test: $(VENV)/.installed lint
+	$(BIN)/python -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile rules/
+
+format: $(VENV)/.installed
+	$(BIN)/snakefmt Snakefile rules/
+
+clean:
+	rm -rf results logs .snakemake

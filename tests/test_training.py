@@ -1,0 +1,111 @@
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from nondet.bitflip import apply_bitflip
+from nondet.config import ARCH_PARAMS
+from nondet.models import ARCHITECTURES, build_model
+from nondet.predict import predict
+from nondet.seeds import replica_seeds, torch_generator
+from nondet.training import lr_at, train_replica
+
+CPU = torch.device("cpu")
+
+
+def weights_equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_two_control_replicas_are_bitwise_identical(small_data, recipe, cnn_spec):
+    runs = [
+        train_replica(cnn_spec, recipe, replica_seeds("control", r, 0), small_data, CPU)
+        for r in (0, 1)
+    ]
+    assert weights_equal(runs[0]["state"], runs[1]["state"])
+    logits = [predict(r["model"], small_data.x_test)[0] for r in runs]
+    assert torch.equal(logits[0], logits[1])
+    other = train_replica(cnn_spec, recipe, replica_seeds("init", 1, 0), small_data, CPU)
+    assert not weights_equal(runs[0]["state"], other["state"])
+
+
+@pytest.mark.parametrize("condition", ["shuffle", "augment", "dropout", "kernels", "bitflip"])
+def test_each_single_source_changes_the_trained_model(small_data, recipe, cnn_spec, condition):
+    a, b = (
+        train_replica(cnn_spec, recipe, replica_seeds(condition, r, 0), small_data, CPU)
+        for r in (0, 1)
+    )
+    assert not weights_equal(a["state"], b["state"])
+
+
+def test_training_never_touches_global_rng(small_data, recipe, cnn_spec):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    before_torch, before_np = torch.get_rng_state(), np.random.get_state()[1].copy()
+    train_replica(cnn_spec, recipe, replica_seeds("all", 1, 0), small_data, CPU)
+    assert torch.equal(torch.get_rng_state(), before_torch)
+    assert np.array_equal(np.random.get_state()[1], before_np)
+
+
+def test_bitflip_changes_exactly_one_scalar_by_one_ulp(cnn_spec):
+    build = lambda: build_model(cnn_spec, (1, 40), 10, torch_generator(5))  # noqa: E731
+    base, flipped = build(), build()
+    info = apply_bitflip(flipped, seed=11)
+    a = {k: v.numpy() for k, v in base.state_dict().items()}
+    b = {k: v.numpy() for k, v in flipped.state_dict().items()}
+    diffs = [(k, np.flatnonzero(a[k] != b[k])) for k in a]
+    changed = [(k, idx) for k, idx in diffs if len(idx)]
+    assert len(changed) == 1 and len(changed[0][1]) == 1
+    name, (index,) = changed[0]
+    assert name == info["tensor"] and index == info["index"]
+    old, new = a[name].ravel()[index], b[name].ravel()[index]
+    assert old.dtype == np.float32
+    assert new == np.nextafter(old, np.float32(np.inf * info["direction"]))
+    assert abs(np.float64(new) - np.float64(old)) == np.spacing(np.float32(min(abs(old), abs(new))))
+
+
+def test_bitflip_choices_vary_with_seed(cnn_spec):
+    picks = set()
+    for seed in range(20):
+        m = build_model(cnn_spec, (1, 40), 10, torch_generator(5))
+        info = apply_bitflip(m, seed)
+        picks.add((info["tensor"], info["index"], info["direction"]))
+    assert len(picks) > 10
+
+
+def test_lr_schedule_cosine_cycles_and_warmup():
+    total, peak = 100, 0.4
+    lrs = [lr_at(s, total, peak) for s in range(total)]
+    assert lrs[-1] == 0 and max(lrs) < peak and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    cyc = [lr_at(s, total, peak, warmup_steps=5, cycles=4) for s in range(total)]
+    for end in (24, 49, 74, 99):  # the last step of every cycle is the snapshot point: lr 0
+        assert cyc[end] == pytest.approx(0.0, abs=1e-12)
+        assert min(cyc[end - 24 : end + 1]) == cyc[end]
+    assert cyc[4] == pytest.approx(peak) and cyc[25] == pytest.approx(peak / 5)
+    with pytest.raises(ValueError, match="equal cycles"):
+        lr_at(0, 100, peak, cycles=3)
+
+
+def test_arch_params_match_model_signatures():
+    for arch, params in ARCH_PARAMS.items():
+        sig = inspect.signature(ARCHITECTURES[arch])
+        names = [n for n in sig.parameters if n not in ("in_shape", "num_classes")]
+        assert names == list(params), arch
+        for name, default in params.items():
+            expected = sig.parameters[name].default
+            assert (list(expected) if isinstance(expected, tuple) else expected) == default
+
+
+def test_default_cnn_size_and_linear_outputs(small_data):
+    cnn = build_model({"arch": "cnn1d", **ARCH_PARAMS["cnn1d"]}, (1, 40), 10, torch_generator(0))
+    assert sum(p.numel() for p in cnn.parameters()) == 6826
+    lin = build_model({"arch": "linear"}, (1, 40), 10, torch_generator(0))
+    feats, logits = lin.forward_with_features(small_data.x_test)
+    assert torch.equal(feats, logits) and logits.shape == (len(small_data.x_test), 10)
+
+
+def test_resnet_forward_shapes():
+    net = build_model({"arch": "resnet", "blocks": 1, "width": 4}, (3, 16, 16), 10, torch_generator(0))
+    feats, logits = net.forward_with_features(torch.zeros(2, 3, 16, 16))
+    assert feats.shape == (2, 16) and logits.shape == (2, 10)

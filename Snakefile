@@ -15,6 +15,8 @@ include: "rules/train.smk"
 include: "rules/predict.smk"
 include: "rules/metrics.smk"
 include: "rules/plots.smk"
+include: "rules/instability.smk"
+include: "rules/mitigation.smk"
 
 
 rule all:
@@ -23,3 +25,5 @@ rule all:
         "results/tables/diversity.md",
         "results/tables/provenance.csv",
         figure_files(),
+        instability_targets(),
+        mitigation_targets(),

@@ -70,6 +70,7 @@ def validate(config: dict) -> dict:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _fill_defaults(schema, config, schema)
     _check_semantics(config)
+    _check_sections(config)
     return config
 
 
@@ -115,6 +116,31 @@ def _check_semantics(config: dict) -> None:
                 raise ConfigError(
                     f"config key training.warmup_epochs (model {name}, {condition}): warm-up fills "
                     "the whole cycle"
+                )
+
+
+def _check_sections(config: dict) -> None:
+    models = config["models"]
+    for section in ("instability", "stability", "mitigation"):
+        for name in config[section]["models"]:
+            if name not in models:
+                raise ConfigError(
+                    f"config key {section}.models: unknown model {name!r} "
+                    f"(models: {', '.join(models)})"
+                )
+    mit = config["mitigation"]
+    for name in mit["models"]:
+        for condition in mit["conditions"]:
+            if condition not in models[name]["conditions"]:
+                raise ConfigError(
+                    f"config key mitigation.conditions: model {name!r} does not run condition "
+                    f"{condition!r} (its plain replicas are the baseline)"
+                )
+            epochs = recipe(config, name, condition)["epochs"]
+            if epochs % mit["snapshot_cycles"]:
+                raise ConfigError(
+                    f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
+                    f"not divide the {epochs} epochs of {name}/{condition}"
                 )
 
 
@@ -173,3 +199,36 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     }
     job["spec_hash"] = spec_hash(job)
     return job
+
+
+def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """The training job of the snapshot-ensemble run: same budget, ``snapshot_cycles`` cycles."""
+    job = train_job(config, model, condition, chunk)
+    del job["spec_hash"]
+    job["recipe"] = {**job["recipe"], "cycles": config["mitigation"]["snapshot_cycles"]}
+    job["spec_hash"] = spec_hash(job)
+    return job
+
+
+def twins_job(config: dict, model: str) -> dict:
+    """The twin-divergence job of ``model`` (base run = replica 0 of control)."""
+    job = {
+        "experiment": config["experiment"],
+        "model": model,
+        "condition": "control",
+        "base_seed": config["base_seed"],
+        "device": config["device"],
+        "model_spec": model_spec(config, model),
+        "recipe": recipe(config, model, "control"),
+        "twins": config["instability"]["twins"],
+        "record_points": config["instability"]["record_points"],
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+    job["spec_hash"] = spec_hash(job)
+    return job
+
+
+def mitigation_methods() -> dict[str, str]:
+    """Method name -> the tag used in file paths."""
+    return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}

@@ -52,3 +52,77 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def divergence_figure(div: dict, pdf_path, png_path) -> None:
+    """Twin-run divergence over training: relative parameter distance and test disagreement."""
+    steps = div["steps"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    colors = {"bitflip": "C3", "init": "C0", "shuffle": "C2", "augment": "C1", "dropout": "C4"}
+    for name, run in div["runs"].items():
+        if name == "base":
+            continue
+        style = {"color": colors.get(run["condition"], "k"), "alpha": 0.85, "lw": 1.4}
+        ax1.plot(steps, run["distance"], label=name, **style)
+        ax2.plot(steps, run["disagreement"], label=name, **style)
+    for ax in (ax1, ax2):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel(f"optimizer steps ({div['steps_per_epoch']} per epoch)")
+        ax.grid(alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel(r"$\|\theta-\theta'\| / \|\theta\|$")
+    ax2.set_ylabel("test disagreement with base run (%)")
+    ax1.legend(fontsize=8)
+    fig.suptitle(f"{div['model']}: twins of one base run (bitflip = one initial weight +-1 ulp)")
+    for path in (pdf_path, png_path):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def mitigation_figure(df, pdf_path, png_path) -> None:
+    """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with error bars."""
+    panels = [("acc_sd", "SD of accuracy (%)"), ("ce_sd", "SD of cross-entropy"),
+              ("disagreement", "pairwise disagreement (%)"), ("pearson", "logit correlation")]  # fmt: skip
+    groups = list(df.groupby(["model", "condition"], sort=False))
+    fig, axes = plt.subplots(
+        len(groups), 4, figsize=(14, 3.4 * len(groups)), squeeze=False, constrained_layout=True
+    )
+    for row_axes, ((model, condition), g) in zip(axes, groups):
+        labels = [f"{m}\n{e} ep, {p} pass" for m, e, p in zip(g["method"], g["epochs"], g["test_passes"])]
+        for ax, (key, name) in zip(row_axes, panels):
+            err = g.get(f"{key}_se")
+            ax.bar(range(len(g)), g[key], yerr=None if err is None else err,
+                   color=[f"C{i}" for i in range(len(g))], capsize=3)  # fmt: skip
+            ax.set_xticks(range(len(g)), labels, fontsize=7)
+            ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Reducing run-to-run variability at equal training budget", fontsize=11)
+    for path in (pdf_path, png_path):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def stability_figure(df, pdf_path, png_path) -> None:
+    """Init and one-ulp diversity by model: a stable model has ~0 for bitflip."""
+    panels = [("disagreement", "pairwise disagreement (%)"), ("acc_sd", "SD of accuracy (%)"),
+              ("pearson", "logit correlation (Pearson)")]  # fmt: skip
+    models = list(dict.fromkeys(df["model"]))
+    conditions = [c for c in ("init", "bitflip", "all") if c in set(df["condition"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 4), constrained_layout=True)
+    width = 0.8 / max(len(conditions), 1)
+    for ax, (key, name) in zip(axes, panels):
+        for j, cond in enumerate(conditions):
+            sub = df[df["condition"] == cond].set_index("model").reindex(models)
+            ax.bar([i + j * width for i in range(len(models))], sub[key], width,
+                   yerr=sub.get(f"{key}_se"), capsize=2, label=cond)  # fmt: skip
+        ax.set_xticks([i + width * (len(conditions) - 1) / 2 for i in range(len(models))], models)
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Stability by model family: diversity from a new init vs from one ulp", fontsize=11)
+    for path in (pdf_path, png_path):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    plt.close(fig)

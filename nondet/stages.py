@@ -163,6 +163,10 @@ def load_replicas(path) -> list[dict]:
                     "diverged": bool(g.attrs["diverged"]),
                     "bitflip": json.loads(g.attrs["bitflip"]),
                     "weights": h5io.read_dict(g["weights"]),
+                    "snapshots": [
+                        h5io.read_dict(g["snapshots"][c])
+                        for c in sorted(g.get("snapshots", {}), key=int)
+                    ],
                     "curve": h5io.read_dict(g["curve"]),
                     "job": job,
                 }
@@ -183,9 +187,17 @@ def rebuild_model(model_spec: dict, weights: dict, data, device):
 
 
 @stage
-def predict(data_path, train_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
-    """Test-set logits and penultimate features of every replica in a training file."""
-    from .predict import predict as predict_logits
+def predict(
+    data_path, train_path, out_path, job: dict, log_path=None, threads: int = 1, method="plain",
+    tta=None,
+) -> None:  # fmt: skip
+    """Test-set logits and penultimate features of every replica in a training file.
+
+    ``method``: ``plain`` (final weights), ``tta`` (logits averaged over the views of ``tta``),
+    ``snapshot`` (logits averaged over the snapshots saved at each cycle's end) or
+    ``snapshot+tta``. Features always come from the final weights and the identity view.
+    """
+    from .tta import make_views, predict_tta
 
     log = get_logger(log_path)
     device = _setup_torch(threads, job["device"])
@@ -193,15 +205,27 @@ def predict(data_path, train_path, out_path, job: dict, log_path=None, threads: 
     replicas = load_replicas(train_path)
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
-    logits, features = [], []
+    use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
+    views = make_views(tta if use_tta else None)
+    logits, features, passes = [], [], 0
     for rep in replicas:
-        model = rebuild_model(job["model_spec"], rep["weights"], data, device)
-        z, h = predict_logits(model, data.x_test)
+        z, h = predict_tta(rebuild_model(job["model_spec"], rep["weights"], data, device), data.x_test, views)
+        passes = len(views)
+        if use_snapshots:
+            if not rep["snapshots"]:
+                raise InputError(f"{train_path} has no snapshots (trained with cycles=1)")
+            zs = [
+                predict_tta(rebuild_model(job["model_spec"], w, data, device), data.x_test, views)[0]
+                for w in rep["snapshots"]
+            ]
+            z, passes = sum(zs) / len(zs), len(views) * len(zs)
         logits.append(z.cpu().numpy())
         features.append(h.cpu().numpy())
     prov = provenance(
         kind="predict",
         job=job,
+        method=method,
+        views=[name for name, _ in views],
         device=str(device),
         experiment=job["experiment"],
         spec_hash=job["spec_hash"],
@@ -214,7 +238,12 @@ def predict(data_path, train_path, out_path, job: dict, log_path=None, threads: 
         f.create_dataset("replicas", data=[r["replica"] for r in replicas])
         f.create_dataset("diverged", data=[r["diverged"] for r in replicas])
         f.attrs["kernels_mode"] = replicas[0]["kernels_mode"] if replicas else ""
-    log.info(f"predicted {len(replicas)} replicas of {job['model']}/{job['condition']} -> {out_path}")
+        f.attrs["method"] = method
+        f.attrs["test_passes"] = passes
+    log.info(
+        f"predicted {len(replicas)} replicas of {job['model']}/{job['condition']} ({method}, "
+        f"{passes} forward passes per example) -> {out_path}"
+    )
 
 
 # --- metrics, tables, figures -----------------------------------------------------------------
@@ -233,6 +262,8 @@ def load_predictions(paths) -> dict:
                     "replicas": f["replicas"][()],
                     "diverged": f["diverged"][()],
                     "kernels_mode": str(f.attrs["kernels_mode"]),
+                    "method": str(f.attrs.get("method", "plain")),
+                    "test_passes": int(f.attrs.get("test_passes", 1)),
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )
@@ -247,6 +278,8 @@ def load_predictions(paths) -> dict:
         "replicas": np.concatenate([p["replicas"] for p in parts]),
         "diverged": np.concatenate([p["diverged"] for p in parts]).astype(bool),
         "kernels_mode": parts[0]["kernels_mode"],
+        "method": parts[0]["method"],
+        "test_passes": parts[0]["test_passes"],
         "job": parts[0]["prov"]["job"],
         "device": parts[0]["prov"]["device"],
     }
@@ -276,6 +309,9 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "device": pred["device"],
         "kernels_mode": pred["kernels_mode"],
         "epochs": job["recipe"]["epochs"],
+        "cycles": job["recipe"]["cycles"],
+        "method": pred["method"],
+        "test_passes": pred["test_passes"],
         **row,
     }
     prov = provenance(
@@ -338,3 +374,111 @@ def provenance_table(config: dict, csv_path, log_path=None) -> None:
     with h5io.atomic_path(csv_path) as tmp:
         pd.DataFrame(rows, columns=["key", "value"]).to_csv(tmp, index=False)
     get_logger(log_path).info(f"wrote {csv_path}")
+
+
+# --- instability and mitigation ---------------------------------------------------------------
+
+
+@stage
+def twins(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
+    """Train the base run and its twins, recording parameter distance and test disagreement."""
+    import math
+
+    from .instability import disagreement, log_steps, relative_distance, twin_runs
+    from .seeds import replica_seeds
+    from .training import train_replica
+
+    log = get_logger(log_path)
+    device = _setup_torch(threads, job["device"])
+    data = load_dataset(data_path, job["data_hash"], device)
+    recipe = job["recipe"]
+    total = math.ceil(len(data.y_train) / recipe["batch_size"]) * recipe["epochs"]
+    steps = log_steps(total, job["record_points"])
+    runs = {}
+    for name, condition, replica in twin_runs(job["twins"]):
+        seeds = replica_seeds(condition, replica, job["base_seed"])
+        res = train_replica(
+            job["model_spec"], recipe, seeds, data, device, f"[{job['model']} {name}]",
+            log.info, record_steps=steps,
+        )  # fmt: skip
+        runs[name] = (condition, seeds, res)
+    base = runs["base"][2]["records"]
+    prov = provenance(
+        kind="divergence",
+        job=job,
+        device=str(device),
+        experiment=job["experiment"],
+        spec_hash=job["spec_hash"],
+        data_hash=job["data_hash"],
+    )
+    with atomic_h5(out_path, prov) as f:
+        f.create_dataset("steps", data=base["steps"])
+        f.attrs["steps_per_epoch"] = total // recipe["epochs"]
+        for name, (condition, seeds, res) in runs.items():
+            g = f.create_group(name)
+            g.attrs["condition"] = condition
+            g.attrs["seeds"] = json.dumps(seeds.as_dict())
+            g.attrs["bitflip"] = json.dumps(res["bitflip"])
+            rec = res["records"]
+            g.create_dataset("distance", data=relative_distance(base["params"], rec["params"]))
+            g.create_dataset(
+                "disagreement", data=disagreement(base["test_logits"], rec["test_logits"])
+            )
+            g.create_dataset("test_acc", data=res["curve"]["test_acc"])
+            if name != "base":
+                d = g["distance"][()]
+                log.info(
+                    f"{name}: distance {d[0]:.3g} at step 0 -> {d[-1]:.3g} at step {steps[-1]}, "
+                    f"final disagreement {g['disagreement'][-1]:.2f}%"
+                )
+    log.info(f"wrote {out_path}")
+
+
+def load_divergence(path) -> dict:
+    with open_input(path, "divergence") as f:
+        out = {"steps": f["steps"][()], "model": json.loads(f.attrs["provenance"])["job"]["model"]}
+        out["steps_per_epoch"] = int(f.attrs["steps_per_epoch"])
+        out["runs"] = {
+            name: {
+                "condition": str(f[name].attrs["condition"]),
+                "distance": f[name]["distance"][()],
+                "disagreement": f[name]["disagreement"][()],
+            }
+            for name in f
+            if name != "steps"
+        }
+    return out
+
+
+@stage
+def plot_divergence(divergence_path, pdf_path, png_path, log_path=None) -> None:
+    from .plots import divergence_figure
+
+    divergence_figure(load_divergence(divergence_path), pdf_path, png_path)
+    get_logger(log_path).info(f"wrote {pdf_path} and {png_path}")
+
+
+@stage
+def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
+    """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with reductions."""
+    from .plots import mitigation_figure
+    from .tables import mitigation_table as make_table
+    from .tables import write_table
+
+    h5io.check_same_experiment(metric_paths, "data_hash")
+    df = make_table(load_rows(metric_paths))
+    write_table(df, csv_path, md_path)
+    mitigation_figure(df, pdf_path, png_path)
+    get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
+
+
+@stage
+def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
+    """Init and one-ulp diversity by model family: table and figure."""
+    from .plots import stability_figure
+    from .tables import diversity_table, write_table
+
+    df = diversity_table(load_rows(metric_paths))
+    write_table(df, csv_path, md_path)
+    stability_figure(df, pdf_path, png_path)
+    get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")

@@ -93,6 +93,7 @@ def train_replica(
     device: torch.device,
     label: str = "",
     log=print,
+    record_steps=(),
 ) -> dict:
     """Train one replica; return its final weights, training curve and what was perturbed.
 
@@ -100,6 +101,8 @@ def train_replica(
     cycles (snapshot cycles; 1 = plain cosine), augment ("none"/"shift"/"crop_flip"),
     augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never).
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
+    ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
+    parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
     """
     started = time.perf_counter()
     set_kernel_mode(seeds.deterministic, device)
@@ -130,6 +133,12 @@ def train_replica(
     augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
     curve = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")}
     snapshots, diverged, step = [], False, 0
+    record_at, records = set(int(s) for s in record_steps), []
+
+    def record():
+        if step in record_at:
+            params = torch.cat([p.detach().flatten() for p in model.parameters()])
+            records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test)[0]))
 
     for epoch in range(epochs):
         model.train()
@@ -138,6 +147,7 @@ def train_replica(
         order = order.to(device)
         loss_sum, correct, lr = torch.zeros((), device=device), torch.zeros((), device=device), 0.0
         for b in range(steps_per_epoch):
+            record()
             index = order[b * bs : (b + 1) * bs]
             if standin:
                 perm = torch.randperm(
@@ -185,6 +195,7 @@ def train_replica(
             log(f"{label} DIVERGED: training loss is {train_loss} in epoch {epoch + 1}; stopping")
             break
 
+    record()
     for m in dropouts:
         m.batch_perm = None
     return {
@@ -196,4 +207,11 @@ def train_replica(
         "kernels_mode": kernels_mode(seeds, device, recipe["kernels_cpu_standin"]),
         "seconds": time.perf_counter() - started,
         "model": model,
+        "records": {
+            "steps": np.array([r[0] for r in records], dtype=np.int64),
+            "params": np.stack([r[1] for r in records]) if records else np.zeros((0, 0)),
+            "test_logits": (
+                torch.stack([r[2] for r in records]).cpu().numpy() if records else np.zeros(0)
+            ),
+        },
     }

@@ -19,6 +19,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
+    method="|".join(cfg.mitigation_methods().values()),
 
 
 def predict_files(model, condition):
@@ -55,3 +56,73 @@ def metrics_params(wildcards):
         **config["metrics"],
         "code_version": CODE_VERSION,
     }
+
+
+# --- instability and mitigation (issue 3) ---
+METHOD_TAGS = cfg.mitigation_methods()
+
+
+def instability_targets():
+    models = config["instability"]["models"]
+    out = expand(
+        "results/figures/divergence_{model}.{ext}", model=models, ext=("pdf", "png")
+    )
+    if config["stability"]["models"]:
+        out += [
+            "results/tables/stability.csv",
+            "results/figures/stability_by_family.png",
+        ]
+    return out
+
+
+def mitigation_targets():
+    return ["results/tables/mitigation.csv"] if config["mitigation"]["models"] else []
+
+
+def stability_metric_files():
+    return [
+        f"results/metrics/{m}/{c}.h5"
+        for m, c in GROUPS
+        if m in config["stability"]["models"] and c in ("init", "bitflip", "all")
+    ]
+
+
+def mitigation_metric_files():
+    mit = config["mitigation"]
+    files = []
+    for m in mit["models"]:
+        for c in mit["conditions"]:
+            files.append(f"results/metrics/{m}/{c}.h5")
+            files += [
+                f"results/mitigation/metrics/{m}/{c}/{t}.h5"
+                for t in METHOD_TAGS.values()
+            ]
+    return files
+
+
+def twins_job(wildcards):
+    return cfg.twins_job(config, wildcards.model)
+
+
+def snapshot_job(wildcards):
+    return cfg.snapshot_job(
+        config, wildcards.model, wildcards.condition, int(wildcards.chunk)
+    )
+
+
+def method_of(tag):
+    return {t: m for m, t in METHOD_TAGS.items()}[tag]
+
+
+def mitigation_train_file(wildcards):
+    if wildcards.method == "tta":  # TTA reuses the plain replicas of the protocol
+        return "results/train/{model}/{condition}/chunk{chunk}.h5".format(**wildcards)
+    return "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5".format(
+        **wildcards
+    )
+
+
+def mitigation_predict_job(wildcards):
+    if wildcards.method == "tta":
+        return train_job(wildcards)
+    return snapshot_job(wildcards)

@@ -24,9 +24,7 @@ def test_default_config_is_valid_and_filled():
     c = cfg.validate(DEFAULT)
     assert c["training"]["epochs"] == DEFAULT["training"]["epochs"]
     assert cfg.groups(c)[0] == ("cnn", "control")
-    assert len(cfg.groups(c)) == len(DEFAULT["models"]["cnn"]["conditions"]) + len(
-        DEFAULT["models"]["linear"]["conditions"]
-    )
+    assert len(cfg.groups(c)) == sum(len(m["conditions"]) for m in DEFAULT["models"].values())
 
 
 def test_defaults_fill_a_minimal_config():
@@ -48,12 +46,16 @@ def test_defaults_fill_a_minimal_config():
         ({"models__cnn__arch": "transformer"}, "models.cnn.arch"),
         ({"models__linear__conditions": ["dropout"]}, "models.linear.conditions"),
         ({"models__cnn__params": {"width": 3}}, "models.cnn.params.width"),
-        ({"overrides": {"mlp": {"init": {"epochs": 3}}}}, "overrides.mlp"),
+        ({"overrides": {"resnet9": {"init": {"epochs": 3}}}}, "overrides.resnet9"),
         ({"overrides": {"linear": {"dropout": {"epochs": 3}}}}, "overrides.linear.dropout"),
         ({"overrides": {"cnn": {"all": {"epoch": 3}}}}, "epoch"),
         ({"training__cycles": 4}, "cycles"),
         ({"dataset__name": "imagenet"}, "dataset.name"),
         ({"metrics__bootstrap_resamples": -5}, "metrics.bootstrap_resamples"),
+        ({"instability__models": ["resnet9"]}, "instability.models"),
+        ({"mitigation__conditions": ["dropout2"]}, "mitigation.conditions.0"),
+        ({"mitigation__snapshot_cycles": 4}, "mitigation.snapshot_cycles"),
+        ({"mitigation__conditions": ["dropout"], "mitigation__models": ["mlp"]}, "mitigation.conditions"),
     ],
 )
 def test_invalid_config_names_the_key(changes, message):

@@ -28,6 +28,14 @@ TINY = {
         "linear": {"arch": "linear", "conditions": ["control", "bitflip"]},
     },
     "metrics": {"bootstrap_resamples": 200},
+    "instability": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1}, "record_points": 6},
+    "stability": {"models": ["linear", "cnn"]},
+    "mitigation": {
+        "models": ["cnn"],
+        "conditions": ["all"],
+        "snapshot_cycles": 2,
+        "tta": {"kind": "shift", "size": 1, "stride": 1},
+    },
 }
 
 
@@ -66,6 +74,11 @@ def test_end_to_end_outputs(finished_run):
         "figures/diversity_cnn.png",
         "figures/diversity_linear.pdf",
         "figures/diversity_linear.png",
+        "figures/divergence_cnn.png",
+        "figures/stability_by_family.png",
+        "figures/mitigation.png",
+        "tables/stability.csv",
+        "tables/mitigation.csv",
         "report.html",
     ):
         assert (res / path).stat().st_size > 0, path
@@ -78,6 +91,10 @@ def test_end_to_end_outputs(finished_run):
     assert rows[("cnn", "all")]["n_replicas"] == "3"
     assert rows[("cnn", "all")]["device"] == "cpu"
     assert "cpu-standin" in rows[("cnn", "all")]["kernels_mode"]
+    mit = list(csv.DictReader(open(res / "tables/mitigation.csv")))
+    assert [r["method"] for r in mit] == ["plain", "tta", "snapshot", "snapshot+tta"]
+    assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
+    assert float(mit[0]["acc_sd_reduction"]) == 0.0
     html = (res / "report.html").read_text(errors="replace")
     assert "diversity.csv" in html and "provenance.csv" in html
     assert (finished_run / "logs/train/cnn/all/chunk0.log").read_text().count("epoch 2/2") == 2
@@ -98,6 +115,10 @@ def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
         "results/tables/diversity.md",
         "results/figures/diversity_cnn.pdf",
         "results/figures/diversity_cnn.png",
+        "results/tables/stability.csv",  # cnn/init is one of the stability rows
+        "results/tables/stability.md",
+        "results/figures/stability_by_family.pdf",
+        "results/figures/stability_by_family.png",
         "results/tables/provenance.csv",  # records the whole config, so it follows any edit
     }
 

@@ -10,4 +10,6 @@ predict(
     snakemake.params.job,
     snakemake.log[0],
     snakemake.threads,
+    method=snakemake.params.get("method", "plain"),
+    tta=snakemake.params.get("tta"),
 )

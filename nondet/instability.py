@@ -1,0 +1,40 @@
+"""Instability: how far a twin run drifts from its base run over training (design.md §4).
+
+The base run is replica 0 of ``control``. Each twin changes one thing: ``bitflip`` twins nudge one
+initial weight by one ulp (several flip seeds), an ``init`` twin draws a fresh initialisation, a
+``shuffle`` twin a fresh data order. At log-spaced steps we compare the twin with the base run:
+relative parameter distance ||theta - theta'|| / ||theta|| and test-set disagreement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_steps(total_steps: int, points: int) -> list[int]:
+    """0 plus about ``points`` log-spaced step counts up to ``total_steps`` (dense early)."""
+    if total_steps < 1:
+        return [0]
+    grid = np.logspace(0, np.log10(total_steps), max(points - 1, 1))
+    return sorted({0, total_steps, *np.unique(np.round(grid).astype(int)).tolist()})
+
+
+def twin_runs(twins: dict) -> list[tuple[str, str, int]]:
+    """(name, condition, replica) of the base run and every twin; ``twins`` maps source -> count."""
+    runs = [("base", "control", 0)]
+    for source in ("bitflip", "init", "shuffle", "augment", "dropout"):
+        for k in range(int(twins.get(source, 0))):
+            runs.append((f"{source}{k}", source, k))
+    return runs
+
+
+def relative_distance(base: np.ndarray, twin: np.ndarray) -> np.ndarray:
+    """||base - twin|| / ||base|| per recorded step; arrays (steps, n_params)."""
+    base = np.asarray(base, dtype=np.float64)
+    diff = base - np.asarray(twin, dtype=np.float64)
+    return np.linalg.norm(diff, axis=-1) / np.linalg.norm(base, axis=-1)
+
+
+def disagreement(base_logits: np.ndarray, twin_logits: np.ndarray) -> np.ndarray:
+    """% of test examples whose argmax differs, per recorded step; arrays (steps, n, k)."""
+    return 100.0 * (base_logits.argmax(-1) != twin_logits.argmax(-1)).mean(-1)

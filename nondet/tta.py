@@ -1,0 +1,63 @@
+"""Test-time augmentation: average the logits of the original input and augmented views.
+
+Views suited to the data: for 1-D signals, shifts by -size..size at a stride (zero padded, the
+training augmentation); for images, a horizontal flip, all crops of the zero-padded image at a
+stride, or both combined.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .augment import crop_flip, shift
+
+
+def make_views(spec: dict | None) -> list[tuple[str, object]]:
+    """Named view functions for ``spec`` = {kind, size, stride}; the identity comes first."""
+    views = [("identity", lambda x: x)]
+    if not spec:
+        return views
+    kind, size, stride = spec["kind"], int(spec["size"]), int(spec.get("stride", 1))
+    if kind == "shift":
+        for off in range(-size, size + 1, stride):
+            if off != 0:
+                views.append((f"shift{off:+d}", _shift_view(off, size)))
+        return views
+    if kind not in ("flip", "crops", "flip+crops"):
+        raise ValueError(f"unknown TTA kind {kind!r}; known: shift, flip, crops, flip+crops")
+    crops = kind in ("crops", "flip+crops")
+    flips = [0, 1] if kind in ("flip", "flip+crops") else [0]
+    offsets = range(0, 2 * size + 1, stride) if crops else [size]
+    for flip in flips:
+        for dy in offsets:
+            for dx in offsets:
+                if (dy, dx, flip) != (size, size, 0):
+                    views.append((f"crop{dy - size:+d}{dx - size:+d}" + ("flip" if flip else ""),
+                                  _crop_view(dy, dx, flip, size)))  # fmt: skip
+    return views
+
+
+def _shift_view(offset: int, size: int):
+    def view(x):
+        return shift(x, torch.full((len(x),), offset + size, dtype=torch.long), size)
+
+    return view
+
+
+def _crop_view(dy: int, dx: int, flip: int, pad: int):
+    def view(x):
+        params = torch.tensor([[dy, dx, flip]], dtype=torch.long).expand(len(x), 3)
+        return crop_flip(x, params, pad)
+
+    return view
+
+
+@torch.no_grad()
+def predict_tta(model, x: torch.Tensor, views, batch_size: int = 1000):
+    """(mean logits over views, identity-view features); with only the identity = plain predict."""
+    from .predict import predict
+
+    logits, features = predict(model, x, batch_size)
+    for _, view in views[1:]:
+        logits = logits + predict(model, view(x), batch_size)[0]
+    return logits / len(views), features

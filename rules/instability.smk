@@ -1,0 +1,57 @@
+rule twins:
+    input:
+        data=DATA,
+    output:
+        "results/instability/{model}/divergence.h5",
+    log:
+        "logs/instability/{model}/twins.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=twins_job,
+    script:
+        "../workflow_scripts/twins.py"
+
+
+rule plot_divergence:
+    input:
+        "results/instability/{model}/divergence.h5",
+    output:
+        pdf="results/figures/divergence_{model}.pdf",
+        png=report(
+            "results/figures/divergence_{model}.png",
+            caption="../report/divergence.rst",
+            category="Instability",
+            labels={"model": "{model}", "figure": "twin divergence"},
+        ),
+    log:
+        "logs/plots/divergence_{model}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/plot_divergence.py"
+
+
+rule stability_table:
+    input:
+        stability_metric_files(),
+    output:
+        csv=report(
+            "results/tables/stability.csv",
+            caption="../report/stability.rst",
+            category="Instability",
+        ),
+        md="results/tables/stability.md",
+        pdf="results/figures/stability_by_family.pdf",
+        png=report(
+            "results/figures/stability_by_family.png",
+            caption="../report/stability.rst",
+            category="Instability",
+        ),
+    log:
+        "logs/stability_table.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/stability_table.py"

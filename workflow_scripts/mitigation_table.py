@@ -1,0 +1,7 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.stages import mitigation_table
+
+out = snakemake.output
+mitigation_table(list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0])

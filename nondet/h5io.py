@@ -28,6 +28,10 @@ class InputError(RuntimeError):
     """An input file is missing, corrupt, or from a different experiment."""
 
 
+class OutputError(RuntimeError):
+    """An output cannot be written."""
+
+
 def spec_hash(obj) -> str:
     """Stable short hash of a JSON-serialisable object (e.g. the params of a job)."""
     text = json.dumps(obj, sort_keys=True, default=str)
@@ -84,7 +88,12 @@ def provenance(**fields) -> dict:
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError("no write permission")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: output directory {path.parent} is not writable ({e})") from e
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp

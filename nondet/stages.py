@@ -10,6 +10,7 @@ import functools
 import inspect
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -98,8 +99,15 @@ def _setup_torch(threads: int, device_name: str):
 
 
 @stage
-def train(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
-    """Train the replicas of ``job`` (see nondet.config.train_job) into one HDF5 file."""
+def train(
+    data_path, out_path, job: dict, log_path=None, threads: int = 1, checkpoint_every: int = 1
+) -> None:
+    """Train the replicas of ``job`` (see nondet.config.train_job) into one HDF5 file.
+
+    Resumable: each replica checkpoints every ``checkpoint_every`` epochs (0 = never) into a
+    hidden folder beside the output, and a job started again after a kill resumes from there.
+    The folder is removed once the output is complete.
+    """
     from .seeds import replica_seeds
     from .training import train_replica
 
@@ -111,12 +119,17 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> No
         f"training {label} replicas {job['replicas']} on {device} "
         f"({job['recipe']['epochs']} epochs, {len(data.y_train)} examples)"
     )
+    ckpt_dir = checkpoint_dir(out_path)
+    if checkpoint_every:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for r in job["replicas"]:
         seeds = replica_seeds(job["condition"], r, job["base_seed"])
         res = train_replica(
-            job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info
-        )
+            job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,
+            checkpoint=ckpt_dir / f"replica_{r:04d}.pt" if checkpoint_every else None,
+            checkpoint_every=checkpoint_every,
+        )  # fmt: skip
         log.info(
             f"[{label} r{r}] done in {res['seconds']:.1f}s, final test_acc "
             f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
@@ -145,7 +158,14 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> No
             h5io.write_dict(g.create_group("curve"), res["curve"])
             for c, snap in enumerate(res["snapshots"]):
                 h5io.write_dict(g.create_group(f"snapshots/{c}"), snap)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info(f"wrote {out_path}")
+
+
+def checkpoint_dir(out_path) -> Path:
+    """Hidden folder beside a training output that holds its replicas' resumable state."""
+    out_path = Path(out_path)
+    return out_path.with_name(f".{out_path.name}.checkpoints")
 
 
 def load_replicas(path) -> list[dict]:
@@ -293,12 +313,25 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
     log = get_logger(log_path)
     t0 = time.perf_counter()
     pred = load_predictions(predict_paths)
-    if len(pred["logits"]) < 2:
-        raise InputError(f"{params['model']}/{params['condition']}: pairwise metrics need >= 2 replicas")
+    group = f"{params['model']}/{params['condition']}"
+    diverged = pred["diverged"]
+    if diverged.any():
+        names = ", ".join(str(r) for r in pred["replicas"][diverged])
+        if params.get("on_diverged", "exclude") == "fail":
+            raise InputError(
+                f"{group}: {diverged.sum()} replica(s) diverged (loss NaN/inf): {names}; "
+                "set metrics.on_diverged: exclude to drop them from the aggregates"
+            )
+        log.warning(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s) from aggregates: {names}")
+    keep = ~diverged
+    if keep.sum() < 2:
+        raise InputError(
+            f"{group}: pairwise metrics need >= 2 replicas that did not diverge, have {keep.sum()}"
+        )
     row, arrays = summarize(
-        pred["logits"],
+        pred["logits"][keep],
         pred["labels"],
-        pred["features"],
+        pred["features"][keep],
         params["bootstrap_resamples"],
         params["seed"],
     )
@@ -313,6 +346,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "method": pred["method"],
         "test_passes": pred["test_passes"],
         **row,
+        "n_diverged": int(diverged.sum()),
     }
     prov = provenance(
         kind="metrics",
@@ -325,7 +359,8 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         f.attrs["row"] = json.dumps(row)
         for key, value in arrays.items():
             f.create_dataset(key, data=value)
-        f.create_dataset("replicas", data=pred["replicas"])
+        f.create_dataset("replicas", data=pred["replicas"][keep])
+        f.create_dataset("diverged_replicas", data=pred["replicas"][diverged])
     log.info(
         f"{row['model']}/{row['condition']}: acc {row['acc_mean']:.2f}±{row['acc_sd']:.2f}% "
         f"disagreement {row['disagreement']:.2f}% ({time.perf_counter() - t0:.1f}s)"

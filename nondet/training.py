@@ -94,6 +94,8 @@ def train_replica(
     label: str = "",
     log=print,
     record_steps=(),
+    checkpoint=None,
+    checkpoint_every: int = 0,
 ) -> dict:
     """Train one replica; return its final weights, training curve and what was perturbed.
 
@@ -103,6 +105,10 @@ def train_replica(
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
     ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
     parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
+    ``checkpoint``: a path for resumable state (model, optimiser, schedule position, curve,
+    snapshots), written atomically every ``checkpoint_every`` epochs; if it exists when training
+    starts, training resumes from it. Every generator is re-derived from (seed, epoch, step), so a
+    resumed run ends bitwise identical to an uninterrupted one (with deterministic kernels).
     """
     started = time.perf_counter()
     set_kernel_mode(seeds.deterministic, device)
@@ -140,7 +146,31 @@ def train_replica(
             params = torch.cat([p.detach().flatten() for p in model.parameters()])
             records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test)[0]))
 
-    for epoch in range(epochs):
+    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec}
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state["key"] == resume_key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            start_epoch, step, curve = state["epoch"], state["step"], state["curve"]
+            snapshots, records, diverged = state["snapshots"], state["records"], state["diverged"]
+            if diverged:
+                start_epoch = epochs
+            log(f"{label} resuming from checkpoint {checkpoint} after epoch {start_epoch}")
+        else:
+            log(f"{label} ignoring checkpoint {checkpoint}: it belongs to a different run")
+
+    def save_checkpoint(epochs_done):
+        tmp = f"{checkpoint}.tmp-{os.getpid()}"
+        torch.save(
+            {"key": resume_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "epoch": epochs_done, "step": step, "curve": curve, "snapshots": snapshots,
+             "records": records, "diverged": diverged},
+            tmp,
+        )  # fmt: skip
+        os.replace(tmp, checkpoint)
+
+    for epoch in range(start_epoch, epochs):
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=torch_generator(derive_seed(seeds.shuffle, epoch)))
@@ -194,8 +224,12 @@ def train_replica(
             diverged = True
             log(f"{label} DIVERGED: training loss is {train_loss} in epoch {epoch + 1}; stopping")
             break
+        if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+            save_checkpoint(epoch + 1)
 
     record()
+    if checkpoint is not None and start_epoch < epochs:
+        save_checkpoint(len(curve["epoch"]))  # a finished replica is skipped on resume
     for m in dropouts:
         m.batch_perm = None
     return {

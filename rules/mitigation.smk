@@ -10,6 +10,7 @@ rule train_snapshot:
     threads: config["threads_per_job"]
     params:
         job=snapshot_job,
+        checkpoint_every=config["checkpoint_every"],
     script:
         "../workflow_scripts/train.py"
 

@@ -10,5 +10,6 @@ rule train:
     threads: config["threads_per_job"]
     params:
         job=train_job,
+        checkpoint_every=config["checkpoint_every"],
     script:
         "../workflow_scripts/train.py"

@@ -9,4 +9,5 @@ train(
     snakemake.params.job,
     snakemake.log[0],
     snakemake.threads,
+    snakemake.params.checkpoint_every,
 )

@@ -45,19 +45,46 @@ def correlation_matrices(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pearson, spearman
 
 
+def _lse_and_argmax(z2: np.ndarray):
+    """For z2 = z_i + z_j of shape (p, k, n): logsumexp of z2 / 2 and argmax over classes.
+
+    Classes on the middle axis keep every reduction elementwise over contiguous examples (numpy
+    reduces a short last axis slowly); argmax is the first class attaining the maximum.
+    """
+    top = z2.max(1)
+    arg = np.full(top.shape, z2.shape[1] - 1)
+    for c in range(z2.shape[1] - 2, -1, -1):
+        arg[z2[:, c] == top] = c
+    half_top = 0.5 * top
+    shifted = 0.5 * z2 - half_top[:, None, :]
+    np.exp(shifted, out=shifted)
+    return half_top + np.log(shifted.sum(1)), arg
+
+
 def ensemble_gain_matrices(logits: np.ndarray, labels: np.ndarray):
     """Gain of the 2-model ensemble (mean of the two logit matrices) over its members' average.
 
     Accuracy gain in percentage points (ensemble - mean member); cross-entropy gain as
     mean member CE - ensemble CE, so that positive means the ensemble is better on both.
+    CE = mean(logsumexp(z) - z[label]); the label term is separable per model, only the
+    logsumexp is computed per pair (float32). Members go through the same arithmetic, so two
+    identical models have a gain of exactly 0.
     """
-    m = len(logits)
-    acc, ce = accuracy(logits, labels), cross_entropy(logits, labels)
+    logits = np.asarray(logits, dtype=np.float32)
+    m, n, _ = logits.shape
+    by_class = np.ascontiguousarray(logits.transpose(0, 2, 1))  # (m, k, n)
+    at_label = np.take_along_axis(by_class, np.broadcast_to(labels, (m, n))[:, None, :], 1)
+    mean_at_label = at_label[:, 0].astype(np.float64).mean(-1)  # (m,)
+    lse, arg = _lse_and_argmax(2 * by_class)
+    ce = lse.mean(-1, dtype=np.float64) - mean_at_label
+    acc = 100.0 * (arg == labels).mean(-1)
     acc_gain, ce_gain = np.zeros((m, m)), np.zeros((m, m))
     for i in range(m - 1):  # vectorised over j > i; an m x m x n x k tensor would not fit
-        ens = 0.5 * (logits[i][None].astype(np.float64) + logits[i + 1 :])
-        a = accuracy(ens, labels) - 0.5 * (acc[i] + acc[i + 1 :])
-        c = 0.5 * (ce[i] + ce[i + 1 :]) - cross_entropy(ens, labels)
+        lse, arg = _lse_and_argmax(by_class[i][None] + by_class[i + 1 :])
+        ens_ce = lse.mean(-1, dtype=np.float64) - 0.5 * (mean_at_label[i] + mean_at_label[i + 1 :])
+        ens_acc = 100.0 * (arg == labels).mean(-1)
+        a = ens_acc - 0.5 * (acc[i] + acc[i + 1 :])
+        c = 0.5 * (ce[i] + ce[i + 1 :]) - ens_ce
         acc_gain[i, i + 1 :] = acc_gain[i + 1 :, i] = a
         ce_gain[i, i + 1 :] = ce_gain[i + 1 :, i] = c
     return acc_gain, ce_gain

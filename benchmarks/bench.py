@@ -116,6 +116,21 @@ def per_process_vs_per_job(spec, recipe, data_expr, n_images, replicas, threads)
     return total / one_each, total / together
 
 
+def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE):
+    from nondet.vectorized import train_replicas_vectorized
+
+    seeds = [replica_seeds("all", r, 0) for r in range(replicas)]
+    dev, quiet = device(), (lambda *a: None)
+    vec = median_time(
+        lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet), repeats
+    )
+    seq = median_time(
+        lambda: [train_replica(spec, recipe, s, data.to(dev), dev, log=quiet) for s in seeds], repeats
+    )
+    total = len(data.y_train) * recipe["epochs"] * replicas
+    return total / vec, total / seq
+
+
 # --- 3 ---
 def authors_vs_ours(n_images, batch, steps, workers=4):
     """Same ResNet-14 training steps fed by the authors' style loader vs our on-device batches."""
@@ -288,7 +303,13 @@ def main():
     per_proc, per_job = per_process_vs_per_job(RESNET14, res_recipe, cifar_expr, n_res, 2, threads)
     print(f"| 2b | ResNet-14, batch 512, {steps} steps x 2 replicas: several per job vs one per "
           f"process | {per_job:.0f} img/s | {per_proc:.0f} img/s | {per_job / per_proc:.2f}x |")  # fmt: skip
-    print("| 2c | vectorised replicas (torch.func) | not implemented | — | — |")
+    vec, seq = vectorised_vs_sequential(data, reps, r)
+    print(f"| 2c | CNN on mnist1d, {reps} replicas x 1 epoch in one process: vectorised (torch.func)"
+          f" vs sequential | {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |")  # fmt: skip
+    res = cifar_like(1024)
+    vec, seq = vectorised_vs_sequential(res, 2, 1, RESNET14, {**res_recipe, "batch_size": 256})
+    print(f"| 2d | ResNet-14, batch 256, 4 steps x 2 replicas: vectorised vs sequential "
+          f"| {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |")  # fmt: skip
 
     authors, ours = authors_vs_ours(4096, 512, 2 if args.quick else 4)
     print(f"| 3a | ResNet-14 training, our batched on-device data path vs authors' (PIL "

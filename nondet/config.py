@@ -192,6 +192,7 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
         "replicas": replica_lists[chunk],
         "base_seed": config["base_seed"],
         "device": config["device"],
+        "vectorize": config["vectorize"],
         "model_spec": model_spec(config, model),
         "recipe": recipe(config, model, condition),
         "data_hash": data_hash(config),

@@ -31,10 +31,15 @@ class SeededDropout(nn.Module):
         self.p = float(p)
         self.generator: torch.Generator | None = None
         self.batch_perm: torch.Tensor | None = None
+        # Vectorised training (nondet.vectorized) draws masks per replica outside torch.func.vmap
+        # and passes them in under this name through functional_call.
+        self.register_buffer("external_mask", None, persistent=False)
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             return x
+        if self.external_mask is not None:
+            return x * self.external_mask / (1.0 - self.p)
         if self.generator is None:
             raise RuntimeError("SeededDropout needs a generator in training mode (no global RNG)")
         keep = 1.0 - self.p

@@ -123,7 +123,17 @@ def train(
     if checkpoint_every:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for r in job["replicas"]:
+    vectorize = job.get("vectorize", "off")
+    if vectorize == "on" or (vectorize == "auto" and device.type == "cuda"):
+        from .vectorized import train_replicas_vectorized
+
+        seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
+        log.info(f"training {len(seeds_list)} replicas together (torch.func.vmap); no checkpoints")
+        outs = train_replicas_vectorized(
+            job["model_spec"], job["recipe"], seeds_list, data, device, f"[{label}]", log.info
+        )
+        results = list(zip(job["replicas"], seeds_list, outs))
+    for r in job["replicas"] if not results else []:
         seeds = replica_seeds(job["condition"], r, job["base_seed"])
         res = train_replica(
             job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,

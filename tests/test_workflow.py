@@ -140,3 +140,38 @@ def test_invalid_config_fails_before_any_job(tmp_path):
     typo = {**TINY, "replicass": 4}
     out = snakemake(tmp_path, "-n", config=typo, check=False)
     assert out.returncode != 0 and "replicass" in out.stderr + out.stdout
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path):
+    """SIGKILL the whole Snakemake run mid-training; rerun; training resumes from checkpoints."""
+    import signal
+    import time
+
+    config = {
+        "replicas": 2,
+        "dataset": {"num_samples": 5000},
+        "training": {"epochs": 30, "eval_every": 0},
+        "models": {"cnn": {"arch": "cnn1d", "conditions": ["init"]}},
+        "metrics": {"bootstrap_resamples": 100},
+    }
+    cfg_path = tmp_path / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config))
+    cmd = SNAKEMAKE + ["--directory", str(tmp_path), "--configfile", str(cfg_path), "--cores", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    ckpt = tmp_path / "results/train/cnn/init/.chunk0.h5.checkpoints/replica_0000.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert proc.poll() is None and time.time() < deadline, "training never checkpointed"
+        time.sleep(0.01)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "results/train/cnn/init/chunk0.h5").exists()
+    snakemake(tmp_path, "--unlock", config=config)
+    snakemake(tmp_path, "--cores", "2", config=config)
+    log = (tmp_path / "logs/train/cnn/init/chunk0.log").read_text()
+    assert "resuming from checkpoint" in log
+    rows = list(csv.DictReader(open(tmp_path / "results/tables/diversity.csv")))
+    assert rows[0]["n_replicas"] == "2" and float(rows[0]["disagreement"]) > 0

@@ -119,32 +119,32 @@ def train(
         f"training {label} replicas {job['replicas']} on {device} "
         f"({job['recipe']['epochs']} epochs, {len(data.y_train)} examples)"
     )
+    seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
     ckpt_dir = checkpoint_dir(out_path)
-    if checkpoint_every:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    results = []
     vectorize = job.get("vectorize", "off")
     if vectorize == "on" or (vectorize == "auto" and device.type == "cuda"):
         from .vectorized import train_replicas_vectorized
 
-        seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
         log.info(f"training {len(seeds_list)} replicas together (torch.func.vmap); no checkpoints")
         outs = train_replicas_vectorized(
             job["model_spec"], job["recipe"], seeds_list, data, device, f"[{label}]", log.info
         )
-        results = list(zip(job["replicas"], seeds_list, outs))
-    for r in job["replicas"] if not results else []:
-        seeds = replica_seeds(job["condition"], r, job["base_seed"])
-        res = train_replica(
-            job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,
-            checkpoint=ckpt_dir / f"replica_{r:04d}.pt" if checkpoint_every else None,
-            checkpoint_every=checkpoint_every,
-        )  # fmt: skip
-        log.info(
-            f"[{label} r{r}] done in {res['seconds']:.1f}s, final test_acc "
-            f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
-        )
-        results.append((r, seeds, res))
+    else:
+        if checkpoint_every:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+        outs = []
+        for r, seeds in zip(job["replicas"], seeds_list):
+            res = train_replica(
+                job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,
+                checkpoint=ckpt_dir / f"replica_{r:04d}.pt" if checkpoint_every else None,
+                checkpoint_every=checkpoint_every,
+            )  # fmt: skip
+            log.info(
+                f"[{label} r{r}] done in {res['seconds']:.1f}s, final test_acc "
+                f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
+            )
+            outs.append(res)
+    results = list(zip(job["replicas"], seeds_list, outs))
 
     prov = provenance(
         kind="train",

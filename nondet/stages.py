@@ -237,15 +237,16 @@ def predict(
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
     use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
     views = make_views(tta if use_tta else None)
+    bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:
-        z, h = predict_tta(rebuild_model(job["model_spec"], rep["weights"], data, device), data.x_test, views)
+        z, h = predict_tta(rebuild_model(job["model_spec"], rep["weights"], data, device), data.x_test, views, bf16=bf16)
         passes = len(views)
         if use_snapshots:
             if not rep["snapshots"]:
                 raise InputError(f"{train_path} has no snapshots (trained with cycles=1)")
             zs = [
-                predict_tta(rebuild_model(job["model_spec"], w, data, device), data.x_test, views)[0]
+                predict_tta(rebuild_model(job["model_spec"], w, data, device), data.x_test, views, bf16=bf16)[0]
                 for w in rep["snapshots"]
             ]
             z, passes = sum(zs) / len(zs), len(views) * len(zs)

@@ -101,7 +101,8 @@ def train_replica(
 
     ``recipe`` keys: epochs, batch_size, lr, momentum, nesterov, weight_decay, warmup_epochs,
     cycles (snapshot cycles; 1 = plain cosine), augment ("none"/"shift"/"crop_flip"),
-    augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never).
+    augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never), and optionally bf16
+    (autocast to bfloat16) and channels_last (image models).
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
     ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
     parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
@@ -120,6 +121,11 @@ def train_replica(
         model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
     )
     flipped = apply_bitflip(model, seeds.bitflip) if seeds.bitflip is not None else {}
+    # Optional, off for the paper's fp32 protocol; both are part of the recipe, so provenance.
+    bf16 = bool(recipe.get("bf16", False))
+    channels_last = bool(recipe.get("channels_last", False)) and data.x_train.dim() == 4
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
     dropout_gen = torch_generator(0, device)
     for m in dropouts:
@@ -144,7 +150,7 @@ def train_replica(
     def record():
         if step in record_at:
             params = torch.cat([p.detach().flatten() for p in model.parameters()])
-            records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test)[0]))
+            records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test, bf16=bf16)[0]))
 
     start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec}
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -192,8 +198,11 @@ def train_replica(
             lr = lr_at(step, total, recipe["lr"], warmup, cycles)
             for group in opt.param_groups:
                 group["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -210,7 +219,7 @@ def train_replica(
         test_loss = test_acc = float("nan")
         every = recipe["eval_every"]
         if every and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
-            logits_test, _ = predict(model, data.x_test)
+            logits_test, _ = predict(model, data.x_test, bf16=bf16)
             test_loss = float(F.cross_entropy(logits_test, data.y_test))
             test_acc = 100.0 * float((logits_test.argmax(1) == data.y_test).float().mean())
         curve["test_loss"].append(test_loss)

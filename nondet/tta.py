@@ -53,11 +53,11 @@ def _crop_view(dy: int, dx: int, flip: int, pad: int):
 
 
 @torch.no_grad()
-def predict_tta(model, x: torch.Tensor, views, batch_size: int = 1000):
+def predict_tta(model, x: torch.Tensor, views, batch_size: int = 1000, bf16: bool = False):
     """(mean logits over views, identity-view features); with only the identity = plain predict."""
     from .predict import predict
 
-    logits, features = predict(model, x, batch_size)
+    logits, features = predict(model, x, batch_size, bf16)
     for _, view in views[1:]:
-        logits = logits + predict(model, view(x), batch_size)[0]
+        logits = logits + predict(model, view(x), batch_size, bf16)[0]
     return logits / len(views), features

@@ -73,6 +73,8 @@ def train_replicas_vectorized(
     """Train ``len(seeds_list)`` replicas at once; returns one result per replica as
     :func:`nondet.training.train_replica` does (without ``model`` and ``records``)."""
     started = time.perf_counter()
+    if recipe.get("bf16") or recipe.get("channels_last"):
+        raise ValueError("vectorised training supports the fp32 protocol only (no bf16/channels_last)")
     deterministic = {s.deterministic for s in seeds_list}
     if len(deterministic) != 1:
         raise ValueError("vectorised replicas must share the kernel mode (one condition)")

@@ -109,3 +109,22 @@ def test_resnet_forward_shapes():
     net = build_model({"arch": "resnet", "blocks": 1, "width": 4}, (3, 16, 16), 10, torch_generator(0))
     feats, logits = net.forward_with_features(torch.zeros(2, 3, 16, 16))
     assert feats.shape == (2, 16) and logits.shape == (2, 10)
+
+
+def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
+    g = torch.Generator().manual_seed(0)
+    from nondet.data import Dataset
+
+    imgs = Dataset("img", torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
+                   torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))  # fmt: skip
+    spec = {"arch": "resnet", "blocks": 1, "width": 4}
+    base = {**recipe, "augment": "crop_flip", "batch_size": 16, "epochs": 1}
+    run = lambda **kw: train_replica(spec, {**base, **kw}, replica_seeds("control", 0, 0), imgs, CPU)  # noqa: E731
+    fp32, again = run(), run()
+    assert weights_equal(fp32["state"], again["state"])
+    bf16 = run(bf16=True)
+    assert not weights_equal(fp32["state"], bf16["state"])
+    assert all(np.isfinite(v).all() for v in bf16["state"].values())
+    cl = run(channels_last=True)
+    diff = max(np.abs(cl["state"][k] - fp32["state"][k]).max() for k in fp32["state"])
+    assert diff < 1e-3

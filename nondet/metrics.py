@@ -166,6 +166,29 @@ def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int) -> fl
     return float(np.nanstd(res.bootstrap_distribution, ddof=1))
 
 
+def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Split the variance of accuracy across replicas (in %^2, ddof=1) into two exact parts.
+
+    With c[r, i] = 1 when replica r gets example i right, Var_r(acc) = (1/n^2) sum_ij Cov(c_i, c_j):
+    - ``acc_var_examples`` = (1/n^2) sum_i Var(c_i): what independent per-example flips would give;
+      it shrinks as 1/n, so it is the part due to the finite test set;
+    - ``acc_var_shared`` = the rest (covariance between examples): replicas that are better or
+      worse across many examples at once, i.e. the part due to training randomness.
+    Also ``acc_sd_binomial`` = sqrt(p(1-p)/n), the test-set sampling SD of one model's accuracy.
+    """
+    correct = (np.asarray(logits).argmax(-1) == labels).astype(np.float64)  # (m, n)
+    m, n = correct.shape
+    total = np.var(correct.mean(1), ddof=1) if m > 1 else np.nan
+    examples = np.var(correct, axis=0, ddof=1).sum() / n**2 if m > 1 else np.nan
+    p = correct.mean()
+    return {
+        "acc_var": 1e4 * total,
+        "acc_var_examples": 1e4 * examples,
+        "acc_var_shared": 1e4 * (total - examples),
+        "acc_sd_binomial": 100.0 * np.sqrt(p * (1 - p) / n),
+    }
+
+
 def _sd(x, axis=-1):
     return np.std(x, axis=axis, ddof=1)
 
@@ -185,6 +208,7 @@ def summarize(logits, labels, features=None, n_resamples=10_000, seed=0) -> dict
         "ce_sd": float(_sd(ce)) if m > 1 else float("nan"),
         "ce_sd_se": bootstrap_se(ce, _sd, n_resamples, seed + 1),
     }
+    row.update({k: float(v) for k, v in accuracy_variance_split(logits, labels).items()})
     matrices = pairwise_matrices(logits, labels, features)
     index = np.arange(m)
     for j, name in enumerate(PAIR_METRICS):

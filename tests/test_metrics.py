@@ -123,3 +123,28 @@ def test_ensemble_gain_matches_direct_computation():
             assert acc_gain[i, j] == pytest.approx(M.accuracy(ens, labels) - members)
             ce_members = M.cross_entropy(z[[i, j]], labels).mean()
             assert ce_gain[i, j] == pytest.approx(ce_members - M.cross_entropy(ens, labels), abs=1e-5)
+
+
+def test_accuracy_variance_split_is_exact_and_separates_the_parts():
+    rng = np.random.default_rng(5)
+    n, k = 2000, 3
+    labels = np.zeros(n, dtype=int)
+
+    def logits_from(correct):
+        return onehot_logits(np.where(correct, 0, 1), k)
+
+    # independent flips: every model right on each example with prob 0.9 -> all "examples"
+    indep = np.stack([logits_from(rng.random(n) < 0.9) for _ in range(200)])
+    split = M.accuracy_variance_split(indep, labels)
+    acc = M.accuracy(indep, labels)
+    assert split["acc_var"] == pytest.approx(np.var(acc, ddof=1))
+    assert split["acc_var_examples"] + split["acc_var_shared"] == pytest.approx(split["acc_var"])
+    assert split["acc_var_examples"] == pytest.approx(0.09 / n * 1e4, rel=0.1)
+    assert abs(split["acc_var_shared"]) < 0.35 * split["acc_var_examples"]  # ~3.5 SE
+    assert split["acc_sd_binomial"] == pytest.approx(100 * np.sqrt(0.09 / n), rel=0.05)
+    # a shared quality shift per model (the same examples flip together) -> "shared" dominates
+    order = rng.permutation(n)
+    shared = np.stack([logits_from(np.isin(np.arange(n), order[: int(n * q)]))
+                       for q in rng.uniform(0.8, 0.95, 40)])  # fmt: skip
+    split = M.accuracy_variance_split(shared, labels)
+    assert split["acc_var_shared"] > 10 * split["acc_var_examples"]

@@ -1,0 +1,176 @@
+"""Is an improvement real? Two configurations against measured run-to-run noise, and variance
+components of a factorial design over sources of randomness.
+
+Uses scipy.stats for every test and bootstrap; only the replicas-needed search and the ANOVA
+variance components (method of moments) are written here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import stats
+
+
+def _mean_diff(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def power_two_sample(n: int, delta: float, sd: float, alpha: float) -> float:
+    """Power of the two-sided two-sample t-test with n replicas per arm (noncentral t)."""
+    if n < 2 or sd <= 0:
+        return float("nan")
+    df = 2 * n - 2
+    nc = abs(delta) / (sd * math.sqrt(2.0 / n))
+    t_crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc))
+
+
+def replicas_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8,
+                    max_n: int = 100_000) -> int:  # fmt: skip
+    """Smallest replicas per arm for which the two-sided t-test detects ``delta`` with ``power``."""
+    if delta == 0 or not np.isfinite(delta) or not sd > 0:
+        return -1  # undefined: no difference to detect, or no noise measured
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(2, int(2 * (z * sd / delta) ** 2))  # normal approximation, then exact search
+    while n > 2 and power_two_sample(n - 1, delta, sd, alpha) >= power:
+        n -= 1
+    while power_two_sample(n, delta, sd, alpha) < power:
+        n += 1
+        if n > max_n:
+            return -1
+    return n
+
+
+def compare_arms(baseline, candidate, alpha=0.05, power=0.8, effect=None, n_resamples=10_000,
+                 seed=0) -> dict:  # fmt: skip
+    """Candidate minus baseline for one metric (one value per replica in each arm)."""
+    a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
+    rng = np.random.default_rng(seed)
+    diff = float(a.mean() - b.mean())
+    boot = stats.bootstrap((a, b), _mean_diff, n_resamples=n_resamples, confidence_level=1 - alpha,
+                           method="percentile", vectorized=True, rng=rng)  # fmt: skip
+    welch = stats.ttest_ind(a, b, equal_var=False)
+    perm = stats.permutation_test((a, b), _mean_diff, permutation_type="independent",
+                                  n_resamples=n_resamples, vectorized=True, rng=rng)  # fmt: skip
+    sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    target = diff if effect is None else float(effect)
+    return {
+        "n_baseline": len(b),
+        "n_candidate": len(a),
+        "baseline_mean": float(b.mean()),
+        "baseline_sd": float(b.std(ddof=1)),
+        "candidate_mean": float(a.mean()),
+        "candidate_sd": float(a.std(ddof=1)),
+        "diff": diff,
+        "ci_low": float(boot.confidence_interval.low),
+        "ci_high": float(boot.confidence_interval.high),
+        "welch_t": float(welch.statistic),
+        "welch_p": float(welch.pvalue),
+        "permutation_p": float(perm.pvalue),
+        "effect_in_sd": diff / sd if sd > 0 else float("nan"),
+        "detect_diff": target,
+        "replicas_needed": replicas_needed(target, sd, alpha, power),
+        "alpha": alpha,
+        "power": power,
+    }
+
+
+# --- variance components of a full factorial design over sources ------------------------------
+
+
+def _effects(sources: list[str]) -> list[tuple[int, ...]]:
+    """All non-empty subsets of factor indices, main effects first."""
+    k = len(sources)
+    return [c for r in range(1, k + 1) for c in itertools.combinations(range(k), r)]
+
+
+def anova_components(y: np.ndarray, sources: list[str]) -> dict:
+    """Random-effects ANOVA (one observation per cell) of ``y`` with one axis per source.
+
+    Returns mean squares, degrees of freedom and method-of-moments variance components for every
+    main effect and interaction; the highest-order interaction is confounded with residual noise
+    and is reported as ``residual``. Estimates may be negative (reported as such).
+    """
+    y = np.asarray(y, dtype=float)
+    k = y.ndim
+    if k != len(sources) or k < 2:
+        raise ValueError("need one axis per source and at least two sources")
+    levels = y.shape
+    grand = y.mean()
+    # effect estimates by inclusion-exclusion of marginal means
+    ss, df, effects = {}, {}, {}
+    for eff in _effects(sources):
+        others = tuple(i for i in range(k) if i not in eff)
+        term = np.zeros([levels[i] if i in eff else 1 for i in range(k)])
+        for r in range(len(eff) + 1):
+            for sub in itertools.combinations(eff, r):
+                axes = tuple(i for i in range(k) if i not in sub)
+                sign = (-1) ** (len(eff) - r)
+                term = term + sign * y.mean(axis=axes, keepdims=True)
+        effects[eff] = term
+        ss[eff] = float((term**2).sum() * np.prod([levels[i] for i in others]))
+        df[eff] = int(np.prod([levels[i] - 1 for i in eff]))
+    ms = {e: ss[e] / df[e] for e in ss}
+    full = tuple(range(k))
+    # E[MS_e] = sum over effects f containing e of (prod of levels not in f) * var_f
+    comps = {full: ms[full]}
+    for eff in sorted(_effects(sources), key=len, reverse=True):
+        if eff == full:
+            continue
+        above = [f for f in comps if set(eff) < set(f)]
+        coef = np.prod([levels[i] for i in range(k) if i not in eff])
+        rest = sum(np.prod([levels[i] for i in range(k) if i not in f]) * comps[f] for f in above)
+        comps[eff] = (ms[eff] - rest) / coef
+    name = lambda e: "residual" if e == full else "x".join(sources[i] for i in e)  # noqa: E731
+    return {
+        name(e): {"ss": ss[e], "df": df[e], "ms": ms[e], "component": float(comps[e])}
+        for e in _effects(sources)
+    }
+
+
+def variance_components(y: np.ndarray, sources: list[str], n_resamples=2000, seed=0) -> list[dict]:
+    """Variance components with bootstrap standard errors (levels of every factor resampled
+    independently with replacement) and F-test p-values (quasi-F for main effects of 3 factors)."""
+    y = np.asarray(y, dtype=float)
+    est = anova_components(y, sources)
+    rng = np.random.default_rng(seed)
+    boots = {name: [] for name in est}
+    for _ in range(n_resamples):
+        idx = np.ix_(*[rng.integers(0, n, n) for n in y.shape])
+        for name, v in anova_components(y[idx], sources).items():
+            boots[name].append(v["component"])
+    total = sum(max(v["component"], 0.0) for v in est.values())
+    rows = []
+    for name, v in est.items():
+        rows.append({
+            "effect": name,
+            "df": v["df"],
+            "mean_square": v["ms"],
+            "component": v["component"],
+            "component_se": float(np.std(boots[name], ddof=1)) if n_resamples else float("nan"),
+            "share": max(v["component"], 0.0) / total if total > 0 else float("nan"),
+            "p_value": _f_test(est, name, sources),
+        })  # fmt: skip
+    return rows
+
+
+def _f_test(est: dict, name: str, sources: list[str]) -> float:
+    """p-value that the component is 0: exact F against the next stratum, quasi-F (Satterthwaite)
+    for main effects in a 3-factor design; NaN for the residual."""
+    if name == "residual":
+        return float("nan")
+    parts = name.split("x")
+    residual = est["residual"]
+    if len(sources) == 2 or len(parts) == len(sources) - 1:
+        f = est[name]["ms"] / residual["ms"]
+        return float(stats.f.sf(f, est[name]["df"], residual["df"]))
+    # 3 factors, main effect A: (MS_A + MS_R) / (MS_AB + MS_AC)
+    inter = [k for k in est if k != "residual" and len(k.split("x")) == 2 and parts[0] in k.split("x")]
+    num = est[name]["ms"] + residual["ms"]
+    den = sum(est[k]["ms"] for k in inter)
+    df_num = num**2 / (est[name]["ms"] ** 2 / est[name]["df"] + residual["ms"] ** 2 / residual["df"])
+    df_den = den**2 / sum(est[k]["ms"] ** 2 / est[k]["df"] for k in inter)
+    return float(stats.f.sf(num / den, df_num, df_den))

@@ -17,6 +17,7 @@ include: "rules/metrics.smk"
 include: "rules/plots.smk"
 include: "rules/instability.smk"
 include: "rules/mitigation.smk"
+include: "rules/compare.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         figure_files(),
         instability_targets(),
         mitigation_targets(),
+        compare_targets(),

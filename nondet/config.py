@@ -71,6 +71,7 @@ def validate(config: dict) -> dict:
     _fill_defaults(schema, config, schema)
     _check_semantics(config)
     _check_sections(config)
+    _check_comparisons(config)
     return config
 
 
@@ -142,6 +143,45 @@ def _check_sections(config: dict) -> None:
                     f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
                     f"not divide the {epochs} epochs of {name}/{condition}"
                 )
+
+
+COMPARISON_DEFAULTS = {"replicas": 8, "condition": "all", "baseline": {}, "alpha": 0.05,
+                       "power": 0.8, "effect": None}  # fmt: skip
+
+
+def _check_comparisons(config: dict) -> None:
+    models = config["models"]
+    for section in ("comparisons", "factorial"):
+        for name, spec in config[section].items():
+            if spec["model"] not in models:
+                raise ConfigError(
+                    f"config key {section}.{name}.model: unknown model {spec['model']!r} "
+                    f"(models: {', '.join(models)})"
+                )
+    for name, spec in config["comparisons"].items():
+        for key, value in COMPARISON_DEFAULTS.items():
+            spec.setdefault(key, value)
+        arch = models[spec["model"]]["arch"]
+        params = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}
+        for arm in ("baseline", "candidate"):
+            spec[arm].setdefault("training", {})
+            spec[arm].setdefault("params", {})
+            for key in spec[arm]["params"]:
+                if key not in ARCH_PARAMS[arch]:
+                    raise ConfigError(
+                        f"config key comparisons.{name}.{arm}.params.{key}: unknown parameter of "
+                        f"arch {arch!r} (allowed: {', '.join(ARCH_PARAMS[arch]) or 'none'})"
+                    )
+            if spec["condition"] == "dropout" and not {**params, **spec[arm]["params"]}.get("dropout"):
+                raise ConfigError(f"config key comparisons.{name}.condition: {arm} has no dropout")
+        if spec["baseline"] == spec["candidate"]:
+            raise ConfigError(f"config key comparisons.{name}: baseline and candidate are identical")
+    for name, spec in config["factorial"].items():
+        spec.setdefault("levels", 3)
+        arch = models[spec["model"]]["arch"]
+        dropout = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}.get("dropout", 0)
+        if "dropout" in spec["sources"] and not dropout:
+            raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
 
 
 # --- the job plan -----------------------------------------------------------------------------
@@ -233,3 +273,74 @@ def twins_job(config: dict, model: str) -> dict:
 def mitigation_methods() -> dict[str, str]:
     """Method name -> the tag used in file paths."""
     return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+
+
+def comparison_chunks(config: dict, name: str) -> list[list[int]]:
+    r, per = config["comparisons"][name]["replicas"], config["replicas_per_job"]
+    return [list(range(i, min(i + per, r))) for i in range(0, r, per)]
+
+
+def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
+    """Training job of one arm of a comparison; the arms draw independent seeds."""
+    from .seeds import derive_seed
+
+    spec = config["comparisons"][name]
+    model, condition = spec["model"], spec["condition"]
+    job = {
+        "experiment": config["experiment"],
+        "model": model,
+        "condition": condition,
+        "comparison": name,
+        "arm": arm,
+        "replicas": comparison_chunks(config, name)[chunk],
+        "base_seed": derive_seed(config["base_seed"], 1 + ["baseline", "candidate"].index(arm)),
+        "device": config["device"],
+        "vectorize": config["vectorize"],
+        "model_spec": {**model_spec(config, model), **spec[arm]["params"]},
+        "recipe": {**recipe(config, model, condition), **spec[arm]["training"]},
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+    job["spec_hash"] = spec_hash(job)
+    return job
+
+
+def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
+    import itertools
+
+    spec = config["factorial"][name]
+    return list(itertools.product(range(spec["levels"]), repeat=len(spec["sources"])))
+
+
+def factorial_chunks(config: dict, name: str) -> list[list[int]]:
+    r, per = len(factorial_cells(config, name)), config["replicas_per_job"]
+    return [list(range(i, min(i + per, r))) for i in range(0, r, per)]
+
+
+def factorial_job(config: dict, name: str, chunk: int) -> dict:
+    """Training job of some cells of a factorial design; explicit seeds per replica."""
+    from .seeds import factorial_seeds
+
+    spec = config["factorial"][name]
+    cells = factorial_cells(config, name)
+    replicas = factorial_chunks(config, name)[chunk]
+    job = {
+        "experiment": config["experiment"],
+        "model": spec["model"],
+        "condition": "factorial",
+        "factorial": name,
+        "sources": spec["sources"],
+        "replicas": replicas,
+        "cells": [list(cells[r]) for r in replicas],
+        "seeds": [factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict()
+                  for r in replicas],  # fmt: skip
+        "base_seed": config["base_seed"],
+        "device": config["device"],
+        "vectorize": config["vectorize"],
+        "model_spec": model_spec(config, spec["model"]),
+        "recipe": recipe(config, spec["model"], "control"),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+    job["spec_hash"] = spec_hash(job)
+    return job

@@ -126,3 +126,50 @@ def stability_figure(df, pdf_path, png_path) -> None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def _save(fig, pdf_path, png_path):
+    for path in (pdf_path, png_path):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def comparison_figure(values: dict, df, name: str, pdf_path, png_path) -> None:
+    """Per-replica values of both arms, and the difference with its bootstrap interval."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for ax, metric, unit in zip(axes, ("accuracy", "cross_entropy"), ("%", "")):
+        row = df[df["metric"] == metric].iloc[0]
+        for x, arm in enumerate(("baseline", "candidate")):
+            v = values[arm][metric]
+            jitter = np.linspace(-0.08, 0.08, len(v))
+            ax.plot(x + jitter, v, "o", alpha=0.6, color=f"C{x}")
+            ax.errorbar(x + 0.25, v.mean(), yerr=v.std(ddof=1), fmt="s", color=f"C{x}", capsize=4)
+        ax.set_xticks([0, 1], ["baseline", "candidate"])
+        ax.set_title(
+            f"{metric}: diff {row['diff']:+.3g}{unit} [{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]"
+            f"\nWelch p={row['welch_p']:.2g}, perm. p={row['permutation_p']:.2g}, "
+            f"{row['effect_in_sd']:+.2f} SD, n needed={row['replicas_needed']}",
+            fontsize=9,
+        )
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"comparison {name}: each dot a replica (mean +- SD beside)", fontsize=11)
+    _save(fig, pdf_path, png_path)
+
+
+def components_figure(df, name: str, pdf_path, png_path) -> None:
+    """Variance components of a factorial design, with bootstrap standard errors."""
+    metrics = list(dict.fromkeys(df["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8),
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    for ax, metric in zip(axes[0], metrics):
+        sub = df[df["metric"] == metric]
+        ax.bar(range(len(sub)), sub["component"], yerr=sub["component_se"], capsize=3)
+        ax.set_xticks(range(len(sub)), sub["effect"], rotation=30, ha="right")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_title(f"{metric}: variance components", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"factorial design {name}", fontsize=11)
+    _save(fig, pdf_path, png_path)

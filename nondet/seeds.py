@@ -90,3 +90,43 @@ def replica_seeds(condition: str, replica: int, base_seed: int) -> ReplicaSeeds:
         else:
             seeds[source] = derive_seed(base_seed, index, 0)
     return ReplicaSeeds(**seeds)
+
+
+def factorial_seeds(sources, cell, base_seed: int) -> ReplicaSeeds:
+    """Seeds of one cell of a full factorial design: ``sources[k]`` takes level ``cell[k]``.
+
+    Sources not in the design keep their base value; kernels are deterministic and nothing is
+    flipped, so the cell's seeds alone determine the run.
+    """
+    if len(sources) != len(cell):
+        raise ValueError("one level per source")
+    seeds = replica_seeds("control", 0, base_seed).as_dict()
+    for source, level in zip(sources, cell):
+        if source not in ("init", "shuffle", "augment", "dropout"):
+            raise ValueError(f"factorial designs vary init/shuffle/augment/dropout, not {source!r}")
+        seeds[source] = derive_seed(base_seed, SOURCES.index(source), int(level) + 1)
+    return ReplicaSeeds(**seeds)
+
+
+def source_seeds(levels: dict[str, int], base_seed: int) -> ReplicaSeeds:
+    """Seeds of one run where each source in ``levels`` takes its own level (replica) index.
+
+    A cell of a factorial design (e.g. ``{"init": 2, "shuffle": 0}``) or one replica of an
+    arbitrary set of varying sources (``{s: r for s in sources}``). Sources not in ``levels`` keep
+    their base value, exactly as in :func:`replica_seeds`, so that
+    ``source_seeds({s: r for s in CONDITIONS[c]}, b) == replica_seeds(c, r, b)``.
+    """
+    unknown = set(levels) - set(SOURCES)
+    if unknown:
+        raise ValueError(f"unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
+    if any(int(level) < 0 for level in levels.values()):
+        raise ValueError(f"levels must be >= 0, got {levels!r}")
+    seeds = {}
+    for index, source in enumerate(SOURCES):
+        if source in levels:
+            seeds[source] = derive_seed(base_seed, index, int(levels[source]) + 1)
+        elif source in ("kernels", "bitflip"):
+            seeds[source] = None
+        else:
+            seeds[source] = derive_seed(base_seed, index, 0)
+    return ReplicaSeeds(**seeds)

@@ -108,18 +108,22 @@ def train(
     hidden folder beside the output, and a job started again after a kill resumes from there.
     The folder is removed once the output is complete.
     """
-    from .seeds import replica_seeds
+    from .seeds import ReplicaSeeds, replica_seeds
     from .training import train_replica
 
     log = get_logger(log_path)
     device = _setup_torch(threads, job["device"])
     data = load_dataset(data_path, job["data_hash"], device)
-    label = f"{job['model']}/{job['condition']}"
+    keys = ("model", "comparison", "arm", "factorial", "condition")
+    label = "/".join(str(job[k]) for k in keys if job.get(k))
     log.info(
         f"training {label} replicas {job['replicas']} on {device} "
         f"({job['recipe']['epochs']} epochs, {len(data.y_train)} examples)"
     )
-    seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
+    if "seeds" in job:  # explicit seeds per replica (factorial designs)
+        seeds_list = [ReplicaSeeds(**s) for s in job["seeds"]]
+    else:
+        seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
     ckpt_dir = checkpoint_dir(out_path)
     vectorize = job.get("vectorize", "off")
     if vectorize == "on" or (vectorize == "auto" and device.type == "cuda"):
@@ -528,3 +532,77 @@ def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pat
     write_table(df, csv_path, md_path)
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
+
+
+# --- is my improvement real? ------------------------------------------------------------------
+
+
+@stage
+def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, params: dict,
+            log_path=None) -> None:  # fmt: skip
+    """Candidate vs baseline on accuracy and cross-entropy, against run-to-run noise."""
+    import pandas as pd
+
+    from .compare import compare_arms
+    from .metrics import accuracy, cross_entropy
+    from .plots import comparison_figure
+
+    log = get_logger(log_path)
+    h5io.check_same_experiment(list(baseline_paths) + list(candidate_paths), "data_hash")
+    arms = {"baseline": load_predictions(baseline_paths), "candidate": load_predictions(candidate_paths)}
+    values = {}
+    for arm, pred in arms.items():
+        keep = ~pred["diverged"]
+        if (~keep).any():
+            log.warning(f"{arm}: excluding {(~keep).sum()} diverged replica(s)")
+        values[arm] = {
+            "accuracy": accuracy(pred["logits"][keep], pred["labels"]),
+            "cross_entropy": cross_entropy(pred["logits"][keep], pred["labels"]),
+        }
+    rows = []
+    for metric in ("accuracy", "cross_entropy"):
+        effect = params["effect"] if metric == "accuracy" else None
+        res = compare_arms(values["baseline"][metric], values["candidate"][metric], params["alpha"],
+                           params["power"], effect, params["bootstrap_resamples"], params["seed"])  # fmt: skip
+        rows.append({"comparison": params["name"], "metric": metric, **res})
+        log.info(
+            f"{params['name']} {metric}: candidate - baseline = {res['diff']:+.4g} "
+            f"[{res['ci_low']:+.4g}, {res['ci_high']:+.4g}], Welch p={res['welch_p']:.3g}, "
+            f"permutation p={res['permutation_p']:.3g}, {res['effect_in_sd']:+.2f} SD; "
+            f"replicas per arm to detect {res['detect_diff']:+.3g}: {res['replicas_needed']}"
+        )
+    df = pd.DataFrame(rows)
+    with h5io.atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    comparison_figure(values, df, params["name"], pdf_path, png_path)
+
+
+@stage
+def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_path=None) -> None:
+    """Variance components of accuracy and cross-entropy over a factorial design of seeds."""
+    import pandas as pd
+
+    from .compare import variance_components
+    from .metrics import accuracy, cross_entropy
+    from .plots import components_figure
+
+    log = get_logger(log_path)
+    pred = load_predictions(predict_paths)
+    if pred["diverged"].any():
+        raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
+    cells = [tuple(c) for c in params["cells"]]
+    shape = (params["levels"],) * len(params["sources"])
+    rows = []
+    for metric, fn in (("accuracy", accuracy), ("cross_entropy", cross_entropy)):
+        y = np.full(shape, np.nan)
+        for r, v in zip(pred["replicas"], fn(pred["logits"], pred["labels"])):
+            y[cells[int(r)]] = v
+        if np.isnan(y).any():
+            raise InputError(f"{params['name']}: some cells of the design have no prediction")
+        for row in variance_components(y, params["sources"], params["bootstrap_resamples"], params["seed"]):
+            rows.append({"design": params["name"], "metric": metric, **row})
+        log.info(f"{params['name']} {metric}: total variance {np.var(y, ddof=1):.4g}")
+    df = pd.DataFrame(rows)
+    with h5io.atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    components_figure(df, params["name"], pdf_path, png_path)

@@ -20,6 +20,8 @@ wildcard_constraints:
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
     method="|".join(cfg.mitigation_methods().values()),
+    arm="baseline|candidate",
+    name=r"[A-Za-z0-9_\-]+",
 
 
 def predict_files(model, condition):
@@ -126,3 +128,50 @@ def mitigation_predict_job(wildcards):
     if wildcards.method == "tta":
         return train_job(wildcards)
     return snapshot_job(wildcards)
+
+
+# --- comparisons and factorial designs (issue 6) ---
+def arm_predictions(name, arm):
+    return [
+        f"results/compare/{name}/{arm}/predict_chunk{c}.h5"
+        for c in range(len(cfg.comparison_chunks(config, name)))
+    ]
+
+
+def factorial_predictions(name):
+    return [
+        f"results/factorial/{name}/predict_chunk{c}.h5"
+        for c in range(len(cfg.factorial_chunks(config, name)))
+    ]
+
+
+def compare_params(wildcards):
+    spec = config["comparisons"][wildcards.name]
+    return {
+        "name": wildcards.name,
+        "alpha": spec["alpha"],
+        "power": spec["power"],
+        "effect": spec["effect"],
+        "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
+        "seed": config["metrics"]["seed"],
+        "code_version": CODE_VERSION,
+    }
+
+
+def factorial_params(wildcards):
+    spec = config["factorial"][wildcards.name]
+    return {
+        "name": wildcards.name,
+        "sources": spec["sources"],
+        "levels": spec["levels"],
+        "cells": [list(c) for c in cfg.factorial_cells(config, wildcards.name)],
+        "bootstrap_resamples": min(2000, config["metrics"]["bootstrap_resamples"]),
+        "seed": config["metrics"]["seed"],
+        "code_version": CODE_VERSION,
+    }
+
+
+def compare_targets():
+    return [f"results/compare/{n}/summary.csv" for n in config["comparisons"]] + [
+        f"results/factorial/{n}/components.csv" for n in config["factorial"]
+    ]

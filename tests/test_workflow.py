@@ -36,6 +36,8 @@ TINY = {
         "snapshot_cycles": 2,
         "tta": {"kind": "shift", "size": 1, "stride": 1},
     },
+    "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
+    "factorial": {"grid": {"model": "cnn", "sources": ["init", "shuffle"], "levels": 2}},
 }
 
 
@@ -79,6 +81,9 @@ def test_end_to_end_outputs(finished_run):
         "figures/mitigation.png",
         "tables/stability.csv",
         "tables/mitigation.csv",
+        "compare/lr/summary.csv",
+        "compare/lr/summary.png",
+        "factorial/grid/components.csv",
         "report.html",
     ):
         assert (res / path).stat().st_size > 0, path
@@ -95,6 +100,13 @@ def test_end_to_end_outputs(finished_run):
     assert [r["method"] for r in mit] == ["plain", "tta", "snapshot", "snapshot+tta"]
     assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
     assert float(mit[0]["acc_sd_reduction"]) == 0.0
+    cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))}
+    assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["n_candidate"] == "3"
+    assert float(cmp["accuracy"]["ci_low"]) <= float(cmp["accuracy"]["diff"]) <= float(
+        cmp["accuracy"]["ci_high"]
+    )
+    effects = [r["effect"] for r in csv.DictReader(open(res / "factorial/grid/components.csv"))]
+    assert effects[:3] == ["init", "shuffle", "residual"]
     html = (res / "report.html").read_text(errors="replace")
     assert "diversity.csv" in html and "provenance.csv" in html
     assert (finished_run / "logs/train/cnn/all/chunk0.log").read_text().count("epoch 2/2") == 2

@@ -1,0 +1,121 @@
+rule train_arm:
+    input:
+        data=DATA,
+    output:
+        "results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+    log:
+        "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
+        checkpoint_every=config["checkpoint_every"],
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule predict_arm:
+    input:
+        data=DATA,
+        trained="results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+    output:
+        "results/compare/{name}/{arm}/predict_chunk{chunk}.h5",
+    log:
+        "logs/compare/{name}/{arm}/predict_chunk{chunk}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
+    script:
+        "../workflow_scripts/predict.py"
+
+
+rule compare:
+    input:
+        baseline=lambda w: arm_predictions(w.name, "baseline"),
+        candidate=lambda w: arm_predictions(w.name, "candidate"),
+    output:
+        csv=report(
+            "results/compare/{name}/summary.csv",
+            caption="../report/compare.rst",
+            category="Is it real?",
+            labels={"comparison": "{name}", "type": "table"},
+        ),
+        pdf="results/compare/{name}/summary.pdf",
+        png=report(
+            "results/compare/{name}/summary.png",
+            caption="../report/compare.rst",
+            category="Is it real?",
+            labels={"comparison": "{name}", "type": "figure"},
+        ),
+    log:
+        "logs/compare/{name}/compare.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        compare=compare_params,
+    script:
+        "../workflow_scripts/compare.py"
+
+
+rule train_factorial:
+    input:
+        data=DATA,
+    output:
+        "results/factorial/{name}/train_chunk{chunk}.h5",
+    log:
+        "logs/factorial/{name}/train_chunk{chunk}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
+        checkpoint_every=config["checkpoint_every"],
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule predict_factorial:
+    input:
+        data=DATA,
+        trained="results/factorial/{name}/train_chunk{chunk}.h5",
+    output:
+        "results/factorial/{name}/predict_chunk{chunk}.h5",
+    log:
+        "logs/factorial/{name}/predict_chunk{chunk}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["threads_per_job"]
+    params:
+        job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
+    script:
+        "../workflow_scripts/predict.py"
+
+
+rule factorial:
+    input:
+        lambda w: factorial_predictions(w.name),
+    output:
+        csv=report(
+            "results/factorial/{name}/components.csv",
+            caption="../report/factorial.rst",
+            category="Is it real?",
+            labels={"design": "{name}", "type": "table"},
+        ),
+        pdf="results/factorial/{name}/components.pdf",
+        png=report(
+            "results/factorial/{name}/components.png",
+            caption="../report/factorial.rst",
+            category="Is it real?",
+            labels={"design": "{name}", "type": "figure"},
+        ),
+    log:
+        "logs/factorial/{name}/components.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        design=factorial_params,
+    script:
+        "../workflow_scripts/factorial.py"

@@ -1,0 +1,9 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.stages import factorial
+
+out = snakemake.output
+factorial(
+    list(snakemake.input), out.csv, out.pdf, out.png, snakemake.params.design, snakemake.log[0]
+)

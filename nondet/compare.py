@@ -174,3 +174,17 @@ def _f_test(est: dict, name: str, sources: list[str]) -> float:
     df_num = num**2 / (est[name]["ms"] ** 2 / est[name]["df"] + residual["ms"] ** 2 / residual["df"])
     df_den = den**2 / sum(est[k]["ms"] ** 2 / est[k]["df"] for k in inter)
     return float(stats.f.sf(num / den, df_num, df_den))
+
+
+def per_example_split(per_example: np.ndarray) -> dict:
+    """Variance over runs of a per-run mean (rows: runs, columns: test examples), split exactly
+    into the sum of per-example variances / n^2 (what independent per-example flips give: the
+    finite-test-set part, shrinking as 1/n) and the covariance between examples (the rest).
+    ``metrics.accuracy_variance_split`` is this for 0/1 correctness, in %^2."""
+    x = np.asarray(per_example, dtype=float)
+    m, n = x.shape
+    if m < 2:
+        return {"total": float("nan"), "examples": float("nan"), "shared": float("nan")}
+    total = float(np.var(x.mean(1), ddof=1))
+    examples = float(np.var(x, axis=0, ddof=1).sum() / n**2)
+    return {"total": total, "examples": examples, "shared": total - examples}

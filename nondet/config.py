@@ -159,8 +159,13 @@ def _check_comparisons(config: dict) -> None:
                     f"(models: {', '.join(models)})"
                 )
     for name, spec in config["comparisons"].items():
+        if "condition" in spec and "sources" in spec:
+            raise ConfigError(
+                f"config key comparisons.{name}: give either condition or sources, not both"
+            )
         for key, value in COMPARISON_DEFAULTS.items():
-            spec.setdefault(key, value)
+            if not (key == "condition" and "sources" in spec):
+                spec.setdefault(key, copy.deepcopy(value))  # never share the default dicts
         arch = models[spec["model"]]["arch"]
         params = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}
         for arm in ("baseline", "candidate"):
@@ -172,7 +177,8 @@ def _check_comparisons(config: dict) -> None:
                         f"config key comparisons.{name}.{arm}.params.{key}: unknown parameter of "
                         f"arch {arch!r} (allowed: {', '.join(ARCH_PARAMS[arch]) or 'none'})"
                     )
-            if spec["condition"] == "dropout" and not {**params, **spec[arm]["params"]}.get("dropout"):
+            varying = spec["sources"] if "sources" in spec else [spec["condition"]]
+            if "dropout" in varying and not {**params, **spec[arm]["params"]}.get("dropout"):
                 raise ConfigError(f"config key comparisons.{name}.condition: {arm} has no dropout")
         if spec["baseline"] == spec["candidate"]:
             raise ConfigError(f"config key comparisons.{name}: baseline and candidate are identical")
@@ -285,7 +291,9 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
     from .seeds import derive_seed
 
     spec = config["comparisons"][name]
-    model, condition = spec["model"], spec["condition"]
+    model = spec["model"]
+    # sources: an arbitrary set varies, with explicit seeds (no per-condition recipe overrides)
+    condition = spec.get("condition") or "sources:" + "+".join(spec["sources"])
     job = {
         "experiment": config["experiment"],
         "model": model,
@@ -301,6 +309,11 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+    if "sources" in spec:
+        from .seeds import source_seeds
+
+        job["seeds"] = [source_seeds(dict.fromkeys(spec["sources"], r), job["base_seed"]).as_dict()
+                        for r in job["replicas"]]  # fmt: skip
     job["spec_hash"] = spec_hash(job)
     return job
 

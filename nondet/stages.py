@@ -582,7 +582,9 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     """Variance components of accuracy and cross-entropy over a factorial design of seeds."""
     import pandas as pd
 
-    from .compare import variance_components
+    from scipy import special
+
+    from .compare import per_example_split, variance_components
     from .metrics import accuracy, cross_entropy
     from .plots import components_figure
 
@@ -592,6 +594,11 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
         raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
     cells = [tuple(c) for c in params["cells"]]
     shape = (params["levels"],) * len(params["sources"])
+    logp = special.log_softmax(pred["logits"].astype(np.float64), axis=-1)
+    per_example = {  # (runs, examples), for the finite-test-set reference
+        "accuracy": 100.0 * (pred["logits"].argmax(-1) == pred["labels"]),
+        "cross_entropy": -np.take_along_axis(logp, pred["labels"][None, :, None], -1)[..., 0],
+    }
     rows = []
     for metric, fn in (("accuracy", accuracy), ("cross_entropy", cross_entropy)):
         y = np.full(shape, np.nan)
@@ -601,7 +608,15 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
             raise InputError(f"{params['name']}: some cells of the design have no prediction")
         for row in variance_components(y, params["sources"], params["bootstrap_resamples"], params["seed"]):
             rows.append({"design": params["name"], "metric": metric, **row})
-        log.info(f"{params['name']} {metric}: total variance {np.var(y, ddof=1):.4g}")
+        # references, not components: the variance over cells, and its finite-test-set part
+        split = per_example_split(per_example[metric])
+        for effect, value in (("total", split["total"]), ("test_set", split["examples"])):
+            rows.append({"design": params["name"], "metric": metric, "effect": effect,
+                         "df": len(cells) - 1, "component": value})  # fmt: skip
+        log.info(
+            f"{params['name']} {metric}: variance over cells {split['total']:.4g}, of which "
+            f"{split['examples']:.4g} expected from the finite test set"
+        )
     df = pd.DataFrame(rows)
     with h5io.atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False)

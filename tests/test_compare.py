@@ -87,3 +87,119 @@ def test_variance_components_three_factors_with_interaction():
     assert by["initxshuffle"]["p_value"] < 1e-6 and by["shufflexaugment"]["p_value"] > 1e-4
     assert all(r["component_se"] >= 0 for r in rows)
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+
+
+# --- finite-test-set part, seeds of cells and arms, comparison/factorial plans ------------------
+
+import copy  # noqa: E402
+
+import yaml  # noqa: E402
+
+from nondet import config as cfg  # noqa: E402
+from nondet.compare import per_example_split  # noqa: E402
+from nondet.seeds import CONDITIONS, SOURCES, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
+
+
+def test_per_example_split_is_exact_and_finds_independent_flips():
+    rng = np.random.default_rng(6)
+    flips = (rng.random((300, 1000)) < 0.9).astype(float)  # independent per-example flips
+    s = per_example_split(flips)
+    assert s["total"] == pytest.approx(np.var(flips.mean(1), ddof=1))
+    assert s["examples"] + s["shared"] == pytest.approx(s["total"])
+    assert s["examples"] == pytest.approx(0.09 / 1000, rel=0.05)
+    assert abs(s["shared"]) < 0.3 * s["examples"]
+    shifted = flips + rng.normal(0, 0.05, (300, 1))  # plus a per-run shift shared by all examples
+    assert per_example_split(shifted)["shared"] == pytest.approx(0.05**2, rel=0.25)
+
+
+@pytest.mark.parametrize("condition", list(CONDITIONS))
+def test_source_seeds_generalise_replica_seeds(condition):
+    for r in range(3):
+        levels = dict.fromkeys(CONDITIONS[condition], r)
+        assert source_seeds(levels, 11) == replica_seeds(condition, r, 11)
+
+
+def test_factorial_cell_seeds_vary_only_their_own_source():
+    sources = ["init", "shuffle", "augment"]
+    a = factorial_seeds(sources, (0, 1, 2), 5)
+    assert a == source_seeds({"init": 0, "shuffle": 1, "augment": 2}, 5)
+    b = factorial_seeds(sources, (0, 2, 2), 5)
+    assert (a.init, a.augment) == (b.init, b.augment) and a.shuffle != b.shuffle
+    assert a.deterministic and a.bitflip is None and a.dropout == replica_seeds("control", 0, 5).dropout
+    with pytest.raises(ValueError):
+        factorial_seeds(["bitflip", "init"], (0, 0), 5)
+    with pytest.raises(ValueError):
+        source_seeds({"nonsense": 1}, 5)
+
+
+with open("config.yaml") as _f:
+    DEFAULT = yaml.safe_load(_f)
+
+
+def with_sections(**sections):
+    c = copy.deepcopy(DEFAULT)
+    c.update(sections)
+    return cfg.validate(c)
+
+
+def test_comparison_defaults_and_jobs():
+    c = with_sections(comparisons={"lr": {"model": "cnn", "candidate": {"training": {"lr": 0.1}}},
+                                   "w": {"model": "cnn", "candidate": {"params": {"channels": 16}}}})  # fmt: skip
+    spec = c["comparisons"]["lr"]
+    assert (spec["replicas"], spec["condition"], spec["alpha"], spec["power"]) == (8, "all", 0.05, 0.8)
+    assert spec["baseline"] is not c["comparisons"]["w"]["baseline"]  # defaults not shared
+    base, cand = (cfg.comparison_job(c, "lr", arm, 0) for arm in ("baseline", "candidate"))
+    assert base["recipe"]["lr"] == DEFAULT["training"]["lr"] and cand["recipe"]["lr"] == 0.1
+    assert {k for k in base if base[k] != cand[k]} == {"arm", "base_seed", "recipe", "spec_hash"}
+    assert base["base_seed"] != cand["base_seed"]  # the arms draw independent seeds
+    assert base["model_spec"] == cfg.model_spec(c, "cnn")
+    assert cfg.comparison_job(c, "w", "candidate", 0)["model_spec"]["channels"] == 16
+    # a comparison does not touch the protocol's jobs
+    assert cfg.train_job(c, "cnn", "all", 0) == cfg.train_job(cfg.validate(DEFAULT), "cnn", "all", 0)
+
+
+def test_comparison_over_chosen_sources_carries_explicit_seeds():
+    c = with_sections(comparisons={"s": {"model": "cnn", "sources": ["init", "shuffle"],
+                                         "replicas": 3, "candidate": {"training": {"lr": 0.1}}}})  # fmt: skip
+    assert "condition" not in c["comparisons"]["s"]
+    job = cfg.comparison_job(c, "s", "baseline", 0)
+    seeds = [s for s in job["seeds"]]
+    assert len({s["init"] for s in seeds}) == 3 and len({s["shuffle"] for s in seeds}) == 3
+    assert len({s["augment"] for s in seeds}) == 1 and {s["kernels"] for s in seeds} == {None}
+    other = cfg.comparison_job(c, "s", "candidate", 0)["seeds"]
+    assert not {s["init"] for s in seeds} & {s["init"] for s in other}
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"comparisons": {"x": {"model": "nope", "candidate": {}}}}, "comparisons.x.model"),
+        ({"comparisons": {"x": {"model": "cnn", "candidate": {"params": {"depth": 3}}}}},
+         "comparisons.x.candidate.params.depth"),
+        ({"comparisons": {"x": {"model": "cnn", "candidate": {}}}}, "identical"),
+        ({"comparisons": {"x": {"model": "linear", "condition": "dropout",
+                                "candidate": {"training": {"lr": 0.1}}}}}, "no dropout"),
+        ({"comparisons": {"x": {"model": "cnn", "condition": "all", "sources": ["init"],
+                                "candidate": {"training": {"lr": 0.1}}}}}, "not both"),
+        ({"comparisons": {"x": {"model": "cnn", "candidate": {"training": {"lr": -1}}}}},
+         "comparisons.x.candidate.training.lr"),
+        ({"factorial": {"f": {"model": "cnn", "sources": ["init"]}}}, "factorial.f.sources"),
+        ({"factorial": {"f": {"model": "linear", "sources": ["init", "dropout"]}}}, "no dropout"),
+    ],
+)  # fmt: skip
+def test_invalid_comparison_or_design_names_the_key(section, message):
+    with pytest.raises(cfg.ConfigError) as err:
+        with_sections(**section)
+    assert message in str(err.value)
+
+
+def test_factorial_jobs_cover_the_grid_once():
+    c = with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle", "augment"]}})
+    cells = cfg.factorial_cells(c, "g")
+    assert len(cells) == 27 and len(set(cells)) == 27
+    jobs = [cfg.factorial_job(c, "g", k) for k in range(len(cfg.factorial_chunks(c, "g")))]
+    replicas = [r for j in jobs for r in j["replicas"]]
+    assert replicas == list(range(27))
+    seeds = [s for j in jobs for s in j["seeds"]]
+    assert len({(s["init"], s["shuffle"], s["augment"]) for s in seeds}) == 27
+    assert len({s["init"] for s in seeds}) == 3 and {s["kernels"] for s in seeds} == {None}

@@ -1,5 +1,6 @@
 """The real workflow, run by Snakemake in a temporary directory on a tiny config."""
 
+import copy
 import csv
 import os
 import re
@@ -106,7 +107,12 @@ def test_end_to_end_outputs(finished_run):
         cmp["accuracy"]["ci_high"]
     )
     effects = [r["effect"] for r in csv.DictReader(open(res / "factorial/grid/components.csv"))]
-    assert effects[:3] == ["init", "shuffle", "residual"]
+    assert effects == ["init", "shuffle", "residual", "total", "test_set"] * 2
+    all_row = rows[("cnn", "all")]
+    assert float(all_row["acc_var"]) == pytest.approx(float(all_row["acc_sd"]) ** 2, rel=1e-6)
+    assert float(all_row["acc_var_examples"]) + float(all_row["acc_var_shared"]) == pytest.approx(
+        float(all_row["acc_var"]), abs=1e-9
+    )
     html = (res / "report.html").read_text(errors="replace")
     assert "diversity.csv" in html and "provenance.csv" in html
     assert (finished_run / "logs/train/cnn/all/chunk0.log").read_text().count("epoch 2/2") == 2
@@ -132,6 +138,22 @@ def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
         "results/figures/stability_by_family.pdf",
         "results/figures/stability_by_family.png",
         "results/tables/provenance.csv",  # records the whole config, so it follows any edit
+    }
+
+
+def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run):
+    changed = copy.deepcopy(TINY)
+    changed["comparisons"]["lr"]["candidate"]["training"]["lr"] = 0.02
+    out = snakemake(finished_run, "-n", config=changed)
+    assert planned_outputs(out) == {
+        "results/compare/lr/candidate/train_chunk0.h5",
+        "results/compare/lr/candidate/train_chunk1.h5",
+        "results/compare/lr/candidate/predict_chunk0.h5",
+        "results/compare/lr/candidate/predict_chunk1.h5",
+        "results/compare/lr/summary.csv",
+        "results/compare/lr/summary.pdf",
+        "results/compare/lr/summary.png",
+        "results/tables/provenance.csv",
     }
 
 

@@ -54,6 +54,19 @@ def stage(func):
     return wrapper
 
 
+def job_provenance(kind: str, job: dict, device, **extra) -> dict:
+    """Provenance of an output made by a training-type job (its whole spec, device, hashes)."""
+    return provenance(
+        kind=kind,
+        job=job,
+        device=str(device),
+        experiment=job["experiment"],
+        spec_hash=job["spec_hash"],
+        data_hash=job["data_hash"],
+        **extra,
+    )
+
+
 # --- data -------------------------------------------------------------------------------------
 
 
@@ -150,14 +163,7 @@ def train(
             outs.append(res)
     results = list(zip(job["replicas"], seeds_list, outs))
 
-    prov = provenance(
-        kind="train",
-        job=job,
-        device=str(device),
-        experiment=job["experiment"],
-        spec_hash=job["spec_hash"],
-        data_hash=job["data_hash"],
-    )
+    prov = job_provenance("train", job, device)
     with atomic_h5(out_path, prov) as f:
         for r, seeds, res in results:
             g = f.create_group(f"replica_{r:04d}")
@@ -256,15 +262,8 @@ def predict(
             z, passes = sum(zs) / len(zs), len(views) * len(zs)
         logits.append(z.cpu().numpy())
         features.append(h.cpu().numpy())
-    prov = provenance(
-        kind="predict",
-        job=job,
-        method=method,
-        views=[name for name, _ in views],
-        device=str(device),
-        experiment=job["experiment"],
-        spec_hash=job["spec_hash"],
-        data_hash=job["data_hash"],
+    prov = job_provenance(
+        "predict", job, device, method=method, views=[name for name, _ in views]
     )
     with atomic_h5(out_path, prov) as f:
         f.create_dataset("logits", data=np.stack(logits).astype(np.float32))
@@ -453,14 +452,7 @@ def twins(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> No
         )  # fmt: skip
         runs[name] = (condition, seeds, res)
     base = runs["base"][2]["records"]
-    prov = provenance(
-        kind="divergence",
-        job=job,
-        device=str(device),
-        experiment=job["experiment"],
-        spec_hash=job["spec_hash"],
-        data_hash=job["data_hash"],
-    )
+    prov = job_provenance("divergence", job, device)
     with atomic_h5(out_path, prov) as f:
         f.create_dataset("steps", data=base["steps"])
         f.attrs["steps_per_epoch"] = total // recipe["epochs"]

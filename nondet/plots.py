@@ -176,6 +176,7 @@ def components_figure(df, name: str, pdf_path, png_path) -> None:
                        label="expected from the finite test set")  # fmt: skip
             ax.legend(fontsize=8)
         ax.set_title(f"{metric}: variance components", fontsize=10)
+        ax.set_ylabel("variance (%²)" if metric == "accuracy" else "variance (nats²)")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"factorial design {name}", fontsize=11)
     _save(fig, pdf_path, png_path)

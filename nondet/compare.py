@@ -188,3 +188,16 @@ def per_example_split(per_example: np.ndarray) -> dict:
     total = float(np.var(x.mean(1), ddof=1))
     examples = float(np.var(x, axis=0, ddof=1).sum() / n**2)
     return {"total": total, "examples": examples, "shared": total - examples}
+
+
+def per_example_values(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Per-run, per-example correctness (in %) and cross-entropy, shapes (runs, examples): their
+    means over examples are the accuracy and cross-entropy of ``nondet.metrics``."""
+    from scipy import special
+
+    logits = np.asarray(logits)
+    logp = special.log_softmax(logits.astype(np.float64), axis=-1)
+    return {
+        "accuracy": 100.0 * (logits.argmax(-1) == labels),
+        "cross_entropy": -np.take_along_axis(logp, np.broadcast_to(labels, logp.shape[:-1])[..., None], -1)[..., 0],
+    }

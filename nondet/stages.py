@@ -533,21 +533,24 @@ def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pat
 def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, params: dict,
             log_path=None) -> None:  # fmt: skip
     """Candidate vs baseline on accuracy and cross-entropy, against run-to-run noise."""
+    import math
+
     import pandas as pd
 
-    from .compare import compare_arms
+    from .compare import compare_arms, per_example_split, per_example_values
     from .metrics import accuracy, cross_entropy
     from .plots import comparison_figure
 
     log = get_logger(log_path)
     h5io.check_same_experiment(list(baseline_paths) + list(candidate_paths), "data_hash")
     arms = {"baseline": load_predictions(baseline_paths), "candidate": load_predictions(candidate_paths)}
-    values = {}
+    values, per_example = {}, {}
     for arm, pred in arms.items():
         keep = ~pred["diverged"]
         if (~keep).any():
             log.warning(f"{arm}: excluding {(~keep).sum()} diverged replica(s)")
-        values[arm] = {
+        per_example[arm] = per_example_values(pred["logits"][keep], pred["labels"])
+        values[arm] = {  # exactly as in the diversity table (ties matter to permutation tests)
             "accuracy": accuracy(pred["logits"][keep], pred["labels"]),
             "cross_entropy": cross_entropy(pred["logits"][keep], pred["labels"]),
         }
@@ -556,7 +559,10 @@ def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, param
         effect = params["effect"] if metric == "accuracy" else None
         res = compare_arms(values["baseline"][metric], values["candidate"][metric], params["alpha"],
                            params["power"], effect, params["bootstrap_resamples"], params["seed"])  # fmt: skip
-        rows.append({"comparison": params["name"], "metric": metric, **res})
+        # how much of each arm's run-to-run SD independent per-example flips explain (test set)
+        test_set = {f"{arm}_sd_test_set": math.sqrt(max(0.0, per_example_split(per_example[arm][metric])["examples"]))
+                    for arm in ("baseline", "candidate")}  # fmt: skip
+        rows.append({"comparison": params["name"], "metric": metric, **res, **test_set})
         log.info(
             f"{params['name']} {metric}: candidate - baseline = {res['diff']:+.4g} "
             f"[{res['ci_low']:+.4g}, {res['ci_high']:+.4g}], Welch p={res['welch_p']:.3g}, "
@@ -574,9 +580,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     """Variance components of accuracy and cross-entropy over a factorial design of seeds."""
     import pandas as pd
 
-    from scipy import special
-
-    from .compare import per_example_split, variance_components
+    from .compare import per_example_split, per_example_values, variance_components
     from .metrics import accuracy, cross_entropy
     from .plots import components_figure
 
@@ -586,11 +590,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
         raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
     cells = [tuple(c) for c in params["cells"]]
     shape = (params["levels"],) * len(params["sources"])
-    logp = special.log_softmax(pred["logits"].astype(np.float64), axis=-1)
-    per_example = {  # (runs, examples), for the finite-test-set reference
-        "accuracy": 100.0 * (pred["logits"].argmax(-1) == pred["labels"]),
-        "cross_entropy": -np.take_along_axis(logp, pred["labels"][None, :, None], -1)[..., 0],
-    }
+    per_example = per_example_values(pred["logits"], pred["labels"])  # finite-test-set reference
     rows = []
     for metric, fn in (("accuracy", accuracy), ("cross_entropy", cross_entropy)):
         y = np.full(shape, np.nan)

@@ -203,3 +203,18 @@ def test_factorial_jobs_cover_the_grid_once():
     seeds = [s for j in jobs for s in j["seeds"]]
     assert len({(s["init"], s["shuffle"], s["augment"]) for s in seeds}) == 27
     assert len({s["init"] for s in seeds}) == 3 and {s["kernels"] for s in seeds} == {None}
+
+
+def test_per_example_values_average_to_the_metrics_and_effect_is_honoured():
+    from nondet import metrics as M
+    from nondet.compare import per_example_values
+
+    rng = np.random.default_rng(7)
+    logits, labels = rng.normal(size=(4, 50, 3)).astype(np.float32), rng.integers(0, 3, 50)
+    v = per_example_values(logits, labels)
+    assert v["accuracy"].mean(1) == pytest.approx(M.accuracy(logits, labels))
+    assert v["cross_entropy"].mean(1) == pytest.approx(M.cross_entropy(logits, labels))
+    a, b = rng.normal(0, 1, 6), rng.normal(0.3, 1, 6)
+    res = compare_arms(a, b, effect=0.5, n_resamples=200)
+    sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert res["detect_diff"] == 0.5 and res["replicas_needed"] == replicas_needed(0.5, sd)

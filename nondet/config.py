@@ -184,6 +184,13 @@ def _check_comparisons(config: dict) -> None:
             raise ConfigError(f"config key comparisons.{name}: baseline and candidate are identical")
     for name, spec in config["factorial"].items():
         spec.setdefault("levels", 3)
+        if isinstance(spec["levels"], int):
+            spec["levels"] = [spec["levels"]] * len(spec["sources"])
+        if len(spec["levels"]) != len(spec["sources"]):
+            raise ConfigError(
+                f"config key factorial.{name}.levels: one number per source "
+                f"({len(spec['sources'])} sources, {len(spec['levels'])} levels)"
+            )
         arch = models[spec["model"]]["arch"]
         dropout = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}.get("dropout", 0)
         if "dropout" in spec["sources"] and not dropout:
@@ -322,7 +329,7 @@ def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
     import itertools
 
     spec = config["factorial"][name]
-    return list(itertools.product(range(spec["levels"]), repeat=len(spec["sources"])))
+    return list(itertools.product(*(range(n) for n in spec["levels"])))
 
 
 def factorial_chunks(config: dict, name: str) -> list[list[int]]:

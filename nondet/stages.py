@@ -589,7 +589,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     if pred["diverged"].any():
         raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
     cells = [tuple(c) for c in params["cells"]]
-    shape = (params["levels"],) * len(params["sources"])
+    shape = tuple(params["levels"])
     per_example = per_example_values(pred["logits"], pred["labels"])  # finite-test-set reference
     rows = []
     for metric, fn in (("accuracy", accuracy), ("cross_entropy", cross_entropy)):

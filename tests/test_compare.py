@@ -218,3 +218,14 @@ def test_per_example_values_average_to_the_metrics_and_effect_is_honoured():
     res = compare_arms(a, b, effect=0.5, n_resamples=200)
     sd = np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     assert res["detect_diff"] == 0.5 and res["replicas_needed"] == replicas_needed(0.5, sd)
+
+
+def test_unequal_levels_per_source():
+    c = with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle"], "levels": [4, 3]}})
+    assert len(cfg.factorial_cells(c, "g")) == 12 and max(cfg.factorial_cells(c, "g")) == (3, 2)
+    with pytest.raises(cfg.ConfigError, match="one number per source"):
+        with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle"], "levels": [4, 3, 2]}})
+    y = np.random.default_rng(8).normal(size=(6, 4, 3))
+    est = anova_components(y, ["init", "shuffle", "augment"])
+    assert sum(v["ss"] for v in est.values()) == pytest.approx(((y - y.mean()) ** 2).sum())
+    assert est["initxshuffle"]["df"] == 15 and est["residual"]["df"] == 30

@@ -358,7 +358,8 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
         "device": config["device"],
         "vectorize": config["vectorize"],
         "model_spec": model_spec(config, spec["model"]),
-        "recipe": recipe(config, spec["model"], "control"),
+        # the model's recipe, without any condition's overrides
+        "recipe": {**config["training"], **config["models"][spec["model"]]["training"]},
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }

@@ -80,16 +80,7 @@ def replica_seeds(condition: str, replica: int, base_seed: int) -> ReplicaSeeds:
         raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}")
     if replica < 0:
         raise ValueError(f"replica index must be >= 0, got {replica}")
-    varying = CONDITIONS[condition]
-    seeds = {}
-    for index, source in enumerate(SOURCES):
-        if source in varying:
-            seeds[source] = derive_seed(base_seed, index, replica + 1)
-        elif source in ("kernels", "bitflip"):
-            seeds[source] = None  # the base value of these sources is "off"
-        else:
-            seeds[source] = derive_seed(base_seed, index, 0)
-    return ReplicaSeeds(**seeds)
+    return source_seeds({source: replica for source in CONDITIONS[condition]}, base_seed)
 
 
 def factorial_seeds(sources, cell, base_seed: int) -> ReplicaSeeds:
@@ -100,12 +91,10 @@ def factorial_seeds(sources, cell, base_seed: int) -> ReplicaSeeds:
     """
     if len(sources) != len(cell):
         raise ValueError("one level per source")
-    seeds = replica_seeds("control", 0, base_seed).as_dict()
-    for source, level in zip(sources, cell):
+    for source in sources:
         if source not in ("init", "shuffle", "augment", "dropout"):
             raise ValueError(f"factorial designs vary init/shuffle/augment/dropout, not {source!r}")
-        seeds[source] = derive_seed(base_seed, SOURCES.index(source), int(level) + 1)
-    return ReplicaSeeds(**seeds)
+    return source_seeds(dict(zip(sources, cell)), base_seed)
 
 
 def source_seeds(levels: dict[str, int], base_seed: int) -> ReplicaSeeds:

@@ -103,6 +103,10 @@ def load_dataset(path, expected_hash: str, device="cpu"):
 
 
 def _setup_torch(threads: int, device_name: str):
+    import os
+
+    # cuBLAS reads this when it creates its handle: set it before anything touches CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
     from .training import resolve_device

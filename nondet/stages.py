@@ -76,7 +76,7 @@ def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
 
     log = get_logger(log_path)
     t0 = time.perf_counter()
-    arrays = make_dataset_arrays(spec)
+    arrays = make_dataset_arrays(spec, log=log.info)
     prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash)
     with atomic_h5(out_path, prov) as f:
         for key, value in arrays.items():

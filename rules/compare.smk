@@ -8,6 +8,8 @@ rule train_arm:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
@@ -26,6 +28,8 @@ rule predict_arm:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
     script:
@@ -70,6 +74,8 @@ rule train_factorial:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
@@ -88,6 +94,8 @@ rule predict_factorial:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
     script:

@@ -1,8 +1,11 @@
+# Local (on the submit host under a cluster profile): downloading needs the network that compute
+# nodes often lack; reading, checking and converting the data set needs no GPU.
 rule dataset:
     output:
         DATA,
     log:
         "logs/dataset.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
     params:

@@ -8,6 +8,8 @@ rule twins:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=twins_job,
     script:

@@ -8,6 +8,8 @@ rule train_snapshot:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=snapshot_job,
         checkpoint_every=config["checkpoint_every"],
@@ -26,6 +28,8 @@ rule predict_mitigation:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=mitigation_predict_job,
         method=lambda w: method_of(w.method),

@@ -9,6 +9,8 @@ rule predict:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=train_job,
     script:

@@ -8,6 +8,8 @@ rule train:
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
+    resources:
+        gpu=GPU_JOB,
     params:
         job=train_job,
         checkpoint_every=config["checkpoint_every"],

@@ -1,0 +1,142 @@
+"""CIFAR-10: the pickle release's format, checksums, normalisation on the device, and a tiny
+stand-in written locally (never the network) run through the real data rule and a small ResNet."""
+
+import csv
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from nondet import data as D
+from nondet.stages import make_dataset, train
+
+from test_workflow import snakemake
+
+
+def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):
+    """A tiny CIFAR-10 in the release's on-disk format; returns {file: md5}."""
+    rng = np.random.default_rng(seed)
+    folder = root / D.CIFAR10_FOLDER
+    for name in D.CIFAR10_TRAIN + ["test_batch"]:
+        n = n_test if name == "test_batch" else n_train
+        y = rng.integers(0, 10, n)
+        # class-dependent colour so that a small net learns something in a few steps
+        x = rng.integers(0, 128, (n, 3, 32, 32)) + (y * 12)[:, None, None, None]
+        D.write_cifar_batches(folder, x.astype(np.uint8), y, name)
+    return {n: D.md5sum(folder / n) for n in D.CIFAR10_MD5}
+
+
+def test_constants_agree_with_torchvision():
+    from torchvision.datasets import CIFAR10
+
+    assert D.CIFAR10_URL == CIFAR10.url and D.CIFAR10_ARCHIVE == CIFAR10.filename
+    assert D.CIFAR10_ARCHIVE_MD5 == CIFAR10.tgz_md5 and D.CIFAR10_FOLDER == CIFAR10.base_folder
+    assert D.CIFAR10_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
+
+
+def test_reads_pickle_format_and_checks_md5(tmp_path):
+    md5 = write_tiny_cifar(tmp_path)
+    arrays = D.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+    assert arrays["x_train"].shape == (80, 3, 32, 32) and arrays["x_train"].dtype == np.uint8
+    assert arrays["x_test"].shape == (24, 3, 32, 32) and arrays["y_test"].dtype == np.int64
+    # same bytes as torchvision's own reader of the format
+    from torchvision.datasets import CIFAR10
+
+    class Tiny(CIFAR10):
+        train_list = [[n, md5[n]] for n in D.CIFAR10_TRAIN]
+        test_list = [["test_batch", md5["test_batch"]]]
+        meta = {"filename": "data_batch_1", "key": "batch_label", "md5": md5["data_batch_1"]}
+
+        def _load_meta(self):
+            self.classes = [str(i) for i in range(10)]
+
+    tv = Tiny(str(tmp_path), train=True)
+    assert np.array_equal(tv.data, arrays["x_train"].transpose(0, 2, 3, 1))
+    assert np.array_equal(np.asarray(tv.targets), arrays["y_train"])
+
+    bad = {**md5, "data_batch_3": "0" * 32}
+    with pytest.raises(D.DataError, match="data_batch_3: MD5"):
+        D.make_cifar10(tmp_path, md5=bad, log=lambda *_: None)
+    # the official sums (the default) reject the stand-in
+    with pytest.raises(D.DataError, match="MD5"):
+        D.fetch_cifar10(tmp_path, log=lambda *_: None)
+    (tmp_path / D.CIFAR10_FOLDER / "test_batch").unlink()
+    with pytest.raises(D.DataError, match="lacks test_batch.*dataset.download"):
+        D.fetch_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+
+
+def test_existing_archive_is_extracted(tmp_path):
+    src = tmp_path / "src"
+    md5 = write_tiny_cifar(src)
+    root = tmp_path / "copy"
+    root.mkdir()
+    with tarfile.open(root / D.CIFAR10_ARCHIVE, "w:gz") as tar:
+        tar.add(src / D.CIFAR10_FOLDER, arcname=D.CIFAR10_FOLDER)
+    assert D.fetch_cifar10(root, md5=md5, log=lambda *_: None) == root / D.CIFAR10_FOLDER
+    # with the official sums the archive's own MD5 is checked first
+    (root / D.CIFAR10_FOLDER / "test_batch").unlink()
+    with pytest.raises(D.DataError, match="cifar-10-python.tar.gz: MD5"):
+        D.fetch_cifar10(root, log=lambda *_: None)
+
+
+def test_uint8_images_normalised_per_channel_on_device(tmp_path):
+    md5 = write_tiny_cifar(tmp_path)
+    arrays = D.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+    ds = D.from_arrays("cifar10", arrays)
+    assert ds.x_train.dtype == torch.float32 and ds.input_shape == (3, 32, 32)
+    mean = ds.x_train.double().mean((0, 2, 3))
+    std = ds.x_train.double().std((0, 2, 3), correction=0)
+    assert torch.allclose(mean, torch.zeros(3, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(std, torch.ones(3, dtype=torch.float64), atol=1e-5)
+    m, s = D.channel_stats(arrays["x_train"])
+    ref = arrays["x_train"].astype(np.float64)
+    assert np.allclose(m, ref.mean((0, 2, 3))) and np.allclose(s, ref.std((0, 2, 3)))
+
+
+def test_data_stage_writes_uint8_h5(tmp_path):
+    md5 = write_tiny_cifar(tmp_path)
+    spec = {"name": "cifar10", "path": str(tmp_path), "md5": md5}
+    make_dataset(tmp_path / "cifar10.h5", spec, "h")
+    import h5py
+
+    with h5py.File(tmp_path / "cifar10.h5") as f:
+        assert f["x_train"].dtype == np.uint8 and f["x_train"].shape == (80, 3, 32, 32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU failure")
+def test_gpu_requested_but_absent_fails_before_anything(tmp_path):
+    job = {"device": "cuda", "data_hash": "x"}  # data file absent: the device check comes first
+    with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+        train(tmp_path / "missing.h5", tmp_path / "out.h5", job)
+    assert not (tmp_path / "out.h5").exists()
+
+
+TINY_CIFAR = {
+    "experiment": "tiny-cifar",
+    "replicas": 2,
+    "replicas_per_job": 2,
+    "training": {"epochs": 1, "batch_size": 40, "lr": 0.1, "weight_decay": 5e-4,
+                 "nesterov": False, "augment": "crop_flip", "augment_size": 4,
+                 "eval_every": 1},  # fmt: skip
+    "models": {
+        "resnet": {"arch": "resnet", "params": {"blocks": 1, "width": 4},
+                   "conditions": ["control", "augment"]},  # fmt: skip
+    },
+    "metrics": {"bootstrap_resamples": 50},
+}
+
+
+def test_tiny_cifar_through_data_rule_and_resnet(tmp_path):
+    md5 = write_tiny_cifar(tmp_path / "cifar")
+    config = {**TINY_CIFAR, "dataset": {"name": "cifar10", "path": str(tmp_path / "cifar"),
+                                        "md5": md5}}  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(work, "--cores", "2", "results/tables/diversity.csv", config=config)
+    rows = {r["condition"]: r for r in csv.DictReader(open(work / "results/tables/diversity.csv"))}
+    assert set(rows) == {"control", "augment"}
+    assert float(rows["control"]["disagreement"]) == 0.0
+    assert float(rows["augment"]["disagreement"]) > 0.0  # crops and flips differ per replica
+    log = (work / "logs/dataset.log").read_text()
+    assert "verified MD5 of 6 files" in log

@@ -56,6 +56,8 @@ def validate(config: dict) -> dict:
     """Validated copy of ``config`` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema()
     config = copy.deepcopy(dict(config))
+    if isinstance(config.get("models"), dict):  # `name: null` in a later --configfile removes it
+        config["models"] = {k: v for k, v in config["models"].items() if v is not None}
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

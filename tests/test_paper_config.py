@@ -1,0 +1,90 @@
+"""configs/paper.yaml: the paper's recipe, and its full DAG listed by a dry run (nothing runs)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from nondet import config as cfg
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER = REPO / "configs/paper.yaml"
+
+
+def merged_paper_config() -> dict:
+    """config.yaml with configs/paper.yaml merged over it, as Snakemake does (then validated)."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(open(REPO / "config.yaml"))
+    update_config(config, yaml.safe_load(open(PAPER)))
+    return cfg.validate(config)
+
+
+def expected_jobs(c: dict) -> dict:
+    chunks = len(cfg.chunks(c))
+    groups = cfg.groups(c)
+    mit = c["mitigation"]
+    n_mit = len(mit["models"]) * len(mit["conditions"])
+    return {
+        "train": len(groups) * chunks,
+        "predict": len(groups) * chunks,
+        "metrics": len(groups),
+        "train_snapshot": n_mit * chunks,
+        "predict_mitigation": n_mit * chunks * 3,
+        "twins": len(c["instability"]["models"]),
+    }
+
+
+def test_paper_recipe():
+    c = merged_paper_config()
+    assert c["dataset"]["name"] == "cifar10" and c["device"] == "cuda" and c["replicas"] == 100
+    assert "cnn" not in c["models"]  # the default's 1-D CNN is removed with `cnn: null`
+    r = cfg.recipe(c, "resnet14", "all")
+    assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
+    assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
+    assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
+    assert cfg.model_spec(c, "resnet14") == {"arch": "resnet", "blocks": 2, "width": 16,
+                                             "dropout": 0.0}  # fmt: skip
+    assert set(c["models"]["resnet14"]["conditions"]) == {
+        "control", "init", "shuffle", "augment", "kernels", "all", "bitflip"}  # fmt: skip
+    archs = {m["arch"] for m in c["models"].values()}
+    assert archs == {"linear", "mlp", "resnet"}
+    assert len(c["stability"]["models"]) == len(c["models"])
+
+
+def test_paper_dry_run_lists_full_dag(tmp_path):
+    """`snakemake -n --configfile configs/paper.yaml` plans every job, GPU jobs asking gpu=1."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # an empty results/ folder
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(PAPER), "-n"]  # fmt: skip
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    seconds = time.perf_counter() - t0
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-4000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[1], re.M))
+    total = int(stats.pop("total"))
+    assert total > 800, total
+    for rule, n in expected_jobs(merged_paper_config()).items():
+        assert int(stats[rule]) == n, (rule, stats[rule], n)
+    assert total == sum(int(v) for v in stats.values())
+    # every training/prediction job asks for a GPU, no other job does
+    blocks = re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text)
+    checked = 0
+    for block in blocks:
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        checked += 1
+        gpu = "gpu=1" in block
+        assert gpu == (rule.group(1) in ("train", "predict", "twins", "train_snapshot",
+                                         "predict_mitigation")), block  # fmt: skip
+    assert checked == total
+    assert seconds < 60, f"dry run took {seconds:.1f}s"
+    print(f"paper dry run: {total} jobs in {seconds:.1f}s")

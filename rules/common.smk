@@ -13,10 +13,11 @@ GROUPS = cfg.groups(config)
 CHUNKS = range(len(cfg.chunks(config)))
 MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
-# Training/prediction jobs ask for one GPU when the config's device is cuda (SLURM: --gpus=1;
-# locally, --resources gpu=N limits how many run at once), none otherwise (device auto = none:
-# a scheduler only gives a GPU to a job that asks for one).
-GPU_JOB = 1 if config["device"] == "cuda" else 0
+# GPUs per training/prediction job (SLURM: --gpus=N; locally, --resources gpu=N limits how many
+# run at once): config gpus_per_job, by default 1 when the device is cuda and 0 otherwise.
+GPU_JOB = config["gpus_per_job"]
+if GPU_JOB == "auto":
+    GPU_JOB = 1 if config["device"] == "cuda" else 0
 
 
 wildcard_constraints:

@@ -1,0 +1,144 @@
+"""`snakemake --profile gpu` on a real single-node SLURM (loopback, fake GPUs): the jobs go through
+the scheduler, GPU jobs ask for and get a GPU, and the results equal a local run's.
+
+Needs Debian's munge, slurmctld, slurmd and slurm-client (`.ci/run` installs them) and root
+(slurmd, mknod). Missing binaries FAIL the test; set NONDET_SKIP_SLURM_TEST=1 to skip it
+explicitly. Every wait has a timeout; a hung Snakemake gets SIGINT, then SIGKILL.
+"""
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import SlurmCluster, missing_binaries
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT = 600  # seconds for one Snakemake run
+
+CONFIG = {
+    "experiment": "slurm-test",
+    "device": "auto",  # CPU here; a GPU where the scheduler grants one that works
+    "gpus_per_job": 1,  # GPU jobs ask SLURM for one of the fake GPUs
+    "replicas": 2,
+    "replicas_per_job": 2,
+    "dataset": {"num_samples": 600},
+    "training": {"epochs": 2, "batch_size": 64, "eval_every": 1},
+    "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["control", "init"]}},
+    "metrics": {"bootstrap_resamples": 200},
+}
+TARGET = "results/tables/diversity.csv"
+GPU_RULES = ("train", "predict")
+
+if os.environ.get("NONDET_SKIP_SLURM_TEST") == "1":
+    pytest.skip("NONDET_SKIP_SLURM_TEST=1", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(
+            f"SLURM test: {', '.join(missing)} not found. Install Debian's munge slurmctld slurmd "
+            "slurm-client (.ci/run does: apt-get install -y munge slurmctld slurmd slurm-client), "
+            "or set NONDET_SKIP_SLURM_TEST=1 to skip this test explicitly."
+        )
+    if os.geteuid() != 0:
+        pytest.fail("SLURM test: must run as root (slurmd, mknod of the fake GPU devices)")
+    c = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start(timeout=60)
+        yield c
+    finally:
+        try:
+            c.run(["scancel", "--user", "root"], check=False, timeout=10)
+        finally:
+            c.stop()
+
+
+def run_snakemake(workdir: Path, extra: list[str], env: dict) -> str:
+    """Run Snakemake from the repository root (where `--profile gpu` resolves to ./gpu)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+           *extra, TARGET]  # fmt: skip
+    env = {**env, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, _ = p.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGINT)  # lets Snakemake cancel its SLURM jobs
+        try:
+            out, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
+        raise AssertionError(f"snakemake did not finish in {RUN_TIMEOUT}s:\n{out[-6000:]}")
+    if p.returncode:
+        raise AssertionError(f"snakemake failed ({p.returncode}):\n{out[-8000:]}")
+    return out
+
+
+def read_table(path):
+    return {(r["model"], r["condition"]): r for r in csv.DictReader(open(path))}
+
+
+def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
+    site = {  # the profile's site settings, overridden for this cluster
+        "NONDET_SLURM_PARTITION": cluster.partition,
+        "NONDET_SLURM_ACCOUNT": "",  # no slurmdbd, no accounts
+        "NONDET_SLURM_CPU_RUNTIME": "10",
+        "NONDET_SLURM_CPU_MEM_MB": "300",
+        "NONDET_SLURM_GPU_RUNTIME": "10",
+        "NONDET_SLURM_GPU_MEM_MB": "1000",
+        "NONDET_SLURM_JOBS": "4",
+    }
+    t0 = time.perf_counter()
+    out = run_snakemake(
+        tmp_path / "slurm",
+        # exactly what a user types, plus: no sacct here (no slurmdbd), poll early
+        ["--profile", "gpu", "--slurm-status-command", "squeue",
+         "--slurm-init-seconds-before-status-checks", "1"],  # fmt: skip
+        {**cluster.env, **site},
+    )
+    slurm_seconds = time.perf_counter() - t0
+
+    # every job but the (local) dataset rule was submitted to SLURM and completed there
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out)
+    assert len(submitted) == 7, out[-4000:]  # train x2, predict x2, metrics x2, diversity_table
+    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O",
+                        "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout  # fmt: skip
+    rows = {}
+    for line in jobs.splitlines():
+        job_id, state, comment, tres = (line.split() + [""])[:4]
+        rows[job_id] = (state, comment, tres)
+    log = (cluster.root / "slurmctld.log").read_text()
+    for _, slurm_id in submitted:
+        state, comment, tres = rows[slurm_id]
+        assert state == "COMPLETED", rows[slurm_id]
+        assert f"Allocate JobId={slurm_id} " in log
+        # GPU rules asked for a GPU (--gpus=1) and were given one of the fake devices
+        is_gpu_rule = comment.startswith(tuple(f"rule_{r}_" for r in GPU_RULES))
+        assert ("gpu" in tres) == is_gpu_rule, rows[slurm_id]
+    assert sum("gpu" in tres for _, _, tres in rows.values()) == 4, rows
+    assert not any("dataset" in c for _, c, _ in rows.values())  # a local rule: not submitted
+
+    t1 = time.perf_counter()
+    run_snakemake(tmp_path / "local", ["--cores", "2"], dict(os.environ))
+    local_seconds = time.perf_counter() - t1
+
+    slurm_rows = read_table(tmp_path / "slurm" / TARGET)
+    local_rows = read_table(tmp_path / "local" / TARGET)
+    assert set(slurm_rows) == {("cnn", "control"), ("cnn", "init")}
+    assert slurm_rows == local_rows  # same numbers, to the last digit
+    assert float(slurm_rows[("cnn", "init")]["disagreement"]) > 0
+    print(f"SLURM run {slurm_seconds:.0f}s, local run {local_seconds:.0f}s")

@@ -112,7 +112,13 @@ def _setup_torch(threads: int, device_name: str):
     from .training import resolve_device
 
     torch.set_num_threads(max(1, int(threads)))
-    return resolve_device(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        from .gpus import claim_gpu  # several local GPUs: take a free one, not always cuda:0
+
+        device = torch.device("cuda", claim_gpu(torch.cuda.device_count()))
+        torch.cuda.set_device(device)
+    return device
 
 
 @stage

@@ -1,0 +1,27 @@
+"""Local GPU claims: concurrent jobs on a multi-GPU machine take different GPUs."""
+
+import subprocess
+import sys
+
+import pytest
+
+from nondet import gpus
+
+
+def test_claims_distinct_gpus_and_waits_when_all_taken(tmp_path, monkeypatch):
+    monkeypatch.setenv("NONDET_GPU_LOCK_DIR", str(tmp_path))
+    try:
+        assert gpus.claim_gpu(2) == 0
+        # another process sees GPU 0 taken and gets GPU 1
+        code = "from nondet import gpus; print(gpus.claim_gpu(2, timeout=0))"
+        env = {"NONDET_GPU_LOCK_DIR": str(tmp_path), "PATH": ""}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, timeout=60)  # fmt: skip
+        assert out.stdout.strip() == "1", out.stderr
+        assert gpus.claim_gpu(2) == 1  # that process exited: its claim is gone
+        with pytest.raises(RuntimeError, match="all 2 GPUs are held"):
+            gpus.claim_gpu(2, timeout=0.1, poll=0.05)
+    finally:
+        gpus.release_all()
+    assert gpus.claim_gpu(2) == 0
+    gpus.release_all()

@@ -1,12 +1,13 @@
 # make run  - set up .venv on first use, run the default pipeline, build the HTML report
-# make test - set up .venv on first use, run the test suite, lint and format checks
+# make test - set up .venv (and Debian's SLURM, if missing) on first use, run the test suite,
+#             lint and format checks
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run report test lint format clean
+.PHONY: run report test lint format clean slurm
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +24,11 @@ run: $(VENV)/.installed
 report: $(VENV)/.installed
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed slurm lint
 	$(BIN)/python -m pytest -q tests
+
+slurm:  # for tests/test_slurm.py; does nothing when SLURM is already installed
+	scripts/install-slurm.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint

@@ -9,6 +9,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .h5io import atomic_path  # noqa: E402
 
+
+def _save(fig, pdf_path, png_path):
+    for path in (pdf_path, png_path):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
 PANELS = [
     ("acc_sd", "SD of accuracy (%)"),
     ("ce_sd", "SD of cross-entropy"),
@@ -48,10 +55,7 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
         "*" in label for label in labels
     ) else ""
     fig.suptitle(f"{title}: diversity by source, {n} replicas each, {device}{note}", fontsize=11)
-    for path in (pdf_path, png_path):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    _save(fig, pdf_path, png_path)
 
 
 def divergence_figure(div: dict, pdf_path, png_path) -> None:
@@ -74,10 +78,7 @@ def divergence_figure(div: dict, pdf_path, png_path) -> None:
     ax2.set_ylabel("test disagreement with base run (%)")
     ax1.legend(fontsize=8)
     fig.suptitle(f"{div['model']}: twins of one base run (bitflip = one initial weight +-1 ulp)")
-    for path in (pdf_path, png_path):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    _save(fig, pdf_path, png_path)
 
 
 def mitigation_figure(df, pdf_path, png_path) -> None:
@@ -98,10 +99,7 @@ def mitigation_figure(df, pdf_path, png_path) -> None:
             ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Reducing run-to-run variability at equal training budget", fontsize=11)
-    for path in (pdf_path, png_path):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    _save(fig, pdf_path, png_path)
 
 
 def stability_figure(df, pdf_path, png_path) -> None:
@@ -122,17 +120,7 @@ def stability_figure(df, pdf_path, png_path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Stability by model family: diversity from a new init vs from one ulp", fontsize=11)
-    for path in (pdf_path, png_path):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-
-
-def _save(fig, pdf_path, png_path):
-    for path in (pdf_path, png_path):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    _save(fig, pdf_path, png_path)
 
 
 def comparison_figure(values: dict, df, name: str, pdf_path, png_path) -> None:

@@ -11,10 +11,12 @@ from .h5io import atomic_path  # noqa: E402
 
 
 def _save(fig, pdf_path, png_path):
+    """Write ``fig`` as PDF and PNG, each atomically, and free it."""
     for path in (pdf_path, png_path):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
 
 PANELS = [
     ("acc_sd", "SD of accuracy (%)"),

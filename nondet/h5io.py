@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 #: Bump when a change must invalidate trained models (it is also passed as a Snakemake param).
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 
 class InputError(RuntimeError):

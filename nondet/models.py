@@ -5,7 +5,7 @@ penultimate-layer representation used for CKA. A linear model has no hidden repr
 features are its logits (documented in the README).
 
 Parameters are initialised by :func:`init_parameters` from a dedicated generator (PyTorch's default
-schemes, but never the global RNG); dropout draws its masks from its own generator.
+schemes, but never the global RNG); dropout takes its masks from :mod:`nondet.dropout`.
 """
 
 from __future__ import annotations
@@ -17,36 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-class SeededDropout(nn.Module):
-    """Dropout whose masks come from ``self.generator`` (set by the training loop).
-
-    ``self.batch_perm``, when set, permutes a mask drawn in canonical batch order: the CPU
-    ``kernels`` stand-in permutes examples within a batch, and this keeps each example's mask
-    unchanged so that only the summation order differs.
-    """
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = float(p)
-        self.generator: torch.Generator | None = None
-        self.batch_perm: torch.Tensor | None = None
-        # Vectorised training (nondet.vectorized) draws masks per replica outside torch.func.vmap
-        # and passes them in under this name through functional_call.
-        self.register_buffer("external_mask", None, persistent=False)
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        if self.external_mask is not None:
-            return x * self.external_mask / (1.0 - self.p)
-        if self.generator is None:
-            raise RuntimeError("SeededDropout needs a generator in training mode (no global RNG)")
-        keep = 1.0 - self.p
-        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
-        if self.batch_perm is not None:
-            mask = mask[self.batch_perm]
-        return x * mask / keep
+from .dropout import SeededDropout
 
 
 class Linear(nn.Module):

@@ -3,11 +3,14 @@
 - init: a CPU ``torch.Generator`` seeded with ``seeds.init`` (same init on CPU and CUDA);
 - shuffle: a permutation per epoch from ``derive_seed(seeds.shuffle, epoch)``;
 - augment: per (seed, epoch, example index), see :mod:`nondet.augment`;
-- dropout: masks from a device generator reseeded per step from ``derive_seed(seeds.dropout, step)``;
+- dropout: masks per (seed, epoch, example index, layer), see :mod:`nondet.dropout`;
 - kernels: deterministic kernels unless ``seeds.kernels`` is set; then CUDA runs its fast
   nondeterministic kernels and CPU (which has none) optionally permutes examples within each batch
   as a labelled stand-in (same mathematics, different summation order);
 - bitflip: one initial weight nudged by one ulp, see :mod:`nondet.bitflip`.
+
+Augmentation and dropout masks are looked up by example index, so a new data order (``shuffle``)
+or the stand-in's within-batch permutation changes no example's augmentation or mask.
 
 Stateless per-epoch/per-step generators mean a run is a pure function of its seeds and recipe.
 """
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 from .augment import Augmenter
 from .bitflip import apply_bitflip
 from .data import Dataset
-from .models import SeededDropout, build_model, weight_decay_groups
+from .dropout import attach_masks
+from .models import build_model, weight_decay_groups
 from .predict import predict
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
 
@@ -53,6 +57,7 @@ def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     # fp32 protocol: no TF32 anywhere (it is on by default for cuDNN convolutions).
+    torch.backends.fp32_precision = "ieee"
     torch.backends.cudnn.conv.fp32_precision = "ieee"
     torch.backends.cuda.matmul.fp32_precision = "ieee"
 
@@ -102,7 +107,8 @@ def train_replica(
     ``recipe`` keys: epochs, batch_size, lr, momentum, nesterov, weight_decay, warmup_epochs,
     cycles (snapshot cycles; 1 = plain cosine), augment ("none"/"shift"/"crop_flip"),
     augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never), and optionally bf16
-    (autocast to bfloat16) and channels_last (image models).
+    (autocast to bfloat16), channels_last (image models) and bitflip_tensor (where the one-ulp
+    flip lands: None = any conv/linear weight, or a parameter name).
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
     ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
     parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
@@ -120,16 +126,14 @@ def train_replica(
     model = build_model(
         model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
     )
-    flipped = apply_bitflip(model, seeds.bitflip) if seeds.bitflip is not None else {}
+    flipped = {}
+    if seeds.bitflip is not None:
+        flipped = apply_bitflip(model, seeds.bitflip, recipe.get("bitflip_tensor"))
     # Optional, off for the paper's fp32 protocol; both are part of the recipe, so provenance.
     bf16 = bool(recipe.get("bf16", False))
     channels_last = bool(recipe.get("channels_last", False)) and data.x_train.dim() == 4
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dropouts = [m for m in model.modules() if isinstance(m, SeededDropout)]
-    dropout_gen = torch_generator(0, device)
-    for m in dropouts:
-        m.generator = dropout_gen
 
     opt = torch.optim.SGD(
         weight_decay_groups(model, recipe["weight_decay"]),
@@ -143,6 +147,7 @@ def train_replica(
     warmup = steps_per_epoch * recipe["warmup_epochs"]
     cycle_steps = total // cycles
     augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
+    masks = attach_masks(model, seeds.dropout, n)
     curve = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")}
     snapshots, diverged, step = [], False, 0
     record_at, records = set(int(s) for s in record_steps), []
@@ -190,11 +195,10 @@ def train_replica(
                     len(index), generator=torch_generator(derive_seed(seeds.kernels, epoch, b))
                 ).to(device)
                 index = index[perm]
-                for m in dropouts:  # each example keeps its canonical-order dropout mask
-                    m.batch_perm = perm
             x = augment(data.x_train[index], index, epoch)
             y = data.y_train[index]
-            dropout_gen.manual_seed(derive_seed(seeds.dropout, step))
+            for m in masks:
+                m.select(epoch, index)
             lr = lr_at(step, total, recipe["lr"], warmup, cycles)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -239,8 +243,6 @@ def train_replica(
     record()
     if checkpoint is not None and start_epoch < epochs:
         save_checkpoint(len(curve["epoch"]))  # a finished replica is skipped on resume
-    for m in dropouts:
-        m.batch_perm = None
     return {
         "state": state_to_numpy(model),
         "curve": {k: np.asarray(v, dtype=np.float64) for k, v in curve.items()},

@@ -3,8 +3,8 @@
 Parameters and buffers of K replicas are stacked and one ``vmap(grad(functional_call))`` step
 updates all of them; BatchNorm running statistics update in place in the stacked buffers. Every
 replica keeps its own sources of randomness, drawn exactly as in :func:`train_replica`: its own
-initialisation and bit flip, data order, augmentation, dropout masks (drawn outside vmap from the
-replica's generator and passed in as ``external_mask``) and CPU kernels stand-in permutation.
+initialisation and bit flip, data order, augmentation, dropout masks (looked up outside vmap by example
+index, as in sequential training, and passed in as ``external_mask``) and CPU kernels stand-in permutation.
 
 Batched kernels sum in a different order than per-model kernels, so a vectorised replica is not
 bitwise identical to the same replica trained alone (the paper's point: any such difference
@@ -25,7 +25,8 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from .augment import Augmenter
 from .bitflip import apply_bitflip
-from .models import SeededDropout, build_model
+from .dropout import ExampleMasks, SeededDropout
+from .models import build_model
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
 from .training import kernels_mode, lr_at, set_kernel_mode
 
@@ -88,10 +89,16 @@ def train_replicas_vectorized(
         m = build_model(
             model_spec, data.input_shape, data.num_classes, torch_generator(s.init), device
         )
-        flips.append(apply_bitflip(m, s.bitflip) if s.bitflip is not None else {})
+        flip = recipe.get("bitflip_tensor")
+        flips.append(apply_bitflip(m, s.bitflip, flip) if s.bitflip is not None else {})
         models.append(m)
     drop_shapes = _dropout_shapes(models[0], data.x_train[:1])
-    keep = {n: 1.0 - models[0].get_submodule(n).p for n in drop_shapes}
+    # the same masks as sequential training: per (seed, epoch, example index, layer rank)
+    example_masks = [
+        {name: ExampleMasks(s.dropout, layer, len(data.y_train), models[0].get_submodule(name).p)
+         for layer, name in enumerate(drop_shapes)}
+        for s in seeds_list
+    ]  # fmt: skip
     base = copy.deepcopy(models[0]).to("meta")
     params = {
         n: torch.stack([m.get_parameter(n).detach() for m in models])
@@ -156,7 +163,6 @@ def train_replicas_vectorized(
             xs, ys, masks = [], [], {name: [] for name in drop_shapes}
             for r, s in enumerate(seeds_list):
                 index = orders[r][b * bs : (b + 1) * bs]
-                perm = None
                 if standin:
                     perm = torch.randperm(
                         len(index), generator=torch_generator(derive_seed(s.kernels, epoch, b))
@@ -164,11 +170,9 @@ def train_replicas_vectorized(
                     index = index[perm]
                 xs.append(augmenters[r](data.x_train[index], index, epoch))
                 ys.append(data.y_train[index])
-                g = torch_generator(derive_seed(s.dropout, step), device)
                 for name, shape in drop_shapes.items():
-                    mask = torch.empty((len(index), *shape), device=device)
-                    mask = mask.bernoulli_(keep[name], generator=g)
-                    masks[name].append(mask if perm is None else mask[perm])
+                    example_masks[r][name].select(epoch, index)
+                    masks[name].append(example_masks[r][name].lookup(shape, device))
             masks = {f"{name}.external_mask": torch.stack(v) for name, v in masks.items()}
             x, y = torch.stack(xs), torch.stack(ys)
             lr = lr_at(step, total, recipe["lr"], warmup, cycles)

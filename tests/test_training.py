@@ -128,3 +128,69 @@ def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
     cl = run(channels_last=True)
     diff = max(np.abs(cl["state"][k] - fp32["state"][k]).max() for k in fp32["state"])
     assert diff < 1e-3
+
+
+def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
+    """Train one replica, recording for every (epoch, example index) the augmented input and the
+    dropout keep-mask it saw (known where the dropout input is non-zero)."""
+    import nondet.training as training
+    from nondet.augment import Augmenter
+    from nondet.models import SeededDropout
+
+    steps, outputs = [], []
+
+    class Recording(Augmenter):
+        def __call__(self, x, index, epoch):
+            out = super().__call__(x, index, epoch)
+            steps.append((epoch, index.clone(), out.clone()))
+            return out
+
+    def build(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, SeededDropout):
+                m.register_forward_hook(
+                    lambda mod, inp, out: outputs.append((inp[0].detach().clone(), out.detach().clone()))
+                    if mod.training else None
+                )  # fmt: skip
+        return model
+
+    monkeypatch.setattr(training, "Augmenter", Recording)
+    monkeypatch.setattr(training, "build_model", build)
+    train_replica(spec, recipe, seeds, data, CPU)
+    assert len(steps) == len(outputs) > 0
+    augmented, masks = {}, {}
+    for (epoch, index, x_aug), (x, y) in zip(steps, outputs):
+        for row, i in enumerate(index.tolist()):
+            augmented[epoch, i] = x_aug[row]
+            known = x[row] != 0
+            masks[epoch, i] = (known, (y[row] != 0) & known)
+    return augmented, masks
+
+
+@pytest.mark.parametrize("condition", ["shuffle", "kernels", "dropout"])
+def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders(
+    small_data, recipe, cnn_spec, monkeypatch, condition
+):
+    """One source per condition, per example: a new data order (shuffle) or within-batch order
+    (the CPU kernels stand-in) must not hand any example another dropout mask or augmentation;
+    the dropout condition must (the check can fail)."""
+    spec = {**cnn_spec, "dropout": 0.5}
+    base_aug, base_masks = _per_example_draws(
+        monkeypatch, spec, recipe, replica_seeds("control", 0, 0), small_data
+    )
+    aug, masks = _per_example_draws(
+        monkeypatch, spec, recipe, replica_seeds(condition, 0, 0), small_data
+    )
+    assert base_masks.keys() == masks.keys()  # every example, every epoch
+    compared = differing = 0
+    for key, (known, keep) in masks.items():
+        both = known & base_masks[key][0]
+        compared += int(both.sum())
+        differing += int((keep[both] != base_masks[key][1][both]).sum())
+        assert torch.equal(aug[key], base_aug[key])  # augmentation never depends on the order
+    assert compared > 0.5 * len(masks) * spec["channels"]  # most activations are non-zero
+    if condition == "dropout":
+        assert differing > 0.2 * compared  # independent masks at p=0.5 differ in about half
+    else:
+        assert differing == 0

@@ -69,8 +69,12 @@ def divergence_figure(div: dict, pdf_path, png_path) -> None:
         if name == "base":
             continue
         style = {"color": colors.get(run["condition"], "k"), "alpha": 0.85, "lw": 1.4}
-        ax1.plot(steps, run["distance"], label=name, **style)
-        ax2.plot(steps, run["disagreement"], label=name, **style)
+        zero = run.get("zero_from_step", -1)
+        label = name if zero < 0 else f"{name} (absorbed: equal to base from step {zero})"
+        ax1.plot(steps, run["distance"], label=label, **style)  # exact zeros fall off the log axis
+        ax2.plot(steps, run["disagreement"], label=label, **style)
+        if zero >= 0:
+            ax1.axvline(zero, ls=":", **style)
     for ax in (ax1, ax2):
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel(f"optimizer steps ({div['steps_per_epoch']} per epoch)")

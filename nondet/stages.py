@@ -148,22 +148,31 @@ def train(
     else:
         seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
     ckpt_dir = checkpoint_dir(out_path)
+    # One-ulp flips can be absorbed by rounding: train the unperturbed run with the same seeds in
+    # this job (same process, machine and kernels) and compare final weights bitwise.
+    reference = unperturbed_reference(seeds_list)
+    runs = list(zip(job["replicas"], seeds_list))
+    if reference is not None:
+        log.info(f"[{label}] also training the unperturbed reference run (absorbed-flip check)")
+        runs.append(("reference", reference))
     vectorize = job.get("vectorize", "off")
     if vectorize == "on" or (vectorize == "auto" and device.type == "cuda"):
         from .vectorized import train_replicas_vectorized
 
-        log.info(f"training {len(seeds_list)} replicas together (torch.func.vmap); no checkpoints")
+        log.info(f"training {len(runs)} runs together (torch.func.vmap); no checkpoints")
         outs = train_replicas_vectorized(
-            job["model_spec"], job["recipe"], seeds_list, data, device, f"[{label}]", log.info
-        )
+            job["model_spec"], job["recipe"], [s for _, s in runs], data, device, f"[{label}]",
+            log.info,
+        )  # fmt: skip
     else:
         if checkpoint_every:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
         outs = []
-        for r, seeds in zip(job["replicas"], seeds_list):
+        for r, seeds in runs:
+            name = f"replica_{r:04d}" if r != "reference" else "reference"
             res = train_replica(
                 job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,
-                checkpoint=ckpt_dir / f"replica_{r:04d}.pt" if checkpoint_every else None,
+                checkpoint=ckpt_dir / f"{name}.pt" if checkpoint_every else None,
                 checkpoint_every=checkpoint_every,
             )  # fmt: skip
             log.info(
@@ -171,17 +180,26 @@ def train(
                 f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
             )
             outs.append(res)
-    results = list(zip(job["replicas"], seeds_list, outs))
+    absorbed = [None] * len(seeds_list)
+    if reference is not None:
+        ref_state = outs.pop()["state"]
+        absorbed = [same_weights(res["state"], ref_state) for res in outs]
+        log.info(
+            f"[{label}] {sum(absorbed)} of {len(absorbed)} one-ulp flips absorbed (final weights "
+            "bitwise equal to the unperturbed run)"
+        )
+    results = list(zip(job["replicas"], seeds_list, outs, absorbed))
 
     prov = job_provenance("train", job, device)
     with atomic_h5(out_path, prov) as f:
-        for r, seeds, res in results:
+        for r, seeds, res, absorbed_flip in results:
             g = f.create_group(f"replica_{r:04d}")
             g.attrs["replica"] = r
             g.attrs["seeds"] = json.dumps(seeds.as_dict())
             g.attrs["deterministic"] = seeds.deterministic
             g.attrs["kernels_mode"] = res["kernels_mode"]
             g.attrs["bitflip"] = json.dumps(res["bitflip"])
+            g.attrs["absorbed"] = -1 if absorbed_flip is None else int(absorbed_flip)
             g.attrs["diverged"] = res["diverged"]
             g.attrs["seconds"] = res["seconds"]
             h5io.write_dict(g.create_group("weights"), res["state"])
@@ -190,6 +208,22 @@ def train(
                 h5io.write_dict(g.create_group(f"snapshots/{c}"), snap)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info(f"wrote {out_path}")
+
+
+def unperturbed_reference(seeds_list):
+    """Seeds of the run a job's one-ulp flips perturb (the same seeds without the flip), when
+    every flipped replica of the job shares it (``bitflip``: control's seeds); else None."""
+    import dataclasses
+
+    if not seeds_list or any(s.bitflip is None for s in seeds_list):
+        return None
+    refs = {dataclasses.replace(s, bitflip=None) for s in seeds_list}
+    return refs.pop() if len(refs) == 1 else None
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    """Bitwise equality of two state dicts of arrays (parameters and buffers)."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def checkpoint_dir(out_path) -> Path:
@@ -212,6 +246,7 @@ def load_replicas(path) -> list[dict]:
                     "kernels_mode": str(g.attrs["kernels_mode"]),
                     "diverged": bool(g.attrs["diverged"]),
                     "bitflip": json.loads(g.attrs["bitflip"]),
+                    "absorbed": int(g.attrs.get("absorbed", -1)),
                     "weights": h5io.read_dict(g["weights"]),
                     "snapshots": [
                         h5io.read_dict(g["snapshots"][c])
@@ -281,6 +316,8 @@ def predict(
         f.create_dataset("labels", data=data.y_test.cpu().numpy())
         f.create_dataset("replicas", data=[r["replica"] for r in replicas])
         f.create_dataset("diverged", data=[r["diverged"] for r in replicas])
+        # 1: the one-ulp flip was absorbed, 0: it survived, -1: no flip or not checked
+        f.create_dataset("absorbed", data=np.array([r["absorbed"] for r in replicas], dtype=np.int8))
         f.attrs["kernels_mode"] = replicas[0]["kernels_mode"] if replicas else ""
         f.attrs["method"] = method
         f.attrs["test_passes"] = passes
@@ -305,6 +342,7 @@ def load_predictions(paths) -> dict:
                     "labels": f["labels"][()],
                     "replicas": f["replicas"][()],
                     "diverged": f["diverged"][()],
+                    "absorbed": f["absorbed"][()] if "absorbed" in f else np.full(len(f["replicas"]), -1),
                     "kernels_mode": str(f.attrs["kernels_mode"]),
                     "method": str(f.attrs.get("method", "plain")),
                     "test_passes": int(f.attrs.get("test_passes", 1)),
@@ -321,6 +359,7 @@ def load_predictions(paths) -> dict:
         "labels": labels,
         "replicas": np.concatenate([p["replicas"] for p in parts]),
         "diverged": np.concatenate([p["diverged"] for p in parts]).astype(bool),
+        "absorbed": np.concatenate([p["absorbed"] for p in parts]).astype(np.int8),
         "kernels_mode": parts[0]["kernels_mode"],
         "method": parts[0]["method"],
         "test_passes": parts[0]["test_passes"],
@@ -371,6 +410,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "test_passes": pred["test_passes"],
         **row,
         "n_diverged": int(diverged.sum()),
+        "n_absorbed": absorbed_count(pred["absorbed"][keep]),
     }
     prov = provenance(
         kind="metrics",
@@ -389,6 +429,19 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         f"{row['model']}/{row['condition']}: acc {row['acc_mean']:.2f}±{row['acc_sd']:.2f}% "
         f"disagreement {row['disagreement']:.2f}% ({time.perf_counter() - t0:.1f}s)"
     )
+    if row["n_absorbed"] > 0:
+        log.warning(
+            f"{group}: {row['n_absorbed']:.0f} of {row['n_replicas']} one-ulp flips were absorbed "
+            "(final weights bitwise equal to the unperturbed run): they add no diversity"
+        )
+
+
+def absorbed_count(absorbed: np.ndarray) -> float:
+    """How many flipped replicas absorbed their flip; NaN when there was no flip to check."""
+    absorbed = np.asarray(absorbed)
+    if absorbed.size == 0 or (absorbed < 0).any():
+        return float("nan")
+    return float(absorbed.sum())
 
 
 def load_rows(metric_paths) -> list[dict]:
@@ -401,12 +454,15 @@ def load_rows(metric_paths) -> list[dict]:
 
 @stage
 def table(metric_paths, csv_path, md_path, log_path=None) -> None:
-    from .tables import diversity_table, write_table
+    from .tables import absorbed_notes, diversity_table, write_table
 
     log = get_logger(log_path)
     h5io.check_same_experiment(metric_paths, "data_hash")
     df = diversity_table(load_rows(metric_paths))
-    write_table(df, csv_path, md_path)
+    notes = absorbed_notes(df)
+    write_table(df, csv_path, md_path, notes=notes)
+    for line in notes:
+        log.info(line)
     log.info(f"wrote {csv_path} and {md_path} ({len(df)} rows)")
 
 
@@ -479,11 +535,25 @@ def twins(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> No
             g.create_dataset("test_acc", data=res["curve"]["test_acc"])
             if name != "base":
                 d = g["distance"][()]
+                g.attrs["absorbed"] = same_weights(res["state"], runs["base"][2]["state"])
+                g.attrs["zero_from_step"] = zero_from_step(base["steps"], d)
                 log.info(
                     f"{name}: distance {d[0]:.3g} at step 0 -> {d[-1]:.3g} at step {steps[-1]}, "
                     f"final disagreement {g['disagreement'][-1]:.2f}%"
-                )
+                    + (f"; ABSORBED: bitwise equal to the base run from step "
+                       f"{g.attrs['zero_from_step']}" if g.attrs["zero_from_step"] >= 0 else "")
+                )  # fmt: skip
     log.info(f"wrote {out_path}")
+
+
+def zero_from_step(steps, distance) -> int:
+    """First recorded step from which a twin stays bitwise equal to its base run (distance
+    exactly 0 at every later record), or -1 if it never returns to the base run."""
+    distance = np.asarray(distance)
+    if len(distance) == 0 or distance[-1] != 0:
+        return -1
+    nonzero = np.flatnonzero(distance != 0)
+    return int(steps[nonzero[-1] + 1]) if len(nonzero) else int(steps[0])
 
 
 def load_divergence(path) -> dict:
@@ -495,6 +565,7 @@ def load_divergence(path) -> dict:
                 "condition": str(f[name].attrs["condition"]),
                 "distance": f[name]["distance"][()],
                 "disagreement": f[name]["disagreement"][()],
+                "zero_from_step": int(f[name].attrs.get("zero_from_step", -1)),
             }
             for name in f
             if name != "steps"
@@ -528,10 +599,10 @@ def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pa
 def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
     """Init and one-ulp diversity by model family: table and figure."""
     from .plots import stability_figure
-    from .tables import diversity_table, write_table
+    from .tables import absorbed_notes, diversity_table, write_table
 
     df = diversity_table(load_rows(metric_paths))
-    write_table(df, csv_path, md_path)
+    write_table(df, csv_path, md_path, notes=absorbed_notes(df))
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 

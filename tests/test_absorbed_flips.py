@@ -1,0 +1,94 @@
+"""Absorbed one-ulp flips are counted, never assumed away (a flip can round away on some CPUs)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nondet.training as training
+from nondet import config as cfg
+from nondet import stages
+from nondet.seeds import replica_seeds
+from nondet.tables import absorbed_notes, diversity_table
+
+
+def _job(tmp_path, condition="bitflip", **top):
+    c = cfg.validate({
+        "replicas": 3, "replicas_per_job": 3, "dataset": {"num_samples": 600},
+        "training": {"epochs": 1, "eval_every": 0},
+        "models": {"lin": {"arch": "linear", "conditions": ["control", "bitflip", "init"]}}, **top,
+    })  # fmt: skip
+    data = tmp_path / "d.h5"
+    if not data.exists():
+        stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
+    return data, cfg.train_job(c, "lin", condition, 0)
+
+
+def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, monkeypatch):
+    """Bookkeeping with a planted outcome: replicas 0 and 2 end bitwise equal to the unperturbed
+    run, replica 1 keeps its flip (lr 0: nothing moves, so it provably survives)."""
+    real = training.train_replica
+    calls = []
+
+    def fake(model_spec, recipe, seeds, *args, **kwargs):
+        res = real(model_spec, {**recipe, "lr": 0.0}, seeds, *args, **kwargs)
+        calls.append(seeds)
+        if seeds.bitflip is not None and seeds != replica_seeds("bitflip", 1, 0):
+            ref = real(model_spec, {**recipe, "lr": 0.0}, replica_seeds("control", 0, 0), *args)
+            res["state"] = ref["state"]
+        return res
+
+    monkeypatch.setattr(training, "train_replica", fake)
+    data, job = _job(tmp_path)
+    stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    assert calls[-1] == replica_seeds("control", 0, 0)  # the reference: same seeds, no flip
+    assert [r["absorbed"] for r in stages.load_replicas(tmp_path / "t.h5")] == [1, 0, 1]
+    stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job)
+    stages.metrics([tmp_path / "p.h5"], tmp_path / "m.h5",
+                   {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0})  # fmt: skip
+    (row,) = stages.load_rows([tmp_path / "m.h5"])
+    assert row["n_absorbed"] == 2
+    df = diversity_table([row])
+    assert absorbed_notes(df) == [
+        "lin/bitflip: 2 of 3 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
+        "run with the same seeds); they add no diversity."
+    ]
+
+
+def test_absorbed_count_matches_an_independent_unperturbed_run(tmp_path):
+    """Real training: whatever this CPU's rounding does, the recorded flags are exactly bitwise
+    equality with a separately trained control replica (same machine, same seeds)."""
+    data, job = _job(tmp_path)
+    stages.train(data, tmp_path / "b.h5", job, checkpoint_every=0)
+    _, control = _job(tmp_path, "control")
+    stages.train(data, tmp_path / "c.h5", {**control, "replicas": [0]}, checkpoint_every=0)
+    ref = stages.load_replicas(tmp_path / "c.h5")[0]["weights"]
+    flipped = stages.load_replicas(tmp_path / "b.h5")
+    assert [r["absorbed"] for r in flipped] == [int(stages.same_weights(r["weights"], ref)) for r in flipped]
+    assert all(r["bitflip"]["target"] == "any conv/linear weight" for r in flipped)
+
+
+def test_no_flip_means_no_absorption_check(tmp_path):
+    data, job = _job(tmp_path, "init")
+    stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
+    assert {r["absorbed"] for r in stages.load_replicas(tmp_path / "i.h5")} == {-1}
+    assert np.isnan(stages.absorbed_count(np.array([-1, -1])))
+    assert stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
+    df = diversity_table([{**r, "model": "m", "condition": c, "n_absorbed": k}
+                          for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
+                          for r in [dict.fromkeys(["device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 4)]])  # fmt: skip
+    assert absorbed_notes(df) == [
+        "m/bitflip: 0 of 4 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
+        "run with the same seeds); every flip changed the trained model."
+    ]
+
+
+def test_bitflip_tensor_is_recorded_and_a_wrong_name_fails_before_training(tmp_path):
+    data, job = _job(tmp_path, training={"epochs": 1, "eval_every": 0, "bitflip_tensor": "fc.weight"})
+    stages.train(data, tmp_path / "f.h5", job, checkpoint_every=0)
+    reps = stages.load_replicas(tmp_path / "f.h5")
+    assert {r["bitflip"]["tensor"] for r in reps} == {"fc.weight"}
+    assert reps[0]["job"]["recipe"]["bitflip_tensor"] == "fc.weight"  # in the provenance
+    _, bad = _job(tmp_path, training={"epochs": 1, "bitflip_tensor": "conv1.weight"})
+    with pytest.raises(ValueError, match="'conv1.weight' is not a parameter of the model.*fc.weight"):
+        stages.train(data, tmp_path / "x.h5", bad, checkpoint_every=0)
+    assert not (tmp_path / "x.h5").exists()

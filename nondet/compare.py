@@ -178,16 +178,17 @@ def _f_test(est: dict, name: str, sources: list[str]) -> float:
 
 def per_example_split(per_example: np.ndarray) -> dict:
     """Variance over runs of a per-run mean (rows: runs, columns: test examples), split exactly
-    into the sum of per-example variances / n^2 (what independent per-example flips give: the
-    finite-test-set part, shrinking as 1/n) and the covariance between examples (the rest).
-    ``metrics.accuracy_variance_split`` is this for 0/1 correctness, in %^2."""
+    into ``indep`` = the sum of per-example variances / n^2 (what independent per-example flips
+    would give; it shrinks as 1/n and vanishes with an infinite test set) and ``shared`` = the
+    covariance between examples (the rest). ``metrics.accuracy_variance_split`` is this for 0/1
+    correctness, in %^2."""
     x = np.asarray(per_example, dtype=float)
     m, n = x.shape
     if m < 2:
-        return {"total": float("nan"), "examples": float("nan"), "shared": float("nan")}
+        return {"total": float("nan"), "indep": float("nan"), "shared": float("nan")}
     total = float(np.var(x.mean(1), ddof=1))
-    examples = float(np.var(x, axis=0, ddof=1).sum() / n**2)
-    return {"total": total, "examples": examples, "shared": total - examples}
+    indep = float(np.var(x, axis=0, ddof=1).sum() / n**2)
+    return {"total": total, "indep": indep, "shared": total - indep}
 
 
 def per_example_values(logits: np.ndarray, labels: np.ndarray) -> dict:

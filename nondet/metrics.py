@@ -148,8 +148,9 @@ def _pair_statistic(matrix: np.ndarray):
     return statistic
 
 
-def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int) -> float:
-    """Bootstrap standard error of ``statistic`` over the models in ``data`` (scipy.stats)."""
+def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int, batch=None) -> float:
+    """Bootstrap standard error of ``statistic`` over the models in ``data`` (scipy.stats);
+    ``batch`` resamples are evaluated at once (default: bounded for m x m pair matrices)."""
     if len(data) < 2 or n_resamples == 0:
         return float("nan")
     with warnings.catch_warnings():
@@ -160,33 +161,66 @@ def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int) -> fl
             n_resamples=n_resamples,
             vectorized=True,
             method="percentile",
-            batch=max(1, min(n_resamples, 2_000_000 // max(1, len(data) ** 2))),
+            batch=batch or max(1, min(n_resamples, 2_000_000 // max(1, len(data) ** 2))),
             rng=np.random.default_rng(seed),
         )
     return float(np.nanstd(res.bootstrap_distribution, ddof=1))
 
 
-def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray) -> dict:
+def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray, n_resamples: int = 0,
+                            seed: int = 0) -> dict:  # fmt: skip
     """Split the variance of accuracy across replicas (in %^2, ddof=1) into two exact parts.
 
     With c[r, i] = 1 when replica r gets example i right, Var_r(acc) = (1/n^2) sum_ij Cov(c_i, c_j):
-    - ``acc_var_examples`` = (1/n^2) sum_i Var(c_i): what independent per-example flips would give;
-      it shrinks as 1/n, so it is the part due to the finite test set;
-    - ``acc_var_shared`` = the rest (covariance between examples): replicas that are better or
-      worse across many examples at once, i.e. the part due to training randomness.
-    Also ``acc_sd_binomial`` = sqrt(p(1-p)/n), the test-set sampling SD of one model's accuracy.
+    - ``acc_var_indep`` = (1/n^2) sum_i Var(c_i): the variance that independent per-example flips
+      would give (each example flipping on its own, as if a coin per example). It shrinks as 1/n
+      and vanishes for an infinite test set; it is *not* the test-set sampling error of an
+      accuracy (see ``acc_sd_binomial``);
+    - ``acc_var_shared`` = the rest, the covariance between examples: replicas better or worse on
+      many examples at once. This part stays however large the test set.
+    ``*_se``: bootstrap standard errors over replicas (``n_resamples`` > 0); with 8 replicas a
+    variance's SE is about half its value, so read a part as clear only when it exceeds ~2 SE.
+    ``acc_sd_binomial`` = sqrt(p(1-p)/n) is the test-set sampling SD of one model's accuracy:
+    how far it would move on another test set of n examples from the same distribution. All
+    replicas share the test set, so it is not part of the run-to-run variance above.
     """
     correct = (np.asarray(logits).argmax(-1) == labels).astype(np.float64)  # (m, n)
     m, n = correct.shape
-    total = np.var(correct.mean(1), ddof=1) if m > 1 else np.nan
-    examples = np.var(correct, axis=0, ddof=1).sum() / n**2 if m > 1 else np.nan
+    acc = correct.mean(1)
+
+    def parts(idx, axis=-1):
+        """(total, indep) for replica index resamples idx (..., m), from counts: fast and exact
+        (for 0/1 values the ddof=1 variance of example i is m/(m-1) p_i (1 - p_i))."""
+        idx = np.moveaxis(np.asarray(idx, dtype=np.int64), axis, -1)
+        flat = idx.reshape(-1, idx.shape[-1])
+        counts = np.zeros((len(flat), m))
+        np.add.at(counts, (np.arange(len(flat))[:, None], flat), 1.0)
+        p = counts @ correct / idx.shape[-1]
+        k = idx.shape[-1]
+        indep = (k / (k - 1)) * (p * (1 - p)).sum(-1) / n**2
+        total = np.var(acc[flat], axis=-1, ddof=1)
+        return 1e4 * total.reshape(idx.shape[:-1]), 1e4 * indep.reshape(idx.shape[:-1])
+
+    if m > 1:
+        total, indep = (float(v) for v in parts(np.arange(m)))
+    else:
+        total = indep = np.nan
     p = correct.mean()
-    return {
-        "acc_var": 1e4 * total,
-        "acc_var_examples": 1e4 * examples,
-        "acc_var_shared": 1e4 * (total - examples),
+    out = {
+        "acc_var": total,
+        "acc_var_indep": indep,
+        "acc_var_shared": total - indep,
         "acc_sd_binomial": 100.0 * np.sqrt(p * (1 - p) / n),
     }
+    stats_of = {
+        "acc_var": lambda idx, axis=-1: parts(idx, axis)[0],
+        "acc_var_indep": lambda idx, axis=-1: parts(idx, axis)[1],
+        "acc_var_shared": lambda idx, axis=-1: np.subtract(*parts(idx, axis)),
+    }
+    batch = max(1, min(n_resamples, 4_000_000 // (n + m)))
+    for j, (name, stat) in enumerate(stats_of.items()):
+        out[f"{name}_se"] = bootstrap_se(np.arange(m), stat, n_resamples, seed + j, batch=batch)
+    return out
 
 
 def _sd(x, axis=-1):
@@ -208,7 +242,8 @@ def summarize(logits, labels, features=None, n_resamples=10_000, seed=0) -> dict
         "ce_sd": float(_sd(ce)) if m > 1 else float("nan"),
         "ce_sd_se": bootstrap_se(ce, _sd, n_resamples, seed + 1),
     }
-    row.update({k: float(v) for k, v in accuracy_variance_split(logits, labels).items()})
+    split = accuracy_variance_split(logits, labels, n_resamples, seed + 2 + len(PAIR_METRICS))
+    row.update({k: float(v) for k, v in split.items()})
     matrices = pairwise_matrices(logits, labels, features)
     index = np.arange(m)
     for j, name in enumerate(PAIR_METRICS):

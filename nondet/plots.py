@@ -161,13 +161,13 @@ def components_figure(df, name: str, pdf_path, png_path) -> None:
     for ax, metric in zip(axes[0], metrics):
         sub = df[df["metric"] == metric]
         ref = dict(zip(sub["effect"], sub["component"]))
-        sub = sub[~sub["effect"].isin(["total", "test_set"])]  # references, drawn as lines
+        sub = sub[~sub["effect"].isin(["total", "indep"])]  # references, drawn as lines
         ax.bar(range(len(sub)), sub["component"], yerr=sub["component_se"], capsize=3)
         ax.set_xticks(range(len(sub)), sub["effect"], rotation=30, ha="right")
         ax.axhline(0, color="k", lw=0.8)
-        if "test_set" in ref:
-            ax.axhline(ref["test_set"], color="C3", ls="--", lw=1,
-                       label="expected from the finite test set")  # fmt: skip
+        if "indep" in ref:
+            ax.axhline(ref["indep"], color="C3", ls="--", lw=1,
+                       label="independent per-example flips")  # fmt: skip
             ax.legend(fontsize=8)
         ax.set_title(f"{metric}: variance components", fontsize=10)
         ax.set_ylabel("variance (%²)" if metric == "accuracy" else "variance (nats²)")

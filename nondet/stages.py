@@ -282,10 +282,14 @@ def predict(
     ``snapshot`` (logits averaged over the snapshots saved at each cycle's end) or
     ``snapshot+tta``. Features always come from the final weights and the identity view.
     """
+    from . import training
     from .tta import make_views, predict_tta
 
     log = get_logger(log_path)
     device = _setup_torch(threads, job["device"])
+    # test logits of every condition with deterministic fp32 kernels (no TF32 convolutions on
+    # CUDA): the kernels condition varies training, never the evaluation
+    training.set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
     replicas = load_replicas(train_path)
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
@@ -640,10 +644,10 @@ def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, param
         effect = params["effect"] if metric == "accuracy" else None
         res = compare_arms(values["baseline"][metric], values["candidate"][metric], params["alpha"],
                            params["power"], effect, params["bootstrap_resamples"], params["seed"])  # fmt: skip
-        # how much of each arm's run-to-run SD independent per-example flips explain (test set)
-        test_set = {f"{arm}_sd_test_set": math.sqrt(max(0.0, per_example_split(per_example[arm][metric])["examples"]))
-                    for arm in ("baseline", "candidate")}  # fmt: skip
-        rows.append({"comparison": params["name"], "metric": metric, **res, **test_set})
+        # each arm's run-to-run SD if its examples flipped independently (shrinks as 1/sqrt(n))
+        indep = {f"{arm}_sd_indep": math.sqrt(max(0.0, per_example_split(per_example[arm][metric])["indep"]))
+                 for arm in ("baseline", "candidate")}  # fmt: skip
+        rows.append({"comparison": params["name"], "metric": metric, **res, **indep})
         log.info(
             f"{params['name']} {metric}: candidate - baseline = {res['diff']:+.4g} "
             f"[{res['ci_low']:+.4g}, {res['ci_high']:+.4g}], Welch p={res['welch_p']:.3g}, "
@@ -681,14 +685,15 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
             raise InputError(f"{params['name']}: some cells of the design have no prediction")
         for row in variance_components(y, params["sources"], params["bootstrap_resamples"], params["seed"]):
             rows.append({"design": params["name"], "metric": metric, **row})
-        # references, not components: the variance over cells, and its finite-test-set part
+        # references, not components: the variance over cells, and what independent
+        # per-example flips would give (the part that vanishes with an infinite test set)
         split = per_example_split(per_example[metric])
-        for effect, value in (("total", split["total"]), ("test_set", split["examples"])):
+        for effect, value in (("total", split["total"]), ("indep", split["indep"])):
             rows.append({"design": params["name"], "metric": metric, "effect": effect,
                          "df": len(cells) - 1, "component": value})  # fmt: skip
         log.info(
             f"{params['name']} {metric}: variance over cells {split['total']:.4g}, of which "
-            f"{split['examples']:.4g} expected from the finite test set"
+            f"{split['indep']:.4g} what independent per-example flips would give"
         )
     df = pd.DataFrame(rows)
     with h5io.atomic_path(csv_path) as tmp:

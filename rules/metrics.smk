@@ -22,7 +22,11 @@ rule diversity_table:
             caption="../report/diversity_table.rst",
             category="Diversity",
         ),
-        md="results/tables/diversity.md",
+        md=report(
+            "results/tables/diversity.md",
+            caption="../report/diversity_notes.rst",
+            category="Diversity",
+        ),
     log:
         "logs/diversity_table.log",
     conda:

@@ -85,8 +85,12 @@ def test_variance_components_three_factors_with_interaction():
     rows = variance_components(y, sources, n_resamples=50)
     by = {r["effect"]: r for r in rows}
     assert by["initxshuffle"]["p_value"] < 1e-6 and by["shufflexaugment"]["p_value"] > 1e-4
-    assert all(r["component_se"] >= 0 for r in rows)
-    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    # the SE is a fair yardstick: close to how much the estimates vary across the 30 designs
+    for name in ("init", "shuffle"):
+        spread = np.std([e[name] for e in est], ddof=1)
+        assert 0.3 * spread < by[name]["component_se"] < 3 * spread, name
+    # shares rank the planted components: init and its interaction carry most, augment ~none
+    assert by["augment"]["share"] < 0.1 < by["init"]["share"]
 
 
 # --- finite-test-set part, seeds of cells and arms, comparison/factorial plans ------------------
@@ -105,9 +109,10 @@ def test_per_example_split_is_exact_and_finds_independent_flips():
     flips = (rng.random((300, 1000)) < 0.9).astype(float)  # independent per-example flips
     s = per_example_split(flips)
     assert s["total"] == pytest.approx(np.var(flips.mean(1), ddof=1))
-    assert s["examples"] + s["shared"] == pytest.approx(s["total"])
-    assert s["examples"] == pytest.approx(0.09 / 1000, rel=0.05)
-    assert abs(s["shared"]) < 0.3 * s["examples"]
+    cov = np.cov(flips.T) / 1000**2  # indep = trace, shared = off-diagonal sum
+    assert s["indep"] == pytest.approx(np.trace(cov)) and s["shared"] == pytest.approx(cov.sum() - np.trace(cov))
+    assert s["indep"] == pytest.approx(0.09 / 1000, rel=0.05)
+    assert abs(s["shared"]) < 0.3 * s["indep"]
     shifted = flips + rng.normal(0, 0.05, (300, 1))  # plus a per-run shift shared by all examples
     assert per_example_split(shifted)["shared"] == pytest.approx(0.05**2, rel=0.25)
 

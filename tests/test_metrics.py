@@ -133,18 +133,42 @@ def test_accuracy_variance_split_is_exact_and_separates_the_parts():
     def logits_from(correct):
         return onehot_logits(np.where(correct, 0, 1), k)
 
-    # independent flips: every model right on each example with prob 0.9 -> all "examples"
+    # independent flips: every model right on each example with prob 0.9 -> all "indep"
     indep = np.stack([logits_from(rng.random(n) < 0.9) for _ in range(200)])
     split = M.accuracy_variance_split(indep, labels)
     acc = M.accuracy(indep, labels)
     assert split["acc_var"] == pytest.approx(np.var(acc, ddof=1))
-    assert split["acc_var_examples"] + split["acc_var_shared"] == pytest.approx(split["acc_var"])
-    assert split["acc_var_examples"] == pytest.approx(0.09 / n * 1e4, rel=0.1)
-    assert abs(split["acc_var_shared"]) < 0.35 * split["acc_var_examples"]  # ~3.5 SE
+    # against the covariance matrix of per-example correctness (another computation): indep is
+    # its trace, shared its off-diagonal sum, both over n^2
+    cov = np.cov((indep.argmax(-1) == labels).astype(float).T) * 1e4 / n**2
+    assert split["acc_var_indep"] == pytest.approx(np.trace(cov))
+    assert split["acc_var_shared"] == pytest.approx(cov.sum() - np.trace(cov), abs=1e-9)
+    assert split["acc_var_indep"] == pytest.approx(0.09 / n * 1e4, rel=0.1)
+    assert abs(split["acc_var_shared"]) < 0.35 * split["acc_var_indep"]  # ~3.5 SE
     assert split["acc_sd_binomial"] == pytest.approx(100 * np.sqrt(0.09 / n), rel=0.05)
     # a shared quality shift per model (the same examples flip together) -> "shared" dominates
     order = rng.permutation(n)
     shared = np.stack([logits_from(np.isin(np.arange(n), order[: int(n * q)]))
                        for q in rng.uniform(0.8, 0.95, 40)])  # fmt: skip
     split = M.accuracy_variance_split(shared, labels)
-    assert split["acc_var_shared"] > 10 * split["acc_var_examples"]
+    assert split["acc_var_shared"] > 10 * split["acc_var_indep"]
+
+
+def test_variance_parts_have_bootstrap_standard_errors_that_match_their_spread():
+    """The SE of each variance part, from one experiment of 8 replicas, is close to how much
+    that part varies across independent experiments (simulated: per-replica shared quality
+    shift plus independent per-example flips)."""
+    rng = np.random.default_rng(8)
+    n, m, labels = 500, 8, np.zeros(500, dtype=int)
+
+    def experiment():
+        q = np.clip(0.85 + rng.normal(0, 0.02, (m, 1)), 0, 1)  # shared part: quality per replica
+        correct = rng.random((m, n)) < q
+        return onehot_logits(np.where(correct, 0, 1), 3)
+
+    splits = [M.accuracy_variance_split(experiment(), labels, 400, s) for s in range(60)]
+    for part in ("acc_var", "acc_var_indep", "acc_var_shared"):
+        spread = np.std([s[part] for s in splits], ddof=1)
+        se = np.median([s[f"{part}_se"] for s in splits])
+        assert 0.5 * spread < se < 1.5 * spread, part  # the bootstrap SE is a fair yardstick
+    assert all(np.isnan(v) for k, v in M.accuracy_variance_split(experiment(), labels).items() if k.endswith("_se"))

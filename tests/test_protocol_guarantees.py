@@ -1,4 +1,5 @@
-"""Absorbed one-ulp flips are counted, never assumed away (a flip can round away on some CPUs)."""
+"""The protocol's guarantees on any CPU: absorbed one-ulp flips are counted, never assumed away;
+prediction always runs deterministic fp32 kernels."""
 
 import numpy as np
 import pandas as pd
@@ -92,3 +93,24 @@ def test_bitflip_tensor_is_recorded_and_a_wrong_name_fails_before_training(tmp_p
     with pytest.raises(ValueError, match="'conv1.weight' is not a parameter of the model.*fc.weight"):
         stages.train(data, tmp_path / "x.h5", bad, checkpoint_every=0)
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, monkeypatch):
+    import torch
+
+    data, job = _job(tmp_path, "init")
+    stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.conv.fp32_precision = "tf32"  # as left by a nondeterministic job
+    calls, real = [], training.set_kernel_mode
+
+    def spy(deterministic, device):
+        calls.append(deterministic)
+        real(deterministic, device)
+
+    monkeypatch.setattr(training, "set_kernel_mode", spy)
+    stages.predict(data, tmp_path / "i.h5", tmp_path / "p.h5", job)
+    assert calls == [True]
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"

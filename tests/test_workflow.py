@@ -97,6 +97,16 @@ def test_end_to_end_outputs(finished_run):
     assert rows[("cnn", "all")]["n_replicas"] == "3"
     assert rows[("cnn", "all")]["device"] == "cpu"
     assert "cpu-standin" in rows[("cnn", "all")]["kernels_mode"]
+    # absorbed one-ulp flips: the table's count is exactly bitwise equality with control replica 0
+    # (same seeds, no flip), whatever this CPU's rounding made of the flips
+    from nondet.stages import load_replicas, same_weights
+
+    control = load_replicas(res / "train/linear/control/chunk0.h5")[0]["weights"]
+    flipped = [r for p in sorted((res / "train/linear/bitflip").glob("chunk*.h5")) for r in load_replicas(p)]
+    absorbed = sum(same_weights(r["weights"], control) for r in flipped)
+    assert float(rows[("linear", "bitflip")]["n_absorbed"]) == absorbed
+    assert rows[("linear", "control")]["n_absorbed"] == ""  # no flip, nothing to count
+    assert f"linear/bitflip: {absorbed} of 3 one-ulp flips absorbed" in (res / "tables/diversity.md").read_text()
     mit = list(csv.DictReader(open(res / "tables/mitigation.csv")))
     assert [r["method"] for r in mit] == ["plain", "tta", "snapshot", "snapshot+tta"]
     assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]

@@ -156,17 +156,24 @@ def train(
         log.info(f"[{label}] also training the unperturbed reference run (absorbed-flip check)")
         runs.append(("reference", reference))
     vectorize = job.get("vectorize", "off")
-    if vectorize == "on" or (vectorize == "auto" and device.type == "cuda"):
+    vectorize = vectorize == "on" or (vectorize == "auto" and device.type == "cuda")
+    if vectorize and not all(s.deterministic for s in seeds_list):
+        # replicas of one vmap share each kernel call: on CUDA their kernel nondeterminism could
+        # vanish inside a chunk and appear only between chunks
+        log.info(f"[{label}] not vectorised: this condition varies the kernels source")
+        vectorize = False
+    if checkpoint_every:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if vectorize:
         from .vectorized import train_replicas_vectorized
 
-        log.info(f"training {len(runs)} runs together (torch.func.vmap); no checkpoints")
+        log.info(f"training {len(runs)} runs together (torch.func.vmap)")
         outs = train_replicas_vectorized(
             job["model_spec"], job["recipe"], [s for _, s in runs], data, device, f"[{label}]",
-            log.info,
+            log.info, checkpoint=ckpt_dir / "vectorized.pt" if checkpoint_every else None,
+            checkpoint_every=checkpoint_every,
         )  # fmt: skip
     else:
-        if checkpoint_every:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
         outs = []
         for r, seeds in runs:
             name = f"replica_{r:04d}" if r != "reference" else "reference"
@@ -415,6 +422,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         **row,
         "n_diverged": int(diverged.sum()),
         "n_absorbed": absorbed_count(pred["absorbed"][keep]),
+        "n_identical_pairs": identical_pairs(pred["logits"][keep]),
     }
     prov = provenance(
         kind="metrics",
@@ -433,11 +441,30 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         f"{row['model']}/{row['condition']}: acc {row['acc_mean']:.2f}±{row['acc_sd']:.2f}% "
         f"disagreement {row['disagreement']:.2f}% ({time.perf_counter() - t0:.1f}s)"
     )
+    pairs = row["n_replicas"] * (row["n_replicas"] - 1) // 2
+    if (params["condition"] == "control") != (row["n_identical_pairs"] == pairs):
+        log.warning(
+            f"{group}: {row['n_identical_pairs']} of {pairs} pairs of replicas have bitwise "
+            "identical test logits" + (" (control should be all)" if params["condition"] == "control" else "")
+        )
     if row["n_absorbed"] > 0:
         log.warning(
             f"{group}: {row['n_absorbed']:.0f} of {row['n_replicas']} one-ulp flips were absorbed "
             "(final weights bitwise equal to the unperturbed run): they add no diversity"
         )
+
+
+def identical_pairs(logits: np.ndarray) -> int:
+    """Pairs of replicas whose test logits are bitwise identical: all of them in ``control``,
+    none in a condition whose source really varied (a kernels source that produced no
+    nondeterminism on this device, or flips all absorbed, would show here)."""
+    import hashlib
+
+    digests = [hashlib.sha256(np.ascontiguousarray(z).tobytes()).hexdigest() for z in logits]
+    counts = {}
+    for d in digests:
+        counts[d] = counts.get(d, 0) + 1
+    return int(sum(c * (c - 1) // 2 for c in counts.values()))
 
 
 def absorbed_count(absorbed: np.ndarray) -> float:
@@ -458,12 +485,12 @@ def load_rows(metric_paths) -> list[dict]:
 
 @stage
 def table(metric_paths, csv_path, md_path, log_path=None) -> None:
-    from .tables import absorbed_notes, diversity_table, write_table
+    from .tables import table_notes, diversity_table, write_table
 
     log = get_logger(log_path)
     h5io.check_same_experiment(metric_paths, "data_hash")
     df = diversity_table(load_rows(metric_paths))
-    notes = absorbed_notes(df)
+    notes = table_notes(df)
     write_table(df, csv_path, md_path, notes=notes)
     for line in notes:
         log.info(line)
@@ -603,10 +630,10 @@ def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pa
 def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
     """Init and one-ulp diversity by model family: table and figure."""
     from .plots import stability_figure
-    from .tables import absorbed_notes, diversity_table, write_table
+    from .tables import table_notes, diversity_table, write_table
 
     df = diversity_table(load_rows(metric_paths))
-    write_table(df, csv_path, md_path, notes=absorbed_notes(df))
+    write_table(df, csv_path, md_path, notes=table_notes(df))
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 

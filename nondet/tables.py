@@ -11,7 +11,7 @@ from .seeds import CONDITIONS
 COLUMNS = [
     "model", "condition", "device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se",
     "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman",
-    "ens_acc_gain", "ens_ce_gain", "cka", "n_absorbed",
+    "ens_acc_gain", "ens_ce_gain", "cka", "n_absorbed", "n_identical_pairs",
 ]  # fmt: skip
 
 
@@ -20,23 +20,40 @@ def diversity_table(rows: list[dict]) -> pd.DataFrame:
     order = {c: i for i, c in enumerate(CONDITIONS)}
     df["_order"] = df["condition"].map(order)
     df = df.sort_values(["model", "_order"]).drop(columns="_order").reset_index(drop=True)
-    if "n_absorbed" not in df:
-        df["n_absorbed"] = float("nan")
+    for column in ("n_absorbed", "n_identical_pairs"):
+        if column not in df:
+            df[column] = float("nan")
     rest = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + rest]
 
 
-def absorbed_notes(df: pd.DataFrame) -> list[str]:
-    """One line per row whose one-ulp flips were checked: how many were absorbed."""
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """Lines to print under a diversity table: how many one-ulp flips were absorbed, and any row
+    where the protocol's expectation about bitwise-identical replicas does not hold."""
     lines = []
-    for _, row in df[df["n_absorbed"].notna()].iterrows():
+    for _, row in df.iterrows():
         n = int(row["n_replicas"])
-        k = int(row["n_absorbed"])
-        what = "they add no diversity" if k else "every flip changed the trained model"
-        lines.append(
-            f"{row['model']}/{row['condition']}: {k} of {n} one-ulp flips absorbed (final weights "
-            f"bitwise equal to the unperturbed run with the same seeds); {what}."
-        )
+        if pd.notna(row.get("n_absorbed")):
+            k = int(row["n_absorbed"])
+            what = "they add no diversity" if k else "every flip changed the trained model"
+            lines.append(
+                f"{row['model']}/{row['condition']}: {k} of {n} one-ulp flips absorbed (final "
+                f"weights bitwise equal to the unperturbed run with the same seeds); {what}."
+            )
+        if pd.isna(row.get("n_identical_pairs")):
+            continue
+        same, pairs = int(row["n_identical_pairs"]), n * (n - 1) // 2
+        if row["condition"] == "control" and same != pairs:
+            lines.append(
+                f"WARNING {row['model']}/control: only {same} of {pairs} pairs of replicas are "
+                "bitwise identical; deterministic training did not repeat itself on this setup."
+            )
+        elif row["condition"] != "control" and same:
+            lines.append(
+                f"WARNING {row['model']}/{row['condition']}: {same} of {pairs} pairs of replicas "
+                "have bitwise identical test logits; this source produced no diversity between "
+                "them on this device."
+            )
     return lines
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .augment import Augmenter
 from .bitflip import apply_bitflip
 from .data import Dataset
-from .dropout import attach_masks
+from .dropout import ExampleMasks, SeededDropout
 from .models import build_model, weight_decay_groups
 from .predict import predict
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
@@ -90,6 +90,133 @@ def state_to_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
+# --- the core both training loops share (sequential here, vectorised in nondet.vectorized) ------
+
+
+class Schedule:
+    """Steps, learning rate, snapshot and evaluation points of one recipe on ``n`` examples."""
+
+    def __init__(self, recipe: dict, n: int):
+        self.n, self.batch_size = n, recipe["batch_size"]
+        self.epochs, self.cycles, self.peak = recipe["epochs"], recipe["cycles"], recipe["lr"]
+        self.eval_every = recipe["eval_every"]
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+        self.total = self.steps_per_epoch * self.epochs
+        self.warmup = self.steps_per_epoch * recipe["warmup_epochs"]
+        self.cycle_steps = self.total // self.cycles
+
+    def lr(self, step: int) -> float:
+        return lr_at(step, self.total, self.peak, self.warmup, self.cycles)
+
+    def snapshot_due(self, steps_done: int) -> bool:
+        """After this many steps a cycle ends (lr 0): the snapshot ensembles' members."""
+        return self.cycles > 1 and steps_done % self.cycle_steps == 0
+
+    def eval_due(self, epochs_done: int) -> bool:
+        every = self.eval_every
+        return bool(every) and (epochs_done % every == 0 or epochs_done == self.epochs)
+
+
+class ReplicaDraws:
+    """Every random draw of one replica's training, each from its own source's generator and
+    keyed by (seed, epoch, batch or example index), so a resumed or vectorised run draws exactly
+    what a sequential uninterrupted one does: the data order, the CPU kernels stand-in's
+    within-batch permutation, the augmentation and the dropout masks of every example."""
+
+    def __init__(self, seeds: ReplicaSeeds, recipe: dict, n: int, device, dropout_ps=()):
+        self.seeds, self.n, self.batch_size, self.device = seeds, n, recipe["batch_size"], device
+        self.standin = (
+            (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
+        )
+        self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
+        self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
+
+    def order(self, epoch: int) -> torch.Tensor:
+        g = torch_generator(derive_seed(self.seeds.shuffle, epoch))
+        return torch.randperm(self.n, generator=g).to(self.device)
+
+    def batch(self, order: torch.Tensor, epoch: int, b: int, data: Dataset):
+        """(index, x, y) of batch ``b``; dropout masks are selected for its rows."""
+        index = order[b * self.batch_size : (b + 1) * self.batch_size]
+        if self.standin:
+            g = torch_generator(derive_seed(self.seeds.kernels, epoch, b))
+            index = index[torch.randperm(len(index), generator=g).to(self.device)]
+        x = self.augment(data.x_train[index], index, epoch)
+        for m in self.masks:
+            m.select(epoch, index)
+        return index, x, data.y_train[index]
+
+
+def dropout_layers(model) -> list[SeededDropout]:
+    """Active dropout layers in module order (their rank keys their masks)."""
+    return [m for m in model.modules() if isinstance(m, SeededDropout) and m.p > 0]
+
+
+class Curve:
+    """Per-epoch training curve."""
+
+    KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
+
+    def __init__(self, values: dict | None = None):
+        self.values = values if values is not None else {k: [] for k in self.KEYS}
+
+    def add(self, epoch, lr, train_loss, train_acc, test_loss, test_acc) -> None:
+        for key, value in zip(self.KEYS, (epoch, lr, train_loss, train_acc, test_loss, test_acc)):
+            self.values[key].append(float(value))
+
+    def __len__(self) -> int:
+        return len(self.values["epoch"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()}
+
+
+def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict | None:
+    """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None."""
+    if path is None or not os.path.exists(path):
+        return None
+    state = torch.load(path, map_location=device, weights_only=False)
+    if state["key"] != key:
+        log(f"{label} ignoring checkpoint {path}: it belongs to a different run")
+        return None
+    log(f"{label} resuming from checkpoint {path} after epoch {state['epoch']}")
+    return state
+
+
+def save_checkpoint(path, key: dict, **state) -> None:
+    """Write resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save({"key": key, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe,
+                   seconds) -> dict:  # fmt: skip
+    return {
+        "state": state,
+        "curve": curve.arrays(),
+        "snapshots": snapshots,
+        "bitflip": flipped,
+        "diverged": bool(diverged),
+        "kernels_mode": kernels_mode(seeds, device, recipe["kernels_cpu_standin"]),
+        "seconds": seconds,
+    }
+
+
+def build_replica(model_spec, recipe, seeds: ReplicaSeeds, data: Dataset, device):
+    """The replica's initial model (from its init generator) and its one-ulp flip, if any."""
+    model = build_model(
+        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
+    )
+    flipped = {}
+    if seeds.bitflip is not None:
+        flipped = apply_bitflip(model, seeds.bitflip, recipe.get("bitflip_tensor"))
+    return model, flipped
+
+
+# --- sequential training ----------------------------------------------------------------------
+
+
 def train_replica(
     model_spec: dict,
     recipe: dict,
@@ -119,16 +246,7 @@ def train_replica(
     """
     started = time.perf_counter()
     set_kernel_mode(seeds.deterministic, device)
-    standin = (
-        (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
-    )
-
-    model = build_model(
-        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
-    )
-    flipped = {}
-    if seeds.bitflip is not None:
-        flipped = apply_bitflip(model, seeds.bitflip, recipe.get("bitflip_tensor"))
+    model, flipped = build_replica(model_spec, recipe, seeds, data, device)
     # Optional, off for the paper's fp32 protocol; both are part of the recipe, so provenance.
     bf16 = bool(recipe.get("bf16", False))
     channels_last = bool(recipe.get("channels_last", False)) and data.x_train.dim() == 4
@@ -141,15 +259,13 @@ def train_replica(
         momentum=recipe["momentum"],
         nesterov=recipe["nesterov"],
     )
-    n, bs, epochs, cycles = len(data.y_train), recipe["batch_size"], recipe["epochs"], recipe["cycles"]
-    steps_per_epoch = math.ceil(n / bs)
-    total = steps_per_epoch * epochs
-    warmup = steps_per_epoch * recipe["warmup_epochs"]
-    cycle_steps = total // cycles
-    augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
-    masks = attach_masks(model, seeds.dropout, n)
-    curve = {k: [] for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")}
-    snapshots, diverged, step = [], False, 0
+    n = len(data.y_train)
+    sched = Schedule(recipe, n)
+    layers = dropout_layers(model)
+    draws = ReplicaDraws(seeds, recipe, n, device, [m.p for m in layers])
+    for m, masks in zip(layers, draws.masks):
+        m.masks = masks
+    curve, snapshots, diverged, step = Curve(), [], False, 0
     record_at, records = set(int(s) for s in record_steps), []
 
     def record():
@@ -158,48 +274,31 @@ def train_replica(
             records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test, bf16=bf16)[0]))
 
     start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec}
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state["key"] == resume_key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            start_epoch, step, curve = state["epoch"], state["step"], state["curve"]
-            snapshots, records, diverged = state["snapshots"], state["records"], state["diverged"]
-            if diverged:
-                start_epoch = epochs
-            log(f"{label} resuming from checkpoint {checkpoint} after epoch {start_epoch}")
-        else:
-            log(f"{label} ignoring checkpoint {checkpoint}: it belongs to a different run")
+    state = load_checkpoint(checkpoint, resume_key, device, log, label)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step, curve = state["epoch"], state["step"], Curve(state["curve"])
+        snapshots, records, diverged = state["snapshots"], state["records"], state["diverged"]
+        if diverged:
+            start_epoch = sched.epochs
 
-    def save_checkpoint(epochs_done):
-        tmp = f"{checkpoint}.tmp-{os.getpid()}"
-        torch.save(
-            {"key": resume_key, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "epoch": epochs_done, "step": step, "curve": curve, "snapshots": snapshots,
-             "records": records, "diverged": diverged},
-            tmp,
+    def save(epochs_done):
+        save_checkpoint(
+            checkpoint, resume_key, model=model.state_dict(), optimizer=opt.state_dict(),
+            epoch=epochs_done, step=step, curve=curve.values, snapshots=snapshots,
+            records=records, diverged=diverged,
         )  # fmt: skip
-        os.replace(tmp, checkpoint)
 
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, sched.epochs):
         model.train()
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch_generator(derive_seed(seeds.shuffle, epoch)))
-        order = order.to(device)
+        order = draws.order(epoch)
         loss_sum, correct, lr = torch.zeros((), device=device), torch.zeros((), device=device), 0.0
-        for b in range(steps_per_epoch):
+        for b in range(sched.steps_per_epoch):
             record()
-            index = order[b * bs : (b + 1) * bs]
-            if standin:
-                perm = torch.randperm(
-                    len(index), generator=torch_generator(derive_seed(seeds.kernels, epoch, b))
-                ).to(device)
-                index = index[perm]
-            x = augment(data.x_train[index], index, epoch)
-            y = data.y_train[index]
-            for m in masks:
-                m.select(epoch, index)
-            lr = lr_at(step, total, recipe["lr"], warmup, cycles)
+            _, x, y = draws.batch(order, epoch, b, data)
+            lr = sched.lr(step)
             for group in opt.param_groups:
                 group["lr"] = lr
             if channels_last:
@@ -213,24 +312,18 @@ def train_replica(
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             step += 1
-            if cycles > 1 and step % cycle_steps == 0:
+            if sched.snapshot_due(step):
                 snapshots.append(state_to_numpy(model))
         train_loss = float(loss_sum) / n
-        curve["epoch"].append(epoch + 1)
-        curve["lr"].append(lr)
-        curve["train_loss"].append(train_loss)
-        curve["train_acc"].append(100.0 * float(correct) / n)
         test_loss = test_acc = float("nan")
-        every = recipe["eval_every"]
-        if every and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+        if sched.eval_due(epoch + 1):
             logits_test, _ = predict(model, data.x_test, bf16=bf16)
             test_loss = float(F.cross_entropy(logits_test, data.y_test))
             test_acc = 100.0 * float((logits_test.argmax(1) == data.y_test).float().mean())
-        curve["test_loss"].append(test_loss)
-        curve["test_acc"].append(test_acc)
+        curve.add(epoch + 1, lr, train_loss, 100.0 * float(correct) / n, test_loss, test_acc)
         log(
-            f"{label} epoch {epoch + 1}/{epochs} loss {train_loss:.4f} "
-            f"train_acc {curve['train_acc'][-1]:.1f}% test_acc {test_acc:.1f}% "
+            f"{label} epoch {epoch + 1}/{sched.epochs} loss {train_loss:.4f} "
+            f"train_acc {curve.values['train_acc'][-1]:.1f}% test_acc {test_acc:.1f}% "
             f"lr {lr:.3g} ({time.perf_counter() - t0:.2f}s)"
         )
         if not math.isfinite(train_loss):
@@ -238,25 +331,19 @@ def train_replica(
             log(f"{label} DIVERGED: training loss is {train_loss} in epoch {epoch + 1}; stopping")
             break
         if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
-            save_checkpoint(epoch + 1)
+            save(epoch + 1)
 
     record()
-    if checkpoint is not None and start_epoch < epochs:
-        save_checkpoint(len(curve["epoch"]))  # a finished replica is skipped on resume
-    return {
-        "state": state_to_numpy(model),
-        "curve": {k: np.asarray(v, dtype=np.float64) for k, v in curve.items()},
-        "snapshots": snapshots,
-        "bitflip": flipped,
-        "diverged": diverged,
-        "kernels_mode": kernels_mode(seeds, device, recipe["kernels_cpu_standin"]),
-        "seconds": time.perf_counter() - started,
-        "model": model,
-        "records": {
-            "steps": np.array([r[0] for r in records], dtype=np.int64),
-            "params": np.stack([r[1] for r in records]) if records else np.zeros((0, 0)),
-            "test_logits": (
-                torch.stack([r[2] for r in records]).cpu().numpy() if records else np.zeros(0)
-            ),
-        },
+    if checkpoint is not None and start_epoch < sched.epochs:
+        save(len(curve))  # a finished replica is skipped on resume
+    result = replica_result(state_to_numpy(model), curve, snapshots, flipped, diverged, seeds,
+                            device, recipe, time.perf_counter() - started)  # fmt: skip
+    result["model"] = model
+    result["records"] = {
+        "steps": np.array([r[0] for r in records], dtype=np.int64),
+        "params": np.stack([r[1] for r in records]) if records else np.zeros((0, 0)),
+        "test_logits": (
+            torch.stack([r[2] for r in records]).cpu().numpy() if records else np.zeros(0)
+        ),
     }
+    return result

@@ -1,5 +1,6 @@
 """Local GPU claims: concurrent jobs on a multi-GPU machine take different GPUs."""
 
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,9 @@ def test_claims_distinct_gpus_and_waits_when_all_taken(tmp_path, monkeypatch):
                              env=env, timeout=60)  # fmt: skip
         assert out.stdout.strip() == "1", out.stderr
         assert gpus.claim_gpu(2) == 1  # that process exited: its claim is gone
-        with pytest.raises(RuntimeError, match="all 2 GPUs are held"):
+        with pytest.raises(RuntimeError, match=rf"all 2 GPUs are held .*GPU 0: pid {os.getpid()}.*--resources gpu=2"):
             gpus.claim_gpu(2, timeout=0.1, poll=0.05)
+        assert gpus.lock_dir() == tmp_path / f"nondet-gpu-locks-{os.getuid()}"  # per user
     finally:
         gpus.release_all()
     assert gpus.claim_gpu(2) == 0

@@ -9,7 +9,7 @@ import nondet.training as training
 from nondet import config as cfg
 from nondet import stages
 from nondet.seeds import replica_seeds
-from nondet.tables import absorbed_notes, diversity_table
+from nondet.tables import table_notes, diversity_table
 
 
 def _job(tmp_path, condition="bitflip", **top):
@@ -48,10 +48,13 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
                    {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0})  # fmt: skip
     (row,) = stages.load_rows([tmp_path / "m.h5"])
     assert row["n_absorbed"] == 2
+    assert row["n_identical_pairs"] == 1  # replicas 0 and 2 both equal the unperturbed run
     df = diversity_table([row])
-    assert absorbed_notes(df) == [
+    assert table_notes(df) == [
         "lin/bitflip: 2 of 3 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
-        "run with the same seeds); they add no diversity."
+        "run with the same seeds); they add no diversity.",
+        "WARNING lin/bitflip: 1 of 3 pairs of replicas have bitwise identical test logits; this "
+        "source produced no diversity between them on this device.",
     ]
 
 
@@ -77,7 +80,7 @@ def test_no_flip_means_no_absorption_check(tmp_path):
     df = diversity_table([{**r, "model": "m", "condition": c, "n_absorbed": k}
                           for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
                           for r in [dict.fromkeys(["device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 4)]])  # fmt: skip
-    assert absorbed_notes(df) == [
+    assert table_notes(df) == [
         "m/bitflip: 0 of 4 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
         "run with the same seeds); every flip changed the trained model."
     ]
@@ -114,3 +117,34 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+
+
+def test_identical_pairs_and_the_warnings_they_raise():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 50, 3)).astype(np.float32)
+    assert stages.identical_pairs(z) == 0
+    z[2] = z[0]
+    z[3] = z[0]
+    assert stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
+    base = dict.fromkeys(["device", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 0.0)  # fmt: skip
+    rows = [{**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
+            for c, k in (("control", 6), ("kernels", 0), ("all", 2))]  # fmt: skip
+    assert table_notes(diversity_table(rows)) == [
+        "WARNING m/all: 2 of 6 pairs of replicas have bitwise identical test logits; this source "
+        "produced no diversity between them on this device."
+    ]
+    rows[0]["n_identical_pairs"] = 5
+    assert table_notes(diversity_table(rows))[0].startswith("WARNING m/control: only 5 of 6 pairs")
+
+
+def test_vectorised_bitflip_job_checks_absorption_like_the_sequential_one(tmp_path):
+    """The unperturbed reference rides along in the vmap batch; for a matmul model vectorised
+    and sequential training agree bitwise, so the flags must agree too."""
+    data, job = _job(tmp_path)
+    stages.train(data, tmp_path / "seq.h5", job, checkpoint_every=0)
+    stages.train(data, tmp_path / "vec.h5", {**job, "vectorize": "on"}, tmp_path / "vec.log",
+                 checkpoint_every=0)  # fmt: skip
+    assert "4 runs together" in (tmp_path / "vec.log").read_text()
+    seq, vec = stages.load_replicas(tmp_path / "seq.h5"), stages.load_replicas(tmp_path / "vec.h5")
+    assert [r["absorbed"] for r in vec] == [r["absorbed"] for r in seq]
+    assert all(stages.same_weights(a["weights"], b["weights"]) for a, b in zip(vec, seq))

@@ -58,13 +58,83 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
         "replicas": 2, "replicas_per_job": 2, "vectorize": "on",
         "dataset": {"num_samples": 600},
         "training": {"epochs": 1, "eval_every": 0},
-        "models": {"m": {"arch": "linear", "conditions": ["all"]}},
+        "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
     stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
-    job = cfg.train_job(c, "m", "all", 0)
+    job = cfg.train_job(c, "m", "init", 0)
     stages.train(data, tmp_path / "vec.h5", job, tmp_path / "vec.log")
     stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, checkpoint_every=0)
     assert "together (torch.func.vmap)" in (tmp_path / "vec.log").read_text()
     vec, seq = stages.load_replicas(tmp_path / "vec.h5"), stages.load_replicas(tmp_path / "seq.h5")
     assert all(same(v["weights"], s["weights"]) for v, s in zip(vec, seq))
+    # a condition that varies the kernels is never vectorised (a chunk would share kernel calls)
+    stages.train(data, tmp_path / "all.h5", cfg.train_job(c, "m", "all", 0), tmp_path / "all.log")
+    text = (tmp_path / "all.log").read_text()
+    assert "not vectorised: this condition varies the kernels source" in text
+    assert "together (torch.func.vmap)" not in text
+
+
+def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_spec):
+    seeds = [replica_seeds("init", r, 0) for r in range(2)]
+    run = lambda size: train_replicas_vectorized(  # noqa: E731
+        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, CPU, log=lambda *a: None,
+        eval_batch_size=size,
+    )  # fmt: skip
+    whole, batched = run(10_000), run(7)  # 120 test examples: one batch vs 18 uneven ones
+    for w, b in zip(whole, batched):
+        assert same(w["state"], b["state"])  # evaluation changes nothing in training
+        assert np.allclose(w["curve"]["test_loss"], b["curve"]["test_loss"], rtol=1e-6, atol=0)
+        assert np.array_equal(w["curve"]["test_acc"], b["curve"]["test_acc"])
+
+
+def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    """A vectorised chunk killed mid-training resumes from its checkpoint and ends bitwise
+    identical to an uninterrupted run (same machine: the one guarantee we assert)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    c = cfg.validate({
+        "replicas": 3, "replicas_per_job": 3, "vectorize": "on",
+        "dataset": {"num_samples": 5000},
+        "training": {"epochs": 12, "eval_every": 0},
+        "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
+    })  # fmt: skip
+    data = tmp_path / "d.h5"
+    stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
+    job = cfg.train_job(c, "cnn", "shuffle", 0)
+    out, log = tmp_path / "train" / "chunk0.h5", tmp_path / "train.log"
+    code = (
+        "import json, sys; from nondet.stages import train; "
+        "train(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], 1, 1)"
+    )
+    cmd = [sys.executable, "-c", code, str(data), str(out), json.dumps(job), str(log)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    ckpt = stages.checkpoint_dir(out) / "vectorized.pt"
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    epoch_at_kill = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 1 <= epoch_at_kill < 12
+    subprocess.run(cmd, env=env, check=True, timeout=300, stderr=subprocess.DEVNULL)
+    text = log.read_text()
+    assert "together (torch.func.vmap)" in text and "resuming from checkpoint" in text
+    assert not stages.checkpoint_dir(out).exists()
+    stages.train(data, tmp_path / "straight.h5", job, checkpoint_every=0)
+    resumed, straight = stages.load_replicas(out), stages.load_replicas(tmp_path / "straight.h5")
+    assert [r["replica"] for r in resumed] == [0, 1, 2]
+    for a, b in zip(resumed, straight):
+        assert same(a["weights"], b["weights"])
+        for key in b["curve"]:
+            assert np.array_equal(a["curve"][key], b["curve"][key], equal_nan=True), key

@@ -18,6 +18,7 @@ include: "rules/plots.smk"
 include: "rules/instability.smk"
 include: "rules/mitigation.smk"
 include: "rules/compare.smk"
+include: "rules/usermodel.smk"
 
 
 rule all:

@@ -55,17 +55,25 @@ class Augmenter:
     """Augmentation of a training set, keyed by (seed, epoch, example index)."""
 
     def __init__(self, kind: str, seed: int, n: int, size: int):
-        if kind not in ("none", "shift", "crop_flip"):
-            raise ValueError(f"unknown augmentation {kind!r}; known: none, shift, crop_flip")
+        if kind not in ("none", "shift", "crop", "crop_flip"):
+            raise ValueError(f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip")
         self.kind, self.seed, self.n, self.size = kind, seed, n, size
         self._epoch, self._params = None, None
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.kind == "none" or self.size == 0:
             return x
+        if x.dim() != (3 if self.kind == "shift" else 4):
+            data = "1-D signals (N, C, L)" if x.dim() == 3 else f"inputs of shape {tuple(x.shape[1:])}"
+            fits = "shift" if x.dim() == 3 else ("crop or crop_flip" if x.dim() == 4 else "none")
+            raise ValueError(
+                f"training.augment {self.kind!r} does not fit this data set's {data}; use {fits}"
+            )
         if self._epoch != epoch:
             make = shift_offsets if self.kind == "shift" else crop_flip_params
             params = make(self.seed, epoch, self.n, self.size)
+            if self.kind == "crop":  # the same crops as crop_flip, never flipped (digits, text)
+                params[:, 2] = 0
             self._params, self._epoch = params.to(index.device), epoch
         params = self._params[index]
         if self.kind == "shift":

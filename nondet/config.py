@@ -77,10 +77,56 @@ def validate(config: dict) -> dict:
     return config
 
 
+def is_user_arch(arch: str) -> bool:
+    """A researcher's own model: ``"pkg.module:callable"`` (nondet.usermodel)."""
+    return ":" in str(arch)
+
+
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+
+
+def _check_user_model(name: str, model: dict) -> None:
+    """What can be checked without importing torch or the user's code; the rest (the callable,
+    its params, the module it returns, the output shape) is checked by the check_model rule."""
+    import importlib.machinery
+    import importlib.util
+    import os
+    import re
+
+    arch, key = model["arch"], f"config key models.{name}"
+    if not re.fullmatch(f"{_DOTTED}:{_DOTTED}", arch):
+        raise ConfigError(
+            f"{key}.arch: {arch!r} is neither a built-in architecture ({', '.join(ARCH_PARAMS)}) "
+            "nor an import path 'package.module:callable'"
+        )
+    folder = model.get("pythonpath")
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(
+            f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})"
+        )
+    top = arch.split(":")[0].split(".")[0]
+    found = importlib.machinery.PathFinder.find_spec(top, [os.path.abspath(folder)]) if folder else None
+    if found is None and importlib.util.find_spec(top) is None:
+        where = f"in {folder!r} nor " if folder else ""
+        raise ConfigError(
+            f"{key}.arch: model {name!r}: module {top!r} of {arch!r} is found neither {where}on "
+            "PYTHONPATH (set models.<name>.pythonpath to the folder that holds it)"
+        )
+
+
 def _check_semantics(config: dict) -> None:
     for name, model in config["models"].items():
         model.setdefault("params", {})
         model.setdefault("training", {})
+        if is_user_arch(model["arch"]) or model["arch"] not in ARCH_PARAMS:
+            _check_user_model(name, model)
+            continue
+        for key in ("features", "pythonpath"):
+            if key in model:
+                raise ConfigError(
+                    f"config key models.{name}.{key}: only for a user model (arch "
+                    f"'package.module:callable'); {model['arch']!r} is built in"
+                )
         allowed = ARCH_PARAMS[model["arch"]]
         for key in model["params"]:
             if key not in allowed:
@@ -169,10 +215,12 @@ def _check_comparisons(config: dict) -> None:
             if not (key == "condition" and "sources" in spec):
                 spec.setdefault(key, copy.deepcopy(value))  # never share the default dicts
         arch = models[spec["model"]]["arch"]
-        params = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}
+        params = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}
         for arm in ("baseline", "candidate"):
             spec[arm].setdefault("training", {})
             spec[arm].setdefault("params", {})
+            if is_user_arch(arch):  # its params are checked against the callable before training
+                continue
             for key in spec[arm]["params"]:
                 if key not in ARCH_PARAMS[arch]:
                     raise ConfigError(
@@ -194,8 +242,8 @@ def _check_comparisons(config: dict) -> None:
                 f"({len(spec['sources'])} sources, {len(spec['levels'])} levels)"
             )
         arch = models[spec["model"]]["arch"]
-        dropout = {**ARCH_PARAMS[arch], **models[spec["model"]]["params"]}.get("dropout", 0)
-        if "dropout" in spec["sources"] and not dropout:
+        dropout = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}.get("dropout", 0)
+        if "dropout" in spec["sources"] and not dropout and not is_user_arch(arch):
             raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
 
 
@@ -222,13 +270,29 @@ def recipe(config: dict, model: str, condition: str) -> dict:
     }
 
 
-def model_spec(config: dict, model: str) -> dict:
+def model_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What builds the model: a built-in arch with its parameters, or a user's callable with its
+    params, feature module and folder. ``changes``: parameters of a comparison arm."""
     spec = config["models"][model]
-    return {"arch": spec["arch"], **ARCH_PARAMS[spec["arch"]], **spec["params"]}
+    if is_user_arch(spec["arch"]):
+        out = {"arch": spec["arch"], "params": {**spec["params"], **(changes or {})}}
+        return {**out, **{k: spec[k] for k in ("features", "pythonpath") if spec.get(k)}}
+    return {"arch": spec["arch"], **ARCH_PARAMS[spec["arch"]], **spec["params"], **(changes or {})}
+
+
+def user_models(config: dict) -> list[str]:
+    """Models whose arch is a user's callable (each gets a check_model job before training)."""
+    return [m for m, spec in config["models"].items() if is_user_arch(spec["arch"])]
 
 
 def data_spec(config: dict) -> dict:
     return dict(config["dataset"])
+
+
+def data_inputs(config: dict) -> list[str]:
+    """Files the dataset rule reads that Snakemake should watch (a user's array file)."""
+    spec = config["dataset"]
+    return [spec["path"]] if spec["name"] == "arrays" else []
 
 
 def data_hash(config: dict) -> str:
@@ -313,7 +377,7 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
         "base_seed": derive_seed(config["base_seed"], 1 + ["baseline", "candidate"].index(arm)),
         "device": config["device"],
         "vectorize": config["vectorize"],
-        "model_spec": {**model_spec(config, model), **spec[arm]["params"]},
+        "model_spec": model_spec(config, model, spec[arm]["params"]),
         "recipe": {**recipe(config, model, condition), **spec[arm]["training"]},
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,

@@ -110,22 +110,30 @@ def fetch_cifar10(root, download: bool = False, md5: dict | None = None, log=pri
     Every batch file is then checked against ``md5`` (default: torchvision's MD5s of the official
     release; tests pass the sums of their tiny stand-in). Fails with a message naming the file.
     """
-    root = Path(root)
-    folder = root / CIFAR10_FOLDER
-    expected = CIFAR10_MD5 if md5 is None else md5
+    return fetch_release(
+        Path(root), CIFAR10_FOLDER, CIFAR10_MD5 if md5 is None else md5, CIFAR10_ARCHIVE,
+        CIFAR10_ARCHIVE_MD5 if md5 is None else None, CIFAR10_URL, download, "CIFAR-10", log,
+    )  # fmt: skip
+
+
+def fetch_release(root: Path, folder_name, expected: dict, archive_name, archive_md5, url,
+                  download: bool, what: str, log=print) -> Path:  # fmt: skip
+    """A verified folder of a python-pickle release (CIFAR-10, CIFAR-100): see fetch_cifar10.
+    ``archive_md5`` None skips the archive's check (tests' stand-ins)."""
+    folder = root / folder_name
     missing = [n for n in expected if not (folder / n).is_file()]
     if missing:
-        archive = root / CIFAR10_ARCHIVE
+        archive = root / archive_name
         if not archive.is_file() and download:
             from torchvision.datasets.utils import download_url
 
-            log(f"downloading {CIFAR10_URL} to {root}")
-            download_url(CIFAR10_URL, str(root), CIFAR10_ARCHIVE, CIFAR10_ARCHIVE_MD5)
+            log(f"downloading {url} to {root}")
+            download_url(url, str(root), archive_name, archive_md5)
         if archive.is_file():
-            if md5 is None and (got := md5sum(archive)) != CIFAR10_ARCHIVE_MD5:
+            if archive_md5 is not None and (got := md5sum(archive)) != archive_md5:
                 raise DataError(
-                    f"{archive}: MD5 {got} != {CIFAR10_ARCHIVE_MD5} (torchvision's); corrupt or "
-                    "not the CIFAR-10 python release: delete it and download again"
+                    f"{archive}: MD5 {got} != {archive_md5} (torchvision's); corrupt or "
+                    f"not the {what} python release: delete it and download again"
                 )
             log(f"extracting {archive}")
             with tarfile.open(archive, "r:gz") as tar:
@@ -133,8 +141,8 @@ def fetch_cifar10(root, download: bool = False, md5: dict | None = None, log=pri
         missing = [n for n in expected if not (folder / n).is_file()]
     if missing:
         raise DataError(
-            f"CIFAR-10 not found: {folder} lacks {', '.join(missing)} and there is no "
-            f"{CIFAR10_ARCHIVE} in {root}. Set dataset.download: true on a machine with network, "
+            f"{what} not found: {folder} lacks {', '.join(missing)} and there is no "
+            f"{archive_name} in {root}. Set dataset.download: true on a machine with network, "
             "or put a copy of the python release there and set dataset.path"
         )
     for name, want in expected.items():
@@ -175,6 +183,285 @@ def write_cifar_batches(folder, x: np.ndarray, y: np.ndarray, name: str) -> None
         pickle.dump(batch, f, protocol=2)
 
 
+# --- a researcher's own data and torchvision's classic image sets (issue 11) ---------------------
+
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+#: Where Debian's dataset-fashion-mnist package puts the four idx files (gzipped).
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+IDX_FILES = {  # array -> file name of the idx release (the same for MNIST and Fashion-MNIST)
+    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+}  # fmt: skip
+
+#: Per idx set: torchvision's folder name, download mirror, the MD5 of each official .gz
+#: (torchvision's ``resources``, checked against torchvision by a test) and, where known, the MD5
+#: of each decompressed file (Fashion-MNIST: measured on the files of Debian's package, which
+#: recompresses the same bytes, so its .gz sums differ from the official ones).
+IDX_SETS = {
+    "mnist": {
+        "folder": "MNIST",
+        "mirror": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "gz_md5": {
+            "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        "raw_md5": {},
+    },
+    "fashion_mnist": {
+        "folder": "FashionMNIST",
+        "mirror": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "gz_md5": {
+            "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        "raw_md5": {
+            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+    },
+}
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_bytes(path) -> bytes:
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
+def parse_idx(raw: bytes, source="idx data") -> np.ndarray:
+    """An array from the bytes of an idx file (LeCun's format: magic 0 0 type ndim, big-endian
+    uint32 dims, then the data)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{source}: not an idx file (magic bytes {raw[:4].hex()})")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", ndim, 4).astype(np.int64)
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)) * dtype.itemsize:
+        raise DataError(f"{source}: idx header says {tuple(dims)} but the data has another size")
+    return np.frombuffer(raw, dtype, offset=offset).reshape(tuple(dims)).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(root: Path, folder: str, name: str) -> Path | None:
+    for where in (root, root / folder / "raw"):
+        for candidate in (where / name, where / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def make_idx_set(which: str, path=None, download=False, md5=None, log=print) -> dict:
+    """MNIST or Fashion-MNIST from the four idx files (raw or .gz) in ``path`` or in
+    ``path/<MNIST|FashionMNIST>/raw`` (torchvision's layout), downloaded there with torchvision's
+    downloader when ``download`` is true. Each file must match the official .gz MD5 or the MD5
+    of its decompressed bytes (``md5``: {file name: MD5 of the decompressed bytes}, for tests)."""
+    meta = IDX_SETS[which]
+    if path is None and which == "fashion_mnist":
+        path = DEBIAN_FASHION_MNIST
+    if path is None:
+        raise DataError(f"dataset.path: the folder holding the {which} idx files is required")
+    root = Path(path)
+    out = {}
+    for key, name in IDX_FILES.items():
+        found = _find_idx(root, meta["folder"], name)
+        if found is None and download:
+            from torchvision.datasets.utils import download_url
+
+            dest = root / meta["folder"] / "raw"
+            log(f"downloading {meta['mirror']}{name}.gz to {dest}")
+            download_url(f"{meta['mirror']}{name}.gz", str(dest), f"{name}.gz", meta["gz_md5"][name])
+            found = dest / f"{name}.gz"
+        if found is None:
+            hint = " (apt-get install dataset-fashion-mnist)" if which == "fashion_mnist" else ""
+            raise DataError(
+                f"{which} not found: no {name} or {name}.gz in {root} or "
+                f"{root / meta['folder'] / 'raw'}{hint}. Set dataset.path to the folder holding "
+                "the idx files, or dataset.download: true on a machine with network"
+            )
+        raw = _read_bytes(found)
+        raw_want = (md5 or meta["raw_md5"]).get(name)
+        ok = hashlib.md5(raw).hexdigest() == raw_want
+        if not ok and md5 is None and found.suffix == ".gz":
+            ok = md5sum(found) == meta["gz_md5"][name]
+        if not ok:
+            raise DataError(
+                f"{found}: MD5 matches neither the official release's .gz nor the known "
+                f"decompressed {which} file; the file is corrupt or not {which}"
+            )
+        out[key] = parse_idx(raw, found)
+    log(f"verified MD5 of the 4 {which} idx files in {root}")
+    for key in ("x_train", "x_test"):
+        out[key] = out[key][:, None]  # (N, 1, 28, 28)
+    for key in ("y_train", "y_test"):
+        out[key] = out[key].astype(np.int64)
+    return out
+
+
+CIFAR100 = {
+    "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "archive": "cifar-100-python.tar.gz",
+    "archive_md5": "eb9058c3a382ffc7106e4002c42a8d85",
+    "folder": "cifar-100-python",
+    "md5": {"train": "16019d7e3df5f24257cddd939b257f8d", "test": "f0ef6b0ae62326f3e7ffdfab6717acfc"},
+}
+
+
+def make_cifar100(path, download: bool = False, md5: dict | None = None, log=print) -> dict:
+    """CIFAR-100 (fine labels, 100 classes) from its python release, as CIFAR-10 (same checks)."""
+    c = CIFAR100
+    folder = fetch_release(Path(path), c["folder"], c["md5"] if md5 is None else md5, c["archive"],
+                           c["archive_md5"] if md5 is None else None, c["url"], download,
+                           "CIFAR-100", log)  # fmt: skip
+    out = {}
+    for split in ("train", "test"):
+        with open(folder / split, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        out[f"x_{split}"] = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        out[f"y_{split}"] = np.asarray(batch["fine_labels"], dtype=np.int64)
+    return out
+
+
+SVHN = {  # torchvision.datasets.SVHN.split_list (checked against torchvision by a test)
+    "train": ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "train_32x32.mat",
+              "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    "test": ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
+             "eb5a983be6a315427106f1b164d9cef3"),
+}  # fmt: skip
+
+
+def make_svhn(path, download: bool = False, md5: dict | None = None, log=print) -> dict:
+    """SVHN (cropped digits, train + test, label 10 = digit 0 as torchvision maps it)."""
+    import scipy.io
+
+    root, out = Path(path), {}
+    for split, (url, name, want) in SVHN.items():
+        file = root / name
+        if not file.is_file() and download:
+            from torchvision.datasets.utils import download_url
+
+            log(f"downloading {url} to {root}")
+            download_url(url, str(root), name, want)
+        if not file.is_file():
+            raise DataError(
+                f"SVHN not found: no {name} in {root}. Set dataset.download: true on a machine "
+                "with network, or put the .mat files there and set dataset.path"
+            )
+        want = want if md5 is None else md5[name]
+        if (got := md5sum(file)) != want:
+            raise DataError(f"{file}: MD5 {got} != expected {want}; the file is corrupt")
+        mat = scipy.io.loadmat(file)
+        out[f"x_{split}"] = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)
+        out[f"y_{split}"] = (mat["y"].reshape(-1).astype(np.int64) % 10)
+    log(f"verified MD5 of {len(SVHN)} SVHN files in {root}")
+    return out
+
+
+def read_array_file(path) -> dict:
+    """x_train, y_train, x_test, y_test from one .npz or HDF5 (.h5/.hdf5) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as f:
+            names, get = set(f.files), lambda k: f[k]
+            missing = [k for k in KEYS if k not in names]
+            arrays = {k: get(k) for k in KEYS if k in names}
+    elif path.suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            missing = [k for k in KEYS if k not in f]
+            arrays = {k: f[k][()] for k in KEYS if k in f}
+    else:
+        raise DataError(f"dataset.path: {path} is neither .npz nor .h5/.hdf5")
+    if missing:
+        raise DataError(f"{path}: lacks {', '.join(missing)} (needs {', '.join(KEYS)})")
+    return arrays
+
+
+def load_with_loader(spec: dict, log=print) -> dict:
+    """Call the user's ``dataset.loader`` ("package.module:load") with ``dataset.args``."""
+    from .usermodel import ModelError, check_params, resolve
+
+    what = f"dataset.loader {spec['loader']!r}"
+    try:
+        fn = resolve(spec["loader"], spec.get("pythonpath"), "dataset.loader")
+        args = dict(spec.get("args") or {})
+        import inspect
+
+        inspect.signature(fn).bind(**args)
+    except ModelError as e:
+        raise DataError(str(e)) from None
+    except TypeError as e:
+        raise DataError(f"{what} does not accept args {sorted(args)} ({e})") from None
+    out = fn(**args)
+    if isinstance(out, (tuple, list)) and len(out) == 4:
+        out = dict(zip(KEYS, out))
+    if not isinstance(out, dict) or set(out) != set(KEYS):
+        got = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise DataError(
+            f"{what} returned {got}; expected (x_train, y_train, x_test, y_test) or a dict of them"
+        )
+    log(f"loaded data with {spec['loader']}")
+    return out
+
+
+def validate_arrays(arrays: dict, source: str) -> dict:
+    """Checked copies: 1-D signals (N, C, L) or images (N, C, H, W), same shape in train and test,
+    one integer label per example in 0..K-1 (every test label seen in training), no NaN/inf."""
+    out = {}
+    for k in KEYS:
+        v = arrays[k]
+        if hasattr(v, "numpy"):  # a torch tensor
+            v = v.detach().cpu().numpy()
+        out[k] = np.array(v)  # a writable copy (loaders may return read-only views)
+    for split in ("train", "test"):
+        x, y = out[f"x_{split}"], out[f"y_{split}"]
+        if x.ndim not in (3, 4):
+            raise DataError(
+                f"{source}: x_{split} has shape {x.shape}; expected 1-D signals (N, C, L) or "
+                "images (N, C, H, W) (add a channel axis: x[:, None])"
+            )
+        if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.uint8):
+            raise DataError(f"{source}: x_{split} is {x.dtype}; use float32 or uint8 (images)")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{source}: y_{split} has shape {y.shape}; expected ({len(x)},), one label per example")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{split} is {y.dtype}; labels must be integers 0..K-1")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{source}: y_{split} has label {y.min()}; labels must be 0..K-1")
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+            raise DataError(f"{source}: x_{split} has NaN or inf in {bad} example(s)")
+    if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
+        raise DataError(
+            f"{source}: x_train examples have shape {out['x_train'].shape[1:]} but x_test "
+            f"{out['x_test'].shape[1:]}"
+        )
+    if len(out["y_train"]) < 2 or len(out["y_test"]) < 1:
+        raise DataError(f"{source}: needs at least 2 training and 1 test example")
+    k = int(out["y_train"].max()) + 1
+    if (m := int(out["y_test"].max())) >= k:
+        raise DataError(f"{source}: y_test has label {m}, but training labels only go to {k - 1}")
+    if np.issubdtype(out["x_train"].dtype, np.floating):
+        out = {**out, "x_train": out["x_train"].astype(np.float32), "x_test": out["x_test"].astype(np.float32)}
+    out["y_train"], out["y_test"] = out["y_train"].astype(np.int64), out["y_test"].astype(np.int64)
+    return out
+
+
 def make_dataset_arrays(spec: dict, log=print) -> dict:
     """Arrays of the data set described by the config's ``dataset`` section."""
     name = spec["name"]
@@ -182,14 +469,31 @@ def make_dataset_arrays(spec: dict, log=print) -> dict:
         return make_mnist1d(spec.get("seed", 42), spec.get("num_samples", 5000))
     if name == "cifar10":
         return make_cifar10(spec["path"], spec.get("download", False), spec.get("md5"), log)
-    raise ValueError(f"unknown dataset {name!r}; known: mnist1d, cifar10")
+    if name in IDX_SETS:
+        arrays = make_idx_set(name, spec.get("path"), spec.get("download", False), spec.get("md5"), log)
+    elif name == "cifar100":
+        arrays = make_cifar100(spec["path"], spec.get("download", False), spec.get("md5"), log)
+    elif name == "svhn":
+        arrays = make_svhn(spec["path"], spec.get("download", False), spec.get("md5"), log)
+    elif name == "arrays":
+        arrays = validate_arrays(read_array_file(spec["path"]), spec["path"])
+    elif name == "loader":
+        arrays = validate_arrays(load_with_loader(spec, log), f"dataset.loader {spec['loader']!r}")
+    else:
+        raise ValueError(
+            f"unknown dataset {name!r}; known: mnist1d, cifar10, cifar100, mnist, fashion_mnist, "
+            "svhn, arrays, loader"
+        )
+    return arrays
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-channel mean and SD of uint8 images (N, C, H, W), from integer sums."""
-    n = x.shape[0] * x.shape[2] * x.shape[3]
-    s = x.sum(axis=(0, 2, 3), dtype=np.int64)
-    ss = np.einsum("nchw,nchw->c", x, x, dtype=np.int64)
+    axes = (0,) + tuple(range(2, x.ndim))  # images (N, C, H, W) or signals (N, C, L)
+    n = x.size // x.shape[1]
+    s = x.sum(axis=axes, dtype=np.int64)
+    dims = "nc" + "hw"[: x.ndim - 2]
+    ss = np.einsum(f"{dims},{dims}->c", x, x, dtype=np.int64)
     mean = s / n
     return mean, np.sqrt(ss / n - mean**2)
 

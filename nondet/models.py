@@ -150,6 +150,10 @@ def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
 def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generator, device="cpu"):
     """Construct ``spec["arch"]`` without touching the global RNG, initialised from ``generator``."""
     spec = dict(spec)
+    if ":" in spec["arch"]:  # a user's callable "pkg.module:build" (nondet.usermodel)
+        from .usermodel import build_user_model
+
+        return build_user_model(spec, in_shape, num_classes, generator.initial_seed()).to(device)
     arch = spec.pop("arch")
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")

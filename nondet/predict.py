@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .usermodel import forward_with_features
+
 
 @torch.no_grad()
 def predict(model, x: torch.Tensor, batch_size: int = 1000, bf16: bool = False):
@@ -15,7 +17,7 @@ def predict(model, x: torch.Tensor, batch_size: int = 1000, bf16: bool = False):
     logits, features = [], []
     for i in range(0, len(x), batch_size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            f, z = model.forward_with_features(x[i : i + batch_size])
+            f, z = forward_with_features(model, x[i : i + batch_size])
         logits.append(z.float())
         features.append(f.float())
     model.train(was_training)

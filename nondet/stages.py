@@ -85,6 +85,34 @@ def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
     log.info(f"wrote {out_path}: {shapes} in {time.perf_counter() - t0:.1f}s")
 
 
+@stage
+def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip_tensor,
+                data_hash: str, log_path=None) -> None:  # fmt: skip
+    """Import, build and run a user's model on two examples of the data set (nondet.usermodel)."""
+    from .usermodel import check_model as check
+
+    log = get_logger(log_path)
+    data = load_dataset(data_path, data_hash)
+    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor)
+    summary.update(input_shape=list(data.input_shape), num_classes=data.num_classes)
+    with h5io.atomic_path(out_path) as tmp:
+        Path(tmp).write_text(json.dumps(summary, indent=1) + "\n")
+    log.info(f"model {model} passed its checks: {json.dumps(summary)}")
+    if summary["other_stochastic_layers"]:
+        log.warning(
+            f"model {model}: {', '.join(summary['other_stochastic_layers'])} draw from the global "
+            "RNG, seeded per training step from the dropout seed (not per example)"
+        )
+
+
+def cka_on(model_spec: dict) -> str:
+    """What the CKA column compares: penultimate features, or the logits (a linear model, or a
+    user model without a ``features`` module)."""
+    if ":" in model_spec["arch"]:
+        return "features" if model_spec.get("features") else "logits"
+    return "logits" if model_spec["arch"] == "linear" else "features"
+
+
 def load_dataset(path, expected_hash: str, device="cpu"):
     from .data import from_arrays
 
@@ -418,6 +446,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "epochs": job["recipe"]["epochs"],
         "cycles": job["recipe"]["cycles"],
         "method": pred["method"],
+        "cka_on": cka_on(job["model_spec"]),  # features, or logits where the model has none
         "test_passes": pred["test_passes"],
         **row,
         "n_diverged": int(diverged.sum()),

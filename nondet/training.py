@@ -32,6 +32,7 @@ from .dropout import ExampleMasks, SeededDropout
 from .models import build_model, weight_decay_groups
 from .predict import predict
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
+from .usermodel import training_draws
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -303,7 +304,10 @@ def train_replica(
                 group["lr"] = lr
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with (
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+                training_draws(model, seeds.dropout, step, device),  # user models' other draws
+            ):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -180,3 +180,9 @@ def compare_targets():
     return [f"results/compare/{n}/summary.csv" for n in config["comparisons"]] + [
         f"results/factorial/{n}/components.csv" for n in config["factorial"]
     ]
+
+
+# --- a researcher's own model (issue 11) ---
+def model_check(model):
+    """The check_model output a user model's training jobs wait for; none for built-ins."""
+    return [f"results/checks/{model}.json"] if model in cfg.user_models(config) else []

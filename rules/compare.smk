@@ -1,6 +1,7 @@
 rule train_arm:
     input:
         data=DATA,
+        check=lambda w: model_check(config["comparisons"][w.name]["model"]),
     output:
         "results/compare/{name}/{arm}/train_chunk{chunk}.h5",
     log:
@@ -67,6 +68,7 @@ rule compare:
 rule train_factorial:
     input:
         data=DATA,
+        check=lambda w: model_check(config["factorial"][w.name]["model"]),
     output:
         "results/factorial/{name}/train_chunk{chunk}.h5",
     log:

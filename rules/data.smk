@@ -1,6 +1,8 @@
 # Local (on the submit host under a cluster profile): downloading needs the network that compute
 # nodes often lack; reading, checking and converting the data set needs no GPU.
 rule dataset:
+    input:
+        cfg.data_inputs(config),
     output:
         DATA,
     log:

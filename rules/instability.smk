@@ -1,6 +1,7 @@
 rule twins:
     input:
         data=DATA,
+        check=lambda w: model_check(w.model),
     output:
         "results/instability/{model}/divergence.h5",
     log:

@@ -1,6 +1,7 @@
 rule train_snapshot:
     input:
         data=DATA,
+        check=lambda w: model_check(w.model),
     output:
         "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5",
     log:

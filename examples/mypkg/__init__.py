@@ -1,0 +1,1 @@
+"""A researcher's own package, as the pipeline sees it: a model builder and a data loader."""

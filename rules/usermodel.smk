@@ -1,0 +1,19 @@
+# A user's model (arch "package.module:callable") is imported, built and run on two examples
+# before any of its training jobs: every error names the model and the problem.
+rule check_model:
+    input:
+        data=DATA,
+    output:
+        "results/checks/{model}.json",
+    log:
+        "logs/checks/{model}.log",
+    conda:
+        "../envs/torch.yaml"
+    params:
+        spec=lambda w: cfg.model_spec(config, w.model),
+        conditions=lambda w: config["models"][w.model]["conditions"],
+        bitflip_tensor=lambda w: cfg.recipe(config, w.model, "bitflip").get("bitflip_tensor"),
+        data_hash=cfg.data_hash(config),
+        code_version=CODE_VERSION,
+    script:
+        "../workflow_scripts/check_model.py"

@@ -1,0 +1,15 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.stages import check_model
+
+check_model(
+    snakemake.input.data,
+    snakemake.output[0],
+    snakemake.wildcards.model,
+    snakemake.params.spec,
+    snakemake.params.conditions,
+    snakemake.params.bitflip_tensor,
+    snakemake.params.data_hash,
+    snakemake.log[0],
+)

@@ -1,13 +1,13 @@
 # make run  - set up .venv on first use, run the default pipeline, build the HTML report
-# make test - set up .venv (and Debian's SLURM, if missing) on first use, run the test suite,
-#             lint and format checks
+# make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
+#             the test suite, lint and format checks
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run report test lint format clean slurm
+.PHONY: run report test lint format clean slurm datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,14 @@ run: $(VENV)/.installed
 report: $(VENV)/.installed
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 
-test: $(VENV)/.installed slurm lint
+test: $(VENV)/.installed slurm datasets lint
 	$(BIN)/python -m pytest -q tests
 
 slurm:  # for tests/test_slurm.py; does nothing when SLURM is already installed
 	scripts/install-slurm.sh
+
+datasets:  # Fashion-MNIST for examples/ and its tests; does nothing when already installed
+	scripts/install-datasets.sh
 
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint

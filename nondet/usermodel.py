@@ -125,8 +125,12 @@ def build_user_model(spec: dict, in_shape, num_classes: int, init_seed: int, nam
     check_params(fn, params, spec["arch"], what)
     with seeded_global_rng(init_seed):
         model = fn(tuple(int(s) for s in in_shape), int(num_classes), **params)
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"{what}: the callable returned a {type(model).__name__}, not an nn.Module")
+        if not isinstance(model, nn.Module):
+            raise ModelError(
+                f"{what}: the callable returned a {type(model).__name__}, not an nn.Module"
+            )
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            _materialise(model, in_shape, what)  # lazy modules: their init also from the init seed
     replace_dropout(model)
     features = spec.get("features") or ""
     if features:
@@ -139,6 +143,19 @@ def build_user_model(spec: dict, in_shape, num_classes: int, init_seed: int, nam
             ) from None
     setattr(model, FEATURES_ATTR, features)
     return model.float()
+
+
+def _materialise(model: nn.Module, in_shape, what: str) -> None:
+    """Initialise lazy parameters with one forward pass in eval mode (no BatchNorm update)."""
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((2, *in_shape)))
+    except Exception as e:
+        raise ModelError(
+            f"{what}: the forward pass on inputs of shape {(2, *in_shape)} failed: "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    model.train()
 
 
 def forward_with_features(model: nn.Module, x: torch.Tensor):

@@ -12,7 +12,9 @@ rule check_model:
     params:
         spec=lambda w: cfg.model_spec(config, w.model),
         conditions=lambda w: config["models"][w.model]["conditions"],
-        bitflip_tensor=lambda w: cfg.recipe(config, w.model, "bitflip").get("bitflip_tensor"),
+        bitflip_tensor=lambda w: cfg.recipe(config, w.model, "bitflip").get(
+            "bitflip_tensor"
+        ),
         data_hash=cfg.data_hash(config),
         code_version=CODE_VERSION,
     script:

@@ -318,7 +318,7 @@ def predict(
     ``snapshot+tta``. Features always come from the final weights and the identity view.
     """
     from . import training
-    from .tta import make_views, predict_tta
+    from .tta import check_fits, make_views, predict_tta
 
     log = get_logger(log_path)
     device = _setup_torch(threads, job["device"])
@@ -330,6 +330,7 @@ def predict(
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
     use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
+    check_fits(tta if use_tta else None, data.x_test)
     views = make_views(tta if use_tta else None)
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0

@@ -37,6 +37,20 @@ def make_views(spec: dict | None) -> list[tuple[str, object]]:
     return views
 
 
+def check_fits(spec: dict | None, x) -> None:
+    """Fail with a clear message when the TTA kind does not fit the data (shift: 1-D signals;
+    flip, crops: images)."""
+    if not spec:
+        return
+    want = 3 if spec["kind"] == "shift" else 4
+    if x.dim() != want:
+        fits = "shift" if x.dim() == 3 else "crops (or flip / flip+crops for natural images)"
+        raise ValueError(
+            f"mitigation.tta.kind {spec['kind']!r} does not fit test inputs of shape "
+            f"{tuple(x.shape[1:])}; use {fits}"
+        )
+
+
 def _shift_view(offset: int, size: int):
     def view(x):
         return shift(x, torch.full((len(x),), offset + size, dtype=torch.long), size)

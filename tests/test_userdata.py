@@ -277,3 +277,18 @@ def test_crop_is_crop_flip_without_flips():
 def test_augmentation_must_fit_the_data_kind(kind, shape, message):
     with pytest.raises(ValueError, match=message):
         Augmenter(kind, 0, 4, 1)(torch.zeros(shape), torch.arange(4), 0)
+
+
+@pytest.mark.parametrize(
+    "kind, shape, message",
+    [
+        ("shift", (4, 1, 6, 6), r"tta.kind 'shift' does not fit test inputs of shape \(1, 6, 6\); use crops"),
+        ("crops", (4, 2, 6), r"tta.kind 'crops' does not fit test inputs of shape \(2, 6\); use shift"),
+    ],
+)  # fmt: skip
+def test_tta_views_must_fit_the_data_kind(kind, shape, message):
+    from nondet.tta import check_fits
+
+    check_fits(None, torch.zeros(shape))  # no TTA: nothing to check
+    with pytest.raises(ValueError, match=message):
+        check_fits({"kind": kind, "size": 1}, torch.zeros(shape))

@@ -1,4 +1,4 @@
-"""Diversity metrics over a group of replicas (design.md §2).
+"""Diversity metrics over a group of replicas (docs/protocol.md §2).
 
 Shapes: ``logits`` (m models, n examples, k classes), ``labels`` (n,), ``features`` (m, n, d).
 Pairwise metrics are (m, m) matrices computed with matrix operations; a condition's value is the

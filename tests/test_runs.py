@@ -1,0 +1,228 @@
+"""Bring your own runs: reading prediction files, validation messages, the imported HDF5."""
+
+import hashlib
+import json
+import re
+
+import h5py
+import numpy as np
+import pytest
+from scipy import special
+
+from nondet.compare import per_example_values
+from nondet.metrics import accuracy, cross_entropy
+from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
+from nondet.stages import load_predictions
+
+N, K = 50, 4
+
+
+def make_runs(m=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, K, N)
+    logits = rng.normal(0, 1, (m, N, K)).astype(np.float32)
+    logits[:, np.arange(N), labels] += 1.0
+    return logits, labels
+
+
+def write_npy(tmp_path, logits, labels, name="g"):
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    for i, z in enumerate(logits):
+        np.save(d / f"run{i}.npy", z)
+    np.save(tmp_path / "labels.npy", labels)
+    return {"predictions": str(d / "*.npy"), "labels": str(tmp_path / "labels.npy")}
+
+
+def test_npy_group_round_trips_into_pipeline_predictions(tmp_path):
+    logits, labels = make_runs()
+    spec = write_npy(tmp_path, logits, labels)
+    out = tmp_path / "out.h5"
+    import_group(spec, "g", out, "byo", log=lambda *_: None)
+    pred = load_predictions([out])  # the reader of the metrics stage
+    np.testing.assert_array_equal(pred["logits"], logits)
+    np.testing.assert_array_equal(pred["features"], logits)  # no features given: CKA on logits
+    np.testing.assert_array_equal(pred["labels"], labels)
+    assert pred["cka_on"] == "logits" and list(pred["replicas"]) == [0, 1, 2]
+    assert not pred["diverged"].any() and pred["kernels_mode"] == "imported"
+    with h5py.File(out) as f:
+        prov = json.loads(f.attrs["provenance"])
+    for i, src in enumerate(prov["sources"]):
+        assert src["file"].endswith(f"run{i}.npy")
+        assert src["sha256"] == hashlib.sha256(open(src["file"], "rb").read()).hexdigest()
+    assert prov["labels"]["file_sha256"] == hashlib.sha256(open(spec["labels"], "rb").read()).hexdigest()
+    assert prov["data_hash"].startswith("labels:")
+
+
+def test_container_formats_give_the_same_runs(tmp_path):
+    torch = pytest.importorskip("torch")
+    logits, labels = make_runs()
+    ref = load_group(write_npy(tmp_path, logits, labels), "npy")
+    for i, z in enumerate(logits):
+        np.savez(tmp_path / f"r{i}.npz", scores=z, labels=labels)
+        with h5py.File(tmp_path / f"r{i}.h5", "w") as f:
+            f["out/logits"] = z  # not at the root: needs no key lookup to fail
+            f["logits"] = z
+            f["labels"] = labels
+        torch.save({"logits": torch.from_numpy(z), "labels": torch.from_numpy(labels)}, tmp_path / f"r{i}.pt")
+    np.save(tmp_path / "stacked.npy", logits)  # (runs, examples, classes) in one file
+    for spec in (
+        {"predictions": str(tmp_path / "r*.npz"), "key": "scores"},  # labels from the files
+        {"predictions": str(tmp_path / "r*.h5")},
+        {"predictions": str(tmp_path / "r*.pt")},
+        {"predictions": str(tmp_path / "stacked.npy"), "labels": str(tmp_path / "labels.npy")},
+    ):
+        g = load_group(spec, "x")
+        np.testing.assert_array_equal(g["logits"], ref["logits"])
+        np.testing.assert_array_equal(g["labels"], labels)
+    assert [s["index"] for s in g["sources"]] == [0, 1, 2]
+
+
+def test_probabilities_become_logits_with_the_same_metrics(tmp_path):
+    logits, labels = make_runs()
+    probs = special.softmax(logits.astype(np.float64), axis=-1)
+    spec = write_npy(tmp_path, probs, labels)
+    g = load_group({**spec, "kind": "probabilities"}, "p")
+    np.testing.assert_array_equal(accuracy(g["logits"], labels), accuracy(logits, labels))
+    np.testing.assert_allclose(cross_entropy(g["logits"], labels), cross_entropy(logits, labels), rtol=1e-5)
+    # a probability of 0 is clipped, not -inf
+    probs[0, 0] = 0.0
+    probs[0, 0, labels[0]] = 1.0 - probs[0, 0].sum() + probs[0, 0, labels[0]]
+    np.save(tmp_path / "g" / "run0.npy", probs[0])
+    assert np.isfinite(load_group({**spec, "kind": "probabilities"}, "p")["logits"]).all()
+
+
+def bad(tmp_path, mutate, **extra):
+    logits, labels = make_runs()
+    logits, labels = mutate(logits.astype(np.float64), labels)
+    spec = write_npy(tmp_path, logits, labels)
+    with pytest.raises(RunsError) as e:
+        load_group({**spec, **extra}, "grp")
+    return str(e.value)
+
+
+def test_no_file_matches_the_glob(tmp_path):
+    with pytest.raises(RunsError, match=r"runs.groups.grp.predictions: no file matches .*nothing"):
+        load_group({"predictions": str(tmp_path / "nothing*.npy")}, "grp")
+
+
+def test_bad_inputs_fail_with_a_message_naming_the_problem(tmp_path):
+    def nan(z, y):
+        z[1, 7, 2] = np.nan
+        return z, y
+
+    assert "run1.npy: 1 NaN/inf value(s) in 1 example(s) (first: example 7)" in bad(tmp_path / "a", nan)
+
+    def inf(z, y):
+        z[0, 3, 0] = np.inf
+        return z, y
+
+    assert "NaN/inf" in bad(tmp_path / "b", inf)
+    msg = bad(tmp_path / "c", lambda z, y: (special.softmax(z, -1) * 0.9, y), kind="probabilities")
+    assert re.search(r"run0.npy: probabilities do not sum to 1 \(example \d+ sums to 0.9;", msg)
+    msg = bad(tmp_path / "d", lambda z, y: (z, y), kind="probabilities")
+    assert "kind is probabilities but values lie in" in msg and "set kind: logits" in msg
+    assert "at least 2 runs" in bad(tmp_path / "e", lambda z, y: (z[:1], y))
+
+    def out_of_range(z, y):
+        y = y.copy()
+        y[5] = K
+        return z, y
+
+    assert f"label(s) out of range [0, {K})" in bad(tmp_path / "f", out_of_range)
+    assert "example 5 has label 4" in bad(tmp_path / "g", out_of_range)
+    assert "50 labels but the runs have 49 examples" in bad(tmp_path / "h", lambda z, y: (z[:, :-1], y))
+    assert "labels must be integers" in bad(tmp_path / "i", lambda z, y: (z, y + 0.5))
+
+
+def test_runs_of_different_shapes_or_example_order(tmp_path):
+    logits, labels = make_runs()
+    spec = write_npy(tmp_path, logits, labels)
+    np.save(tmp_path / "g" / "run2.npy", logits[2, :-1])
+    with pytest.raises(RunsError, match=r"run2.npy: shape .* = \(49, 4\) differs from .*run0.npy's \(50, 4\)"):
+        load_group(spec, "g")
+    # labels stored with each run: a run whose examples are in another order is caught
+    for i, z in enumerate(logits):
+        perm = np.roll(np.arange(N), 1) if i == 1 else np.arange(N)
+        np.savez(tmp_path / f"r{i}.npz", logits=z[perm], labels=labels[perm])
+    with pytest.raises(RunsError, match=r"r1.npz: its labels differ from .*r0.npz's .*example order"):
+        load_group({"predictions": str(tmp_path / "r*.npz")}, "g")
+    with pytest.raises(RunsError, match=r"r1.npz: its labels differ from .*labels.npy's"):
+        load_group({"predictions": str(tmp_path / "r*.npz"), "labels": spec["labels"]}, "g")
+
+
+def test_ambiguous_or_unsafe_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    logits, labels = make_runs()
+    for i, z in enumerate(logits):
+        np.savez(tmp_path / f"r{i}.npz", a=z, b=z)
+    np.save(tmp_path / "labels.npy", labels)
+    with pytest.raises(RunsError, match=r"holds several arrays \(a, b\); say which with key"):
+        load_group({"predictions": str(tmp_path / "r*.npz"), "labels": str(tmp_path / "labels.npy")}, "g")
+    with pytest.raises(RunsError, match="labels: file nowhere.npy does not exist"):
+        load_group({"predictions": str(tmp_path / "r*.npz"), "labels": "nowhere.npy"}, "g")
+    with pytest.raises(RunsError, match=r"no array 'c' \(it holds: a, b\)"):
+        load_group({"predictions": str(tmp_path / "r*.npz"), "key": "c", "labels": str(tmp_path / "labels.npy")}, "g")
+    with pytest.raises(RunsError, match="no labels: give labels"):
+        load_group({"predictions": str(tmp_path / "r*.npz"), "key": "a"}, "g")
+    torch.save({"logits": torch.zeros(N, K), "obj": np.random.default_rng(0)}, tmp_path / "p0.pt")
+    torch.save({"logits": torch.zeros(N, K)}, tmp_path / "p1.pt")
+    with pytest.raises(RunsError, match=r"p0.pt: cannot read as pt \(UnpicklingError"):
+        load_group({"predictions": str(tmp_path / "p*.pt"), "labels": str(tmp_path / "labels.npy")}, "g")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(RunsError, match=r"unknown file type '.csv'"):
+        load_group({"predictions": str(tmp_path / "x.csv")}, "g")
+
+
+def test_metadata_is_matched_by_file_name_and_pairs_runs(tmp_path):
+    logits, labels = make_runs(m=4)
+    spec = write_npy(tmp_path, logits, labels)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("file,seed,lr\nrun0.npy,7,0.1\nrun1.npy,3,0.1\nrun2.npy,5,0.1\nrun3.npy,9,0.1\n")
+    out = tmp_path / "g.h5"
+    import_group({**spec, "metadata": str(meta)}, "g", out, log=lambda *_: None)
+    rows = run_metadata(out)
+    assert [r["seed"] for r in rows] == ["7", "3", "5", "9"]
+    other = [{"seed": s} for s in ("3", "9", "1")]
+    notes = []
+    assert seed_pairs(rows, other, "seed", notes.append) == [(1, 0), (3, 1)]
+    assert "3 run(s) without a partner" in notes[0]
+    with pytest.raises(RunsError, match="1 pair"):
+        seed_pairs(rows, [{"seed": "3"}], "seed", notes.append)
+    with pytest.raises(RunsError, match="values repeat within the baseline"):
+        seed_pairs(rows, [{"seed": "3"}, {"seed": "3"}], "seed")
+    meta.write_text("file,seed\nrun0.npy,7\n")
+    with pytest.raises(RunsError, match=r"no metadata row for run file .*run1.npy"):
+        load_group({**spec, "metadata": str(meta)}, "g")
+
+
+def test_features_and_export_round_trip(tmp_path):
+    logits, labels = make_runs()
+    spec = write_npy(tmp_path, logits, labels)
+    feats = np.random.default_rng(1).normal(size=(3, N, 6)).astype(np.float32)
+    (tmp_path / "f").mkdir()
+    for i, h in enumerate(feats):
+        np.save(tmp_path / "f" / f"run{i}.npy", h)
+    out = tmp_path / "g.h5"
+    import_group({**spec, "features": str(tmp_path / "f/*.npy")}, "g", out, log=lambda *_: None)
+    pred = load_predictions([out])
+    np.testing.assert_array_equal(pred["features"], feats)
+    assert pred["cka_on"] == "features"
+    with pytest.raises(RunsError, match="2 feature files for 3 runs"):
+        (tmp_path / "f" / "run2.npy").unlink()
+        load_group({**spec, "features": str(tmp_path / "f/*.npy")}, "g")
+    files = export([out], tmp_path / "exported")
+    again = load_group({"predictions": str(tmp_path / "exported/run_*.npy"),
+                        "labels": str(tmp_path / "exported/labels.npy"),
+                        "features": str(tmp_path / "exported/features/*.npy")}, "e")  # fmt: skip
+    assert len(files) == 3
+    np.testing.assert_array_equal(again["logits"], logits)
+    np.testing.assert_array_equal(again["features"], feats)
+
+
+def test_per_example_values_of_imported_runs_match_the_metrics(tmp_path):
+    logits, labels = make_runs()
+    g = load_group(write_npy(tmp_path, logits, labels), "g")
+    pe = per_example_values(g["logits"], g["labels"])
+    np.testing.assert_allclose(pe["accuracy"].mean(1), accuracy(logits, labels))
+    np.testing.assert_allclose(pe["cross_entropy"].mean(1), cross_entropy(logits, labels), rtol=1e-12)

@@ -70,8 +70,8 @@ def joint_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, alpha: float
         cb = ca if paired_runs else rng.multinomial(rb, uniform_b, size=m)
         ea = rng.multinomial(n, uniform_n, size=m)  # (m, n) draw counts of the examples
         eb = ea if paired_examples else rng.multinomial(n, uniform_n, size=m)
-        mean_a = np.einsum("mr,rn,mn->m", ca, a, ea) / (ra * n)
-        mean_b = np.einsum("mr,rn,mn->m", cb, b, eb) / (rb * n)
+        mean_a = ((ca @ a) * ea).sum(1) / (ra * n)
+        mean_b = ((cb @ b) * eb).sum(1) / (rb * n)
         dist[start:start + m] = mean_a - mean_b  # fmt: skip
     low, high = np.quantile(dist, [alpha / 2, 1 - alpha / 2])
     extreme = np.sum(np.abs(dist - estimate) >= abs(estimate))

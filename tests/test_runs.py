@@ -1,12 +1,18 @@
 """Bring your own runs: reading prediction files, validation messages, the imported HDF5."""
 
+import csv
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
 from scipy import special
 
 from nondet.compare import per_example_values
@@ -226,3 +232,80 @@ def test_per_example_values_of_imported_runs_match_the_metrics(tmp_path):
     pe = per_example_values(g["logits"], g["labels"])
     np.testing.assert_allclose(pe["accuracy"].mean(1), accuracy(logits, labels))
     np.testing.assert_allclose(pe["cross_entropy"].mean(1), cross_entropy(logits, labels), rtol=1e-12)
+
+
+# --- the workflow: trained runs exported as .npy and analysed through runs: ---------------------
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINED = {
+    "experiment": "tiny",
+    "replicas": 3,
+    "replicas_per_job": 2,
+    "dataset": {"num_samples": 600},
+    "training": {"epochs": 2, "batch_size": 64, "eval_every": 0},
+    "models": {
+        "cnn": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["init", "all"]},
+        "linear": {"arch": "linear", "conditions": ["shuffle"]},
+    },
+    "metrics": {"bootstrap_resamples": 200},
+}
+#: Columns that describe where runs came from, not what they measured.
+ORIGIN = {"device", "kernels_mode", "epochs", "cycles", "method", "test_passes", "cka_on"}
+
+
+def snakemake(workdir, config, *args):
+    (Path(workdir) / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(Path(workdir) / "config.yaml"), "--cores", "2", *args]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert out.returncode == 0, f"snakemake failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    return out
+
+
+def test_exported_runs_give_the_same_diversity_table(tmp_path):
+    trained, imported = tmp_path / "trained", tmp_path / "imported"
+    trained.mkdir(), imported.mkdir()
+    snakemake(trained, TRAINED, "results/tables/diversity.csv")
+    groups = {}
+    for model, spec in TRAINED["models"].items():
+        for condition in spec["conditions"]:
+            files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
+            out = imported / "exports" / condition
+            subprocess.run([sys.executable, "-m", "nondet.runs", "export", *files, "--out", str(out)],
+                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+            groups[condition] = {"model": model, "predictions": f"exports/{condition}/run_*.npy",
+                                 "labels": f"exports/{condition}/labels.npy",
+                                 "features": f"exports/{condition}/features/*.npy",
+                                 "metadata": f"exports/{condition}/metadata.csv"}  # fmt: skip
+    config = {
+        "experiment": "byo",
+        "models": {},  # analysis only: nothing is trained
+        "metrics": TRAINED["metrics"],
+        "runs": {
+            "groups": groups,
+            "comparisons": {"init_vs_all": {"baseline": "init", "candidate": "all", "paired_by": "replica"}},
+            "all_pairs": True,
+        },
+    }
+    out = snakemake(imported, config)
+    assert "rule train" not in out.stderr and "rule predict:" not in out.stderr
+    read = lambda p: {(r["model"], r["condition"]): r for r in csv.DictReader(open(p))}  # noqa: E731
+    a, b = read(trained / "results/tables/diversity.csv"), read(imported / "results/tables/diversity.csv")
+    assert set(a) == set(b) == {("cnn", "init"), ("cnn", "all"), ("linear", "shuffle")}
+    metric_columns = [c for c in next(iter(a.values())) if c not in ORIGIN | {"model", "condition"}]
+    assert {"acc_mean", "disagreement_se", "cka", "acc_var_examples"} <= set(metric_columns)
+    for key in a:
+        assert {c: a[key][c] for c in metric_columns} == {c: b[key][c] for c in metric_columns}, key
+        assert b[key]["cka_on"] == "features" and b[key]["device"] == "imported"
+    res = imported / "results"
+    for path in ("figures/diversity_cnn.png", "figures/diversity_linear.png", "runs/compare/init_vs_all/summary.png"):
+        assert (res / path).stat().st_size > 0, path
+    summary = list(csv.DictReader(open(res / "runs/compare/init_vs_all/summary.csv")))
+    assert {r["test"] for r in summary} == {"welch", "permutation", "paired_runs", "joint_paired",
+                                           "joint_unpaired", "p_better"}  # fmt: skip
+    welch = next(r for r in summary if r["test"] == "welch" and r["metric"] == "accuracy")
+    assert float(welch["estimate"]) == pytest.approx(float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"]))
+    plan = list(csv.DictReader(open(res / "runs/compare/init_vs_all/plan.csv")))
+    assert {r["basis"] for r in plan} == {"pilot_sd", "test_set_only"}
+    assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == 3 * 2 * 3

@@ -163,7 +163,7 @@ def compare_per_example(baseline: dict, candidate: dict, alpha: float = 0.05,
     for j, metric in enumerate(baseline):
         a, b = np.asarray(candidate[metric]), np.asarray(baseline[metric])
         runs_a, runs_b = a.mean(1), b.mean(1)
-        s = seed + 10 * j
+        s = seed + 10 * j  # nondet.runs.compare_stage draws its figure with the same seed
         base = {"metric": metric, "n_baseline": len(b), "n_candidate": len(a), "n_examples": a.shape[1]}
         unpaired = compare_arms(runs_b, runs_a, alpha=alpha, n_resamples=n_resamples, seed=s)
         ci = (unpaired["ci_low"], unpaired["ci_high"])

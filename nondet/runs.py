@@ -510,14 +510,15 @@ def compare_stage(baseline_path, candidate_path, csv_path, plan_path, pdf_path, 
             f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] p={r['p_value']:.3g} (Holm {r['p_holm']:.3g})"
         )
     plan, wide = [], []
-    for metric in values["baseline"]:
+    for j, metric in enumerate(values["baseline"]):
         b, a = values["baseline"][metric], values["candidate"][metric]
         observed = float(a.mean() - b.mean())
         effect = params["effect"] if metric == "accuracy" and params["effect"] is not None else observed
         for r in plan_replicas(b, a, effect, params["alpha"], params["power"]):
             plan.append({"comparison": params["name"], "metric": metric, **r})
+        # for the figure; same resamples and seed as the welch/permutation rows of summary.csv
         wide.append({"metric": metric, **compare_arms(b.mean(1), a.mean(1), params["alpha"], params["power"],
-                     effect, min(2000, params["bootstrap_resamples"]), params["seed"])})  # fmt: skip
+                     effect, params["bootstrap_resamples"], params["seed"] + 10 * j)})  # fmt: skip
     with atomic_path(plan_path) as tmp:
         pd.DataFrame(plan).to_csv(tmp, index=False)
     for r in plan:

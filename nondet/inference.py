@@ -5,7 +5,8 @@ negative log-likelihood (mean = cross-entropy), from ``nondet.compare.per_exampl
 
 - ``joint_bootstrap``: the multibootstrap (Sellam et al. 2022, MultiBERTs): runs resampled per
   arm (or as seed pairs), test examples resampled *jointly* for both arms (paired by example), so
-  the test-set sampling noise the arms share cancels. It answers "is the candidate better on the
+  the test-set sampling noise the arms share cancels; by default rescaled to the unbiased
+  two-way variance (``moment_variance``), as the plain two-way bootstrap is conservative. It answers "is the candidate better on the
   data distribution (a new test set of this size), over new training runs?". The run-level tests
   of ``nondet.compare.compare_arms`` keep the test set fixed: "better on *this* test set?".
 - ``paired_runs``: runs paired by a shared seed (paired t-test, bootstrap over pairs).
@@ -33,7 +34,7 @@ QUESTIONS = {
     "permutation": "this test set, runs unpaired (exact permutation test of the run means)",
     "paired_runs": "this test set: runs paired by a shared seed (paired t-test, bootstrap over pairs)",
     "joint_paired": "the data distribution (a new test set of this size) and new runs; examples "
-                    "resampled jointly for both arms (paired by example; multibootstrap)",
+                    "resampled jointly for both arms (paired by example; multibootstrap, variance-corrected)",
     "joint_unpaired": "reference: as joint_paired but examples resampled independently per arm "
                       "(what ignoring the pairing by example gives)",
     "p_better": "P(a candidate run beats a baseline run on this test set), ties half; "
@@ -41,8 +42,35 @@ QUESTIONS = {
 }  # fmt: skip
 
 
+def moment_variance(a, b, paired_examples: bool = True, paired_runs: bool = False) -> float:
+    """Unbiased variance of mean(a) - mean(b) when runs and test examples are both random draws
+    (two-way crossed random effects, one value per (run, example)): the variance of the run means
+    / runs + the variance of the example means / n - the residual mean square / (runs n), per arm
+    (or on a - b when runs are paired). The plain two-way bootstrap adds the residual twice
+    instead of once. Never below the run-level part (the fixed-test-set variance)."""
+
+    def ms_residual(x):
+        r = x - x.mean(1, keepdims=True) - x.mean(0, keepdims=True) + x.mean()
+        return float((r**2).sum() / ((x.shape[0] - 1) * (x.shape[1] - 1)))
+
+    (ra, n), rb = a.shape, len(b)
+    if paired_runs and paired_examples:
+        d = a - b
+        rows = np.var(d.mean(1), ddof=1) / ra
+        return float(max(rows, rows + np.var(d.mean(0), ddof=1) / n - ms_residual(d) / (ra * n)))
+    if paired_runs:
+        rows = np.var(a.mean(1) - b.mean(1), ddof=1) / ra
+    else:
+        rows = np.var(a.mean(1), ddof=1) / ra + np.var(b.mean(1), ddof=1) / rb
+    if paired_examples:
+        cols = np.var(a.mean(0) - b.mean(0), ddof=1) / n
+    else:
+        cols = (np.var(a.mean(0), ddof=1) + np.var(b.mean(0), ddof=1)) / n
+    return float(max(rows, rows + cols - ms_residual(a) / (ra * n) - ms_residual(b) / (rb * n)))
+
+
 def joint_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05,
-                    paired_examples: bool = True, paired_runs: bool = False,
+                    paired_examples: bool = True, paired_runs: bool = False, correct: bool = True,
                     batch: int = 256) -> dict:  # fmt: skip
     """Bootstrap of mean(a) - mean(b) over runs and test examples.
 
@@ -53,6 +81,11 @@ def joint_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, alpha: float
     the data is made. Returns the estimate, the percentile interval at 1 - alpha, the bootstrap
     SE and a two-sided p-value for "no difference" from the bootstrap distribution shifted to the
     null (Hall & Wilson 1991): P(|d* - d| >= |d|), with the +1 correction.
+
+    ``correct`` (default): the draws are rescaled about the estimate so that their variance is
+    ``moment_variance`` (needs >= 2 runs per arm). The raw two-way bootstrap counts the
+    per-(run, example) noise twice and is conservative (tests/test_inference.py measures both).
+    ``distribution`` holds the draws used (rescaled when corrected), ``scale`` the factor.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     (ra, n), (rb, nb) = a.shape, b.shape
@@ -73,6 +106,12 @@ def joint_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, alpha: float
         mean_a = ((ca @ a) * ea).sum(1) / (ra * n)
         mean_b = ((cb @ b) * eb).sum(1) / (rb * n)
         dist[start:start + m] = mean_a - mean_b  # fmt: skip
+    scale = 1.0
+    if correct and min(ra, rb) >= 2 and n >= 2:
+        boot_var = np.var(dist, ddof=1)
+        if boot_var > 0:
+            scale = math.sqrt(moment_variance(a, b, paired_examples, paired_runs) / boot_var)
+            dist = estimate + (dist - dist.mean()) * scale
     low, high = np.quantile(dist, [alpha / 2, 1 - alpha / 2])
     extreme = np.sum(np.abs(dist - estimate) >= abs(estimate))
     return {
@@ -81,6 +120,7 @@ def joint_bootstrap(a, b, n_resamples: int = 10_000, seed: int = 0, alpha: float
         "ci_high": float(high),
         "se": float(np.std(dist, ddof=1)),
         "p_value": float((1 + extreme) / (1 + n_resamples)),
+        "scale": scale,
         "distribution": dist,
     }
 

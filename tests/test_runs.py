@@ -309,3 +309,62 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
     plan = list(csv.DictReader(open(res / "runs/compare/init_vs_all/plan.csv")))
     assert {r["basis"] for r in plan} == {"pilot_sd", "test_set_only"}
     assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == 3 * 2 * 3
+
+
+def test_runs_config_errors_name_the_key():
+    from nondet.config import ConfigError, validate
+
+    group = {"predictions": "x/*.npy", "labels": "y.npy"}
+    ok = {"models": {}, "runs": {"groups": {"a": group, "b": group}}}
+    cfg = validate(ok)
+    assert cfg["runs"]["groups"]["a"]["kind"] == "logits" and cfg["runs"]["groups"]["a"]["model"] == "runs"
+    cases = [
+        ({"models": {}}, "no models to train and no runs.groups"),
+        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "zz"}}}},
+         "runs.comparisons.c.candidate: unknown group 'zz'"),
+        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "a"}}}},
+         "runs.comparisons.c: baseline and candidate are the same group"),
+        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "b", "paired_by": "seed"}}}},
+         "runs.comparisons.c.paired_by: group 'a' has no metadata"),
+        ({"models": {"cnn": {"arch": "cnn1d", "conditions": ["init"]}},
+          "runs": {"groups": {"a": {**group, "model": "cnn"}}}}, "runs.groups.a.model: 'cnn' is a model the pipeline trains"),
+        ({"models": {}, "runs": {"groups": {"a": group}, "all_pairs": True}}, "runs.all_pairs: needs at least 2 groups"),
+        ({"models": {}, "runs": {"groups": {"a": {**group, "kind": "probs"}}}}, "runs.groups.a.kind"),
+        ({"models": {}, "runs": {"groups": {"a b": group}}}, "runs.groups"),
+        ({"models": {}, "runs": {"groups": {"a": {"labels": "y.npy"}}}}, "'predictions' is a required property"),
+    ]  # fmt: skip
+    for config, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(config)
+
+
+def test_compare_stage_outputs_and_different_test_sets(tmp_path):
+    from nondet.runs import all_pairs_stage, compare_stage
+
+    logits, labels = make_runs(m=4)
+    paths = {}
+    for name, shift in (("base", 0.0), ("cand", 0.5)):
+        spec = write_npy(tmp_path / name, logits + shift * np.eye(K)[labels], labels)
+        meta = tmp_path / name / "meta.csv"
+        meta.write_text("file,seed\n" + "".join(f"run{i}.npy,{i}\n" for i in range(4)))
+        paths[name] = tmp_path / f"{name}.h5"
+        import_group({**spec, "metadata": str(meta)}, name, paths[name], log=lambda *_: None)
+    params = {"name": "c", "baseline": "base", "candidate": "cand", "paired_by": "seed", "alpha": 0.05,
+              "power": 0.8, "effect": None, "bootstrap_resamples": 300, "seed": 0}  # fmt: skip
+    out = {k: tmp_path / f"c.{k}" for k in ("csv", "plan", "pdf", "png")}
+    compare_stage(paths["base"], paths["cand"], out["csv"], out["plan"], out["pdf"], out["png"], params)
+    import pandas as pd
+
+    summary, plan = pd.read_csv(out["csv"]), pd.read_csv(out["plan"])
+    acc = summary[(summary.metric == "accuracy") & (summary.test == "paired_runs")].iloc[0]
+    g = {n: load_predictions([p]) for n, p in paths.items()}
+    assert acc.estimate == pytest.approx((accuracy(g["cand"]["logits"], labels) - accuracy(g["base"]["logits"], labels)).mean())
+    assert set(plan.basis) == {"pilot_sd", "test_set_only"} and (plan.replicas_needed >= 2).all()
+    assert out["png"].stat().st_size > 0
+    # a group scored on other examples (another order) cannot be compared
+    perm = np.roll(np.arange(N), 3)
+    other = write_npy(tmp_path / "other", logits[:, perm], labels[perm])
+    import_group(other, "other", tmp_path / "other.h5", log=lambda *_: None)
+    with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
+        all_pairs_stage({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv",
+                        {"alpha": 0.05, "bootstrap_resamples": 100, "seed": 0})  # fmt: skip

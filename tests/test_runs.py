@@ -368,3 +368,18 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
         all_pairs_stage({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv",
                         {"alpha": 0.05, "bootstrap_resamples": 100, "seed": 0})  # fmt: skip
+
+
+def test_trained_models_and_imported_runs_in_one_config_plan_without_ambiguity(tmp_path):
+    """Both kinds of groups in one config: a dry run plans training for the models and only an
+    import for the runs, and their rows meet in one diversity table."""
+    logits, labels = make_runs()
+    write_npy(tmp_path, logits, labels, name="mine")
+    config = {**TRAINED, "runs": {"groups": {"mine": {"predictions": "mine/*.npy", "labels": "labels.npy"}}}}
+    out = snakemake(tmp_path, config, "-n")
+    planned = set(re.findall(r"^\s+output: (.*)$", out.stdout + out.stderr, re.M))
+    assert "results/predict/runs/mine/chunk0.h5" in planned
+    assert "results/metrics/runs/mine.h5" in planned and "results/metrics/cnn/init.h5" in planned
+    assert "results/train/cnn/init/chunk0.h5" in planned
+    assert not any("train/runs" in p for p in planned)
+    assert "results/figures/diversity_runs.pdf, results/figures/diversity_runs.png" in planned

@@ -74,6 +74,7 @@ def validate(config: dict) -> dict:
     _check_semantics(config)
     _check_sections(config)
     _check_comparisons(config)
+    _check_runs(config)
     return config
 
 
@@ -431,3 +432,47 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
     }
     job["spec_hash"] = spec_hash(job)
     return job
+
+
+# --- bring your own runs (rules/runs.smk) -----------------------------------------------------
+
+
+def _check_runs(config: dict) -> None:
+    """Defaults of runs.groups / runs.comparisons and their cross-references."""
+    from .runs import GROUP_DEFAULTS
+
+    runs = config["runs"]
+    if not config["models"] and not runs["groups"]:
+        raise ConfigError("config key models: no models to train and no runs.groups to analyse")
+    for name, spec in runs["groups"].items():
+        for key, value in GROUP_DEFAULTS.items():
+            spec.setdefault(key, value)
+        if spec["model"] in config["models"]:
+            raise ConfigError(
+                f"config key runs.groups.{name}.model: {spec['model']!r} is a model the pipeline "
+                "trains; give imported runs another model label"
+            )
+    for name, spec in runs["comparisons"].items():
+        for arm in ("baseline", "candidate"):
+            if spec[arm] not in runs["groups"]:
+                raise ConfigError(
+                    f"config key runs.comparisons.{name}.{arm}: unknown group {spec[arm]!r} "
+                    f"(groups: {', '.join(runs['groups']) or 'none'})"
+                )
+        if spec["baseline"] == spec["candidate"]:
+            raise ConfigError(f"config key runs.comparisons.{name}: baseline and candidate are the same group")
+        for arm in ("baseline", "candidate"):
+            if spec.get("paired_by") and not runs["groups"][spec[arm]]["metadata"]:
+                raise ConfigError(
+                    f"config key runs.comparisons.{name}.paired_by: group {spec[arm]!r} has no "
+                    "metadata CSV to pair its runs by"
+                )
+        for key, value in {"paired_by": None, "alpha": 0.05, "power": 0.8, "effect": None}.items():
+            spec.setdefault(key, value)
+    if runs["all_pairs"] and len(runs["groups"]) < 2:
+        raise ConfigError("config key runs.all_pairs: needs at least 2 groups")
+
+
+def run_groups(config: dict) -> list[tuple[str, str]]:
+    """(model label, group name) of every imported group of runs."""
+    return [(spec["model"], name) for name, spec in config["runs"]["groups"].items()]

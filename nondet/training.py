@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -54,7 +55,13 @@ def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
     if device.type == "cuda" and deterministic:
         # Must be set before cuBLAS creates its handle; harmless if already set.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(deterministic)
+    else:
+        # torch.use_deterministic_algorithms also sets Inductor's flag, and importing Inductor
+        # costs 1.5-3 s per process (most of a small job); nothing here compiles, so set the
+        # eager-mode flag alone
+        torch._C._set_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     # fp32 protocol: no TF32 anywhere (it is on by default for cuDNN convolutions).

@@ -10,6 +10,7 @@ config.clear()
 config.update(_validated)
 
 GROUPS = cfg.groups(config)
+RUN_GROUPS = cfg.run_groups(config)  # imported runs (rules/runs.smk)
 CHUNKS = range(len(cfg.chunks(config)))
 MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
@@ -40,7 +41,9 @@ def predict_files(model, condition):
 
 def metric_files(model=None):
     return [
-        f"results/metrics/{m}/{c}.h5" for m, c in GROUPS if model is None or m == model
+        f"results/metrics/{m}/{c}.h5"
+        for m, c in GROUPS + RUN_GROUPS
+        if model is None or m == model
     ]
 
 

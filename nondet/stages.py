@@ -449,7 +449,8 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "epochs": job["recipe"]["epochs"],
         "cycles": job["recipe"]["cycles"],
         "method": pred["method"],
-        "cka_on": cka_on(job["model_spec"]),  # features, or logits where the model has none
+        # features, or logits where the model has none (imported runs: set below)
+        "cka_on": cka_on(job["model_spec"]) if "model_spec" in job else "",
         "test_passes": pred["test_passes"],
         **row,
         "n_diverged": int(diverged.sum()),

@@ -55,14 +55,18 @@ class Augmenter:
     """Augmentation of a training set, keyed by (seed, epoch, example index)."""
 
     def __init__(self, kind: str, seed: int, n: int, size: int):
-        if kind not in ("none", "shift", "crop", "crop_flip"):
-            raise ValueError(f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip")
+        if kind not in ("none", "shift", "crop", "crop_flip", "auto"):
+            raise ValueError(
+                f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip, auto"
+            )
         self.kind, self.seed, self.n, self.size = kind, seed, n, size
         self._epoch, self._params = None, None
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.kind == "none" or self.size == 0:
             return x
+        if self.kind == "auto":  # per data kind: shifts of signals, crops of images (no flips)
+            self.kind = "shift" if x.dim() == 3 else "crop"
         if x.dim() != (3 if self.kind == "shift" else 4):
             data = "1-D signals (N, C, L)" if x.dim() == 3 else f"inputs of shape {tuple(x.shape[1:])}"
             fits = "shift" if x.dim() == 3 else ("crop or crop_flip" if x.dim() == 4 else "none")

@@ -318,7 +318,7 @@ def predict(
     ``snapshot+tta``. Features always come from the final weights and the identity view.
     """
     from . import training
-    from .tta import check_fits, make_views, predict_tta
+    from .tta import check_fits, fit_kind, make_views, predict_tta
 
     log = get_logger(log_path)
     device = _setup_torch(threads, job["device"])
@@ -330,8 +330,9 @@ def predict(
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
     use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
-    check_fits(tta if use_tta else None, data.x_test)
-    views = make_views(tta if use_tta else None)
+    tta = fit_kind(tta if use_tta else None, data.x_test)
+    check_fits(tta, data.x_test)
+    views = make_views(tta)
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:

@@ -37,12 +37,19 @@ def make_views(spec: dict | None) -> list[tuple[str, object]]:
     return views
 
 
+def fit_kind(spec: dict | None, x) -> dict | None:
+    """``spec`` with kind ``auto`` resolved: shifts for 1-D signals, crops for images."""
+    if spec and spec["kind"] == "auto":
+        return {**spec, "kind": "shift" if x.dim() == 3 else "crops"}
+    return spec
+
+
 def check_fits(spec: dict | None, x) -> None:
     """Fail with a clear message when the TTA kind does not fit the data (shift: 1-D signals;
     flip, crops: images)."""
     if not spec:
         return
-    want = 3 if spec["kind"] == "shift" else 4
+    want = 3 if fit_kind(spec, x)["kind"] == "shift" else 4
     if x.dim() != want:
         fits = "shift" if x.dim() == 3 else "crops (or flip / flip+crops for natural images)"
         raise ValueError(

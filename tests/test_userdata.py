@@ -292,3 +292,15 @@ def test_tta_views_must_fit_the_data_kind(kind, shape, message):
     check_fits(None, torch.zeros(shape))  # no TTA: nothing to check
     with pytest.raises(ValueError, match=message):
         check_fits({"kind": kind, "size": 1}, torch.zeros(shape))
+
+
+def test_auto_augmentation_and_tta_follow_the_data_kind():
+    from nondet.tta import fit_kind
+
+    n, index = 20, torch.arange(20)
+    signals, images = torch.randn(n, 2, 12), torch.randn(n, 1, 6, 6)
+    assert torch.equal(Augmenter("auto", 1, n, 2)(signals, index, 0), Augmenter("shift", 1, n, 2)(signals, index, 0))
+    assert torch.equal(Augmenter("auto", 1, n, 2)(images, index, 0), Augmenter("crop", 1, n, 2)(images, index, 0))
+    assert fit_kind({"kind": "auto", "size": 2}, signals)["kind"] == "shift"
+    assert fit_kind({"kind": "auto", "size": 2}, images)["kind"] == "crops"
+    assert fit_kind({"kind": "flip", "size": 2}, images)["kind"] == "flip"

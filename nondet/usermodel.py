@@ -68,6 +68,10 @@ def resolve(target: str, pythonpath: str | None = None, what: str = "model"):
             f"{what}: cannot import module {module_name!r} of {target!r} ({e}); is it on "
             f"PYTHONPATH{where}? (set pythonpath: <folder> in the config)"
         ) from None
+    except Exception as e:  # the user's module itself fails to import
+        raise ModelError(
+            f"{what}: importing module {module_name!r} failed: {type(e).__name__}: {e}"
+        ) from e
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ModelError(f"{what}: module {module_name!r} has no attribute {attr!r} ({target!r})")

@@ -67,6 +67,7 @@ NOT_CALLABLE = 3
 def badpkg(tmp_path_factory):
     root = tmp_path_factory.mktemp("userpkg")
     (root / "badpkg.py").write_text(textwrap.dedent(BAD))
+    (root / "brokenimport.py").write_text("def build(input_shape, num_classes):\n    return 1 +\n")
     return str(root)
 
 
@@ -194,6 +195,7 @@ def test_bitflip_lands_in_a_user_weight_or_the_named_tensor(images):
     [
         ("nosuchpkg.models:build", {}, None, r"cannot import module 'nosuchpkg.models'"),
         ("badpkg:missing", {}, None, r"module 'badpkg' has no attribute 'missing'"),
+        ("brokenimport:build", {}, None, r"importing module 'brokenimport' failed: SyntaxError"),
         ("badpkg:NOT_CALLABLE", {}, None, r"'badpkg:NOT_CALLABLE' is not callable \(it is a int\)"),
         ("badpkg:not_a_module", {}, None, r"returned a str, not an nn.Module"),
         ("badpkg:wrong_shape", {}, None, r"forward returned \(2, 4\) for a batch of 2; expected .*\(2, 3\)"),

@@ -22,7 +22,7 @@ ARCH_PARAMS = {
     "linear": {},
     "mlp": {"hidden": 128, "dropout": 0.0, "batchnorm": True},
     "cnn1d": {"channels": 32, "kernels": [5, 3, 3], "dropout": 0.1},
-    "resnet": {"blocks": 2, "width": 16, "dropout": 0.0},
+    "resnet": {"blocks": 2, "width": 16, "dropout": 0.0, "shortcut": "conv"},
 }
 
 
@@ -140,6 +140,11 @@ def _check_semantics(config: dict) -> None:
             raise ConfigError(
                 f"config key models.{name}.conditions: condition 'dropout' cannot apply to model "
                 f"{name!r} ({model['arch']}, dropout={params.get('dropout', 0)}): it has no dropout"
+            )
+        if "shortcut" in params and params["shortcut"] not in ("conv", "option_a"):
+            raise ConfigError(
+                f"config key models.{name}.params.shortcut: {params['shortcut']!r} is not one of "
+                "conv (1x1 conv + BN) or option_a (the authors' parameter-free shortcut)"
             )
         if "dropout" in params and not 0 <= params["dropout"] < 1:
             raise ConfigError(f"config key models.{name}.params.dropout: must be in [0, 1)")

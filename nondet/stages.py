@@ -123,8 +123,9 @@ def load_dataset(path, expected_hash: str, device="cpu"):
                 f"(data_hash {f.attrs.get('data_hash')} != {expected_hash}); rerun its rule"
             )
         arrays = {k: f[k][()] for k in ("x_train", "y_train", "x_test", "y_test")}
-        name = json.loads(f.attrs["provenance"])["dataset"]["name"]
-    return from_arrays(name, arrays, device)
+        spec = json.loads(f.attrs["provenance"])["dataset"]
+    return from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"),
+                       spec.get("pad_value", "mean"))  # fmt: skip
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -332,7 +333,7 @@ def predict(
     use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
     tta = fit_kind(tta if use_tta else None, data.x_test)
     check_fits(tta, data.x_test)
-    views = make_views(tta)
+    views = make_views(tta, data.pad_fill)
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:

@@ -12,8 +12,9 @@ import torch
 from .augment import crop_flip, shift
 
 
-def make_views(spec: dict | None) -> list[tuple[str, object]]:
-    """Named view functions for ``spec`` = {kind, size, stride}; the identity comes first."""
+def make_views(spec: dict | None, fill=None) -> list[tuple[str, object]]:
+    """Named view functions for ``spec`` = {kind, size, stride}; the identity comes first.
+    ``fill``: per-channel crop padding of images (None = zeros; nondet.augment.pad_image)."""
     views = [("identity", lambda x: x)]
     if not spec:
         return views
@@ -33,7 +34,7 @@ def make_views(spec: dict | None) -> list[tuple[str, object]]:
             for dx in offsets:
                 if (dy, dx, flip) != (size, size, 0):
                     views.append((f"crop{dy - size:+d}{dx - size:+d}" + ("flip" if flip else ""),
-                                  _crop_view(dy, dx, flip, size)))  # fmt: skip
+                                  _crop_view(dy, dx, flip, size, fill)))  # fmt: skip
     return views
 
 
@@ -65,10 +66,10 @@ def _shift_view(offset: int, size: int):
     return view
 
 
-def _crop_view(dy: int, dx: int, flip: int, pad: int):
+def _crop_view(dy: int, dx: int, flip: int, pad: int, fill=None):
     def view(x):
         params = torch.tensor([[dy, dx, flip]], dtype=torch.long).expand(len(x), 3)
-        return crop_flip(x, params, pad)
+        return crop_flip(x, params, pad, fill)
 
     return view
 

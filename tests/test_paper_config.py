@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nondet import config as cfg
@@ -44,17 +45,48 @@ def test_paper_recipe():
     c = merged_paper_config()
     assert c["dataset"]["name"] == "cifar10" and c["device"] == "cuda" and c["replicas"] == 100
     assert "cnn" not in c["models"]  # the default's 1-D CNN is removed with `cnn: null`
-    r = cfg.recipe(c, "resnet14", "all")
-    assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
-    assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
-    assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
-    assert cfg.model_spec(c, "resnet14") == {"arch": "resnet", "blocks": 2, "width": 16,
-                                             "dropout": 0.0}  # fmt: skip
-    assert set(c["models"]["resnet14"]["conditions"]) == {
-        "control", "init", "shuffle", "augment", "kernels", "all", "bitflip"}  # fmt: skip
     archs = {m["arch"] for m in c["models"].values()}
     assert archs == {"linear", "mlp", "resnet"}
     assert len(c["stability"]["models"]) == len(c["models"])
+
+
+def test_paper_job_spec_carries_the_authors_recipe():
+    """The validated config's training job (its spec is the provenance) builds the authors'
+    ResNet-14 and schedule; the defaults (config.yaml) keep ours."""
+    import torch
+
+    from nondet.models import build_model
+    from nondet.seeds import torch_generator
+    from nondet.training import Schedule, param_groups
+
+    c = merged_paper_config()
+    job = cfg.train_job(c, "resnet14", "bitflip", 0)
+    r, spec = job["recipe"], job["model_spec"]
+    assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
+    assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
+    assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
+    net = build_model(spec, (3, 32, 32), 10, torch_generator(0), init=r["init"])
+    assert sum(p.numel() for p in net.parameters()) == 172_602  # option A (design.md §5)
+    assert r["bitflip_tensor"] in dict(net.named_parameters())  # the stem conv
+    assert net.get_parameter(r["bitflip_tensor"]).shape == (16, 3, 3, 3)
+    groups = param_groups(net, r)
+    assert all(g["weight_decay"] == 5e-4 for g in groups if g["params"])
+    assert {g["lr_scale"] for g in groups if g["params"]} == {1.0, 0.1}
+    sched = Schedule(r, 50_000)  # 98 steps per epoch
+    assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
+    assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
+    ours = cfg.validate(yaml.safe_load(open(REPO / "config.yaml")))
+    assert job["data_hash"] == cfg.data_hash(c) != cfg.data_hash(
+        {**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}}
+    )
+    d = cfg.recipe(ours, "cnn", "all")
+    assert (d["init"], d["weight_decay_on"], d["lr_scale_bias_bn"], d["schedule"]) == (
+        "pytorch", "weights", 1.0, "cosine_restart")  # fmt: skip
+    assert (ours["dataset"]["normalize"], ours["dataset"]["pad_value"]) == ("exact", "mean")
+    bad = yaml.safe_load(open(PAPER))
+    bad["models"]["resnet14"]["params"]["shortcut"] = "option_b"
+    with pytest.raises(cfg.ConfigError, match="models.resnet14.params.shortcut"):
+        cfg.validate({**yaml.safe_load(open(REPO / "config.yaml")), **bad})
 
 
 def test_paper_dry_run_lists_full_dag(tmp_path):

@@ -115,7 +115,34 @@ def _check_user_model(name: str, model: dict) -> None:
         )
 
 
+def condition_sources(config: dict, condition: str) -> frozenset:
+    """The sources that vary across the replicas of ``condition`` (built-in or config's)."""
+    if condition in CONDITIONS:
+        return CONDITIONS[condition]
+    return frozenset(config["conditions"][condition])
+
+
+def _check_conditions(config: dict) -> None:
+    for name in config["conditions"]:
+        if name in CONDITIONS:
+            raise ConfigError(
+                f"config key conditions.{name}: a built-in condition has this name "
+                f"(built-in: {', '.join(CONDITIONS)})"
+            )
+    known = list(CONDITIONS) + list(config["conditions"])
+    where = [(f"models.{m}.conditions", spec["conditions"]) for m, spec in config["models"].items()]
+    where.append(("mitigation.conditions", config["mitigation"]["conditions"]))
+    for key, names in where:
+        for i, condition in enumerate(names):
+            if condition not in known:
+                raise ConfigError(
+                    f"config key {key}.{i}: unknown condition {condition!r} (known: "
+                    f"{', '.join(known)}; define new ones under the top-level conditions key)"
+                )
+
+
 def _check_semantics(config: dict) -> None:
+    _check_conditions(config)
     for name, model in config["models"].items():
         model.setdefault("params", {})
         model.setdefault("training", {})
@@ -136,11 +163,15 @@ def _check_semantics(config: dict) -> None:
                     f"{model['arch']!r} (allowed: {', '.join(allowed) or 'none'})"
                 )
         params = {**allowed, **model["params"]}
-        if "dropout" in model["conditions"] and not params.get("dropout", 0) > 0:
-            raise ConfigError(
-                f"config key models.{name}.conditions: condition 'dropout' cannot apply to model "
-                f"{name!r} ({model['arch']}, dropout={params.get('dropout', 0)}): it has no dropout"
-            )
+        for condition in model["conditions"]:
+            # "all" varies dropout only where there is some; any other condition must have it
+            varies = condition != "all" and "dropout" in condition_sources(config, condition)
+            if varies and not params.get("dropout", 0) > 0:
+                raise ConfigError(
+                    f"config key models.{name}.conditions: condition {condition!r} varies dropout, "
+                    f"which cannot apply to model {name!r} ({model['arch']}, "
+                    f"dropout={params.get('dropout', 0)}): it has no dropout"
+                )
         if "shortcut" in params and params["shortcut"] not in ("conv", "option_a"):
             raise ConfigError(
                 f"config key models.{name}.params.shortcut: {params['shortcut']!r} is not one of "
@@ -323,6 +354,12 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+    if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
+        from .seeds import source_seeds
+
+        job["sources"] = sorted(config["conditions"][condition])
+        job["seeds"] = [source_seeds(dict.fromkeys(job["sources"], r), job["base_seed"]).as_dict()
+                        for r in job["replicas"]]  # fmt: skip
     job["spec_hash"] = spec_hash(job)
     return job
 

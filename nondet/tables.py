@@ -18,8 +18,9 @@ COLUMNS = [
 def diversity_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     order = {c: i for i, c in enumerate(CONDITIONS)}
-    df["_order"] = df["condition"].map(order)
-    df = df.sort_values(["model", "_order"]).drop(columns="_order").reset_index(drop=True)
+    # config-defined conditions and imported runs: after the built-ins, in the order given
+    df["_order"] = df["condition"].map(order).fillna(len(order))
+    df = df.sort_values(["model", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
     for column in ("n_absorbed", "n_identical_pairs"):
         if column not in df:
             df[column] = float("nan")

@@ -215,6 +215,7 @@ def _check_sections(config: dict) -> None:
                     f"(models: {', '.join(models)})"
                 )
     mit = config["mitigation"]
+    tta_specs(config)  # names must be unique
     for name in mit["models"]:
         for condition in mit["conditions"]:
             if condition not in models[name]["conditions"]:
@@ -392,9 +393,52 @@ def twins_job(config: dict, model: str) -> dict:
     return job
 
 
-def mitigation_methods() -> dict[str, str]:
-    """Method name -> the tag used in file paths."""
-    return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+#: The authors' TTA sets (their evaluate.py): name -> spec. Their counts of augmented views,
+#: excluding the original, are 1 / 25 / 81 / 50 / 162; they average the original's logits with
+#: them (``original: extra``), so 2 / 26 / 82 / 51 / 163 passes, the crop sets' centre crop
+#: repeating the original.
+TTA_PRESETS = {
+    "flip": {"kind": "flip", "size": 4, "stride": 1, "original": "extra"},
+    "crop25": {"kind": "crops", "size": 4, "stride": 2, "original": "extra"},
+    "crop81": {"kind": "crops", "size": 4, "stride": 1, "original": "extra"},
+    "flip-crop25": {"kind": "flip+crops", "size": 4, "stride": 2, "original": "extra"},
+    "flip-crop81": {"kind": "flip+crops", "size": 4, "stride": 1, "original": "extra"},
+}
+
+
+def tta_specs(config: dict) -> dict[str, dict] | None:
+    """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
+    None (one spec: methods tta and snapshot+tta)."""
+    tta = config["mitigation"]["tta"]
+    if isinstance(tta, dict):
+        return None
+    out = {}
+    for item in tta:
+        name, spec = (item, TTA_PRESETS[item]) if isinstance(item, str) else (item["name"], item)
+        if name in out:
+            raise ConfigError(f"config key mitigation.tta: two specs are named {name!r}")
+        out[name] = {k: v for k, v in spec.items() if k != "name"}
+    return out
+
+
+def mitigation_methods(config: dict | None = None) -> dict[str, str]:
+    """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
+    TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
+    specs = tta_specs(config) if config is not None else None
+    if specs is None:
+        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
+    methods["snapshot"] = "snapshot"
+    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
+    return methods
+
+
+def tta_spec(config: dict, method: str) -> dict | None:
+    """The TTA spec a mitigation method uses (None: no TTA)."""
+    base, _, name = method.partition(":")
+    if base not in ("tta", "snapshot+tta"):
+        return None
+    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
 
 
 def comparison_chunks(config: dict, name: str) -> list[list[int]]:

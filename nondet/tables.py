@@ -81,8 +81,10 @@ MITIGATION_COLUMNS = [
 def mitigation_table(rows: list[dict]) -> pd.DataFrame:
     """One row per (model, condition, method); ``*_reduction`` = % reduction against plain."""
     df = pd.DataFrame(rows)
-    df["_m"] = df["method"].map({m: i for i, m in enumerate(METHODS)})
-    df = df.sort_values(["model", "condition", "_m"]).drop(columns="_m").reset_index(drop=True)
+    # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
+    df["_m"] = df["method"].map(lambda m: METHODS.index(m.partition(":")[0]))
+    df = df.sort_values(["model", "condition", "_m"], kind="stable").drop(columns="_m")
+    df = df.reset_index(drop=True)
     for metric in ("acc_sd", "ce_sd", "disagreement"):
         plain = df[df["method"] == "plain"].set_index(["model", "condition"])[metric]
         ref = df.set_index(["model", "condition"]).index.map(plain.get)

@@ -25,7 +25,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
-    method="|".join(cfg.mitigation_methods().values()),
+    method="|".join(cfg.mitigation_methods(config).values()),
     arm="baseline|candidate",
     name=r"[A-Za-z0-9_\-]+",
 
@@ -69,7 +69,7 @@ def metrics_params(wildcards):
 
 
 # --- instability and mitigation (issue 3) ---
-METHOD_TAGS = cfg.mitigation_methods()
+METHOD_TAGS = cfg.mitigation_methods(config)
 
 
 def instability_targets():
@@ -124,8 +124,13 @@ def method_of(tag):
     return {t: m for m, t in METHOD_TAGS.items()}[tag]
 
 
+def tta_of(wildcards):
+    return cfg.tta_spec(config, method_of(wildcards.method))
+
+
 def mitigation_train_file(wildcards):
-    if wildcards.method == "tta":  # TTA reuses the plain replicas of the protocol
+    # TTA reuses the plain replicas of the protocol
+    if method_of(wildcards.method).startswith("tta"):
         return "results/train/{model}/{condition}/chunk{chunk}.h5".format(**wildcards)
     return "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5".format(
         **wildcards
@@ -133,7 +138,7 @@ def mitigation_train_file(wildcards):
 
 
 def mitigation_predict_job(wildcards):
-    if wildcards.method == "tta":
+    if method_of(wildcards.method).startswith("tta"):
         return train_job(wildcards)
     return snapshot_job(wildcards)
 

@@ -36,7 +36,7 @@ def expected_jobs(c: dict) -> dict:
         "predict": len(groups) * chunks,
         "metrics": len(groups),
         "train_snapshot": n_mit * chunks,
-        "predict_mitigation": n_mit * chunks * 3,
+        "predict_mitigation": n_mit * chunks * len(cfg.mitigation_methods(c)),
         "twins": len(c["instability"]["models"]),
     }
 
@@ -75,6 +75,15 @@ def test_paper_job_spec_carries_the_authors_recipe():
     sched = Schedule(r, 50_000)  # 98 steps per epoch
     assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
     assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
+    assert list(cfg.mitigation_methods(c)) == [
+        "tta:flip", "tta:crop25", "tta:crop81", "tta:flip-crop25", "tta:flip-crop81", "snapshot",
+        "snapshot+tta:flip", "snapshot+tta:crop25", "snapshot+tta:crop81",
+        "snapshot+tta:flip-crop25", "snapshot+tta:flip-crop81"]  # fmt: skip
+    assert cfg.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
+                                                      "original": "extra"}  # fmt: skip
+    assert c["conditions"] == {"shuffle_kernels": ["shuffle", "kernels"],
+                               "shuffle_augment_kernels": ["shuffle", "augment", "kernels"]}
+    assert cfg.train_job(c, "resnet14", "shuffle_kernels", 0)["sources"] == ["kernels", "shuffle"]
     ours = cfg.validate(yaml.safe_load(open(REPO / "config.yaml")))
     assert job["data_hash"] == cfg.data_hash(c) != cfg.data_hash(
         {**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}}

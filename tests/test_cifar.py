@@ -177,7 +177,7 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     snakemake(work, "--cores", "2", "results/tables/diversity.csv", "results/tables/mitigation.csv",
-              config=config)  # fmt: skip
+              "results/tables/paper_comparison.csv", config=config)  # fmt: skip
     rows = list(csv.DictReader(open(work / "results/tables/diversity.csv")))
     assert [r["condition"] for r in rows] == [
         "control", "init", "shuffle", "augment", "kernels", "all", "bitflip", "shuffle_kernels",
@@ -207,3 +207,11 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     for name, n in passes.items():
         assert int(mit[f"tta:{name}"]["test_passes"]) == n
         assert int(mit[f"snapshot+tta:{name}"]["test_passes"]) == 2 * n
+    # the published numbers beside ours, converted to the paper's conventions
+    comp = {(r["method"], r["metric"]): r
+            for r in csv.DictReader(open(work / "results/tables/paper_comparison.csv"))}  # fmt: skip
+    assert set(comp) == {("plain", m) for m in ("acc_sd", "ce_sd", "disagreement", "pearson",
+                                                "ens_acc_gain")} | {("snapshot", "disagreement_reduction")}  # fmt: skip
+    sd = float(comp[("plain", "acc_sd")]["ours"])
+    assert sd == pytest.approx(float(by["all"]["acc_sd"]) * (1 / 2) ** 0.5)  # ddof 1 -> 0, n = 2
+    assert float(comp[("plain", "disagreement")]["ours"]) == pytest.approx(float(by["all"]["disagreement"]))

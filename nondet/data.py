@@ -465,7 +465,21 @@ def validate_arrays(arrays: dict, source: str) -> dict:
 
 
 def make_dataset_arrays(spec: dict, log=print) -> dict:
-    """Arrays of the data set described by the config's ``dataset`` section."""
+    """Arrays of the data set described by the config's ``dataset`` section; with ``n_train`` /
+    ``n_test``, only the first so many examples of each split (a fixed subset, no random draw)."""
+    arrays = _dataset_arrays(spec, log)
+    for split in ("train", "test"):
+        n = spec.get(f"n_{split}")
+        if n is None:
+            continue
+        have = len(arrays[f"y_{split}"])
+        if n > have:
+            raise DataError(f"dataset.n_{split}: {n} examples asked, the {split} split has {have}")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][:n], arrays[f"y_{split}"][:n]
+    return arrays
+
+
+def _dataset_arrays(spec: dict, log=print) -> dict:
     name = spec["name"]
     if name == "mnist1d":
         return make_mnist1d(spec.get("seed", 42), spec.get("num_samples", 5000))

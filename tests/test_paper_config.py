@@ -129,3 +129,26 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
     assert checked == total
     assert seconds < 60, f"dry run took {seconds:.1f}s"
     print(f"paper dry run: {total} jobs in {seconds:.1f}s")
+
+
+def test_paper_cpu_config_validates_and_plans(tmp_path):
+    """configs/paper_cpu.yaml: the authors' recipe on a Fashion-MNIST subset, planned on CPU."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(open(REPO / "config.yaml"))
+    update_config(config, yaml.safe_load(open(REPO / "configs/paper_cpu.yaml")))
+    c = cfg.validate(config)
+    assert list(c["models"]) == ["resnet14"] and c["device"] == "cpu"
+    job = cfg.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
+    assert job["model_spec"]["shortcut"] == "option_a" and job["recipe"]["schedule"] == "authors"
+    assert job["sources"] == ["augment", "kernels", "shuffle"]
+    assert list(cfg.mitigation_methods(c)) == ["tta:flip", "tta:crop25", "snapshot",
+                                               "snapshot+tta:flip", "snapshot+tta:crop25"]  # fmt: skip
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(REPO / "configs/paper_cpu.yaml"), "-n"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", (out.stdout + out.stderr).split("Job stats:")[1], re.M))
+    assert int(stats["train"]) == 9 and int(stats["predict_mitigation"]) == 5

@@ -163,3 +163,15 @@ def test_training_augmentation_pads_with_the_data_sets_fill():
     assert torch.equal(aug(data.x_train[index], index, 0), expected)
     aug.fill = None
     assert not torch.equal(aug(data.x_train[index], index, 0), expected)
+
+
+def test_dataset_subset_keeps_the_first_examples(monkeypatch):
+    from nondet import data as D
+
+    full = _images(20)
+    monkeypatch.setattr(D, "_dataset_arrays", lambda spec, log: dict(full))
+    sub = D.make_dataset_arrays({"name": "x", "n_train": 7, "n_test": 3})
+    assert np.array_equal(sub["x_train"], full["x_train"][:7]) and len(sub["y_test"]) == 3
+    assert len(D.make_dataset_arrays({"name": "x"})["y_train"]) == 20
+    with pytest.raises(D.DataError, match="dataset.n_train: 21"):
+        D.make_dataset_arrays({"name": "x", "n_train": 21})

@@ -3,6 +3,7 @@ from nondet import config as cfg
 from nondet.h5io import CODE_VERSION
 
 try:
+    cfg.check_config_files(workflow.configfiles)  # duplicate keys: YAML keeps the last silently
     _validated = cfg.validate(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -57,12 +58,21 @@ def train_job(wildcards):
 
 
 def metrics_params(wildcards):
-    return {
-        "model": wildcards.model,
-        "condition": wildcards.condition,
-        **config["metrics"],
-        "code_version": CODE_VERSION,
-    }
+    method = method_of(wildcards.method) if hasattr(wildcards, "method") else "plain"
+    return cfg.metrics_params(config, wildcards.model, wildcards.condition, method)
+
+
+def metrics_expect(paths):
+    """What each metrics file in ``paths`` must carry (spec, data and code version)."""
+    out = {}
+    for p in paths:
+        parts = p.split("/")
+        if parts[1] == "mitigation":  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
+            m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
+            out[p] = cfg.metrics_expect(config, m, c, method_of(tag))
+        else:  # results/metrics/{model}/{condition}.h5
+            out[p] = cfg.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+    return out
 
 
 # --- instability and mitigation (issue 3) ---
@@ -160,6 +170,7 @@ def compare_params(wildcards):
         "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.comparison_expect(config, wildcards.name),
     }
 
 
@@ -173,6 +184,7 @@ def factorial_params(wildcards):
         "bootstrap_resamples": min(2000, config["metrics"]["bootstrap_resamples"]),
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.factorial_expect(config, wildcards.name),
     }
 
 

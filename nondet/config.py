@@ -300,7 +300,7 @@ def _check_plan_size(config: dict) -> None:
             f"config key replicas: this configuration plans about {n} jobs, more than "
             f"max_jobs = {config['max_jobs']} (replicas {config['replicas']}, replicas_per_job "
             f"{config['replicas_per_job']}, {len(groups(config))} (model, condition) groups). "
-            "Planning alone takes about a second per 400 jobs and memory grows with them: lower "
+            "Planning alone takes about a second per 400-700 jobs and memory grows with them: lower "
             "replicas (or comparisons/factorial sizes), raise replicas_per_job, or raise max_jobs "
             "if you really mean it."
         )

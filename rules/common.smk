@@ -3,7 +3,8 @@ from nondet import config as cfg
 from nondet.h5io import CODE_VERSION
 
 try:
-    cfg.check_config_files(workflow.configfiles)  # duplicate keys: YAML keeps the last silently
+    # duplicate keys: Snakemake's YAML loader silently keeps the last value
+    cfg.check_config_files(workflow.configfiles)
     _validated = cfg.validate(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None

@@ -91,7 +91,7 @@ def test_chunks_cover_every_replica_once():
     [
         ({"training__lr": float("nan")}, "training.lr: nan is not a finite number"),
         ({"training__lr": float("inf")}, "training.lr: inf is not a finite number"),
-        ({"overrides": {"cnn": {"all": {"weight_decay": float("-inf")}}}}, "overrides.cnn.all.weight_decay"),
+        ({"overrides": {"cnn": {"all": {"weight_decay": float("inf")}}}}, "overrides.cnn.all.weight_decay"),
         ({"base_seed": 2.0}, "base_seed: 2.0 is not of type 'integer' (a whole number is meant: write 2"),
         ({"replicas": 4.0}, "config key replicas: 4.0"),
         ({"training__epochs": 3.0}, "training.epochs: 3.0"),

@@ -342,3 +342,45 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
     assert "training cnn/control replicas [0, 1]" in text  # the header survived
     assert text.count("Traceback") == 1 and text.count("train failed") == 1
     assert text.index("training cnn/control") < text.index("train failed")
+
+
+def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
+    """Item 1 end to end: a predictions chunk of an lr-0.1 run copied over an lr-0.2 run's path
+    used to give a diversity table mixing both, exit 0. Now the metrics job fails naming the file,
+    and the advised --forcerun restores exactly the table of the lr-0.2 run."""
+    import shutil
+
+    import yaml
+
+    def run(workdir, lr, *args):
+        config = {
+            "experiment": "copy",
+            "replicas": 2,
+            "replicas_per_job": 1,  # two chunks: one copied chunk would be mixed with the other
+            "dataset": {"num_samples": 300},
+            "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr},
+            "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
+            "metrics": {"bootstrap_resamples": 20},
+            "instability": {"models": []},
+            "stability": {"models": []},
+            "mitigation": {"models": []},
+        }
+        workdir.mkdir(exist_ok=True)
+        (workdir / "c.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(workdir), "--configfile", str(workdir / "c.yaml"), "--cores", "1",
+               *args, "results/tables/diversity.csv"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(a, 0.1).returncode == 0 and run(b, 0.2).returncode == 0
+    table = (b / "results/tables/diversity.csv").read_text()
+    chunk = "results/predict/lin/init/chunk0.h5"
+    shutil.copy(a / chunk, b / chunk)
+    out = run(b, 0.2)
+    assert out.returncode != 0
+    assert f"input file {chunk} was not made by the job this run expects" in out.stderr
+    assert (b / "results/tables/diversity.csv").read_text() == table  # nothing mixed was written
+    assert run(b, 0.2, "--forcerun", chunk).returncode == 0
+    assert (b / "results/tables/diversity.csv").read_text() == table

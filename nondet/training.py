@@ -182,7 +182,11 @@ def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict
     """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None."""
     if path is None or not os.path.exists(path):
         return None
-    state = torch.load(path, map_location=device, weights_only=False)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError, KeyError) as e:  # damaged: start over, say so
+        log(f"{label} ignoring checkpoint {path}: it cannot be read ({e})")
+        return None
     if state["key"] != key:
         differs = sorted(k for k in {*key, *state["key"]} if key.get(k) != state["key"].get(k))
         log(f"{label} ignoring checkpoint {path}: it belongs to a different run ({', '.join(differs)} differ)")

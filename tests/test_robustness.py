@@ -384,3 +384,23 @@ def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
     assert (b / "results/tables/diversity.csv").read_text() == table  # nothing mixed was written
     assert run(b, 0.2, "--forcerun", chunk).returncode == 0
     assert (b / "results/tables/diversity.csv").read_text() == table
+
+
+def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, recipe, cnn_spec):
+    import torch
+
+    from nondet import training
+    from nondet.seeds import replica_seeds
+
+    ckpt = tmp_path / "replica_0000.pt"
+    ckpt.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    lines = []
+    seeds = replica_seeds("control", 0, 0)
+    res = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
+                                 torch.device("cpu"), log=lines.append, checkpoint=ckpt,
+                                 checkpoint_every=1)  # fmt: skip
+    assert any("ignoring checkpoint" in line and "cannot be read" in line for line in lines)
+    straight = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
+                                      torch.device("cpu"), log=lambda _: None)  # fmt: skip
+    for name in straight["state"]:
+        assert np.array_equal(res["state"][name], straight["state"][name])

@@ -18,6 +18,7 @@ include: "rules/plots.smk"
 include: "rules/instability.smk"
 include: "rules/mitigation.smk"
 include: "rules/compare.smk"
+include: "rules/runs.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         instability_targets(),
         mitigation_targets(),
         compare_targets(),
+        RUNS_TARGETS,

@@ -128,6 +128,7 @@ def validate(config: dict) -> dict:
     _check_semantics(config)
     _check_sections(config)
     _check_comparisons(config)
+    _check_runs(config)
     _check_plan_size(config)
     return config
 
@@ -290,6 +291,8 @@ def plan_size(config: dict) -> int:
         n += 4 * -(-spec["replicas"] // per) + 1
     for spec in config["factorial"].values():
         n += 2 * -(-math.prod(spec["levels"]) // per) + 1
+    runs = config.get("runs", {})
+    n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
     return n
 
 
@@ -480,6 +483,50 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
     return job
 
 
+# --- bring your own runs (rules/runs.smk) -----------------------------------------------------
+
+
+def _check_runs(config: dict) -> None:
+    """Defaults of runs.groups / runs.comparisons and their cross-references."""
+    from .runs import GROUP_DEFAULTS
+
+    runs = config["runs"]
+    if not config["models"] and not runs["groups"]:
+        raise ConfigError("config key models: no models to train and no runs.groups to analyse")
+    for name, spec in runs["groups"].items():
+        for key, value in GROUP_DEFAULTS.items():
+            spec.setdefault(key, value)
+        if spec["model"] in config["models"]:
+            raise ConfigError(
+                f"config key runs.groups.{name}.model: {spec['model']!r} is a model the pipeline "
+                "trains; give imported runs another model label"
+            )
+    for name, spec in runs["comparisons"].items():
+        for arm in ("baseline", "candidate"):
+            if spec[arm] not in runs["groups"]:
+                raise ConfigError(
+                    f"config key runs.comparisons.{name}.{arm}: unknown group {spec[arm]!r} "
+                    f"(groups: {', '.join(runs['groups']) or 'none'})"
+                )
+        if spec["baseline"] == spec["candidate"]:
+            raise ConfigError(f"config key runs.comparisons.{name}: baseline and candidate are the same group")
+        for arm in ("baseline", "candidate"):
+            if spec.get("paired_by") and not runs["groups"][spec[arm]]["metadata"]:
+                raise ConfigError(
+                    f"config key runs.comparisons.{name}.paired_by: group {spec[arm]!r} has no "
+                    "metadata CSV to pair its runs by"
+                )
+        for key, value in {"paired_by": None, "alpha": 0.05, "power": 0.8, "effect": None}.items():
+            spec.setdefault(key, value)
+    if runs["all_pairs"] and len(runs["groups"]) < 2:
+        raise ConfigError("config key runs.all_pairs: needs at least 2 groups")
+
+
+def run_groups(config: dict) -> list[tuple[str, str]]:
+    """(model label, group name) of every imported group of runs."""
+    return [(spec["model"], name) for name, spec in config["runs"]["groups"].items()]
+
+
 # --- what each stage expects of its inputs ----------------------------------------------------
 # Every output carries spec_hash, data_hash and code_version (nondet.h5io.atomic_h5); the rules
 # pass the values each input must carry, and nondet.h5io.open_input refuses any other file.
@@ -524,6 +571,19 @@ def metrics_expect(config: dict, model: str, condition: str, method="plain") -> 
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+
+
+def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
+    """Params of the metrics job of an imported group (rules/runs.smk): as metrics_params, same
+    bootstrap seeds; its input's hashes come from the imported files, so none are listed."""
+    return {"model": run_model, "condition": group, **config["metrics"], "code_version": CODE_VERSION}
+
+
+def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
+    """What the metrics file of an imported group carries (its data_hash comes from the labels
+    of the imported files, so it is not known from the config)."""
+    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)),
+            "code_version": CODE_VERSION}  # fmt: skip
 
 
 def comparison_expect(config: dict, name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Diversity metrics over a group of replicas (design.md §2).
+"""Diversity metrics over a group of replicas (docs/protocol.md §2).
 
 Shapes: ``logits`` (m models, n examples, k classes), ``labels`` (n,), ``features`` (m, n, d).
 Pairwise metrics are (m, m) matrices computed with matrix operations; a condition's value is the
@@ -188,16 +188,19 @@ def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray, n_resamples:
     m, n = correct.shape
     acc = correct.mean(1)
 
+    hits, gram = correct.sum(1), correct @ correct.T  # per replica; shared hits per pair
+
     def parts(idx, axis=-1):
-        """(total, indep) for replica index resamples idx (..., m), from counts: fast and exact
-        (for 0/1 values the ddof=1 variance of example i is m/(m-1) p_i (1 - p_i))."""
+        """(total, indep) for replica index resamples idx (..., m), from how often each replica
+        is drawn: for 0/1 values the ddof=1 variance of example i over k draws is
+        k/(k-1) p_i (1 - p_i), and sum_i p_i (1 - p_i) = (c.hits)/k - (c' G c)/k^2 with c the
+        draw counts and G the Gram matrix of correctness, so no (resamples x n) array is made."""
         idx = np.moveaxis(np.asarray(idx, dtype=np.int64), axis, -1)
         flat = idx.reshape(-1, idx.shape[-1])
-        counts = np.zeros((len(flat), m))
-        np.add.at(counts, (np.arange(len(flat))[:, None], flat), 1.0)
-        p = counts @ correct / idx.shape[-1]
-        k = idx.shape[-1]
-        indep = (k / (k - 1)) * (p * (1 - p)).sum(-1) / n**2
+        k = flat.shape[-1]
+        counts = np.stack([(flat == r).sum(-1) for r in range(m)], axis=-1).astype(np.float64)
+        spread = counts @ hits / k - np.einsum("bi,ij,bj->b", counts, gram, counts) / k**2
+        indep = (k / (k - 1)) * spread / n**2
         total = np.var(acc[flat], axis=-1, ddof=1)
         return 1e4 * total.reshape(idx.shape[:-1]), 1e4 * indep.reshape(idx.shape[:-1])
 

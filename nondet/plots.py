@@ -39,7 +39,8 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
     from .seeds import CONDITIONS
 
     order = list(CONDITIONS)
-    rows = sorted(rows, key=lambda r: order.index(r["condition"]))
+    # imported groups of runs (nondet.runs) are named freely: after the conditions, in given order
+    rows = sorted(rows, key=lambda r: order.index(r["condition"]) if r["condition"] in order else len(order))
     labels = [condition_label(r) for r in rows]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
     for ax, (key, name) in zip(axes.flat, PANELS):

@@ -15,7 +15,7 @@ import numpy as np
 #: Seeded sources, in a fixed order: the order is part of the seed derivation, never reorder.
 SOURCES = ("init", "shuffle", "augment", "dropout", "kernels", "bitflip")
 
-#: What varies across the replicas of each condition (design.md §1).
+#: What varies across the replicas of each condition (docs/protocol.md §1).
 CONDITIONS: dict[str, frozenset[str]] = {
     "control": frozenset(),
     "init": frozenset({"init"}),

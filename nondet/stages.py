@@ -409,6 +409,7 @@ def load_predictions(paths, expect=None) -> dict:
                     "kernels_mode": str(f.attrs["kernels_mode"]),
                     "method": str(f.attrs.get("method", "plain")),
                     "test_passes": int(f.attrs.get("test_passes", 1)),
+                    "cka_on": str(f.attrs.get("cka_on", "")),  # set by imported runs (nondet.runs)
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )
@@ -426,6 +427,7 @@ def load_predictions(paths, expect=None) -> dict:
         "kernels_mode": parts[0]["kernels_mode"],
         "method": parts[0]["method"],
         "test_passes": parts[0]["test_passes"],
+        "cka_on": parts[0]["cka_on"],
         "job": parts[0]["prov"]["job"],
         "device": parts[0]["prov"]["device"],
     }
@@ -475,6 +477,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "n_diverged": int(diverged.sum()),
         "n_absorbed": absorbed_count(pred["absorbed"][keep]),
         "n_identical_pairs": identical_pairs(pred["logits"][keep]),
+        **({"cka_on": pred["cka_on"]} if pred["cka_on"] else {}),  # imported runs: logits or features
     }
     prov = provenance(
         kind="metrics",

@@ -12,6 +12,7 @@ config.clear()
 config.update(_validated)
 
 GROUPS = cfg.groups(config)
+RUN_GROUPS = cfg.run_groups(config)  # imported runs (rules/runs.smk)
 CHUNKS = range(len(cfg.chunks(config)))
 MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
@@ -42,7 +43,9 @@ def predict_files(model, condition):
 
 def metric_files(model=None):
     return [
-        f"results/metrics/{m}/{c}.h5" for m, c in GROUPS if model is None or m == model
+        f"results/metrics/{m}/{c}.h5"
+        for m, c in GROUPS + RUN_GROUPS
+        if model is None or m == model
     ]
 
 
@@ -71,6 +74,8 @@ def metrics_expect(paths):
         if parts[1] == "mitigation":  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
             m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
             out[p] = cfg.metrics_expect(config, m, c, method_of(tag))
+        elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
+            out[p] = cfg.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
         else:  # results/metrics/{model}/{condition}.h5
             out[p] = cfg.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
     return out

@@ -1,0 +1,135 @@
+# Bring your own runs (README "Bring your own runs"): prediction files trained anywhere are
+# imported into the predict stage's layout, then analysed like trained runs. No training.
+# Wildcards run_model/group (not model/condition) so these rules never compete with training;
+# helpers in nondet.runs (group_inputs, predictions_path, compare_params, targets).
+import nondet.runs as byo
+
+RUN_MODELS = sorted({m for m, _ in RUN_GROUPS})
+RUNS_TARGETS = byo.targets(config)
+
+
+# With no trained models the model/condition constraints are empty (no constraint), so the
+# training-path rules also match imported files; run labels never name a trained model.
+ruleorder: import_runs > predict
+ruleorder: runs_metrics > metrics
+ruleorder: runs_plot_diversity > plot_diversity
+
+
+wildcard_constraints:
+    run_model="|".join(RUN_MODELS) or "(?!)",
+    group="|".join(config["runs"]["groups"]) or "(?!)",
+
+
+rule import_runs:
+    input:
+        unpack(lambda w: byo.group_inputs(config, w.group)),
+    output:
+        "results/predict/{run_model}/{group}/chunk0.h5",
+    log:
+        "logs/runs/import/{run_model}/{group}.log",
+    conda:
+        "../envs/torch.yaml"
+    params:
+        runs=lambda w: {
+            "spec": config["runs"]["groups"][w.group],
+            "experiment": config["experiment"],
+            "code_version": CODE_VERSION,
+        },
+    script:
+        "../workflow_scripts/runs_import.py"
+
+
+rule runs_metrics:
+    input:
+        "results/predict/{run_model}/{group}/chunk0.h5",
+    output:
+        "results/metrics/{run_model}/{group}.h5",
+    log:
+        "logs/metrics/{run_model}/{group}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        metrics=lambda w: cfg.runs_metrics_params(config, w.run_model, w.group),
+    script:
+        "../workflow_scripts/metrics.py"
+
+
+rule runs_plot_diversity:
+    input:
+        lambda w: metric_files(w.run_model),
+    output:
+        pdf="results/figures/diversity_{run_model}.pdf",
+        png=report(
+            "results/figures/diversity_{run_model}.png",
+            caption="../report/diversity_figure.rst",
+            category="Diversity",
+            labels={"model": "{run_model}", "figure": "imported runs"},
+        ),
+    log:
+        "logs/plots/diversity_{run_model}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow_scripts/runs_plot.py"
+
+
+rule runs_compare:
+    input:
+        baseline=lambda w: byo.predictions_path(
+            config, config["runs"]["comparisons"][w.name]["baseline"]
+        ),
+        candidate=lambda w: byo.predictions_path(
+            config, config["runs"]["comparisons"][w.name]["candidate"]
+        ),
+    output:
+        csv=report(
+            "results/runs/compare/{name}/summary.csv",
+            caption="../report/runs_compare.rst",
+            category="Is it real?",
+            labels={"comparison": "{name} (imported runs)", "type": "table"},
+        ),
+        plan=report(
+            "results/runs/compare/{name}/plan.csv",
+            caption="../report/runs_plan.rst",
+            category="Is it real?",
+            labels={"comparison": "{name} (imported runs)", "type": "plan"},
+        ),
+        pdf="results/runs/compare/{name}/summary.pdf",
+        png=report(
+            "results/runs/compare/{name}/summary.png",
+            caption="../report/runs_compare.rst",
+            category="Is it real?",
+            labels={"comparison": "{name} (imported runs)", "type": "figure"},
+        ),
+    log:
+        "logs/runs/compare/{name}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        compare=lambda w: byo.compare_params(config, w.name, CODE_VERSION),
+    script:
+        "../workflow_scripts/runs_compare.py"
+
+
+rule runs_all_pairs:
+    input:
+        [byo.predictions_path(config, g) for g in config["runs"]["groups"]],
+    output:
+        report(
+            "results/runs/all_pairs.csv",
+            caption="../report/runs_all_pairs.rst",
+            category="Is it real?",
+            labels={"comparison": "all pairs of imported groups", "type": "table"},
+        ),
+    log:
+        "logs/runs/all_pairs.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        groups=list(config["runs"]["groups"]),
+        alpha=0.05,
+        bootstrap_resamples=config["metrics"]["bootstrap_resamples"],
+        seed=config["metrics"]["seed"],
+        code_version=CODE_VERSION,
+    script:
+        "../workflow_scripts/runs_all_pairs.py"

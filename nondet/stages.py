@@ -21,24 +21,35 @@ from . import h5io
 from .h5io import InputError, atomic_h5, open_input, provenance
 
 
-def get_logger(log_path=None, name="nondet") -> logging.Logger:
+def get_logger(log_path=None, name="nondet", mode="w") -> logging.Logger:
     """Log lines to the rule's log file and to stderr (plain lines: safe without a terminal)."""
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
+    for h in logger.handlers:
+        h.close()
     logger.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        handlers.append(logging.FileHandler(log_path, mode=mode))
     for h in handlers:
         h.setFormatter(fmt)
         logger.addHandler(h)
     return logger
 
 
+def _logs_to(logger: logging.Logger, log_path) -> bool:
+    """Whether ``logger`` already writes to ``log_path`` (None: to stderr only)."""
+    files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    if not log_path:
+        return bool(logger.handlers) and not files
+    return str(Path(log_path).resolve()) in {str(Path(f).resolve()) for f in files}
+
+
 def stage(func):
-    """Log any exception of a stage, with its traceback, to the rule's log file before raising."""
+    """Log any exception of a stage, with its traceback, to the rule's log file before raising:
+    once, appended after what the stage logged (never truncating the log)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -46,12 +57,25 @@ def stage(func):
         try:
             return func(*args, **kwargs)
         except Exception:
-            get_logger(bound.arguments.get("log_path"), "nondet.errors").exception(
-                f"{func.__name__} failed"
-            )
+            log_path = bound.arguments.get("log_path")
+            logger = logging.getLogger("nondet")
+            if not _logs_to(logger, log_path):
+                logger = get_logger(log_path, mode="a")
+            logger.exception(f"{func.__name__} failed")
             raise
 
     return wrapper
+
+
+def _expectations(paths, expect) -> list:
+    """``expect`` (None, a list aligned with ``paths``, or a dict keyed by path) as a list."""
+    if expect is None:
+        return [None] * len(paths)
+    if isinstance(expect, dict):
+        return [expect.get(str(p)) for p in paths]
+    if len(expect) != len(paths):
+        raise InputError(f"{len(paths)} input files but {len(expect)} expected job specs")
+    return list(expect)
 
 
 def job_provenance(kind: str, job: dict, device, **extra) -> dict:
@@ -191,7 +215,7 @@ def train(
         log.info(f"[{label}] not vectorised: this condition varies the kernels source")
         vectorize = False
     if checkpoint_every:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints_for(ckpt_dir, job, log.info)
     if vectorize:
         from .vectorized import train_replicas_vectorized
 
@@ -261,16 +285,38 @@ def same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def checkpoints_for(ckpt_dir: Path, job: dict, log=print) -> None:
+    """Make ``ckpt_dir`` hold only checkpoints of ``job``: checkpoints left by any other job spec
+    (other data, code version, settings or experiment name) are deleted, saying why."""
+    key = {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
+           "code_version": h5io.CODE_VERSION}  # fmt: skip
+    key_file = ckpt_dir / "job.json"
+    if ckpt_dir.exists():
+        try:
+            old = json.loads(key_file.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old != key:
+            why = "they carry no job key" if not isinstance(old, dict) else "; ".join(
+                f"{k} {old.get(k)} != {v}" for k, v in key.items() if old.get(k) != v
+            )
+            log(f"ignoring the checkpoints in {ckpt_dir}: another job spec wrote them ({why}); "
+                "training from the start")  # fmt: skip
+            shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(json.dumps(key))
+
+
 def checkpoint_dir(out_path) -> Path:
     """Hidden folder beside a training output that holds its replicas' resumable state."""
     out_path = Path(out_path)
     return out_path.with_name(f".{out_path.name}.checkpoints")
 
 
-def load_replicas(path) -> list[dict]:
+def load_replicas(path, expect: dict | None = None) -> list[dict]:
     """Replicas of a training file: weights, curve and attributes."""
     out = []
-    with open_input(path, "train") as f:
+    with open_input(path, "train", expect) as f:
         job = json.loads(f.attrs["provenance"])["job"]
         for name in sorted(k for k in f if k.startswith("replica_")):
             g = f[name]
@@ -326,7 +372,7 @@ def predict(
     # CUDA): the kernels condition varies training, never the evaluation
     training.set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
-    replicas = load_replicas(train_path)
+    replicas = load_replicas(train_path, _job_expect(job))
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
     use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
@@ -349,8 +395,9 @@ def predict(
         logits.append(z.cpu().numpy())
         features.append(h.cpu().numpy())
     prov = job_provenance(
-        "predict", job, device, method=method, views=[name for name, _ in views]
-    )
+        "predict", job, device, method=method, views=[name for name, _ in views],
+        tta=tta if use_tta else None,
+    )  # fmt: skip
     with atomic_h5(out_path, prov) as f:
         f.create_dataset("logits", data=np.stack(logits).astype(np.float32))
         f.create_dataset("features", data=np.stack(features).astype(np.float32))
@@ -371,11 +418,16 @@ def predict(
 # --- metrics, tables, figures -----------------------------------------------------------------
 
 
-def load_predictions(paths) -> dict:
+def _job_expect(job: dict) -> dict:
+    return {k: job[k] for k in ("spec_hash", "data_hash", "code_version")}
+
+
+def load_predictions(paths, expect=None) -> dict:
+    """Prediction files, concatenated; ``expect``: what each must carry (see _expectations)."""
     h5io.check_same_experiment(paths, "data_hash")
     parts = []
-    for p in paths:
-        with open_input(p, "predict") as f:
+    for p, e in zip(paths, _expectations(paths, expect)):
+        with open_input(p, "predict", e) as f:
             parts.append(
                 {
                     "logits": f["logits"][()],
@@ -418,7 +470,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
 
     log = get_logger(log_path)
     t0 = time.perf_counter()
-    pred = load_predictions(predict_paths)
+    pred = load_predictions(predict_paths, params.get("inputs"))
     group = f"{params['model']}/{params['condition']}"
     diverged = pred["diverged"]
     if diverged.any():
@@ -464,7 +516,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         params=params,
         experiment=job["experiment"],
         data_hash=job["data_hash"],
-        spec_hash=job["spec_hash"],
+        spec_hash=h5io.spec_hash(params),  # params name the spec of every input
     )
     with atomic_h5(out_path, prov) as f:
         f.attrs["row"] = json.dumps(row)
@@ -510,21 +562,21 @@ def absorbed_count(absorbed: np.ndarray) -> float:
     return float(absorbed.sum())
 
 
-def load_rows(metric_paths) -> list[dict]:
+def load_rows(metric_paths, expect=None) -> list[dict]:
     rows = []
-    for p in metric_paths:
-        with open_input(p, "metrics") as f:
+    for p, e in zip(metric_paths, _expectations(metric_paths, expect)):
+        with open_input(p, "metrics", e) as f:
             rows.append(json.loads(f.attrs["row"]))
     return rows
 
 
 @stage
-def table(metric_paths, csv_path, md_path, log_path=None) -> None:
+def table(metric_paths, csv_path, md_path, log_path=None, expect=None) -> None:
     from .tables import table_notes, diversity_table, write_table
 
     log = get_logger(log_path)
     h5io.check_same_experiment(metric_paths, "data_hash")
-    df = diversity_table(load_rows(metric_paths))
+    df = diversity_table(load_rows(metric_paths, expect))
     notes = table_notes(df)
     write_table(df, csv_path, md_path, notes=notes)
     for line in notes:
@@ -533,11 +585,11 @@ def table(metric_paths, csv_path, md_path, log_path=None) -> None:
 
 
 @stage
-def plot(metric_paths, pdf_path, png_path, model: str, log_path=None) -> None:
+def plot(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=None) -> None:
     from .plots import diversity_figure
 
     log = get_logger(log_path)
-    rows = [r for r in load_rows(metric_paths) if r["model"] == model]
+    rows = [r for r in load_rows(metric_paths, expect) if r["model"] == model]
     diversity_figure(rows, model, pdf_path, png_path)
     log.info(f"wrote {pdf_path} and {png_path}")
 
@@ -622,8 +674,8 @@ def zero_from_step(steps, distance) -> int:
     return int(steps[nonzero[-1] + 1]) if len(nonzero) else int(steps[0])
 
 
-def load_divergence(path) -> dict:
-    with open_input(path, "divergence") as f:
+def load_divergence(path, expect: dict | None = None) -> dict:
+    with open_input(path, "divergence", expect) as f:
         out = {"steps": f["steps"][()], "model": json.loads(f.attrs["provenance"])["job"]["model"]}
         out["steps_per_epoch"] = int(f.attrs["steps_per_epoch"])
         out["runs"] = {
@@ -640,34 +692,36 @@ def load_divergence(path) -> dict:
 
 
 @stage
-def plot_divergence(divergence_path, pdf_path, png_path, log_path=None) -> None:
+def plot_divergence(divergence_path, pdf_path, png_path, log_path=None, expect=None) -> None:
     from .plots import divergence_figure
 
-    divergence_figure(load_divergence(divergence_path), pdf_path, png_path)
+    divergence_figure(load_divergence(divergence_path, expect), pdf_path, png_path)
     get_logger(log_path).info(f"wrote {pdf_path} and {png_path}")
 
 
 @stage
-def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
+def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
+                     expect=None):  # fmt: skip
     """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with reductions."""
     from .plots import mitigation_figure
     from .tables import mitigation_table as make_table
     from .tables import write_table
 
     h5io.check_same_experiment(metric_paths, "data_hash")
-    df = make_table(load_rows(metric_paths))
+    df = make_table(load_rows(metric_paths, expect))
     write_table(df, csv_path, md_path)
     mitigation_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
 @stage
-def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None):
+def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
+                    expect=None):  # fmt: skip
     """Init and one-ulp diversity by model family: table and figure."""
     from .plots import stability_figure
     from .tables import table_notes, diversity_table, write_table
 
-    df = diversity_table(load_rows(metric_paths))
+    df = diversity_table(load_rows(metric_paths, expect))
     write_table(df, csv_path, md_path, notes=table_notes(df))
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
@@ -690,7 +744,9 @@ def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, param
 
     log = get_logger(log_path)
     h5io.check_same_experiment(list(baseline_paths) + list(candidate_paths), "data_hash")
-    arms = {"baseline": load_predictions(baseline_paths), "candidate": load_predictions(candidate_paths)}
+    inputs = params.get("inputs", {})
+    arms = {"baseline": load_predictions(baseline_paths, inputs.get("baseline")),
+            "candidate": load_predictions(candidate_paths, inputs.get("candidate"))}  # fmt: skip
     values, per_example = {}, {}
     for arm, pred in arms.items():
         keep = ~pred["diverged"]
@@ -732,7 +788,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     from .plots import components_figure
 
     log = get_logger(log_path)
-    pred = load_predictions(predict_paths)
+    pred = load_predictions(predict_paths, params.get("inputs"))
     if pred["diverged"].any():
         raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
     cells = [tuple(c) for c in params["cells"]]

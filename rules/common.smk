@@ -3,6 +3,8 @@ from nondet import config as cfg
 from nondet.h5io import CODE_VERSION
 
 try:
+    # duplicate keys: Snakemake's YAML loader silently keeps the last value
+    cfg.check_config_files(workflow.configfiles)
     _validated = cfg.validate(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -60,12 +62,23 @@ def train_job(wildcards):
 
 
 def metrics_params(wildcards):
-    return {
-        "model": wildcards.model,
-        "condition": wildcards.condition,
-        **config["metrics"],
-        "code_version": CODE_VERSION,
-    }
+    method = method_of(wildcards.method) if hasattr(wildcards, "method") else "plain"
+    return cfg.metrics_params(config, wildcards.model, wildcards.condition, method)
+
+
+def metrics_expect(paths):
+    """What each metrics file in ``paths`` must carry (spec, data and code version)."""
+    out = {}
+    for p in paths:
+        parts = p.split("/")
+        if parts[1] == "mitigation":  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
+            m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
+            out[p] = cfg.metrics_expect(config, m, c, method_of(tag))
+        elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
+            out[p] = cfg.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+        else:  # results/metrics/{model}/{condition}.h5
+            out[p] = cfg.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+    return out
 
 
 # --- instability and mitigation (issue 3) ---
@@ -163,6 +176,7 @@ def compare_params(wildcards):
         "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.comparison_expect(config, wildcards.name),
     }
 
 
@@ -176,6 +190,7 @@ def factorial_params(wildcards):
         "bootstrap_resamples": min(2000, config["metrics"]["bootstrap_resamples"]),
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.factorial_expect(config, wildcards.name),
     }
 
 

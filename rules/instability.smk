@@ -32,6 +32,8 @@ rule plot_divergence:
         "logs/plots/divergence_{model}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w: cfg.job_expect(twins_job(w)),
     script:
         "../workflow_scripts/plot_divergence.py"
 
@@ -56,5 +58,7 @@ rule stability_table:
         "logs/stability_table.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/stability_table.py"

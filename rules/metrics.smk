@@ -31,6 +31,8 @@ rule diversity_table:
         "logs/diversity_table.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/table.py"
 

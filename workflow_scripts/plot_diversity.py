@@ -9,4 +9,5 @@ plot(
     snakemake.output.png,
     snakemake.wildcards.model,
     snakemake.log[0],
+    expect=snakemake.params.expect,
 )

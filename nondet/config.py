@@ -14,7 +14,6 @@ import jsonschema
 import yaml
 
 from .h5io import CODE_VERSION, spec_hash
-from .seeds import CONDITIONS
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 

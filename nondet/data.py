@@ -394,7 +394,7 @@ def read_array_file(path) -> dict:
 
 def load_with_loader(spec: dict, log=print) -> dict:
     """Call the user's ``dataset.loader`` ("package.module:load") with ``dataset.args``."""
-    from .usermodel import ModelError, check_params, resolve
+    from .usermodel import ModelError, resolve
 
     what = f"dataset.loader {spec['loader']!r}"
     try:

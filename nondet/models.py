@@ -127,10 +127,6 @@ class ResNet(nn.Module):
 ARCHITECTURES = {"linear": Linear, "mlp": MLP, "cnn1d": CNN1d, "resnet": ResNet}
 
 
-def has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, SeededDropout) and m.p > 0 for m in model.modules())
-
-
 @torch.no_grad()
 def init_parameters(model: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default initialisation, drawn from ``generator`` in module order."""

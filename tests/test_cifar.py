@@ -11,7 +11,7 @@ import torch
 from nondet import data as D
 from nondet.stages import make_dataset, train
 
-from test_workflow import snakemake
+from helpers import snakemake
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):

@@ -3,10 +3,10 @@ import copy
 import pytest
 import yaml
 
+from helpers import default_config
 from nondet import config as cfg
 
-with open("config.yaml") as f:
-    DEFAULT = yaml.safe_load(f)
+DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
 
 def broken(**changes):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_workflow import planned_outputs, snakemake
+from helpers import planned_outputs, snakemake
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")

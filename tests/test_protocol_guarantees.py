@@ -2,7 +2,6 @@
 prediction always runs deterministic fp32 kernels."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import nondet.training as training

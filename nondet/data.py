@@ -9,11 +9,10 @@ channel on the device when loaded (:func:`from_arrays`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import hashlib
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nondet import data as D
-from nondet.stages import make_dataset, train
+from nondet.torch_stages import make_dataset, train
 
 from helpers import snakemake
 

@@ -106,14 +106,14 @@ sys.meta_path.insert(0, Block())
 
 
 def stage_modules(script: Path) -> set[str]:
-    """nondet modules a workflow script's stage function imports (at module level or inside)."""
+    """nondet modules a workflow script imports, and those its stage function imports inside."""
+    import importlib
     import inspect
 
-    import nondet.stages as stages
-
-    mods = {"nondet.stages"}
-    for name in re.findall(r"from nondet\.stages import (\w+)", script.read_text()):
-        source = inspect.getsource(getattr(stages, name))
+    mods = set()
+    for module, name in re.findall(r"from (nondet\.\w+) import (\w+)", script.read_text()):
+        mods.add(module)
+        source = inspect.getsource(getattr(importlib.import_module(module), name))
         mods |= {f"nondet.{m}" for m in re.findall(r"from \.(\w+) import", source)}
     return mods
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from nondet import config as cfg
-from nondet import stages
+from nondet import analysis_stages, files, torch_stages
 from nondet.h5io import InputError, OutputError, atomic_h5
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,12 +36,12 @@ def make_config(**training):
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+    torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
     return path, c
 
 
 def read_weights(path):
-    return {r["replica"]: r["weights"] for r in stages.load_replicas(path)}
+    return {r["replica"]: r["weights"] for r in files.load_replicas(path)}
 
 
 def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_file):
@@ -50,12 +50,12 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
     out = tmp_path / "train" / "chunk0.h5"
     log = tmp_path / "train.log"
     code = (
-        "import json, sys, torch; from nondet.stages import train; "
+        "import json, sys, torch; from nondet.torch_stages import train; "
         "train(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], 1, 1)"
     )
     cmd = [sys.executable, "-c", code, str(data), str(out), json.dumps(job), str(log)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ckpt = stages.checkpoint_dir(out) / "replica_0000.pt"
+    ckpt = files.checkpoint_dir(out) / "replica_0000.pt"
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not ckpt.exists():  # first checkpoint written: training is under way
@@ -75,10 +75,10 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
 
     subprocess.run(cmd, env=env, check=True, timeout=300, stderr=subprocess.DEVNULL)
     assert "resuming from checkpoint" in log.read_text()
-    assert not stages.checkpoint_dir(out).exists()  # cleaned up once the output is complete
+    assert not files.checkpoint_dir(out).exists()  # cleaned up once the output is complete
 
     reference = tmp_path / "reference.h5"
-    stages.train(data, reference, job, checkpoint_every=0)
+    torch_stages.train(data, reference, job, checkpoint_every=0)
     resumed, straight = read_weights(out), read_weights(reference)
     assert resumed.keys() == straight.keys() == {0, 1}
     for r in resumed:
@@ -95,22 +95,22 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
     job["recipe"]["lr"] = 1e6  # blows up: loss becomes NaN
     job["data_hash"] = cfg.data_hash(make_config())
     fine = {**job, "recipe": {**job["recipe"], "lr": 0.2}}
-    stages.train(data, tmp_path / "bad.h5", job, checkpoint_every=0)
-    assert all(r["diverged"] for r in stages.load_replicas(tmp_path / "bad.h5"))
-    stages.predict(data, tmp_path / "bad.h5", tmp_path / "bad_pred.h5", job)
-    stages.train(data, tmp_path / "ok.h5", fine, checkpoint_every=0)
-    stages.predict(data, tmp_path / "ok.h5", tmp_path / "ok_pred.h5", fine)
+    torch_stages.train(data, tmp_path / "bad.h5", job, checkpoint_every=0)
+    assert all(r["diverged"] for r in files.load_replicas(tmp_path / "bad.h5"))
+    torch_stages.predict(data, tmp_path / "bad.h5", tmp_path / "bad_pred.h5", job)
+    torch_stages.train(data, tmp_path / "ok.h5", fine, checkpoint_every=0)
+    torch_stages.predict(data, tmp_path / "ok.h5", tmp_path / "ok_pred.h5", fine)
     params = {"model": "cnn", "condition": "all", "bootstrap_resamples": 20, "seed": 0}
     paths = [tmp_path / "ok_pred.h5", tmp_path / "bad_pred.h5"]
-    stages.metrics(paths, tmp_path / "m.h5", {**params, "on_diverged": "exclude"})
-    row = stages.load_rows([tmp_path / "m.h5"])[0]
+    analysis_stages.metrics(paths, tmp_path / "m.h5", {**params, "on_diverged": "exclude"})
+    row = files.load_rows([tmp_path / "m.h5"])[0]
     assert row["n_diverged"] == 3 and row["n_replicas"] == 3
     assert np.isfinite(row["disagreement"])
     with pytest.raises(InputError, match=r"3 replica\(s\) diverged"):
-        stages.metrics(paths, tmp_path / "m2.h5", {**params, "on_diverged": "fail"})
+        analysis_stages.metrics(paths, tmp_path / "m2.h5", {**params, "on_diverged": "fail"})
     assert not (tmp_path / "m2.h5").exists()
     with pytest.raises(InputError, match="need >= 2 replicas that did not diverge"):
-        stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", params)
+        analysis_stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", params)
 
 
 # --- bad inputs, each with a message that names the problem (config cases: test_config.py) ---
@@ -118,31 +118,31 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
 
 def test_missing_dataset(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        stages.load_dataset(tmp_path / "nope.h5", "abc")
+        files.load_dataset(tmp_path / "nope.h5", "abc")
 
 
 def test_dataset_from_another_config(data_file):
     data, _ = data_file
     with pytest.raises(InputError, match="different dataset config"):
-        stages.load_dataset(data, "0123456789abcdef")
+        files.load_dataset(data, "0123456789abcdef")
 
 
 def test_corrupt_training_file(tmp_path):
     bad = tmp_path / "chunk0.h5"
     bad.write_bytes(b"\x89HDF\r\n garbage")
     with pytest.raises(InputError, match="not a readable HDF5"):
-        stages.load_replicas(bad)
+        files.load_replicas(bad)
 
 
 def test_training_file_from_another_job(tmp_path, data_file):
     data, c = data_file
     job = cfg.train_job(make_config(epochs=1), "cnn", "control", 0)
-    stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     other = cfg.train_job(make_config(epochs=2), "cnn", "control", 0)
     with pytest.raises(InputError, match="not made by the job this run expects"):
-        stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", other)
+        torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", other)
     with pytest.raises(InputError, match="no snapshots"):
-        stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job, method="snapshot")
+        torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job, method="snapshot")
 
 
 def test_predictions_with_wrong_shapes_or_other_experiment(tmp_path):
@@ -158,14 +158,14 @@ def test_predictions_with_wrong_shapes_or_other_experiment(tmp_path):
 
     a, b = write("a.h5", np.arange(5)), write("b.h5", np.arange(6))
     with pytest.raises(InputError, match="different test set"):
-        stages.load_predictions([a, b])
+        files.load_predictions([a, b])
     c = write("c.h5", np.arange(5), data_hash="other")
     with pytest.raises(InputError, match="different experiments"):
-        stages.load_predictions([a, c])
+        files.load_predictions([a, c])
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["x"] = 1
     with pytest.raises(InputError, match="no provenance"):
-        stages.load_predictions([tmp_path / "plain.h5"])
+        files.load_predictions([tmp_path / "plain.h5"])
 
 
 def test_gpu_requested_but_absent():
@@ -209,7 +209,7 @@ def small_config(lr=0.2, data_seed=42, **training):
 def dataset_of(c, folder):
     path = folder / f"data_{cfg.data_hash(c)}.h5"
     if not path.exists():
-        stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+        torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
     return path
 
 
@@ -218,33 +218,33 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     old, new = small_config(lr=0.1), small_config(lr=0.2)
     data = dataset_of(old, tmp_path)
     job = cfg.train_job(old, "cnn", "control", 0)
-    stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     pred = tmp_path / "results" / "predict" / "cnn" / "control" / "chunk0.h5"
-    stages.predict(data, tmp_path / "t.h5", pred, job)
+    torch_stages.predict(data, tmp_path / "t.h5", pred, job)
     # the reader of predictions (metrics) checks the spec of each file it is given
-    stages.metrics([pred], tmp_path / "m_old.h5", cfg.metrics_params(old, "cnn", "control"))
+    analysis_stages.metrics([pred], tmp_path / "m_old.h5", cfg.metrics_params(old, "cnn", "control"))
     with pytest.raises(InputError) as err:
-        stages.metrics([pred], tmp_path / "m_new.h5", cfg.metrics_params(new, "cnn", "control"))
+        analysis_stages.metrics([pred], tmp_path / "m_new.h5", cfg.metrics_params(new, "cnn", "control"))
     assert str(pred) in str(err.value) and "spec_hash" in str(err.value)
     assert "--forcerun" in str(err.value)
     assert not (tmp_path / "m_new.h5").exists()
     # ... and the readers of metric files (tables, figures) check theirs
     metric = str(tmp_path / "m_old.h5")
     with pytest.raises(InputError, match="spec_hash"):
-        stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+        analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
                      expect={metric: cfg.metrics_expect(new, "cnn", "control")})  # fmt: skip
     with pytest.raises(InputError, match="m_old.h5"):
-        stages.load_rows([metric], [cfg.metrics_expect(new, "cnn", "control")])
+        files.load_rows([metric], [cfg.metrics_expect(new, "cnn", "control")])
     assert not (tmp_path / "d.csv").exists()
-    stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+    analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
                  expect={metric: cfg.metrics_expect(old, "cnn", "control")})  # fmt: skip
     assert (tmp_path / "d.csv").exists()
     # a training file of another data set or code version is refused by predict, naming what differs
     other = {**job, "data_hash": "0" * 16}
     with pytest.raises(InputError, match="data_hash"):
-        stages.load_replicas(tmp_path / "t.h5", stages._job_expect(other))
+        files.load_replicas(tmp_path / "t.h5", files._job_expect(other))
     with pytest.raises(InputError, match="code_version: the file has '2'"):
-        stages.load_replicas(tmp_path / "t.h5", {**stages._job_expect(job), "code_version": "99"})
+        files.load_replicas(tmp_path / "t.h5", {**files._job_expect(job), "code_version": "99"})
 
 
 def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
@@ -268,16 +268,16 @@ def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train_replica", dies_on_second_replica)
     with pytest.raises(KeyboardInterrupt):
-        stages.train(data_old, out, job_old, checkpoint_every=1)
-    assert (stages.checkpoint_dir(out) / "replica_0000.pt").exists()
+        torch_stages.train(data_old, out, job_old, checkpoint_every=1)
+    assert (files.checkpoint_dir(out) / "replica_0000.pt").exists()
     monkeypatch.setattr(training, "train_replica", real)
 
     log = tmp_path / "train.log"
-    stages.train(data_new, out, job_new, log_path=log, checkpoint_every=1)
+    torch_stages.train(data_new, out, job_new, log_path=log, checkpoint_every=1)
     text = log.read_text()
     assert "ignoring the checkpoints" in text and "data_hash" in text
     assert "resuming" not in text
-    stages.train(data_new, tmp_path / "straight.h5", job_new, checkpoint_every=0)
+    torch_stages.train(data_new, tmp_path / "straight.h5", job_new, checkpoint_every=0)
     resumed, straight = read_weights(out), read_weights(tmp_path / "straight.h5")
     for r in straight:
         for name in straight[r]:
@@ -293,7 +293,7 @@ def test_truncated_predictions_name_the_file_and_how_to_recover(tmp_path):
     with open(pred, "r+b") as f:
         f.truncate(size // 2)
     with pytest.raises(InputError) as err:
-        stages.load_predictions([pred])
+        files.load_predictions([pred])
     assert str(pred) in str(err.value) and f"--forcerun {pred}" in str(err.value)
 
 
@@ -337,7 +337,7 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
     monkeypatch.setattr(training, "train_replica", boom)
     log = tmp_path / "logs" / "train.log"
     with pytest.raises(RuntimeError, match="boom in replica"):
-        stages.train(data, tmp_path / "t.h5", cfg.train_job(c, "cnn", "control", 0), log_path=log)
+        torch_stages.train(data, tmp_path / "t.h5", cfg.train_job(c, "cnn", "control", 0), log_path=log)
     text = log.read_text()
     assert "training cnn/control replicas [0, 1]" in text  # the header survived
     assert text.count("Traceback") == 1 and text.count("train failed") == 1

@@ -18,7 +18,7 @@ import helpers
 from nondet.compare import per_example_values
 from nondet.metrics import accuracy, cross_entropy
 from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
-from nondet.stages import load_predictions
+from nondet.files import load_predictions
 
 N, K = 50, 4
 

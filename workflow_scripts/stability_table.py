@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import stability_table
+from nondet.analysis_stages import stability_table
 
 out = snakemake.output
 stability_table(

@@ -3,7 +3,7 @@ use rule train as train_arm with:
         data=DATA,
         check=lambda w: model_check(config["comparisons"][w.name]["model"]),
     output:
-        "results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+        ARM_TRAIN,
     log:
         "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
     params:
@@ -14,9 +14,9 @@ use rule train as train_arm with:
 use rule predict as predict_arm with:
     input:
         data=DATA,
-        trained="results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+        trained=ARM_TRAIN,
     output:
-        "results/compare/{name}/{arm}/predict_chunk{chunk}.h5",
+        ARM_PREDICT,
     log:
         "logs/compare/{name}/{arm}/predict_chunk{chunk}.log",
     params:
@@ -56,7 +56,7 @@ use rule train as train_factorial with:
         data=DATA,
         check=lambda w: model_check(config["factorial"][w.name]["model"]),
     output:
-        "results/factorial/{name}/train_chunk{chunk}.h5",
+        FACTORIAL_TRAIN,
     log:
         "logs/factorial/{name}/train_chunk{chunk}.log",
     params:
@@ -67,9 +67,9 @@ use rule train as train_factorial with:
 use rule predict as predict_factorial with:
     input:
         data=DATA,
-        trained="results/factorial/{name}/train_chunk{chunk}.h5",
+        trained=FACTORIAL_TRAIN,
     output:
-        "results/factorial/{name}/predict_chunk{chunk}.h5",
+        FACTORIAL_PREDICT,
     log:
         "logs/factorial/{name}/predict_chunk{chunk}.log",
     params:

@@ -3,7 +3,7 @@ rule twins:
         data=DATA,
         check=lambda w: model_check(w.model),
     output:
-        "results/instability/{model}/divergence.h5",
+        DIVERGENCE,
     log:
         "logs/instability/{model}/twins.log",
     conda:
@@ -19,7 +19,7 @@ rule twins:
 
 rule plot_divergence:
     input:
-        "results/instability/{model}/divergence.h5",
+        DIVERGENCE,
     output:
         pdf="results/figures/divergence_{model}.pdf",
         png=report(

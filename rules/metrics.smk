@@ -2,7 +2,7 @@ rule metrics:
     input:
         lambda w: predict_files(w.model, w.condition),
     output:
-        "results/metrics/{model}/{condition}.h5",
+        METRICS,
     log:
         "logs/metrics/{model}/{condition}.log",
     conda:

@@ -558,7 +558,7 @@ def export(predict_paths, out_dir, features: bool = True) -> list[Path]:
 
     pred = load_predictions(list(predict_paths))
     out_dir = Path(out_dir)
-    (out_dir / "features").mkdir(parents=True, exist_ok=True) if features else out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "features" if features else out_dir).mkdir(parents=True, exist_ok=True)
     written, rows = [], []
     for z, h, r in zip(pred["logits"], pred["features"], pred["replicas"]):
         path = out_dir / f"run_{int(r):04d}.npy"

@@ -200,7 +200,8 @@ def predict(
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:
-        z, h = predict_tta(rebuild_model(job["model_spec"], rep["weights"], data, device), data.x_test, views, bf16=bf16)
+        model = rebuild_model(job["model_spec"], rep["weights"], data, device)
+        z, h = predict_tta(model, data.x_test, views, bf16=bf16)
         passes = len(views)
         if use_snapshots:
             if not rep["snapshots"]:

@@ -7,11 +7,10 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from helpers import snakemake
 
 from nondet import data as D
 from nondet.torch_stages import make_dataset, train
-
-from helpers import snakemake
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):

@@ -97,8 +97,8 @@ def test_variance_components_three_factors_with_interaction():
 
 import copy  # noqa: E402
 
-
 from helpers import default_config  # noqa: E402
+
 from nondet import config as cfg  # noqa: E402
 from nondet.compare import per_example_split  # noqa: E402
 from nondet.seeds import CONDITIONS, factorial_seeds, replica_seeds, source_seeds  # noqa: E402

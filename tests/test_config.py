@@ -2,8 +2,8 @@ import copy
 
 import pytest
 import yaml
-
 from helpers import default_config
+
 from nondet import config as cfg
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from helpers import planned_outputs, snakemake
 
 REPO = Path(__file__).resolve().parent.parent

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import nondet.training as training
-from nondet import config as cfg
 from nondet import analysis_stages, files, torch_stages
+from nondet import config as cfg
 from nondet.seeds import replica_seeds
-from nondet.tables import table_notes, diversity_table
+from nondet.tables import diversity_table, table_notes
 
 
 def _job(tmp_path, condition="bitflip", **top):

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nondet import config as cfg
 from nondet import analysis_stages, files, torch_stages
+from nondet import config as cfg
 from nondet.h5io import InputError, OutputError, atomic_h5
 
 REPO = Path(__file__).resolve().parent.parent

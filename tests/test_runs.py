@@ -9,16 +9,15 @@ import subprocess
 import sys
 
 import h5py
+import helpers
 import numpy as np
 import pytest
 from scipy import special
 
-import helpers
-
 from nondet.compare import per_example_values
+from nondet.files import load_predictions
 from nondet.metrics import accuracy, cross_entropy
 from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
-from nondet.files import load_predictions
 
 N, K = 50, 4
 
@@ -237,6 +236,7 @@ def test_per_example_values_of_imported_runs_match_the_metrics(tmp_path):
 # --- the workflow: trained runs exported as .npy and analysed through runs: ---------------------
 
 from helpers import REPO  # noqa: E402
+
 TRAINED = {
     "experiment": "tiny",
     "replicas": 3,

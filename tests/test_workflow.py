@@ -5,12 +5,10 @@ import csv
 import os
 import subprocess
 
+import helpers
 import pytest
 import yaml
-
-import helpers
 from helpers import REPO, SNAKEMAKE, planned_outputs
-
 
 TINY = {
     "experiment": "tiny",

@@ -36,9 +36,12 @@ datasets:  # Fashion-MNIST for examples/ and its tests; does nothing when alread
 lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
+	$(BIN)/ruff check .
 
 format: $(VENV)/.installed
 	$(BIN)/snakefmt Snakefile rules/
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf results logs .snakemake

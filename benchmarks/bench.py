@@ -38,7 +38,7 @@ from nondet.augment import Augmenter  # noqa: E402
 from nondet.data import Dataset, from_arrays, make_mnist1d  # noqa: E402
 from nondet.models import build_model  # noqa: E402
 from nondet.seeds import replica_seeds, torch_generator  # noqa: E402
-from nondet.training import set_kernel_mode, train_replica  # noqa: E402
+from nondet.training import train_replica  # noqa: E402
 
 CNN = {"arch": "cnn1d", "channels": 32, "kernels": [5, 3, 3], "dropout": 0.1}
 RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16}

@@ -1,8 +1,9 @@
 """nondet: measure run-to-run variability of neural network training, one source at a time.
 
-Modules: seeds (one seed per source), data, augment, models, bitflip, training, predict,
-metrics, h5io (HDF5 with provenance), config (schema and job plan), stages (what each Snakemake
-rule does), plots, tables.
+The protocol: seeds, bitflip, dropout, augment, training (+ vectorized), predict, tta. Models and
+data: models, usermodel, data. Measurements: metrics, instability, compare, inference, runs, paper. The
+pipeline: config, runtime, gpus, files, h5io, torch_stages, analysis_stages, tables, plots.
+See README.md ("Layout") and docs/protocol.md.
 """
 
 __version__ = "0.1.0"

@@ -99,7 +99,6 @@ def anova_components(y: np.ndarray, sources: list[str]) -> dict:
     if k != len(sources) or k < 2:
         raise ValueError("need one axis per source and at least two sources")
     levels = y.shape
-    grand = y.mean()
     # effect estimates by inclusion-exclusion of marginal means
     ss, df, effects = {}, {}, {}
     for eff in _effects(sources):

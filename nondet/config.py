@@ -6,6 +6,8 @@ Imported by the Snakefile, so it must stay light (no torch).
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
 
 import jsonschema
@@ -52,13 +54,65 @@ def _fill_defaults(node: dict, instance: dict, schema: dict) -> None:
             _fill_defaults(sub, instance[name], schema)
 
 
+# JSON Schema counts 4.0 as an integer; we do not (``replicas: 4.0`` crashed inside jobs).
+_STRICT = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    ),
+)
+
+
+def _yaml_float(text: str) -> str:
+    """``1e9`` as YAML 1.1 (PyYAML, Snakemake) reads it as a float: ``1.0e+9``."""
+    m = re.fullmatch(r"\s*([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)\s*", text)
+    if not m:
+        return repr(float(text))
+    sign, whole, frac, esign, exp = m.groups()
+    return f"{sign}{whole}.{frac or '0'}e{esign or '+'}{exp}"
+
+
+def _hint(e) -> str:
+    """Extra words for a schema error whose cause is a YAML trap."""
+    if e.validator != "type":
+        return ""
+    x = e.instance
+    if isinstance(x, float) and x.is_integer() and "integer" in str(e.validator_value):
+        return f" (a whole number is meant: write {int(x)}, without the decimal point)"
+    if isinstance(x, str):
+        try:
+            float(x)
+        except ValueError:
+            return ""
+        return (
+            f" (a number in quotes, or one YAML reads as a string: write {_yaml_float(x)}; "
+            "values given with --config arrive as strings, so put numbers in a --configfile)"
+        )
+    return ""
+
+
+def _non_finite(node, path=()):
+    """Paths of NaN/inf numbers anywhere in the config (JSON Schema lets them through)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _non_finite(v, (*path, i))
+
+
 def validate(config: dict) -> dict:
     """Validated copy of ``config`` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema()
     config = copy.deepcopy(dict(config))
     if isinstance(config.get("models"), dict):  # `name: null` in a later --configfile removes it
         config["models"] = {k: v for k, v in config["models"].items() if v is not None}
-    validator = jsonschema.Draft202012Validator(schema)
+    bad = [f"config key {_key(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
+    if bad:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
+    validator = _STRICT(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
@@ -68,13 +122,14 @@ def validate(config: dict) -> dict:
                 extra = f" (allowed keys: {', '.join(known)})" if known else ""
                 lines.append(f"config key {_key(e.absolute_path)}: {e.message}{extra}")
             else:
-                lines.append(f"config key {_key(e.absolute_path)}: {e.message}")
+                lines.append(f"config key {_key(e.absolute_path)}: {e.message}{_hint(e)}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _fill_defaults(schema, config, schema)
     _check_semantics(config)
     _check_sections(config)
     _check_comparisons(config)
     _check_runs(config)
+    _check_plan_size(config)
     return config
 
 
@@ -141,6 +196,26 @@ def _check_conditions(config: dict) -> None:
                 )
 
 
+def _check_arch_param(key: str, default, value) -> None:
+    """Architecture parameters are free-form in the schema: check them against the defaults."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+    else:
+        ok = True
+    if not ok:
+        kind = {bool: "true or false", int: "a whole number", float: "a number",
+                list: "a list of whole numbers"}[type(default)]  # fmt: skip
+        raise ConfigError(f"config key {key}: {value!r} is not {kind} (default {default!r})")
+
+
 def _check_semantics(config: dict) -> None:
     _check_conditions(config)
     for name, model in config["models"].items():
@@ -162,6 +237,7 @@ def _check_semantics(config: dict) -> None:
                     f"config key models.{name}.params.{key}: unknown parameter of arch "
                     f"{model['arch']!r} (allowed: {', '.join(allowed) or 'none'})"
                 )
+            _check_arch_param(f"models.{name}.params.{key}", allowed[key], model["params"][key])
         params = {**allowed, **model["params"]}
         for condition in model["conditions"]:
             # "all" varies dropout only where there is some; any other condition must have it
@@ -265,6 +341,8 @@ def _check_comparisons(config: dict) -> None:
                         f"config key comparisons.{name}.{arm}.params.{key}: unknown parameter of "
                         f"arch {arch!r} (allowed: {', '.join(ARCH_PARAMS[arch]) or 'none'})"
                     )
+                _check_arch_param(f"comparisons.{name}.{arm}.params.{key}",
+                                  ARCH_PARAMS[arch][key], spec[arm]["params"][key])  # fmt: skip
             varying = spec["sources"] if "sources" in spec else [spec["condition"]]
             if "dropout" in varying and not {**params, **spec[arm]["params"]}.get("dropout"):
                 raise ConfigError(f"config key comparisons.{name}.condition: {arm} has no dropout")
@@ -285,6 +363,37 @@ def _check_comparisons(config: dict) -> None:
             raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
 
 
+def plan_size(config: dict) -> int:
+    """How many jobs the full workflow plans (an upper bound, by arithmetic: no lists built)."""
+    per = config["replicas_per_job"]
+    ch = -(-config["replicas"] // per)
+    n = 10 + len(config["models"])  # data set, tables, figures, provenance
+    n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
+    mit = config["mitigation"]
+    n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    n += 2 * len(config["instability"]["models"])
+    for spec in config["comparisons"].values():
+        n += 4 * -(-spec["replicas"] // per) + 1
+    for spec in config["factorial"].values():
+        n += 2 * -(-math.prod(spec["levels"]) // per) + 1
+    runs = config.get("runs", {})
+    n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
+    return n
+
+
+def _check_plan_size(config: dict) -> None:
+    n = plan_size(config)
+    if n > config["max_jobs"]:
+        raise ConfigError(
+            f"config key replicas: this configuration plans about {n} jobs, more than "
+            f"max_jobs = {config['max_jobs']} (replicas {config['replicas']}, replicas_per_job "
+            f"{config['replicas_per_job']}, {len(groups(config))} (model, condition) groups). "
+            "Planning alone takes about a second per 400-700 jobs and memory grows with them: lower "
+            "replicas (or comparisons/factorial sizes), raise replicas_per_job, or raise max_jobs "
+            "if you really mean it."
+        )
+
+
 # --- the job plan -----------------------------------------------------------------------------
 
 
@@ -297,6 +406,10 @@ def chunks(config: dict) -> list[list[int]]:
     """Replica indices trained by each job of a (model, condition)."""
     r, per = config["replicas"], config["replicas_per_job"]
     return [list(range(i, min(i + per, r))) for i in range(0, r, per)]
+
+
+def n_chunks(config: dict) -> int:
+    return -(-config["replicas"] // config["replicas_per_job"])
 
 
 def recipe(config: dict, model: str, condition: str) -> dict:
@@ -339,14 +452,14 @@ def data_hash(config: dict) -> str:
 
 def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
-    replica_lists = chunks(config)
-    if not 0 <= chunk < len(replica_lists):
-        raise ConfigError(f"chunk {chunk} does not exist ({len(replica_lists)} chunks)")
+    r, per = config["replicas"], config["replicas_per_job"]
+    if not 0 <= chunk < n_chunks(config):
+        raise ConfigError(f"chunk {chunk} does not exist ({n_chunks(config)} chunks)")
     job = {
         "experiment": config["experiment"],
         "model": model,
         "condition": condition,
-        "replicas": replica_lists[chunk],
+        "replicas": list(range(chunk * per, min((chunk + 1) * per, r))),
         "base_seed": config["base_seed"],
         "device": config["device"],
         "vectorize": config["vectorize"],
@@ -562,3 +675,150 @@ def _check_runs(config: dict) -> None:
 def run_groups(config: dict) -> list[tuple[str, str]]:
     """(model label, group name) of every imported group of runs."""
     return [(spec["model"], name) for name, spec in config["runs"]["groups"].items()]
+
+
+# --- what each stage expects of its inputs ----------------------------------------------------
+# Every output carries spec_hash, data_hash and code_version (nondet.h5io.atomic_h5); the rules
+# pass the values each input must carry, and nondet.h5io.open_input refuses any other file.
+
+
+def job_expect(job: dict, **extra) -> dict:
+    """What an output made from ``job`` carries."""
+    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
+            "code_version": job["code_version"], **extra}  # fmt: skip
+
+
+def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain") -> dict:
+    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries."""
+    if method in ("plain", "tta"):
+        job = train_job(config, model, condition, chunk)
+    else:
+        job = snapshot_job(config, model, condition, chunk)
+    tta = config["mitigation"]["tta"] if method in ("tta", "snapshot+tta") else None
+    return job_expect(job, method=method, tta=tta)
+
+
+def metrics_params(config: dict, model: str, condition: str, method="plain") -> dict:
+    """Params of a metrics job, including what each of its prediction files must carry."""
+    params = {
+        "model": model,
+        "condition": condition,
+        **config["metrics"],
+        "code_version": CODE_VERSION,
+    }
+    if method != "plain":
+        params["method"] = method
+    params["inputs"] = [
+        predict_expect(config, model, condition, k, method) for k in range(n_chunks(config))
+    ]
+    return params
+
+
+def metrics_expect(config: dict, model: str, condition: str, method="plain") -> dict:
+    """What the metrics file of (model, condition, method) carries: the hash of its params."""
+    return {
+        "spec_hash": spec_hash(metrics_params(config, model, condition, method)),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+
+
+def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
+    """Params of the metrics job of an imported group (rules/runs.smk): as metrics_params, same
+    bootstrap seeds; its input's hashes come from the imported files, so none are listed."""
+    return {"model": run_model, "condition": group, **config["metrics"], "code_version": CODE_VERSION}
+
+
+def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
+    """What the metrics file of an imported group carries (its data_hash comes from the labels
+    of the imported files, so it is not known from the config)."""
+    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)),
+            "code_version": CODE_VERSION}  # fmt: skip
+
+
+def comparison_expect(config: dict, name: str) -> dict:
+    """Per arm, what each prediction file of a comparison carries."""
+    n = len(comparison_chunks(config, name))
+    return {arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None)
+                  for k in range(n)] for arm in ("baseline", "candidate")}  # fmt: skip
+
+
+def factorial_expect(config: dict, name: str) -> list[dict]:
+    n = len(factorial_chunks(config, name))
+    return [job_expect(factorial_job(config, name, k), method="plain", tta=None) for k in range(n)]
+
+
+# --- YAML files: duplicate keys and syntax errors, named --------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(
+                f"{key_node.start_mark.name}, line {key_node.start_mark.line + 1}: duplicate key "
+                f"{key!r} (first on line {seen[key] + 1}); YAML would silently keep the last value"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml(path) -> dict:
+    """A YAML config file, refusing duplicate keys; syntax errors name the file and line."""
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=_StrictLoader) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {getattr(e, 'problem', None) or e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+
+
+def check_config_files(paths) -> None:
+    """Re-read the config files Snakemake has merged, to catch what its loader lets through."""
+    for path in paths:
+        load_yaml(path)
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """Snakemake's way of merging config files: nested mappings key by key."""
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m nondet.config FILE...``: check config files, merged in order as Snakemake does
+    (list config.yaml first when your run merges over it), before any workflow starts. Snakemake
+    itself reports a YAML syntax error of a --configfile without file or line."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        print(main.__doc__)
+        return 2
+    try:
+        merged = {}
+        for path in paths:
+            merged = _merge(merged, load_yaml(path))
+        config = validate(merged)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"valid: {len(groups(config))} (model, condition) groups, about {plan_size(config)} jobs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

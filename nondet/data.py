@@ -9,11 +9,10 @@ channel on the device when loaded (:func:`from_arrays`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import hashlib
 import pickle
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -396,7 +395,7 @@ def read_array_file(path) -> dict:
 
 def load_with_loader(spec: dict, log=print) -> dict:
     """Call the user's ``dataset.loader`` ("package.module:load") with ``dataset.args``."""
-    from .usermodel import ModelError, check_params, resolve
+    from .usermodel import ModelError, resolve
 
     what = f"dataset.loader {spec['loader']!r}"
     try:

@@ -8,10 +8,12 @@ killed job never leaves a file that looks finished. Every file carries provenanc
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -84,9 +86,23 @@ def provenance(**fields) -> dict:
     }
 
 
+def _disk_full(e: BaseException) -> bool:
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+
+
+def _free_space(directory) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**20:.0f} MiB free there"
+    except OSError:
+        return "free space unknown"
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file is removed whatever happens; a full disk is reported as such.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +114,32 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        raise OutputError(
+            f"cannot write {path}: no space left on device ({_free_space(path.parent)}); free "
+            "some space and run the workflow again (finished outputs and checkpoints are kept)"
+        ) from e
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write(path, write, what: str = "file") -> None:
+    """``write(tmp)`` under a temporary name, renamed to ``path`` when complete; any failure
+    (a full disk included, e.g. torch.save's "basic_ios::clear: iostream error") removes the
+    temporary file and raises OutputError naming ``path`` and the free space."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except OutputError:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise OutputError(
+            f"cannot write {what} {path}: {e} ({_free_space(path.parent)}; is the disk full?)"
+        ) from e
 
 
 @contextlib.contextmanager
@@ -109,7 +148,7 @@ def atomic_h5(path, prov: dict):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-            for key in ("kind", "experiment", "spec_hash", "data_hash"):
+            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version"):
                 if key in prov:
                     f.attrs[key] = str(prov[key])
             yield f
@@ -119,30 +158,84 @@ def read_provenance(f: h5py.File) -> dict:
     return json.loads(f.attrs["provenance"])
 
 
-def open_input(path, kind: str) -> h5py.File:
-    """Open an HDF5 input for reading, failing clearly if missing, corrupt or of the wrong kind."""
+def remake_hint(path) -> str:
+    """How to recover from a bad intermediate file (works with Snakemake 9 whether or not the
+    file is still there; deleting it alone is not enough when its outputs downstream exist)."""
+    return (
+        f"remake it and everything made from it with: snakemake --forcerun {path} "
+        "(plus your usual --configfile/--cores options)"
+    )
+
+
+def open_input(path, kind: str | None, expect: dict | None = None) -> h5py.File:
+    """Open an HDF5 input for reading, failing clearly if missing, corrupt, of the wrong kind
+    (``kind`` None = any) or not made by the job spec this run expects (``expect``, see
+    :func:`check_expected`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"input file {path} does not exist")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise InputError(f"input file {path} is not a readable HDF5 file ({e})") from e
-    if "provenance" not in f.attrs:
+        raise InputError(
+            f"input file {path} is not a readable HDF5 file ({e}): it is damaged or truncated; "
+            + remake_hint(path)
+        ) from e
+    try:
+        if "provenance" not in f.attrs:
+            raise InputError(f"input file {path} has no provenance attributes: not written by nondet")
+        if kind is not None and f.attrs.get("kind") != kind:
+            found = f.attrs.get("kind")
+            raise InputError(f"input file {path} holds {found!r} data, expected {kind!r}")
+        check_expected(f, path, expect)
+    except BaseException:
         f.close()
-        raise InputError(f"input file {path} has no provenance attributes: not written by nondet")
-    if f.attrs.get("kind") != kind:
-        found = f.attrs.get("kind")
-        f.close()
-        raise InputError(f"input file {path} holds {found!r} data, expected {kind!r}")
+        raise
     return f
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+#: What a difference in each provenance key means, for the error message.
+_MEANING = {
+    "spec_hash": "made with other settings (recipe, model, seeds, replicas, experiment name...)",
+    "data_hash": "made from another data set",
+    "code_version": "made by another code version",
+}
+
+
+def check_expected(f: h5py.File, path, expect: dict | None) -> None:
+    """Every key of ``expect`` (e.g. spec_hash, data_hash, code_version, method) must equal the
+    file's flat attribute of that name, or else its provenance entry; raises InputError naming
+    the file and each difference."""
+    if not expect:
+        return
+    prov = json.loads(f.attrs["provenance"])
+    diffs = []
+    for key, want in expect.items():
+        have = f.attrs[key] if key in f.attrs else prov.get(key)
+        if isinstance(have, bytes):
+            have = have.decode()
+        if _canonical(have) != _canonical(want):
+            meaning = f" — {_MEANING[key]}" if key in _MEANING else ""
+            diffs.append(f"  {key}: the file has {have!r}, this run expects {want!r}{meaning}")
+    if diffs:
+        raise InputError(
+            f"input file {path} was not made by the job this run expects (it comes from another "
+            f"configuration or run, experiment {prov.get('experiment', '?')!r}):\n"
+            + "\n".join(diffs)
+            + "\n"
+            + remake_hint(path)
+        )
 
 
 def check_same_experiment(paths, attr: str = "data_hash") -> str:
     """All ``paths`` must carry the same ``attr`` (same data set / experiment); returns it."""
     values = {}
     for p in paths:
-        with h5py.File(p, "r") as f:
+        with open_input(p, None) as f:
             values[str(p)] = str(f.attrs.get(attr, ""))
     distinct = set(values.values())
     if len(distinct) > 1:

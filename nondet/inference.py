@@ -6,8 +6,9 @@ negative log-likelihood (mean = cross-entropy), from ``nondet.compare.per_exampl
 - ``joint_bootstrap``: the multibootstrap (Sellam et al. 2022, MultiBERTs): runs resampled per
   arm (or as seed pairs), test examples resampled *jointly* for both arms (paired by example), so
   the test-set sampling noise the arms share cancels; by default rescaled to the unbiased
-  two-way variance (``moment_variance``), as the plain two-way bootstrap is conservative. It answers "is the candidate better on the
-  data distribution (a new test set of this size), over new training runs?". The run-level tests
+  two-way variance (``moment_variance``), as the plain two-way bootstrap is conservative. It
+  answers "is the candidate better on the data distribution (a new test set of this size), over
+  new training runs?". The run-level tests
   of ``nondet.compare.compare_arms`` keep the test set fixed: "better on *this* test set?".
 - ``paired_runs``: runs paired by a shared seed (paired t-test, bootstrap over pairs).
 - ``prob_better``: P(candidate run beats baseline run), ties counted half (= Mann-Whitney U / nm).
@@ -254,7 +255,8 @@ def all_pairs(groups: dict, alpha: float = 0.05, n_resamples: int = 10_000, seed
             rows.append({**base, "test": "welch", "estimate": w["diff"], "ci_low": w["ci_low"],
                          "ci_high": w["ci_high"], "p_value": w["welch_p"]})  # fmt: skip
             jb = joint_bootstrap(a, b, n_resamples, s + 1, alpha, True)
-            rows.append({**base, "test": "joint_paired", **{k2: jb[k2] for k2 in ("estimate", "ci_low", "ci_high", "p_value")}})
+            keys = ("estimate", "ci_low", "ci_high", "p_value")
+            rows.append({**base, "test": "joint_paired", **{k2: jb[k2] for k2 in keys}})
             pb = prob_better(a.mean(1), b.mean(1), HIGHER_IS_BETTER[metric], n_resamples, s + 2, alpha)
             rows.append({**base, "test": "p_better", **pb})
     for test in dict.fromkeys(r["test"] for r in rows):

@@ -38,3 +38,13 @@ def relative_distance(base: np.ndarray, twin: np.ndarray) -> np.ndarray:
 def disagreement(base_logits: np.ndarray, twin_logits: np.ndarray) -> np.ndarray:
     """% of test examples whose argmax differs, per recorded step; arrays (steps, n, k)."""
     return 100.0 * (base_logits.argmax(-1) != twin_logits.argmax(-1)).mean(-1)
+
+
+def zero_from_step(steps, distance) -> int:
+    """First recorded step from which a twin stays bitwise equal to its base run (distance
+    exactly 0 at every later record), or -1 if it never returns to the base run."""
+    distance = np.asarray(distance)
+    if len(distance) == 0 or distance[-1] != 0:
+        return -1
+    nonzero = np.flatnonzero(distance != 0)
+    return int(steps[nonzero[-1] + 1]) if len(nonzero) else int(steps[0])

@@ -258,3 +258,11 @@ def summarize(logits, labels, features=None, n_resamples=10_000, seed=0) -> dict
             index, _pair_statistic(matrices[name]), n_resamples, seed + 2 + j
         )
     return row, {"accuracy": acc, "cross_entropy": ce, **matrices}
+
+
+def cka_on(model_spec: dict) -> str:
+    """What the CKA column compares: penultimate features, or the logits (a linear model, or a
+    user model without a ``features`` module)."""
+    if ":" in model_spec["arch"]:
+        return "features" if model_spec.get("features") else "logits"
+    return "logits" if model_spec["arch"] == "linear" else "features"

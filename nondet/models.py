@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .dropout import SeededDropout
 
@@ -148,10 +148,6 @@ class ResNet(nn.Module):
 
 
 ARCHITECTURES = {"linear": Linear, "mlp": MLP, "cnn1d": CNN1d, "resnet": ResNet}
-
-
-def has_dropout(model: nn.Module) -> bool:
-    return any(isinstance(m, SeededDropout) and m.p > 0 for m in model.modules())
 
 
 #: Initialisation schemes (recipe key ``init``).

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .h5io import InputError, atomic_h5, atomic_path, open_input, provenance, spec_hash
-from .stages import get_logger, stage
+from .runtime import get_logger, stage
 
 FORMATS = {".npy": "npy", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".pt": "pt", ".pth": "pt"}
 #: Probabilities are turned into logits as log(max(p, TINY)).
@@ -445,7 +445,7 @@ def import_stage(out_path, group: str, params: dict, log_path=None) -> None:
 def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
     """name -> per-example values, name -> predictions; all groups on the same test set."""
     from .compare import per_example_values
-    from .stages import load_predictions
+    from .files import load_predictions
 
     preds = {name: load_predictions([p]) for name, p in paths.items()}
     first = next(iter(preds))
@@ -554,11 +554,11 @@ def export(predict_paths, out_dir, features: bool = True) -> list[Path]:
     """Write the runs of pipeline prediction files as ``run_<replica>.npy`` logits (n, k),
     ``labels.npy``, optionally ``features/run_<replica>.npy``, and ``metadata.csv`` (file,
     replica, model, condition). Returns the logits files."""
-    from .stages import load_predictions
+    from .files import load_predictions
 
     pred = load_predictions(list(predict_paths))
     out_dir = Path(out_dir)
-    (out_dir / "features").mkdir(parents=True, exist_ok=True) if features else out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "features" if features else out_dir).mkdir(parents=True, exist_ok=True)
     written, rows = [], []
     for z, h, r in zip(pred["logits"], pred["features"], pred["replicas"]):
         path = out_dir / f"run_{int(r):04d}.npy"

@@ -221,19 +221,25 @@ def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict
     """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None."""
     if path is None or not os.path.exists(path):
         return None
-    state = torch.load(path, map_location=device, weights_only=False)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError, KeyError) as e:  # damaged: start over, say so
+        log(f"{label} ignoring checkpoint {path}: it cannot be read ({e})")
+        return None
     if state["key"] != key:
-        log(f"{label} ignoring checkpoint {path}: it belongs to a different run")
+        differs = sorted(k for k in {*key, *state["key"]} if key.get(k) != state["key"].get(k))
+        log(f"{label} ignoring checkpoint {path}: it belongs to a different run ({', '.join(differs)} differ)")
         return None
     log(f"{label} resuming from checkpoint {path} after epoch {state['epoch']}")
     return state
 
 
 def save_checkpoint(path, key: dict, **state) -> None:
-    """Write resumable state atomically (a kill mid-write leaves the previous checkpoint)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save({"key": key, **state}, tmp)
-    os.replace(tmp, path)
+    """Write resumable state atomically (a kill mid-write leaves the previous checkpoint; a
+    failed write, e.g. a full disk, leaves no temporary file and says which file and why)."""
+    from .h5io import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save({"key": key, **state}, tmp), "checkpoint")
 
 
 def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe,

@@ -12,7 +12,6 @@ import torch
 from .augment import crop_flip, shift
 from .config import TTA_PRESETS
 
-
 #: The authors' TTA sets by name (nondet.config.TTA_PRESETS, kept light for the Snakefile).
 PRESETS = TTA_PRESETS
 

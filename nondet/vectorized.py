@@ -10,7 +10,7 @@ the curve, checkpoints and the result. Only the step differs.
 Batched kernels sum in a different order than per-model kernels, so a vectorised replica is not
 bitwise identical to the same replica trained alone for convolutions (the paper's point: any such
 difference grows); for matmul-only models it is, and replicas of ``control`` trained together are
-identical to each other. Conditions whose source is the kernels are never vectorised (nondet.stages):
+identical to each other. Conditions whose source is the kernels are never vectorised (nondet.torch_stages):
 the K replicas of a chunk would share one kernel choice.
 """
 

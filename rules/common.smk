@@ -3,6 +3,8 @@ from nondet import config as cfg
 from nondet.h5io import CODE_VERSION
 
 try:
+    # duplicate keys: Snakemake's YAML loader silently keeps the last value
+    cfg.check_config_files(workflow.configfiles)
     _validated = cfg.validate(config)
 except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -14,6 +16,21 @@ RUN_GROUPS = cfg.run_groups(config)  # imported runs (rules/runs.smk)
 CHUNKS = range(len(cfg.chunks(config)))
 MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
+# Every intermediate file pattern, named once: rules and the helpers below use these names.
+TRAIN = "results/train/{model}/{condition}/chunk{chunk}.h5"
+PREDICT = "results/predict/{model}/{condition}/chunk{chunk}.h5"
+METRICS = "results/metrics/{model}/{condition}.h5"
+SNAPSHOT_TRAIN = "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5"
+MITIGATION_PREDICT = (
+    "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5"
+)
+MITIGATION_METRICS = "results/mitigation/metrics/{model}/{condition}/{method}.h5"
+DIVERGENCE = "results/instability/{model}/divergence.h5"
+ARM_TRAIN = "results/compare/{name}/{arm}/train_chunk{chunk}.h5"
+ARM_PREDICT = "results/compare/{name}/{arm}/predict_chunk{chunk}.h5"
+FACTORIAL_TRAIN = "results/factorial/{name}/train_chunk{chunk}.h5"
+FACTORIAL_PREDICT = "results/factorial/{name}/predict_chunk{chunk}.h5"
+
 # GPUs per training/prediction job (SLURM: --gpus=N; locally, --resources gpu=N limits how many
 # run at once): config gpus_per_job, by default 1 when the device is cuda and 0 otherwise.
 GPU_JOB = config["gpus_per_job"]
@@ -32,7 +49,7 @@ wildcard_constraints:
 
 def predict_files(model, condition):
     return expand(
-        "results/predict/{model}/{condition}/chunk{chunk}.h5",
+        PREDICT,
         model=model,
         condition=condition,
         chunk=CHUNKS,
@@ -41,7 +58,7 @@ def predict_files(model, condition):
 
 def metric_files(model=None):
     return [
-        f"results/metrics/{m}/{c}.h5"
+        METRICS.format(model=m, condition=c)
         for m, c in GROUPS + RUN_GROUPS
         if model is None or m == model
     ]
@@ -60,12 +77,25 @@ def train_job(wildcards):
 
 
 def metrics_params(wildcards):
-    return {
-        "model": wildcards.model,
-        "condition": wildcards.condition,
-        **config["metrics"],
-        "code_version": CODE_VERSION,
-    }
+    method = method_of(wildcards.method) if hasattr(wildcards, "method") else "plain"
+    return cfg.metrics_params(config, wildcards.model, wildcards.condition, method)
+
+
+def metrics_expect(paths):
+    """What each metrics file in ``paths`` must carry (spec, data and code version)."""
+    out = {}
+    for p in paths:
+        parts = p.split("/")
+        if (
+            parts[1] == "mitigation"
+        ):  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
+            m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
+            out[p] = cfg.metrics_expect(config, m, c, method_of(tag))
+        elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
+            out[p] = cfg.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+        else:  # results/metrics/{model}/{condition}.h5
+            out[p] = cfg.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+    return out
 
 
 # --- instability and mitigation (issue 3) ---
@@ -91,7 +121,7 @@ def mitigation_targets():
 
 def stability_metric_files():
     return [
-        f"results/metrics/{m}/{c}.h5"
+        METRICS.format(model=m, condition=c)
         for m, c in GROUPS
         if m in config["stability"]["models"] and c in ("init", "bitflip", "all")
     ]
@@ -102,9 +132,9 @@ def mitigation_metric_files():
     files = []
     for m in mit["models"]:
         for c in mit["conditions"]:
-            files.append(f"results/metrics/{m}/{c}.h5")
+            files.append(METRICS.format(model=m, condition=c))
             files += [
-                f"results/mitigation/metrics/{m}/{c}/{t}.h5"
+                MITIGATION_METRICS.format(model=m, condition=c, method=t)
                 for t in METHOD_TAGS.values()
             ]
     return files
@@ -131,10 +161,8 @@ def tta_of(wildcards):
 def mitigation_train_file(wildcards):
     # TTA reuses the plain replicas of the protocol
     if method_of(wildcards.method).startswith("tta"):
-        return "results/train/{model}/{condition}/chunk{chunk}.h5".format(**wildcards)
-    return "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5".format(
-        **wildcards
-    )
+        return TRAIN.format(**wildcards)
+    return SNAPSHOT_TRAIN.format(**wildcards)
 
 
 def mitigation_predict_job(wildcards):
@@ -146,14 +174,14 @@ def mitigation_predict_job(wildcards):
 # --- comparisons and factorial designs (issue 6) ---
 def arm_predictions(name, arm):
     return [
-        f"results/compare/{name}/{arm}/predict_chunk{c}.h5"
+        ARM_PREDICT.format(name=name, arm=arm, chunk=c)
         for c in range(len(cfg.comparison_chunks(config, name)))
     ]
 
 
 def factorial_predictions(name):
     return [
-        f"results/factorial/{name}/predict_chunk{c}.h5"
+        FACTORIAL_PREDICT.format(name=name, chunk=c)
         for c in range(len(cfg.factorial_chunks(config, name)))
     ]
 
@@ -168,6 +196,7 @@ def compare_params(wildcards):
         "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.comparison_expect(config, wildcards.name),
     }
 
 
@@ -181,6 +210,7 @@ def factorial_params(wildcards):
         "bootstrap_resamples": min(2000, config["metrics"]["bootstrap_resamples"]),
         "seed": config["metrics"]["seed"],
         "code_version": CODE_VERSION,
+        "inputs": cfg.factorial_expect(config, wildcards.name),
     }
 
 

@@ -1,40 +1,26 @@
-rule train_arm:
+use rule train as train_arm with:
     input:
         data=DATA,
         check=lambda w: model_check(config["comparisons"][w.name]["model"]),
     output:
-        "results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+        ARM_TRAIN,
     log:
         "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
-    script:
-        "../workflow_scripts/train.py"
 
 
-rule predict_arm:
+use rule predict as predict_arm with:
     input:
         data=DATA,
-        trained="results/compare/{name}/{arm}/train_chunk{chunk}.h5",
+        trained=ARM_TRAIN,
     output:
-        "results/compare/{name}/{arm}/predict_chunk{chunk}.h5",
+        ARM_PREDICT,
     log:
         "logs/compare/{name}/{arm}/predict_chunk{chunk}.log",
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
-    script:
-        "../workflow_scripts/predict.py"
 
 
 rule compare:
@@ -65,43 +51,29 @@ rule compare:
         "../workflow_scripts/compare.py"
 
 
-rule train_factorial:
+use rule train as train_factorial with:
     input:
         data=DATA,
         check=lambda w: model_check(config["factorial"][w.name]["model"]),
     output:
-        "results/factorial/{name}/train_chunk{chunk}.h5",
+        FACTORIAL_TRAIN,
     log:
         "logs/factorial/{name}/train_chunk{chunk}.log",
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
-    script:
-        "../workflow_scripts/train.py"
 
 
-rule predict_factorial:
+use rule predict as predict_factorial with:
     input:
         data=DATA,
-        trained="results/factorial/{name}/train_chunk{chunk}.h5",
+        trained=FACTORIAL_TRAIN,
     output:
-        "results/factorial/{name}/predict_chunk{chunk}.h5",
+        FACTORIAL_PREDICT,
     log:
         "logs/factorial/{name}/predict_chunk{chunk}.log",
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
-    script:
-        "../workflow_scripts/predict.py"
 
 
 rule factorial:

@@ -3,7 +3,7 @@ rule twins:
         data=DATA,
         check=lambda w: model_check(w.model),
     output:
-        "results/instability/{model}/divergence.h5",
+        DIVERGENCE,
     log:
         "logs/instability/{model}/twins.log",
     conda:
@@ -19,7 +19,7 @@ rule twins:
 
 rule plot_divergence:
     input:
-        "results/instability/{model}/divergence.h5",
+        DIVERGENCE,
     output:
         pdf="results/figures/divergence_{model}.pdf",
         png=report(
@@ -32,6 +32,8 @@ rule plot_divergence:
         "logs/plots/divergence_{model}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w: cfg.job_expect(twins_job(w)),
     script:
         "../workflow_scripts/plot_divergence.py"
 
@@ -56,5 +58,7 @@ rule stability_table:
         "logs/stability_table.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/stability_table.py"

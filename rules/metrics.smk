@@ -2,7 +2,7 @@ rule metrics:
     input:
         lambda w: predict_files(w.model, w.condition),
     output:
-        "results/metrics/{model}/{condition}.h5",
+        METRICS,
     log:
         "logs/metrics/{model}/{condition}.log",
     conda:
@@ -31,6 +31,8 @@ rule diversity_table:
         "logs/diversity_table.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/table.py"
 

@@ -78,5 +78,7 @@ rule mitigation_table:
         "logs/mitigation_table.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/mitigation_table.py"

@@ -13,5 +13,7 @@ rule plot_diversity:
         "logs/plots/diversity_{model}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/plot_diversity.py"

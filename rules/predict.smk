@@ -1,9 +1,9 @@
 rule predict:
     input:
         data=DATA,
-        trained="results/train/{model}/{condition}/chunk{chunk}.h5",
+        trained=TRAIN,
     output:
-        "results/predict/{model}/{condition}/chunk{chunk}.h5",
+        PREDICT,
     log:
         "logs/predict/{model}/{condition}/chunk{chunk}.log",
     conda:

@@ -49,12 +49,7 @@ rule runs_metrics:
     conda:
         "../envs/analysis.yaml"
     params:
-        metrics=lambda w: {  # as metrics_params: same bootstrap seeds as trained runs
-            "model": w.run_model,
-            "condition": w.group,
-            **config["metrics"],
-            "code_version": CODE_VERSION,
-        },
+        metrics=lambda w: cfg.runs_metrics_params(config, w.run_model, w.group),
     script:
         "../workflow_scripts/metrics.py"
 

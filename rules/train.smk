@@ -3,7 +3,7 @@ rule train:
         data=DATA,
         check=lambda w: model_check(w.model),
     output:
-        "results/train/{model}/{condition}/chunk{chunk}.h5",
+        TRAIN,
     log:
         "logs/train/{model}/{condition}/chunk{chunk}.log",
     conda:

@@ -7,11 +7,10 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from helpers import snakemake
 
 from nondet import data as D
-from nondet.stages import make_dataset, train
-
-from test_workflow import snakemake
+from nondet.torch_stages import make_dataset, train
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):
@@ -147,12 +146,11 @@ def paper_slice_config(cifar_root, md5) -> dict:
     authors' recipe, Table 1's conditions and the five TTA sets, 2 replicas, 2 epochs (the
     snapshot run needs 2 cycles), ResNet-14 only, no twins."""
     import yaml
+    from helpers import REPO, default_config
     from snakemake.utils import update_config
 
-    from test_paper_config import PAPER, REPO
-
-    config = yaml.safe_load(open(REPO / "config.yaml"))
-    update_config(config, yaml.safe_load(open(PAPER)))
+    config = default_config()
+    update_config(config, yaml.safe_load(open(REPO / "configs/paper.yaml")))
     update_config(config, {
         "device": "cpu", "replicas": 2, "replicas_per_job": 2, "threads_per_job": 1,
         "checkpoint_every": 0,

@@ -97,11 +97,11 @@ def test_variance_components_three_factors_with_interaction():
 
 import copy  # noqa: E402
 
-import yaml  # noqa: E402
+from helpers import default_config  # noqa: E402
 
 from nondet import config as cfg  # noqa: E402
 from nondet.compare import per_example_split  # noqa: E402
-from nondet.seeds import CONDITIONS, SOURCES, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
+from nondet.seeds import CONDITIONS, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
 
 
 def test_per_example_split_is_exact_and_finds_independent_flips():
@@ -137,8 +137,7 @@ def test_factorial_cell_seeds_vary_only_their_own_source():
         source_seeds({"nonsense": 1}, 5)
 
 
-with open("config.yaml") as _f:
-    DEFAULT = yaml.safe_load(_f)
+DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
 
 def with_sections(**sections):

@@ -2,11 +2,11 @@ import copy
 
 import pytest
 import yaml
+from helpers import default_config
 
 from nondet import config as cfg
 
-with open("config.yaml") as f:
-    DEFAULT = yaml.safe_load(f)
+DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
 
 def broken(**changes):
@@ -81,3 +81,75 @@ def test_recipe_overrides_apply_in_order_and_change_only_their_job():
 def test_chunks_cover_every_replica_once():
     c = cfg.validate(broken(replicas=7, replicas_per_job=3))
     assert cfg.chunks(c) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+# --- issue 15: values that passed the schema, then crashed inside jobs ------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"training__lr": float("nan")}, "training.lr: nan is not a finite number"),
+        ({"training__lr": float("inf")}, "training.lr: inf is not a finite number"),
+        ({"overrides": {"cnn": {"all": {"weight_decay": float("inf")}}}}, "overrides.cnn.all.weight_decay"),
+        ({"base_seed": 2.0}, "base_seed: 2.0 is not of type 'integer' (a whole number is meant: write 2"),
+        ({"replicas": 4.0}, "config key replicas: 4.0"),
+        ({"training__epochs": 3.0}, "training.epochs: 3.0"),
+        ({"dataset__seed": 1.0}, "dataset.seed"),
+        ({"models__cnn__params": {"channels": 8.0}}, "models.cnn.params.channels: 8.0 is not a whole number"),
+        ({"models__cnn__params": {"kernels": [5, 3.0, 3]}}, "models.cnn.params.kernels"),
+        ({"models__mlp__params": {"batchnorm": 1}}, "models.mlp.params.batchnorm"),
+    ],
+)
+def test_non_finite_and_float_integers_are_refused_naming_the_key(changes, message):
+    """Item 3: .nan/.inf and 4.0-for-4 passed the schema and failed later, inside jobs."""
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(broken(**changes))
+    assert message in str(err.value)
+
+
+def test_an_oversized_plan_fails_fast_with_the_job_count():
+    """Item 4: replicas: 1000000 planned for minutes while memory grew by gigabytes."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(broken(replicas=1_000_000))
+    assert time.perf_counter() - t0 < 5
+    n = cfg.plan_size(cfg.validate(broken(replicas=1_000_000, max_jobs=10**9)))
+    assert f"about {n} jobs" in str(err.value) and "max_jobs" in str(err.value)
+    assert "replicas_per_job" in str(err.value)
+    assert n > 2 * 1_000_000 // 8  # at least a train and a predict job per chunk of one group
+    default = cfg.validate(DEFAULT)
+    assert cfg.plan_size(default) <= default["max_jobs"]
+
+
+def test_plan_size_counts_at_least_every_planned_chunk():
+    c = cfg.validate(broken(replicas=7, replicas_per_job=3))
+    trained = len(cfg.groups(c)) * len(cfg.chunks(c))
+    assert cfg.plan_size(c) >= 2 * trained + len(cfg.groups(c))
+
+
+def test_yaml_number_read_as_a_string_gets_a_suggestion():
+    """Item 7: YAML 1.1 reads 1e9 as a string."""
+    c = yaml.safe_load("training: {lr: 1e9}\nmodels: {m: {arch: linear, conditions: [init]}}")
+    assert c["training"]["lr"] == "1e9"
+    with pytest.raises(cfg.ConfigError, match=r"training\.lr.*write 1\.0e\+9"):
+        cfg.validate(c)
+    assert yaml.safe_load("x: 1.0e+9")["x"] == 1e9  # the suggestion really is a float
+
+
+def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
+    """Item 7: duplicate keys silently kept the last value; syntax errors named no file."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("replicas: 2\ntraining:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(cfg.ConfigError, match=r"dup.yaml, line 4: duplicate key 'lr' \(first on line 3\)"):
+        cfg.load_yaml(dup)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  cnn:\n    arch: cnn1d\n    conditions: [control\n")
+    with pytest.raises(cfg.ConfigError, match=r"bad.yaml, line \d+, column \d+: YAML syntax error"):
+        cfg.load_yaml(bad)
+    assert cfg.main([str(bad)]) == 1 and "bad.yaml, line" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text("replicas: 3\n")
+    assert cfg.main(["config.yaml", str(good)]) == 0 and "valid" in capsys.readouterr().out

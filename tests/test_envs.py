@@ -43,15 +43,21 @@ def env_packages(path) -> tuple[dict, dict]:
 
 def rule_envs() -> dict[str, str | None]:
     """rule name -> its conda env path (relative to the rule file's folder), from the sources."""
-    out = {}
+    out, inherits = {}, {}
     for path in RULE_FILES:
-        blocks = re.split(r"^(?=(?:local)?rule \w+:)", path.read_text(), flags=re.M)
+        blocks = re.split(r"^(?=(?:local)?rule \w+:|use rule \w+ as \w+)", path.read_text(), flags=re.M)
         for block in blocks:
             m = re.match(r"(?:local)?rule (\w+):", block)
-            if not m:
+            used = re.match(r"use rule (\w+) as (\w+)", block)
+            if not (m or used):
                 continue
+            name = m.group(1) if m else used.group(2)
             env = re.search(r'^    conda:\s*\n\s+"([^"]+)"', block, re.M)
-            out[m.group(1)] = (path.parent / env.group(1)).resolve() if env else None
+            out[name] = (path.parent / env.group(1)).resolve() if env else None
+            if used and not env:  # `use rule X as Y with:` keeps X's env unless it names one
+                inherits[name] = used.group(1)
+    for name, parent in inherits.items():
+        out[name] = out[parent]
     return out
 
 
@@ -106,14 +112,14 @@ sys.meta_path.insert(0, Block())
 
 
 def stage_modules(script: Path) -> set[str]:
-    """nondet modules a workflow script's stage function imports (at module level or inside)."""
+    """nondet modules a workflow script imports, and those its stage function imports inside."""
+    import importlib
     import inspect
 
-    import nondet.stages as stages
-
-    mods = {"nondet.stages"}
-    for name in re.findall(r"from nondet\.stages import (\w+)", script.read_text()):
-        source = inspect.getsource(getattr(stages, name))
+    mods = set()
+    for module, name in re.findall(r"from (nondet\.\w+) import (\w+)", script.read_text()):
+        mods.add(module)
+        source = inspect.getsource(getattr(importlib.import_module(module), name))
         mods |= {f"nondet.{m}" for m in re.findall(r"from \.(\w+) import", source)}
     return mods
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from test_workflow import planned_outputs, snakemake
+from helpers import planned_outputs, snakemake
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
@@ -46,7 +45,8 @@ def example_run(tmp_path_factory):
 
 
 def test_example_runs_end_to_end(example_run):
-    from nondet.stages import load_replicas, same_weights
+    from nondet.files import load_replicas
+    from nondet.torch_stages import same_weights
 
     res = example_run / "results"
     for path in ("tables/diversity.csv", "tables/diversity.md", "tables/provenance.csv",

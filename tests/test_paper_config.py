@@ -53,8 +53,6 @@ def test_paper_recipe():
 def test_paper_job_spec_carries_the_authors_recipe():
     """The validated config's training job (its spec is the provenance) builds the authors'
     ResNet-14 and schedule; the defaults (config.yaml) keep ours."""
-    import torch
-
     from nondet.models import build_model
     from nondet.seeds import torch_generator
     from nondet.training import Schedule, param_groups

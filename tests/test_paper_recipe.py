@@ -98,7 +98,7 @@ def test_parameter_groups_default_and_authors():
 
 def test_authors_schedule_values():
     # 10 steps per epoch, 500 epochs, 3 warm-up epochs (their train.py learning_rate_fn)
-    peak, spe, total, w = 0.4, 10, 5000, 30
+    peak, total, w = 0.4, 5000, 30
     lr = lambda s: lr_authors(s, total, peak, w)  # noqa: E731
     assert lr(0) == 0.0  # warm-up starts from 0
     assert lr(15) == pytest.approx(0.2) and lr(30) == pytest.approx(peak)

@@ -2,14 +2,13 @@
 prediction always runs deterministic fp32 kernels."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import nondet.training as training
+from nondet import analysis_stages, files, torch_stages
 from nondet import config as cfg
-from nondet import stages
 from nondet.seeds import replica_seeds
-from nondet.tables import table_notes, diversity_table
+from nondet.tables import diversity_table, table_notes
 
 
 def _job(tmp_path, condition="bitflip", **top):
@@ -20,7 +19,7 @@ def _job(tmp_path, condition="bitflip", **top):
     })  # fmt: skip
     data = tmp_path / "d.h5"
     if not data.exists():
-        stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
+        torch_stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
     return data, cfg.train_job(c, "lin", condition, 0)
 
 
@@ -40,13 +39,13 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
 
     monkeypatch.setattr(training, "train_replica", fake)
     data, job = _job(tmp_path)
-    stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     assert calls[-1] == replica_seeds("control", 0, 0)  # the reference: same seeds, no flip
-    assert [r["absorbed"] for r in stages.load_replicas(tmp_path / "t.h5")] == [1, 0, 1]
-    stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job)
-    stages.metrics([tmp_path / "p.h5"], tmp_path / "m.h5",
+    assert [r["absorbed"] for r in files.load_replicas(tmp_path / "t.h5")] == [1, 0, 1]
+    torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job)
+    analysis_stages.metrics([tmp_path / "p.h5"], tmp_path / "m.h5",
                    {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0})  # fmt: skip
-    (row,) = stages.load_rows([tmp_path / "m.h5"])
+    (row,) = files.load_rows([tmp_path / "m.h5"])
     assert row["n_absorbed"] == 2
     assert row["n_identical_pairs"] == 1  # replicas 0 and 2 both equal the unperturbed run
     df = diversity_table([row])
@@ -62,21 +61,21 @@ def test_absorbed_count_matches_an_independent_unperturbed_run(tmp_path):
     """Real training: whatever this CPU's rounding does, the recorded flags are exactly bitwise
     equality with a separately trained control replica (same machine, same seeds)."""
     data, job = _job(tmp_path)
-    stages.train(data, tmp_path / "b.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "b.h5", job, checkpoint_every=0)
     _, control = _job(tmp_path, "control")
-    stages.train(data, tmp_path / "c.h5", {**control, "replicas": [0]}, checkpoint_every=0)
-    ref = stages.load_replicas(tmp_path / "c.h5")[0]["weights"]
-    flipped = stages.load_replicas(tmp_path / "b.h5")
-    assert [r["absorbed"] for r in flipped] == [int(stages.same_weights(r["weights"], ref)) for r in flipped]
+    torch_stages.train(data, tmp_path / "c.h5", {**control, "replicas": [0]}, checkpoint_every=0)
+    ref = files.load_replicas(tmp_path / "c.h5")[0]["weights"]
+    flipped = files.load_replicas(tmp_path / "b.h5")
+    assert [r["absorbed"] for r in flipped] == [int(torch_stages.same_weights(r["weights"], ref)) for r in flipped]
     assert all(r["bitflip"]["target"] == "any conv/linear weight" for r in flipped)
 
 
 def test_no_flip_means_no_absorption_check(tmp_path):
     data, job = _job(tmp_path, "init")
-    stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
-    assert {r["absorbed"] for r in stages.load_replicas(tmp_path / "i.h5")} == {-1}
-    assert np.isnan(stages.absorbed_count(np.array([-1, -1])))
-    assert stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
+    torch_stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
+    assert {r["absorbed"] for r in files.load_replicas(tmp_path / "i.h5")} == {-1}
+    assert np.isnan(analysis_stages.absorbed_count(np.array([-1, -1])))
+    assert analysis_stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
     df = diversity_table([{**r, "model": "m", "condition": c, "n_absorbed": k}
                           for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
                           for r in [dict.fromkeys(["device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 4)]])  # fmt: skip
@@ -88,13 +87,13 @@ def test_no_flip_means_no_absorption_check(tmp_path):
 
 def test_bitflip_tensor_is_recorded_and_a_wrong_name_fails_before_training(tmp_path):
     data, job = _job(tmp_path, training={"epochs": 1, "eval_every": 0, "bitflip_tensor": "fc.weight"})
-    stages.train(data, tmp_path / "f.h5", job, checkpoint_every=0)
-    reps = stages.load_replicas(tmp_path / "f.h5")
+    torch_stages.train(data, tmp_path / "f.h5", job, checkpoint_every=0)
+    reps = files.load_replicas(tmp_path / "f.h5")
     assert {r["bitflip"]["tensor"] for r in reps} == {"fc.weight"}
     assert reps[0]["job"]["recipe"]["bitflip_tensor"] == "fc.weight"  # in the provenance
     _, bad = _job(tmp_path, training={"epochs": 1, "bitflip_tensor": "conv1.weight"})
     with pytest.raises(ValueError, match="'conv1.weight' is not a parameter of the model.*fc.weight"):
-        stages.train(data, tmp_path / "x.h5", bad, checkpoint_every=0)
+        torch_stages.train(data, tmp_path / "x.h5", bad, checkpoint_every=0)
     assert not (tmp_path / "x.h5").exists()
 
 
@@ -102,7 +101,7 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
     import torch
 
     data, job = _job(tmp_path, "init")
-    stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
     torch.use_deterministic_algorithms(False)
     torch.backends.cudnn.conv.fp32_precision = "tf32"  # as left by a nondeterministic job
     calls, real = [], training.set_kernel_mode
@@ -112,7 +111,7 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
         real(deterministic, device)
 
     monkeypatch.setattr(training, "set_kernel_mode", spy)
-    stages.predict(data, tmp_path / "i.h5", tmp_path / "p.h5", job)
+    torch_stages.predict(data, tmp_path / "i.h5", tmp_path / "p.h5", job)
     assert calls == [True]
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"
@@ -122,10 +121,10 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
 def test_identical_pairs_and_the_warnings_they_raise():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4, 50, 3)).astype(np.float32)
-    assert stages.identical_pairs(z) == 0
+    assert analysis_stages.identical_pairs(z) == 0
     z[2] = z[0]
     z[3] = z[0]
-    assert stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
+    assert analysis_stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
     base = dict.fromkeys(["device", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 0.0)  # fmt: skip
     rows = [{**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
             for c, k in (("control", 6), ("kernels", 0), ("all", 2))]  # fmt: skip
@@ -141,10 +140,10 @@ def test_vectorised_bitflip_job_checks_absorption_like_the_sequential_one(tmp_pa
     """The unperturbed reference rides along in the vmap batch; for a matmul model vectorised
     and sequential training agree bitwise, so the flags must agree too."""
     data, job = _job(tmp_path)
-    stages.train(data, tmp_path / "seq.h5", job, checkpoint_every=0)
-    stages.train(data, tmp_path / "vec.h5", {**job, "vectorize": "on"}, tmp_path / "vec.log",
+    torch_stages.train(data, tmp_path / "seq.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "vec.h5", {**job, "vectorize": "on"}, tmp_path / "vec.log",
                  checkpoint_every=0)  # fmt: skip
     assert "4 runs together" in (tmp_path / "vec.log").read_text()
-    seq, vec = stages.load_replicas(tmp_path / "seq.h5"), stages.load_replicas(tmp_path / "vec.h5")
+    seq, vec = files.load_replicas(tmp_path / "seq.h5"), files.load_replicas(tmp_path / "vec.h5")
     assert [r["absorbed"] for r in vec] == [r["absorbed"] for r in seq]
-    assert all(stages.same_weights(a["weights"], b["weights"]) for a, b in zip(vec, seq))
+    assert all(torch_stages.same_weights(a["weights"], b["weights"]) for a, b in zip(vec, seq))

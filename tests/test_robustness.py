@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from nondet import analysis_stages, files, torch_stages
 from nondet import config as cfg
-from nondet import stages
 from nondet.h5io import InputError, OutputError, atomic_h5
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,12 +36,12 @@ def make_config(**training):
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+    torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
     return path, c
 
 
 def read_weights(path):
-    return {r["replica"]: r["weights"] for r in stages.load_replicas(path)}
+    return {r["replica"]: r["weights"] for r in files.load_replicas(path)}
 
 
 def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_file):
@@ -50,12 +50,12 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
     out = tmp_path / "train" / "chunk0.h5"
     log = tmp_path / "train.log"
     code = (
-        "import json, sys, torch; from nondet.stages import train; "
+        "import json, sys, torch; from nondet.torch_stages import train; "
         "train(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], 1, 1)"
     )
     cmd = [sys.executable, "-c", code, str(data), str(out), json.dumps(job), str(log)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ckpt = stages.checkpoint_dir(out) / "replica_0000.pt"
+    ckpt = files.checkpoint_dir(out) / "replica_0000.pt"
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not ckpt.exists():  # first checkpoint written: training is under way
@@ -75,10 +75,10 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
 
     subprocess.run(cmd, env=env, check=True, timeout=300, stderr=subprocess.DEVNULL)
     assert "resuming from checkpoint" in log.read_text()
-    assert not stages.checkpoint_dir(out).exists()  # cleaned up once the output is complete
+    assert not files.checkpoint_dir(out).exists()  # cleaned up once the output is complete
 
     reference = tmp_path / "reference.h5"
-    stages.train(data, reference, job, checkpoint_every=0)
+    torch_stages.train(data, reference, job, checkpoint_every=0)
     resumed, straight = read_weights(out), read_weights(reference)
     assert resumed.keys() == straight.keys() == {0, 1}
     for r in resumed:
@@ -95,22 +95,22 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
     job["recipe"]["lr"] = 1e6  # blows up: loss becomes NaN
     job["data_hash"] = cfg.data_hash(make_config())
     fine = {**job, "recipe": {**job["recipe"], "lr": 0.2}}
-    stages.train(data, tmp_path / "bad.h5", job, checkpoint_every=0)
-    assert all(r["diverged"] for r in stages.load_replicas(tmp_path / "bad.h5"))
-    stages.predict(data, tmp_path / "bad.h5", tmp_path / "bad_pred.h5", job)
-    stages.train(data, tmp_path / "ok.h5", fine, checkpoint_every=0)
-    stages.predict(data, tmp_path / "ok.h5", tmp_path / "ok_pred.h5", fine)
+    torch_stages.train(data, tmp_path / "bad.h5", job, checkpoint_every=0)
+    assert all(r["diverged"] for r in files.load_replicas(tmp_path / "bad.h5"))
+    torch_stages.predict(data, tmp_path / "bad.h5", tmp_path / "bad_pred.h5", job)
+    torch_stages.train(data, tmp_path / "ok.h5", fine, checkpoint_every=0)
+    torch_stages.predict(data, tmp_path / "ok.h5", tmp_path / "ok_pred.h5", fine)
     params = {"model": "cnn", "condition": "all", "bootstrap_resamples": 20, "seed": 0}
     paths = [tmp_path / "ok_pred.h5", tmp_path / "bad_pred.h5"]
-    stages.metrics(paths, tmp_path / "m.h5", {**params, "on_diverged": "exclude"})
-    row = stages.load_rows([tmp_path / "m.h5"])[0]
+    analysis_stages.metrics(paths, tmp_path / "m.h5", {**params, "on_diverged": "exclude"})
+    row = files.load_rows([tmp_path / "m.h5"])[0]
     assert row["n_diverged"] == 3 and row["n_replicas"] == 3
     assert np.isfinite(row["disagreement"])
     with pytest.raises(InputError, match=r"3 replica\(s\) diverged"):
-        stages.metrics(paths, tmp_path / "m2.h5", {**params, "on_diverged": "fail"})
+        analysis_stages.metrics(paths, tmp_path / "m2.h5", {**params, "on_diverged": "fail"})
     assert not (tmp_path / "m2.h5").exists()
     with pytest.raises(InputError, match="need >= 2 replicas that did not diverge"):
-        stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", params)
+        analysis_stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", params)
 
 
 # --- bad inputs, each with a message that names the problem (config cases: test_config.py) ---
@@ -118,31 +118,31 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
 
 def test_missing_dataset(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        stages.load_dataset(tmp_path / "nope.h5", "abc")
+        files.load_dataset(tmp_path / "nope.h5", "abc")
 
 
 def test_dataset_from_another_config(data_file):
     data, _ = data_file
     with pytest.raises(InputError, match="different dataset config"):
-        stages.load_dataset(data, "0123456789abcdef")
+        files.load_dataset(data, "0123456789abcdef")
 
 
 def test_corrupt_training_file(tmp_path):
     bad = tmp_path / "chunk0.h5"
     bad.write_bytes(b"\x89HDF\r\n garbage")
     with pytest.raises(InputError, match="not a readable HDF5"):
-        stages.load_replicas(bad)
+        files.load_replicas(bad)
 
 
 def test_training_file_from_another_job(tmp_path, data_file):
     data, c = data_file
     job = cfg.train_job(make_config(epochs=1), "cnn", "control", 0)
-    stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     other = cfg.train_job(make_config(epochs=2), "cnn", "control", 0)
-    with pytest.raises(InputError, match="different job spec"):
-        stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", other)
+    with pytest.raises(InputError, match="not made by the job this run expects"):
+        torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", other)
     with pytest.raises(InputError, match="no snapshots"):
-        stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job, method="snapshot")
+        torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job, method="snapshot")
 
 
 def test_predictions_with_wrong_shapes_or_other_experiment(tmp_path):
@@ -158,14 +158,14 @@ def test_predictions_with_wrong_shapes_or_other_experiment(tmp_path):
 
     a, b = write("a.h5", np.arange(5)), write("b.h5", np.arange(6))
     with pytest.raises(InputError, match="different test set"):
-        stages.load_predictions([a, b])
+        files.load_predictions([a, b])
     c = write("c.h5", np.arange(5), data_hash="other")
     with pytest.raises(InputError, match="different experiments"):
-        stages.load_predictions([a, c])
+        files.load_predictions([a, c])
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["x"] = 1
     with pytest.raises(InputError, match="no provenance"):
-        stages.load_predictions([tmp_path / "plain.h5"])
+        files.load_predictions([tmp_path / "plain.h5"])
 
 
 def test_gpu_requested_but_absent():
@@ -188,3 +188,219 @@ def test_output_directory_not_writable(tmp_path):
     with pytest.raises(OutputError, match="not writable"):
         with atomic_h5(blocker / "train" / "x.h5", {"kind": "train"}):
             pass
+
+
+# --- issue 15: provenance at every stage, whole-job checkpoint keys, clear faults ---------------
+
+
+def small_config(lr=0.2, data_seed=42, **training):
+    return cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "dataset": {"num_samples": 600, "seed": data_seed},
+            "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr, **training},
+            "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
+            "metrics": {"bootstrap_resamples": 20},
+        }
+    )
+
+
+def dataset_of(c, folder):
+    path = folder / f"data_{cfg.data_hash(c)}.h5"
+    if not path.exists():
+        torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+    return path
+
+
+def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_path):
+    """Item 1: a predictions or metrics file of an lr-0.1 run copied over an lr-0.2 run's path."""
+    old, new = small_config(lr=0.1), small_config(lr=0.2)
+    data = dataset_of(old, tmp_path)
+    job = cfg.train_job(old, "cnn", "control", 0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    pred = tmp_path / "results" / "predict" / "cnn" / "control" / "chunk0.h5"
+    torch_stages.predict(data, tmp_path / "t.h5", pred, job)
+    # the reader of predictions (metrics) checks the spec of each file it is given
+    analysis_stages.metrics([pred], tmp_path / "m_old.h5", cfg.metrics_params(old, "cnn", "control"))
+    with pytest.raises(InputError) as err:
+        analysis_stages.metrics([pred], tmp_path / "m_new.h5", cfg.metrics_params(new, "cnn", "control"))
+    assert str(pred) in str(err.value) and "spec_hash" in str(err.value)
+    assert "--forcerun" in str(err.value)
+    assert not (tmp_path / "m_new.h5").exists()
+    # ... and the readers of metric files (tables, figures) check theirs
+    metric = str(tmp_path / "m_old.h5")
+    with pytest.raises(InputError, match="spec_hash"):
+        analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+                     expect={metric: cfg.metrics_expect(new, "cnn", "control")})  # fmt: skip
+    with pytest.raises(InputError, match="m_old.h5"):
+        files.load_rows([metric], [cfg.metrics_expect(new, "cnn", "control")])
+    assert not (tmp_path / "d.csv").exists()
+    analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+                 expect={metric: cfg.metrics_expect(old, "cnn", "control")})  # fmt: skip
+    assert (tmp_path / "d.csv").exists()
+    # a training file of another data set or code version is refused by predict, naming what differs
+    other = {**job, "data_hash": "0" * 16}
+    with pytest.raises(InputError, match="data_hash"):
+        files.load_replicas(tmp_path / "t.h5", files._job_expect(other))
+    with pytest.raises(InputError, match="code_version: the file has '2'"):
+        files.load_replicas(tmp_path / "t.h5", {**files._job_expect(job), "code_version": "99"})
+
+
+def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
+    """Item 2: kill a job mid-run, change dataset.seed, rerun: it must not resume old weights."""
+    from nondet import training
+
+    c_old, c_new = small_config(epochs=2), small_config(epochs=2, data_seed=43)
+    data_old, data_new = dataset_of(c_old, tmp_path), dataset_of(c_new, tmp_path)
+    job_old, job_new = cfg.train_job(c_old, "cnn", "control", 0), cfg.train_job(c_new, "cnn", "control", 0)
+    assert {k: v for k, v in job_old.items() if k not in ("data_hash", "spec_hash")} == {
+        k: v for k, v in job_new.items() if k not in ("data_hash", "spec_hash")
+    }  # same seeds, recipe and model: only the data differ
+    out = tmp_path / "train" / "chunk0.h5"
+    real, calls = training.train_replica, []
+
+    def dies_on_second_replica(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # like a kill: replica 0's checkpoint stays behind
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_replica", dies_on_second_replica)
+    with pytest.raises(KeyboardInterrupt):
+        torch_stages.train(data_old, out, job_old, checkpoint_every=1)
+    assert (files.checkpoint_dir(out) / "replica_0000.pt").exists()
+    monkeypatch.setattr(training, "train_replica", real)
+
+    log = tmp_path / "train.log"
+    torch_stages.train(data_new, out, job_new, log_path=log, checkpoint_every=1)
+    text = log.read_text()
+    assert "ignoring the checkpoints" in text and "data_hash" in text
+    assert "resuming" not in text
+    torch_stages.train(data_new, tmp_path / "straight.h5", job_new, checkpoint_every=0)
+    resumed, straight = read_weights(out), read_weights(tmp_path / "straight.h5")
+    for r in straight:
+        for name in straight[r]:
+            assert np.array_equal(resumed[r][name], straight[r][name]), (r, name)
+
+
+def test_truncated_predictions_name_the_file_and_how_to_recover(tmp_path):
+    """Item 5: h5py's bare 'truncated file: eof = ...' hid the path."""
+    pred = tmp_path / "results" / "predict" / "chunk0.h5"
+    with atomic_h5(pred, {"kind": "predict", "data_hash": "h", "job": {}}) as f:
+        f.create_dataset("logits", data=np.zeros((2, 500, 10), np.float32))
+    size = pred.stat().st_size
+    with open(pred, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(InputError) as err:
+        files.load_predictions([pred])
+    assert str(pred) in str(err.value) and f"--forcerun {pred}" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(28, "No space left on device"), RuntimeError("basic_ios::clear: iostream error")]
+)
+def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
+    tmp_path, monkeypatch, small_data, recipe, cnn_spec, error
+):
+    """Item 5: torch.save failing mid-write (ENOSPC) must not leave .pt.tmp-* files."""
+    import torch
+
+    from nondet import training
+    from nondet.seeds import replica_seeds
+
+    def full_disk(obj, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise error
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    ckpt = tmp_path / "ckpt" / "replica_0000.pt"
+    ckpt.parent.mkdir()
+    with pytest.raises(OutputError) as err:
+        training.train_replica(cnn_spec, {**recipe, "epochs": 1}, replica_seeds("control", 0, 0),
+                               small_data, torch.device("cpu"), checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert str(ckpt) in str(err.value) and "free" in str(err.value)
+    assert list(ckpt.parent.iterdir()) == []
+
+
+def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatch):
+    """Item 6: the log was reopened in write mode on failure, erasing it, and got two tracebacks."""
+    from nondet import training
+
+    c = small_config()
+    data = dataset_of(c, tmp_path)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom in replica")
+
+    monkeypatch.setattr(training, "train_replica", boom)
+    log = tmp_path / "logs" / "train.log"
+    with pytest.raises(RuntimeError, match="boom in replica"):
+        torch_stages.train(data, tmp_path / "t.h5", cfg.train_job(c, "cnn", "control", 0), log_path=log)
+    text = log.read_text()
+    assert "training cnn/control replicas [0, 1]" in text  # the header survived
+    assert text.count("Traceback") == 1 and text.count("train failed") == 1
+    assert text.index("training cnn/control") < text.index("train failed")
+
+
+def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
+    """Item 1 end to end: a predictions chunk of an lr-0.1 run copied over an lr-0.2 run's path
+    used to give a diversity table mixing both, exit 0. Now the metrics job fails naming the file,
+    and the advised --forcerun restores exactly the table of the lr-0.2 run."""
+    import shutil
+
+    import yaml
+
+    def run(workdir, lr, *args):
+        config = {
+            "experiment": "copy",
+            "replicas": 2,
+            "replicas_per_job": 1,  # two chunks: one copied chunk would be mixed with the other
+            "dataset": {"num_samples": 300},
+            "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr},
+            "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
+            "metrics": {"bootstrap_resamples": 20},
+            "instability": {"models": []},
+            "stability": {"models": []},
+            "mitigation": {"models": []},
+        }
+        workdir.mkdir(exist_ok=True)
+        (workdir / "c.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(workdir), "--configfile", str(workdir / "c.yaml"), "--cores", "1",
+               *args, "results/tables/diversity.csv"]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(a, 0.1).returncode == 0 and run(b, 0.2).returncode == 0
+    table = (b / "results/tables/diversity.csv").read_text()
+    chunk = "results/predict/lin/init/chunk0.h5"
+    shutil.copy(a / chunk, b / chunk)
+    out = run(b, 0.2)
+    assert out.returncode != 0
+    assert f"input file {chunk} was not made by the job this run expects" in out.stderr
+    assert (b / "results/tables/diversity.csv").read_text() == table  # nothing mixed was written
+    assert run(b, 0.2, "--forcerun", chunk).returncode == 0
+    assert (b / "results/tables/diversity.csv").read_text() == table
+
+
+def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, recipe, cnn_spec):
+    import torch
+
+    from nondet import training
+    from nondet.seeds import replica_seeds
+
+    ckpt = tmp_path / "replica_0000.pt"
+    ckpt.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    lines = []
+    seeds = replica_seeds("control", 0, 0)
+    res = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
+                                 torch.device("cpu"), log=lines.append, checkpoint=ckpt,
+                                 checkpoint_every=1)  # fmt: skip
+    assert any("ignoring checkpoint" in line and "cannot be read" in line for line in lines)
+    straight = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
+                                      torch.device("cpu"), log=lambda _: None)  # fmt: skip
+    for name in straight["state"]:
+        assert np.array_equal(res["state"][name], straight["state"][name])

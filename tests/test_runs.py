@@ -7,18 +7,17 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
+import helpers
 import numpy as np
 import pytest
-import yaml
 from scipy import special
 
 from nondet.compare import per_example_values
+from nondet.files import load_predictions
 from nondet.metrics import accuracy, cross_entropy
 from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
-from nondet.stages import load_predictions
 
 N, K = 50, 4
 
@@ -236,7 +235,8 @@ def test_per_example_values_of_imported_runs_match_the_metrics(tmp_path):
 
 # --- the workflow: trained runs exported as .npy and analysed through runs: ---------------------
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO  # noqa: E402
+
 TRAINED = {
     "experiment": "tiny",
     "replicas": 3,
@@ -254,13 +254,7 @@ ORIGIN = {"device", "kernels_mode", "epochs", "cycles", "method", "test_passes",
 
 
 def snakemake(workdir, config, *args):
-    (Path(workdir) / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(Path(workdir) / "config.yaml"), "--cores", "2", *args]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    assert out.returncode == 0, f"snakemake failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
-    return out
+    return helpers.snakemake(workdir, "--cores", "2", *args, config=config)
 
 
 def test_exported_runs_give_the_same_diversity_table(tmp_path):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from slurm_cluster import SlurmCluster, missing_binaries
 
 REPO = Path(__file__).resolve().parent.parent

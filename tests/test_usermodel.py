@@ -170,7 +170,7 @@ def test_features_come_from_the_named_module(images):
 
 
 def test_cka_on_column():
-    from nondet.stages import cka_on
+    from nondet.metrics import cka_on
 
     assert cka_on(SPEC) == "features" and cka_on({**SPEC, "features": None}) == "logits"
     assert cka_on({"arch": "linear"}) == "logits" and cka_on({"arch": "cnn1d"}) == "features"

@@ -3,16 +3,12 @@
 import copy
 import csv
 import os
-import re
 import subprocess
-import sys
-from pathlib import Path
 
+import helpers
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+from helpers import REPO, SNAKEMAKE, planned_outputs
 
 TINY = {
     "experiment": "tiny",
@@ -43,20 +39,7 @@ TINY = {
 
 
 def snakemake(workdir, *args, config=TINY, check=True):
-    cfg_path = Path(workdir) / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    cmd = SNAKEMAKE + ["--directory", str(workdir), "--configfile", str(cfg_path), *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and out.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{out.stdout[-4000:]}\n{out.stderr[-8000:]}")
-    return out
-
-
-def planned_outputs(out) -> set[str]:
-    """Output files of the jobs a dry run plans (rule `all` has none)."""
-    text = out.stdout + out.stderr
-    return {p for line in re.findall(r"^\s+output: (.*)$", text, re.M) for p in line.split(", ")}
+    return helpers.snakemake(workdir, *args, config=config, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +82,8 @@ def test_end_to_end_outputs(finished_run):
     assert "cpu-standin" in rows[("cnn", "all")]["kernels_mode"]
     # absorbed one-ulp flips: the table's count is exactly bitwise equality with control replica 0
     # (same seeds, no flip), whatever this CPU's rounding made of the flips
-    from nondet.stages import load_replicas, same_weights
+    from nondet.files import load_replicas
+    from nondet.torch_stages import same_weights
 
     control = load_replicas(res / "train/linear/control/chunk0.h5")[0]["weights"]
     flipped = [r for p in sorted((res / "train/linear/bitflip").glob("chunk*.h5")) for r in load_replicas(p)]

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import compare
+from nondet.analysis_stages import compare
 
 out = snakemake.output
 compare(

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import factorial
+from nondet.analysis_stages import factorial
 
 out = snakemake.output
 factorial(

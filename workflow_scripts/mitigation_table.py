@@ -1,7 +1,10 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import mitigation_table
+from nondet.analysis_stages import mitigation_table
 
 out = snakemake.output
-mitigation_table(list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0])
+mitigation_table(
+    list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0],
+    expect=snakemake.params.expect,
+)  # fmt: skip

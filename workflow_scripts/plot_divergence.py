@@ -1,8 +1,12 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import plot_divergence
+from nondet.analysis_stages import plot_divergence
 
 plot_divergence(
-    snakemake.input[0], snakemake.output.pdf, snakemake.output.png, snakemake.log[0]
+    snakemake.input[0],
+    snakemake.output.pdf,
+    snakemake.output.png,
+    snakemake.log[0],
+    expect=snakemake.params.expect,
 )

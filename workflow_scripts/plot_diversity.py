@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import plot
+from nondet.analysis_stages import plot
 
 plot(
     list(snakemake.input),
@@ -9,4 +9,5 @@ plot(
     snakemake.output.png,
     snakemake.wildcards.model,
     snakemake.log[0],
+    expect=snakemake.params.expect,
 )

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.stages import twins
+from nondet.torch_stages import twins
 
 twins(
     snakemake.input.data,

@@ -690,12 +690,11 @@ def job_expect(job: dict, **extra) -> dict:
 
 def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain") -> dict:
     """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries."""
-    if method in ("plain", "tta"):
+    if method == "plain" or method.startswith("tta"):  # tta or tta:<name> (a list of specs)
         job = train_job(config, model, condition, chunk)
     else:
         job = snapshot_job(config, model, condition, chunk)
-    tta = config["mitigation"]["tta"] if method in ("tta", "snapshot+tta") else None
-    return job_expect(job, method=method, tta=tta)
+    return job_expect(job, method=method, tta=tta_spec(config, method))
 
 
 def metrics_params(config: dict, model: str, condition: str, method="plain") -> dict:

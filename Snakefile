@@ -20,6 +20,7 @@ include: "rules/mitigation.smk"
 include: "rules/compare.smk"
 include: "rules/runs.smk"
 include: "rules/usermodel.smk"
+include: "rules/paper.smk"
 
 
 rule all:

@@ -269,3 +269,30 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     with h5io.atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False)
     components_figure(df, params["name"], pdf_path, png_path)
+
+
+# --- the paper's published numbers beside ours (issue 13) --------------------------------------
+
+
+@stage
+def paper_comparison(expected_path, diversity_path, mitigation_path, csv_path, md_path,
+                     log_path=None) -> None:  # fmt: skip
+    """A run's diversity (and mitigation) rows beside paper/expected.csv, converted to the
+    paper's conventions (nondet.paper)."""
+    import pandas as pd
+
+    from .paper import paper_comparison as compare_rows
+    from .tables import write_table
+
+    log = get_logger(log_path)
+    expected = pd.read_csv(expected_path)
+    diversity = pd.read_csv(diversity_path)
+    mitigation = pd.read_csv(mitigation_path) if mitigation_path else None
+    df = compare_rows(expected, diversity, mitigation)
+    missing = len(expected) - len(df)
+    notes = [f"{missing} of the paper's {len(expected)} numbers have no row in this run "
+             "(model/condition/method not trained)."] if missing else []  # fmt: skip
+    write_table(df, csv_path, md_path, notes=notes)
+    for line in notes:
+        log.warning(line)
+    log.info(f"wrote {csv_path} and {md_path} ({len(df)} of {len(expected)} published numbers)")

@@ -38,11 +38,23 @@ def crop_flip_params(seed: int, epoch: int, n: int, pad: int) -> torch.Tensor:
     return torch.cat([crops, flips], dim=1)
 
 
-def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int) -> torch.Tensor:
-    """Random crop of the zero-padded image and horizontal flip, batched; x is (B, C, H, W)."""
+def pad_image(x: torch.Tensor, pad: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` (B, C, H, W) padded by ``pad`` pixels with zeros (after normalisation: the mean
+    colour), or with the per-channel value ``fill`` (C,) (e.g. black: -mean/std)."""
+    if fill is None:
+        return torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    b, c, h, w = x.shape
+    out = fill.to(x.device, x.dtype).view(1, c, 1, 1).expand(b, c, h + 2 * pad, w + 2 * pad).clone()
+    out[:, :, pad : pad + h, pad : pad + w] = x
+    return out
+
+
+def crop_flip(x: torch.Tensor, params: torch.Tensor, pad: int, fill=None) -> torch.Tensor:
+    """Random crop of the padded image (:func:`pad_image`) and horizontal flip, batched; x is
+    (B, C, H, W)."""
     b, c, h, w = x.shape
     params = params.to(x.device)
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    padded = pad_image(x, pad, fill)
     rows = params[:, 0, None] + torch.arange(h, device=x.device)[None, :]  # (B, H)
     cols = params[:, 1, None] + torch.arange(w, device=x.device)[None, :]  # (B, W)
     cols = torch.where(params[:, 2, None].bool(), cols.flip(1), cols)
@@ -61,6 +73,10 @@ class Augmenter:
             )
         self.kind, self.seed, self.n, self.size = kind, seed, n, size
         self._epoch, self._params = None, None
+
+    #: per-channel crop padding of images (None = zeros), see :func:`pad_image`; set from the
+    #: data set (nondet.data.Dataset.pad_fill)
+    fill = None
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         if self.kind == "none" or self.size == 0:
@@ -82,4 +98,4 @@ class Augmenter:
         params = self._params[index]
         if self.kind == "shift":
             return shift(x, params, self.size)
-        return crop_flip(x, params, self.size)
+        return crop_flip(x, params, self.size, self.fill)

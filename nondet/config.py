@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from .h5io import CODE_VERSION, spec_hash
+from .seeds import CONDITIONS
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
@@ -23,7 +24,7 @@ ARCH_PARAMS = {
     "linear": {},
     "mlp": {"hidden": 128, "dropout": 0.0, "batchnorm": True},
     "cnn1d": {"channels": 32, "kernels": [5, 3, 3], "dropout": 0.1},
-    "resnet": {"blocks": 2, "width": 16, "dropout": 0.0},
+    "resnet": {"blocks": 2, "width": 16, "dropout": 0.0, "shortcut": "conv"},
 }
 
 
@@ -169,6 +170,32 @@ def _check_user_model(name: str, model: dict) -> None:
         )
 
 
+def condition_sources(config: dict, condition: str) -> frozenset:
+    """The sources that vary across the replicas of ``condition`` (built-in or config's)."""
+    if condition in CONDITIONS:
+        return CONDITIONS[condition]
+    return frozenset(config["conditions"][condition])
+
+
+def _check_conditions(config: dict) -> None:
+    for name in config["conditions"]:
+        if name in CONDITIONS:
+            raise ConfigError(
+                f"config key conditions.{name}: a built-in condition has this name "
+                f"(built-in: {', '.join(CONDITIONS)})"
+            )
+    known = list(CONDITIONS) + list(config["conditions"])
+    where = [(f"models.{m}.conditions", spec["conditions"]) for m, spec in config["models"].items()]
+    where.append(("mitigation.conditions", config["mitigation"]["conditions"]))
+    for key, names in where:
+        for i, condition in enumerate(names):
+            if condition not in known:
+                raise ConfigError(
+                    f"config key {key}.{i}: unknown condition {condition!r} (known: "
+                    f"{', '.join(known)}; define new ones under the top-level conditions key)"
+                )
+
+
 def _check_arch_param(key: str, default, value) -> None:
     """Architecture parameters are free-form in the schema: check them against the defaults."""
     if isinstance(default, bool):
@@ -190,6 +217,7 @@ def _check_arch_param(key: str, default, value) -> None:
 
 
 def _check_semantics(config: dict) -> None:
+    _check_conditions(config)
     for name, model in config["models"].items():
         model.setdefault("params", {})
         model.setdefault("training", {})
@@ -211,10 +239,19 @@ def _check_semantics(config: dict) -> None:
                 )
             _check_arch_param(f"models.{name}.params.{key}", allowed[key], model["params"][key])
         params = {**allowed, **model["params"]}
-        if "dropout" in model["conditions"] and not params.get("dropout", 0) > 0:
+        for condition in model["conditions"]:
+            # "all" varies dropout only where there is some; any other condition must have it
+            varies = condition != "all" and "dropout" in condition_sources(config, condition)
+            if varies and not params.get("dropout", 0) > 0:
+                raise ConfigError(
+                    f"config key models.{name}.conditions: condition {condition!r} varies dropout, "
+                    f"which cannot apply to model {name!r} ({model['arch']}, "
+                    f"dropout={params.get('dropout', 0)}): it has no dropout"
+                )
+        if "shortcut" in params and params["shortcut"] not in ("conv", "option_a"):
             raise ConfigError(
-                f"config key models.{name}.conditions: condition 'dropout' cannot apply to model "
-                f"{name!r} ({model['arch']}, dropout={params.get('dropout', 0)}): it has no dropout"
+                f"config key models.{name}.params.shortcut: {params['shortcut']!r} is not one of "
+                "conv (1x1 conv + BN) or option_a (the authors' parameter-free shortcut)"
             )
         if "dropout" in params and not 0 <= params["dropout"] < 1:
             raise ConfigError(f"config key models.{name}.params.dropout: must be in [0, 1)")
@@ -254,6 +291,7 @@ def _check_sections(config: dict) -> None:
                     f"(models: {', '.join(models)})"
                 )
     mit = config["mitigation"]
+    tta_specs(config)  # names must be unique
     for name in mit["models"]:
         for condition in mit["conditions"]:
             if condition not in models[name]["conditions"]:
@@ -430,6 +468,12 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+    if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
+        from .seeds import source_seeds
+
+        job["sources"] = sorted(config["conditions"][condition])
+        job["seeds"] = [source_seeds(dict.fromkeys(job["sources"], r), job["base_seed"]).as_dict()
+                        for r in job["replicas"]]  # fmt: skip
     job["spec_hash"] = spec_hash(job)
     return job
 
@@ -462,9 +506,52 @@ def twins_job(config: dict, model: str) -> dict:
     return job
 
 
-def mitigation_methods() -> dict[str, str]:
-    """Method name -> the tag used in file paths."""
-    return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+#: The authors' TTA sets (their evaluate.py): name -> spec. Their counts of augmented views,
+#: excluding the original, are 1 / 25 / 81 / 50 / 162; they average the original's logits with
+#: them (``original: extra``), so 2 / 26 / 82 / 51 / 163 passes, the crop sets' centre crop
+#: repeating the original.
+TTA_PRESETS = {
+    "flip": {"kind": "flip", "size": 4, "stride": 1, "original": "extra"},
+    "crop25": {"kind": "crops", "size": 4, "stride": 2, "original": "extra"},
+    "crop81": {"kind": "crops", "size": 4, "stride": 1, "original": "extra"},
+    "flip-crop25": {"kind": "flip+crops", "size": 4, "stride": 2, "original": "extra"},
+    "flip-crop81": {"kind": "flip+crops", "size": 4, "stride": 1, "original": "extra"},
+}
+
+
+def tta_specs(config: dict) -> dict[str, dict] | None:
+    """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
+    None (one spec: methods tta and snapshot+tta)."""
+    tta = config["mitigation"]["tta"]
+    if isinstance(tta, dict):
+        return None
+    out = {}
+    for item in tta:
+        name, spec = (item, TTA_PRESETS[item]) if isinstance(item, str) else (item["name"], item)
+        if name in out:
+            raise ConfigError(f"config key mitigation.tta: two specs are named {name!r}")
+        out[name] = {k: v for k, v in spec.items() if k != "name"}
+    return out
+
+
+def mitigation_methods(config: dict | None = None) -> dict[str, str]:
+    """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
+    TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
+    specs = tta_specs(config) if config is not None else None
+    if specs is None:
+        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
+    methods["snapshot"] = "snapshot"
+    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
+    return methods
+
+
+def tta_spec(config: dict, method: str) -> dict | None:
+    """The TTA spec a mitigation method uses (None: no TTA)."""
+    base, _, name = method.partition(":")
+    if base not in ("tta", "snapshot+tta"):
+        return None
+    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
 
 
 def comparison_chunks(config: dict, name: str) -> list[list[int]]:
@@ -603,12 +690,11 @@ def job_expect(job: dict, **extra) -> dict:
 
 def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain") -> dict:
     """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries."""
-    if method in ("plain", "tta"):
+    if method == "plain" or method.startswith("tta"):  # tta or tta:<name> (a list of specs)
         job = train_job(config, model, condition, chunk)
     else:
         job = snapshot_job(config, model, condition, chunk)
-    tta = config["mitigation"]["tta"] if method in ("tta", "snapshot+tta") else None
-    return job_expect(job, method=method, tta=tta)
+    return job_expect(job, method=method, tta=tta_spec(config, method))
 
 
 def metrics_params(config: dict, model: str, condition: str, method="plain") -> dict:

@@ -26,6 +26,7 @@ class Dataset:
     y_train: torch.Tensor  # (N,), int64
     x_test: torch.Tensor
     y_test: torch.Tensor
+    pad_fill: torch.Tensor | None = None  # per-channel crop padding (None = 0, the mean colour)
 
     @property
     def num_classes(self) -> int:
@@ -42,6 +43,7 @@ class Dataset:
             self.y_train.to(device),
             self.x_test.to(device),
             self.y_test.to(device),
+            None if self.pad_fill is None else self.pad_fill.to(device),
         )
 
 
@@ -462,7 +464,21 @@ def validate_arrays(arrays: dict, source: str) -> dict:
 
 
 def make_dataset_arrays(spec: dict, log=print) -> dict:
-    """Arrays of the data set described by the config's ``dataset`` section."""
+    """Arrays of the data set described by the config's ``dataset`` section; with ``n_train`` /
+    ``n_test``, only the first so many examples of each split (a fixed subset, no random draw)."""
+    arrays = _dataset_arrays(spec, log)
+    for split in ("train", "test"):
+        n = spec.get(f"n_{split}")
+        if n is None:
+            continue
+        have = len(arrays[f"y_{split}"])
+        if n > have:
+            raise DataError(f"dataset.n_{split}: {n} examples asked, the {split} split has {have}")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][:n], arrays[f"y_{split}"][:n]
+    return arrays
+
+
+def _dataset_arrays(spec: dict, log=print) -> dict:
     name = spec["name"]
     if name == "mnist1d":
         return make_mnist1d(spec.get("seed", 42), spec.get("num_samples", 5000))
@@ -497,13 +513,29 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(ss / n - mean**2)
 
 
-def from_arrays(name: str, arrays: dict, device="cpu") -> Dataset:
-    """Tensors on ``device``. uint8 images are moved as bytes, then normalised per channel there
-    (statistics of the training set, in float64 on the host, so identical on every device)."""
+#: dataset.normalize: cifar_constants = the authors' fixed CIFAR-10 constants (mean, SD) of 0..1 pixels.
+CIFAR_CONSTANTS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+
+
+def from_arrays(name: str, arrays: dict, device="cpu", normalize: str = "exact",
+                pad_value: str = "mean") -> Dataset:  # fmt: skip
+    """Tensors on ``device``. uint8 images are moved as bytes, then normalised per channel there:
+    ``normalize`` exact = statistics of the training set, in float64 on the host, so identical on
+    every device; cifar_constants = the authors' fixed constants (3-channel images only).
+    ``pad_value`` of crops: mean = 0 after normalising (the mean colour); black = pixels 0 before
+    normalising, i.e. -mean/SD per channel (the authors' padding)."""
     arrays = dict(arrays)
     stats = None
     if arrays["x_train"].dtype == np.uint8:
         stats = channel_stats(arrays["x_train"])
+        if normalize == "cifar_constants":
+            if arrays["x_train"].shape[1] != 3:
+                raise ValueError("dataset.normalize: cifar_constants needs 3-channel images")
+            stats = tuple(255.0 * np.asarray(c, dtype=np.float64) for c in CIFAR_CONSTANTS)
+        elif normalize != "exact":
+            raise ValueError(f"unknown dataset.normalize {normalize!r}; known: exact, cifar_constants")
+    if pad_value not in ("mean", "black"):
+        raise ValueError(f"unknown dataset.pad_value {pad_value!r}; known: mean, black")
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
     if stats is not None:
         shape = (1, -1) + (1,) * (t["x_train"].dim() - 2)
@@ -511,4 +543,7 @@ def from_arrays(name: str, arrays: dict, device="cpu") -> Dataset:
         std = torch.tensor(stats[1], dtype=torch.float32, device=device).view(shape)
         for k in ("x_train", "x_test"):
             t[k] = (t[k].float() - mean) / std
-    return Dataset(name, t["x_train"], t["y_train"], t["x_test"], t["y_test"])
+    fill = None
+    if pad_value == "black" and stats is not None:
+        fill = ((torch.zeros_like(mean) - mean) / std).flatten()  # as a normalised 0 pixel
+    return Dataset(name, t["x_train"], t["y_train"], t["x_test"], t["y_test"], fill)

@@ -56,8 +56,9 @@ def load_dataset(path, expected_hash: str, device="cpu"):
                 f"(data_hash {f.attrs.get('data_hash')} != {expected_hash}); rerun its rule"
             )
         arrays = {k: f[k][()] for k in ("x_train", "y_train", "x_test", "y_test")}
-        name = json.loads(f.attrs["provenance"])["dataset"]["name"]
-    return from_arrays(name, arrays, device)
+        spec = json.loads(f.attrs["provenance"])["dataset"]
+    return from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"),
+                       spec.get("pad_value", "mean"))  # fmt: skip
 
 
 def checkpoint_dir(out_path) -> Path:

@@ -30,7 +30,7 @@ PANELS = [
 
 def condition_label(row: dict) -> str:
     """Condition name, marked when the kernels source is only a CPU stand-in."""
-    if row["condition"] in ("kernels", "all") and "standin" in row.get("kernels_mode", ""):
+    if "standin" in row.get("kernels_mode", ""):  # kernels, all, or a condition that varies them
         return row["condition"] + "*"
     return row["condition"]
 

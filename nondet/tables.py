@@ -18,8 +18,9 @@ COLUMNS = [
 def diversity_table(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     order = {c: i for i, c in enumerate(CONDITIONS)}
-    df["_order"] = df["condition"].map(order)
-    df = df.sort_values(["model", "_order"]).drop(columns="_order").reset_index(drop=True)
+    # config-defined conditions and imported runs: after the built-ins, in the order given
+    df["_order"] = df["condition"].map(order).fillna(len(order))
+    df = df.sort_values(["model", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
     for column in ("n_absorbed", "n_identical_pairs"):
         if column not in df:
             df[column] = float("nan")
@@ -80,8 +81,10 @@ MITIGATION_COLUMNS = [
 def mitigation_table(rows: list[dict]) -> pd.DataFrame:
     """One row per (model, condition, method); ``*_reduction`` = % reduction against plain."""
     df = pd.DataFrame(rows)
-    df["_m"] = df["method"].map({m: i for i, m in enumerate(METHODS)})
-    df = df.sort_values(["model", "condition", "_m"]).drop(columns="_m").reset_index(drop=True)
+    # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
+    df["_m"] = df["method"].map(lambda m: METHODS.index(m.partition(":")[0]))
+    df = df.sort_values(["model", "condition", "_m"], kind="stable").drop(columns="_m")
+    df = df.reset_index(drop=True)
     for metric in ("acc_sd", "ce_sd", "disagreement"):
         plain = df[df["method"] == "plain"].set_index(["model", "condition"])[metric]
         ref = df.set_index(["model", "condition"]).index.map(plain.get)

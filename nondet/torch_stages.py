@@ -193,10 +193,12 @@ def predict(
     replicas = load_replicas(train_path, _job_expect(job))
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
-    use_tta, use_snapshots = method in ("tta", "snapshot+tta"), method.startswith("snapshot")
+    # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.config.tta_spec)
+    use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
+    use_snapshots = method.startswith("snapshot")
     tta = fit_kind(tta if use_tta else None, data.x_test)
     check_fits(tta, data.x_test)
-    views = make_views(tta)
+    views = make_views(tta, data.pad_fill)
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:

@@ -94,6 +94,39 @@ def lr_at(step: int, total_steps: int, peak: float, warmup_steps: int = 0, cycle
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def lr_authors(step: int, total_steps: int, peak: float, warmup_steps: int = 0, cycles: int = 1):
+    """The authors' schedule (train.py ``learning_rate_fn``, recipe ``schedule: authors``): within
+    each of ``cycles`` cycles, starting at step s = 0 of the cycle, linear warm-up from 0,
+    ``peak * s / warmup_steps`` while s <= warmup_steps (so the first step has lr 0), then one
+    cosine over the whole cycle counted from its start, ``peak * 0.5 * (1 + cos(pi * s /
+    cycle_steps))`` (not restarted after the warm-up)."""
+    if total_steps % cycles:
+        raise ValueError(f"{total_steps} steps do not split into {cycles} equal cycles")
+    cycle_steps = total_steps // cycles
+    s = step % cycle_steps
+    if warmup_steps and s <= warmup_steps:
+        return peak * s / warmup_steps
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(s / cycle_steps, 1.0)))
+
+
+SCHEDULES = {"cosine_restart": lr_at, "authors": lr_authors}
+
+
+def set_lr(opt, lr: float) -> None:
+    """Set the step's learning rate, times each parameter group's ``lr_scale``
+    (nondet.models.weight_decay_groups); both training loops call this."""
+    for group in opt.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def param_groups(model, recipe: dict):
+    """The optimiser's parameter groups for ``recipe`` (weight decay and learning-rate scales)."""
+    return weight_decay_groups(
+        model, recipe["weight_decay"], recipe.get("weight_decay_on", "weights"),
+        recipe.get("lr_scale_bias_bn", 1.0),
+    )  # fmt: skip
+
+
 def state_to_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
@@ -112,9 +145,13 @@ class Schedule:
         self.total = self.steps_per_epoch * self.epochs
         self.warmup = self.steps_per_epoch * recipe["warmup_epochs"]
         self.cycle_steps = self.total // self.cycles
+        name = recipe.get("schedule", "cosine_restart")
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown training.schedule {name!r}; known: {', '.join(SCHEDULES)}")
+        self._lr = SCHEDULES[name]
 
     def lr(self, step: int) -> float:
-        return lr_at(step, self.total, self.peak, self.warmup, self.cycles)
+        return self._lr(step, self.total, self.peak, self.warmup, self.cycles)
 
     def snapshot_due(self, steps_done: int) -> bool:
         """After this many steps a cycle ends (lr 0): the snapshot ensembles' members."""
@@ -149,6 +186,7 @@ class ReplicaDraws:
         if self.standin:
             g = torch_generator(derive_seed(self.seeds.kernels, epoch, b))
             index = index[torch.randperm(len(index), generator=g).to(self.device)]
+        self.augment.fill = data.pad_fill
         x = self.augment(data.x_train[index], index, epoch)
         for m in self.masks:
             m.select(epoch, index)
@@ -220,7 +258,8 @@ def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, dev
 def build_replica(model_spec, recipe, seeds: ReplicaSeeds, data: Dataset, device):
     """The replica's initial model (from its init generator) and its one-ulp flip, if any."""
     model = build_model(
-        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device
+        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device,
+        init=recipe.get("init", "pytorch"),
     )
     flipped = {}
     if seeds.bitflip is not None:
@@ -268,7 +307,7 @@ def train_replica(
         model = model.to(memory_format=torch.channels_last)
 
     opt = torch.optim.SGD(
-        weight_decay_groups(model, recipe["weight_decay"]),
+        param_groups(model, recipe),
         lr=recipe["lr"],
         momentum=recipe["momentum"],
         nesterov=recipe["nesterov"],
@@ -313,8 +352,7 @@ def train_replica(
             record()
             _, x, y = draws.batch(order, epoch, b, data)
             lr = sched.lr(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with (

@@ -10,30 +10,43 @@ from __future__ import annotations
 import torch
 
 from .augment import crop_flip, shift
+from .config import TTA_PRESETS
+
+#: The authors' TTA sets by name (nondet.config.TTA_PRESETS, kept light for the Snakefile).
+PRESETS = TTA_PRESETS
 
 
-def make_views(spec: dict | None) -> list[tuple[str, object]]:
-    """Named view functions for ``spec`` = {kind, size, stride}; the identity comes first."""
+def make_views(spec: dict | None, fill=None) -> list[tuple[str, object]]:
+    """Named view functions for ``spec`` = {kind, size, stride, original}; the identity first.
+    ``fill``: per-channel crop padding of images (None = zeros; nondet.augment.pad_image).
+
+    The augmented views: shifts by -size..size at ``stride`` (kind shift); the horizontal flip
+    (flip); every crop of the ``size``-padded image at ``stride`` (crops); all of those crops of
+    the image and of its flip (flip+crops). ``original``: ``once`` (default) = a view equal to the
+    original (zero shift, centre crop) is not repeated; ``extra`` = the original is averaged in
+    addition to every augmented view (the authors' counting, :data:`PRESETS`).
+    """
     views = [("identity", lambda x: x)]
     if not spec:
         return views
     kind, size, stride = spec["kind"], int(spec["size"]), int(spec.get("stride", 1))
+    extra = spec.get("original", "once") == "extra"
     if kind == "shift":
         for off in range(-size, size + 1, stride):
-            if off != 0:
+            if off != 0 or extra:
                 views.append((f"shift{off:+d}", _shift_view(off, size)))
         return views
     if kind not in ("flip", "crops", "flip+crops"):
         raise ValueError(f"unknown TTA kind {kind!r}; known: shift, flip, crops, flip+crops")
     crops = kind in ("crops", "flip+crops")
-    flips = [0, 1] if kind in ("flip", "flip+crops") else [0]
+    flips = {"flip": [1], "crops": [0], "flip+crops": [0, 1]}[kind]
     offsets = range(0, 2 * size + 1, stride) if crops else [size]
     for flip in flips:
         for dy in offsets:
             for dx in offsets:
-                if (dy, dx, flip) != (size, size, 0):
+                if (dy, dx, flip) != (size, size, 0) or extra:
                     views.append((f"crop{dy - size:+d}{dx - size:+d}" + ("flip" if flip else ""),
-                                  _crop_view(dy, dx, flip, size)))  # fmt: skip
+                                  _crop_view(dy, dx, flip, size, fill)))  # fmt: skip
     return views
 
 
@@ -65,10 +78,10 @@ def _shift_view(offset: int, size: int):
     return view
 
 
-def _crop_view(dy: int, dx: int, flip: int, pad: int):
+def _crop_view(dy: int, dx: int, flip: int, pad: int, fill=None):
     def view(x):
         params = torch.tensor([[dy, dx, flip]], dtype=torch.long).expand(len(x), 3)
-        return crop_flip(x, params, pad)
+        return crop_flip(x, params, pad, fill)
 
     return view
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from .models import weight_decay_groups
 from .seeds import ReplicaSeeds
 from .training import (
     Curve,
@@ -34,9 +33,11 @@ from .training import (
     build_replica,
     dropout_layers,
     load_checkpoint,
+    param_groups,
     replica_result,
     save_checkpoint,
     set_kernel_mode,
+    set_lr,
 )
 
 
@@ -63,14 +64,14 @@ def _dropout_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
     return shapes
 
 
-def _stacked_groups(model: nn.Module, params: dict, weight_decay: float) -> list[dict]:
-    """The sequential loop's parameter groups (nondet.models.weight_decay_groups), with each
+def _stacked_groups(model: nn.Module, params: dict, recipe: dict) -> list[dict]:
+    """The sequential loop's parameter groups (nondet.training.param_groups), with each
     parameter replaced by its stack over replicas."""
     names = {id(p): n for n, p in model.named_parameters()}
     return [
         {**{k: v for k, v in g.items() if k != "params"},
          "params": [params[names[id(p)]] for p in g["params"]]}
-        for g in weight_decay_groups(model, weight_decay)
+        for g in param_groups(model, recipe)
     ]  # fmt: skip
 
 
@@ -117,7 +118,7 @@ def train_replicas_vectorized(
         for name, _ in models[0].named_buffers()
     }
     opt = torch.optim.SGD(
-        _stacked_groups(models[0], params, recipe["weight_decay"]),
+        _stacked_groups(models[0], params, recipe),
         lr=recipe["lr"],
         momentum=recipe["momentum"],
         nesterov=recipe["nesterov"],
@@ -195,8 +196,7 @@ def train_replicas_vectorized(
             masks = {f"{name}.external_mask": torch.stack(v) for name, v in masks.items()}
             x, y = torch.stack(xs), torch.stack(ys)
             lr = sched.lr(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             grads, (loss, out) = step_fn(params, buffers, masks, x, y)
             for name, p in params.items():
                 p.grad = grads[name]

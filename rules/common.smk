@@ -42,7 +42,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
-    method="|".join(cfg.mitigation_methods().values()),
+    method="|".join(cfg.mitigation_methods(config).values()),
     arm="baseline|candidate",
     name=r"[A-Za-z0-9_\-]+",
 
@@ -99,7 +99,7 @@ def metrics_expect(paths):
 
 
 # --- instability and mitigation (issue 3) ---
-METHOD_TAGS = cfg.mitigation_methods()
+METHOD_TAGS = cfg.mitigation_methods(config)
 
 
 def instability_targets():
@@ -154,14 +154,19 @@ def method_of(tag):
     return {t: m for m, t in METHOD_TAGS.items()}[tag]
 
 
+def tta_of(wildcards):
+    return cfg.tta_spec(config, method_of(wildcards.method))
+
+
 def mitigation_train_file(wildcards):
-    if wildcards.method == "tta":  # TTA reuses the plain replicas of the protocol
+    # TTA reuses the plain replicas of the protocol
+    if method_of(wildcards.method).startswith("tta"):
         return TRAIN.format(**wildcards)
     return SNAPSHOT_TRAIN.format(**wildcards)
 
 
 def mitigation_predict_job(wildcards):
-    if wildcards.method == "tta":
+    if method_of(wildcards.method).startswith("tta"):
         return train_job(wildcards)
     return snapshot_job(wildcards)
 

@@ -34,7 +34,7 @@ rule predict_mitigation:
     params:
         job=mitigation_predict_job,
         method=lambda w: method_of(w.method),
-        tta=config["mitigation"]["tta"],
+        tta=tta_of,
     script:
         "../workflow_scripts/predict.py"
 

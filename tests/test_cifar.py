@@ -139,3 +139,77 @@ def test_tiny_cifar_through_data_rule_and_resnet(tmp_path):
     assert float(rows["augment"]["disagreement"]) > 0.0  # crops and flips differ per replica
     log = (work / "logs/dataset.log").read_text()
     assert "verified MD5 of 6 files" in log
+
+
+def paper_slice_config(cifar_root, md5) -> dict:
+    """configs/paper.yaml merged over config.yaml (as Snakemake does), cut to a CPU slice: the
+    authors' recipe, Table 1's conditions and the five TTA sets, 2 replicas, 2 epochs (the
+    snapshot run needs 2 cycles), ResNet-14 only, no twins."""
+    import yaml
+    from helpers import REPO, default_config
+    from snakemake.utils import update_config
+
+    config = default_config()
+    update_config(config, yaml.safe_load(open(REPO / "configs/paper.yaml")))
+    update_config(config, {
+        "device": "cpu", "replicas": 2, "replicas_per_job": 2, "threads_per_job": 1,
+        "checkpoint_every": 0,
+        "dataset": {"path": str(cifar_root), "md5": md5, "download": False},
+        "training": {"epochs": 2, "batch_size": 40, "warmup_epochs": 1, "eval_every": 1},
+        "instability": {"models": []}, "stability": {"models": []},
+        "mitigation": {"snapshot_cycles": 2}, "metrics": {"bootstrap_resamples": 50},
+    })  # fmt: skip
+    for name in list(config["models"]):
+        if name != "resnet14":
+            config["models"][name] = None
+    return config
+
+
+def test_paper_slice_runs_on_cpu(tmp_path):
+    import json
+
+    import h5py
+
+    md5 = write_tiny_cifar(tmp_path / "cifar")
+    config = paper_slice_config(tmp_path / "cifar", md5)
+    work = tmp_path / "work"
+    work.mkdir()
+    snakemake(work, "--cores", "2", "results/tables/diversity.csv", "results/tables/mitigation.csv",
+              "results/tables/paper_comparison.csv", config=config)  # fmt: skip
+    rows = list(csv.DictReader(open(work / "results/tables/diversity.csv")))
+    assert [r["condition"] for r in rows] == [
+        "control", "init", "shuffle", "augment", "kernels", "all", "bitflip", "shuffle_kernels",
+        "shuffle_augment_kernels"]  # fmt: skip
+    by = {r["condition"]: r for r in rows}
+    assert int(float(by["control"]["n_identical_pairs"])) == 1  # bitwise identical replicas
+    for c in ("kernels", "shuffle_kernels", "shuffle_augment_kernels", "all"):
+        assert by[c]["kernels_mode"] == "cpu-standin-batch-permutation", c
+    # the job spec (provenance) of a training file carries the authors' choices
+    with h5py.File(work / "results/train/resnet14/shuffle_kernels/chunk0.h5") as f:
+        job = json.loads(f.attrs["provenance"])["job"]
+        seeds = [json.loads(f[g].attrs["seeds"]) for g in sorted(f) if g.startswith("replica_")]
+    assert job["model_spec"]["shortcut"] == "option_a" and job["sources"] == ["kernels", "shuffle"]
+    r = job["recipe"]
+    assert (r["init"], r["weight_decay_on"], r["lr_scale_bias_bn"], r["schedule"]) == (
+        "kaiming_normal_fan_out", "all", 0.1, "authors")  # fmt: skip
+    assert r["bitflip_tensor"] == "stem.0.weight"
+    differ = {k for k in seeds[0] if seeds[0][k] != seeds[1][k]}
+    assert differ == {"shuffle", "kernels"}
+    with h5py.File(work / "results/train/resnet14/bitflip/chunk0.h5") as f:
+        flips = [json.loads(f[g].attrs["bitflip"]) for g in sorted(f) if g.startswith("replica_")]
+    assert all(fl["tensor"] == "stem.0.weight" for fl in flips), flips
+    mit = {r["method"]: r for r in csv.DictReader(open(work / "results/tables/mitigation.csv"))}
+    passes = {"flip": 2, "crop25": 26, "crop81": 82, "flip-crop25": 51, "flip-crop81": 163}
+    assert set(mit) == {"plain", "snapshot"} | {f"{m}:{n}" for m in ("tta", "snapshot+tta")
+                                                for n in passes}  # fmt: skip
+    for name, n in passes.items():
+        assert int(mit[f"tta:{name}"]["test_passes"]) == n
+        assert int(mit[f"snapshot+tta:{name}"]["test_passes"]) == 2 * n
+    # the published numbers beside ours, converted to the paper's conventions
+    comp = {(r["method"], r["metric"]): r
+            for r in csv.DictReader(open(work / "results/tables/paper_comparison.csv"))}  # fmt: skip
+    assert set(comp) == {("plain", m) for m in ("acc_sd", "ce_sd", "disagreement", "pearson",
+                                                "ens_acc_gain")} | {("snapshot", "disagreement_reduction")}  # fmt: skip
+    sd = float(comp[("plain", "acc_sd")]["ours"])
+    assert sd == pytest.approx(float(by["all"]["acc_sd"]) * (1 / 2) ** 0.5)  # ddof 1 -> 0, n = 2
+    assert float(comp[("plain", "disagreement")]["ours"]) == pytest.approx(float(by["all"]["disagreement"]))

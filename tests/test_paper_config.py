@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from nondet import config as cfg
@@ -35,7 +36,7 @@ def expected_jobs(c: dict) -> dict:
         "predict": len(groups) * chunks,
         "metrics": len(groups),
         "train_snapshot": n_mit * chunks,
-        "predict_mitigation": n_mit * chunks * 3,
+        "predict_mitigation": n_mit * chunks * len(cfg.mitigation_methods(c)),
         "twins": len(c["instability"]["models"]),
     }
 
@@ -44,17 +45,55 @@ def test_paper_recipe():
     c = merged_paper_config()
     assert c["dataset"]["name"] == "cifar10" and c["device"] == "cuda" and c["replicas"] == 100
     assert "cnn" not in c["models"]  # the default's 1-D CNN is removed with `cnn: null`
-    r = cfg.recipe(c, "resnet14", "all")
-    assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
-    assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
-    assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
-    assert cfg.model_spec(c, "resnet14") == {"arch": "resnet", "blocks": 2, "width": 16,
-                                             "dropout": 0.0}  # fmt: skip
-    assert set(c["models"]["resnet14"]["conditions"]) == {
-        "control", "init", "shuffle", "augment", "kernels", "all", "bitflip"}  # fmt: skip
     archs = {m["arch"] for m in c["models"].values()}
     assert archs == {"linear", "mlp", "resnet"}
     assert len(c["stability"]["models"]) == len(c["models"])
+
+
+def test_paper_job_spec_carries_the_authors_recipe():
+    """The validated config's training job (its spec is the provenance) builds the authors'
+    ResNet-14 and schedule; the defaults (config.yaml) keep ours."""
+    from nondet.models import build_model
+    from nondet.seeds import torch_generator
+    from nondet.training import Schedule, param_groups
+
+    c = merged_paper_config()
+    job = cfg.train_job(c, "resnet14", "bitflip", 0)
+    r, spec = job["recipe"], job["model_spec"]
+    assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
+    assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
+    assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
+    net = build_model(spec, (3, 32, 32), 10, torch_generator(0), init=r["init"])
+    assert sum(p.numel() for p in net.parameters()) == 172_602  # option A (design.md §5)
+    assert r["bitflip_tensor"] in dict(net.named_parameters())  # the stem conv
+    assert net.get_parameter(r["bitflip_tensor"]).shape == (16, 3, 3, 3)
+    groups = param_groups(net, r)
+    assert all(g["weight_decay"] == 5e-4 for g in groups if g["params"])
+    assert {g["lr_scale"] for g in groups if g["params"]} == {1.0, 0.1}
+    sched = Schedule(r, 50_000)  # 98 steps per epoch
+    assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
+    assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
+    assert list(cfg.mitigation_methods(c)) == [
+        "tta:flip", "tta:crop25", "tta:crop81", "tta:flip-crop25", "tta:flip-crop81", "snapshot",
+        "snapshot+tta:flip", "snapshot+tta:crop25", "snapshot+tta:crop81",
+        "snapshot+tta:flip-crop25", "snapshot+tta:flip-crop81"]  # fmt: skip
+    assert cfg.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
+                                                      "original": "extra"}  # fmt: skip
+    assert c["conditions"] == {"shuffle_kernels": ["shuffle", "kernels"],
+                               "shuffle_augment_kernels": ["shuffle", "augment", "kernels"]}
+    assert cfg.train_job(c, "resnet14", "shuffle_kernels", 0)["sources"] == ["kernels", "shuffle"]
+    ours = cfg.validate(yaml.safe_load(open(REPO / "config.yaml")))
+    assert job["data_hash"] == cfg.data_hash(c) != cfg.data_hash(
+        {**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}}
+    )
+    d = cfg.recipe(ours, "cnn", "all")
+    assert (d["init"], d["weight_decay_on"], d["lr_scale_bias_bn"], d["schedule"]) == (
+        "pytorch", "weights", 1.0, "cosine_restart")  # fmt: skip
+    assert (ours["dataset"]["normalize"], ours["dataset"]["pad_value"]) == ("exact", "mean")
+    bad = yaml.safe_load(open(PAPER))
+    bad["models"]["resnet14"]["params"]["shortcut"] = "option_b"
+    with pytest.raises(cfg.ConfigError, match="models.resnet14.params.shortcut"):
+        cfg.validate({**yaml.safe_load(open(REPO / "config.yaml")), **bad})
 
 
 def test_paper_dry_run_lists_full_dag(tmp_path):
@@ -88,3 +127,26 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
     assert checked == total
     assert seconds < 60, f"dry run took {seconds:.1f}s"
     print(f"paper dry run: {total} jobs in {seconds:.1f}s")
+
+
+def test_paper_cpu_config_validates_and_plans(tmp_path):
+    """configs/paper_cpu.yaml: the authors' recipe on a Fashion-MNIST subset, planned on CPU."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load(open(REPO / "config.yaml"))
+    update_config(config, yaml.safe_load(open(REPO / "configs/paper_cpu.yaml")))
+    c = cfg.validate(config)
+    assert list(c["models"]) == ["resnet14"] and c["device"] == "cpu"
+    job = cfg.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
+    assert job["model_spec"]["shortcut"] == "option_a" and job["recipe"]["schedule"] == "authors"
+    assert job["sources"] == ["augment", "kernels", "shuffle"]
+    assert list(cfg.mitigation_methods(c)) == ["tta:flip", "tta:crop25", "snapshot",
+                                               "snapshot+tta:flip", "snapshot+tta:crop25"]  # fmt: skip
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(REPO / "configs/paper_cpu.yaml"), "-n"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", (out.stdout + out.stderr).split("Job stats:")[1], re.M))
+    assert int(stats["train"]) == 9 and int(stats["predict_mitigation"]) == 5

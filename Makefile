@@ -37,6 +37,7 @@ lint: $(VENV)/.installed
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile rules/
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(VENV)/.installed
 	$(BIN)/snakefmt Snakefile rules/

@@ -121,12 +121,8 @@ def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE):
 
     seeds = [replica_seeds("all", r, 0) for r in range(replicas)]
     dev, quiet = device(), (lambda *a: None)
-    vec = median_time(
-        lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet), repeats
-    )
-    seq = median_time(
-        lambda: [train_replica(spec, recipe, s, data.to(dev), dev, log=quiet) for s in seeds], repeats
-    )
+    vec = median_time(lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet), repeats)
+    seq = median_time(lambda: [train_replica(spec, recipe, s, data.to(dev), dev, log=quiet) for s in seeds], repeats)
     total = len(data.y_train) * recipe["epochs"] * replicas
     return total / vec, total / seq
 
@@ -298,7 +294,7 @@ def main():
     steps = 2 if args.quick else 4
     n_res = 512 * steps
     res_recipe = {**RECIPE, "batch_size": 512, "augment": "crop_flip", "augment_size": 4}
-    cifar_expr = (f"__import__('benchmarks.bench', fromlist=['x']).cifar_like({n_res})")
+    cifar_expr = f"__import__('benchmarks.bench', fromlist=['x']).cifar_like({n_res})"
     sys.path.insert(0, str(REPO))
     per_proc, per_job = per_process_vs_per_job(RESNET14, res_recipe, cifar_expr, n_res, 2, threads)
     print(f"| 2b | ResNet-14, batch 512, {steps} steps x 2 replicas: several per job vs one per "
@@ -320,10 +316,10 @@ def main():
           f"| {authors:.0f} img/s | {ours / authors:.1f}x |")  # fmt: skip
 
     mats, full = pairwise(r)
-    print(f"| 4a | pairwise matrices, 100 models x 10 000 examples x 10 classes | {mats:.1f} s "
-          "| target 10 s | — |")
-    print(f"| 4b | same + summary with 10 000 bootstrap resamples per metric (no CKA) | {full:.1f} s "
-          "| target 10 s | — |")
+    print(f"| 4a | pairwise matrices, 100 models x 10 000 examples x 10 classes | {mats:.1f} s | target 10 s | — |")
+    print(
+        f"| 4b | same + summary with 10 000 bootstrap resamples per metric (no CKA) | {full:.1f} s | target 10 s | — |"
+    )
 
     t, jobs = dry_run("configs/paper.yaml", r)
     if t is None:

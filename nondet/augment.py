@@ -68,9 +68,7 @@ class Augmenter:
 
     def __init__(self, kind: str, seed: int, n: int, size: int):
         if kind not in ("none", "shift", "crop", "crop_flip", "auto"):
-            raise ValueError(
-                f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip, auto"
-            )
+            raise ValueError(f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip, auto")
         self.kind, self.seed, self.n, self.size = kind, seed, n, size
         self._epoch, self._params = None, None
 
@@ -86,9 +84,7 @@ class Augmenter:
         if x.dim() != (3 if self.kind == "shift" else 4):
             data = "1-D signals (N, C, L)" if x.dim() == 3 else f"inputs of shape {tuple(x.shape[1:])}"
             fits = "shift" if x.dim() == 3 else ("crop or crop_flip" if x.dim() == 4 else "none")
-            raise ValueError(
-                f"training.augment {self.kind!r} does not fit this data set's {data}; use {fits}"
-            )
+            raise ValueError(f"training.augment {self.kind!r} does not fit this data set's {data}; use {fits}")
         if self._epoch != epoch:
             make = shift_offsets if self.kind == "shift" else crop_flip_params
             params = make(self.seed, epoch, self.n, self.size)

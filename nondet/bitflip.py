@@ -24,8 +24,7 @@ def flip_candidates(model: nn.Module, tensor: str | None = None) -> list[tuple[s
     if tensor not in params:
         names = ", ".join(name for name, _ in weight_tensors(model))
         raise ValueError(
-            f"bitflip_tensor {tensor!r} is not a parameter of the model "
-            f"(its conv/linear weights: {names})"
+            f"bitflip_tensor {tensor!r} is not a parameter of the model (its conv/linear weights: {names})"
         )
     if params[tensor].dtype != torch.float32:
         raise ValueError(f"bitflip_tensor {tensor!r} is {params[tensor].dtype}, not float32")

@@ -124,10 +124,7 @@ def anova_components(y: np.ndarray, sources: list[str]) -> dict:
         rest = sum(np.prod([levels[i] for i in range(k) if i not in f]) * comps[f] for f in above)
         comps[eff] = (ms[eff] - rest) / coef
     name = lambda e: "residual" if e == full else "x".join(sources[i] for i in e)  # noqa: E731
-    return {
-        name(e): {"ss": ss[e], "df": df[e], "ms": ms[e], "component": float(comps[e])}
-        for e in _effects(sources)
-    }
+    return {name(e): {"ss": ss[e], "df": df[e], "ms": ms[e], "component": float(comps[e])} for e in _effects(sources)}
 
 
 def variance_components(y: np.ndarray, sources: list[str], n_resamples=2000, seed=0) -> list[dict]:

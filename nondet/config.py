@@ -48,9 +48,7 @@ def _fill_defaults(node: dict, instance: dict, schema: dict) -> None:
     for name, sub in node.get("properties", {}).items():
         if name not in instance and "default" in sub:
             instance[name] = copy.deepcopy(sub["default"])
-        if isinstance(instance.get(name), dict) and (
-            "properties" in sub or sub.get("$ref") == "#/$defs/recipe"
-        ):
+        if isinstance(instance.get(name), dict) and ("properties" in sub or sub.get("$ref") == "#/$defs/recipe"):
             _fill_defaults(sub, instance[name], schema)
 
 
@@ -157,9 +155,7 @@ def _check_user_model(name: str, model: dict) -> None:
         )
     folder = model.get("pythonpath")
     if folder is not None and not os.path.isdir(folder):
-        raise ConfigError(
-            f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})"
-        )
+        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
     top = arch.split(":")[0].split(".")[0]
     found = importlib.machinery.PathFinder.find_spec(top, [os.path.abspath(folder)]) if folder else None
     if found is None and importlib.util.find_spec(top) is None:
@@ -181,8 +177,7 @@ def _check_conditions(config: dict) -> None:
     for name in config["conditions"]:
         if name in CONDITIONS:
             raise ConfigError(
-                f"config key conditions.{name}: a built-in condition has this name "
-                f"(built-in: {', '.join(CONDITIONS)})"
+                f"config key conditions.{name}: a built-in condition has this name (built-in: {', '.join(CONDITIONS)})"
             )
     known = list(CONDITIONS) + list(config["conditions"])
     where = [(f"models.{m}.conditions", spec["conditions"]) for m, spec in config["models"].items()]
@@ -205,9 +200,7 @@ def _check_arch_param(key: str, default, value) -> None:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif isinstance(default, list):
-        ok = isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
-        )
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     else:
         ok = True
     if not ok:
@@ -257,14 +250,11 @@ def _check_semantics(config: dict) -> None:
             raise ConfigError(f"config key models.{name}.params.dropout: must be in [0, 1)")
     for name, per_condition in config["overrides"].items():
         if name not in config["models"]:
-            raise ConfigError(
-                f"config key overrides.{name}: unknown model (models: {', '.join(config['models'])})"
-            )
+            raise ConfigError(f"config key overrides.{name}: unknown model (models: {', '.join(config['models'])})")
         for condition in per_condition:
             if condition not in config["models"][name]["conditions"]:
                 raise ConfigError(
-                    f"config key overrides.{name}.{condition}: model {name!r} does not run "
-                    f"condition {condition!r}"
+                    f"config key overrides.{name}.{condition}: model {name!r} does not run condition {condition!r}"
                 )
     for name in config["models"]:
         for condition in config["models"][name]["conditions"]:
@@ -276,8 +266,7 @@ def _check_semantics(config: dict) -> None:
                 )
             if r["warmup_epochs"] * r["cycles"] >= r["epochs"]:
                 raise ConfigError(
-                    f"config key training.warmup_epochs (model {name}, {condition}): warm-up fills "
-                    "the whole cycle"
+                    f"config key training.warmup_epochs (model {name}, {condition}): warm-up fills the whole cycle"
                 )
 
 
@@ -286,10 +275,7 @@ def _check_sections(config: dict) -> None:
     for section in ("instability", "stability", "mitigation"):
         for name in config[section]["models"]:
             if name not in models:
-                raise ConfigError(
-                    f"config key {section}.models: unknown model {name!r} "
-                    f"(models: {', '.join(models)})"
-                )
+                raise ConfigError(f"config key {section}.models: unknown model {name!r} (models: {', '.join(models)})")
     mit = config["mitigation"]
     tta_specs(config)  # names must be unique
     for name in mit["models"]:
@@ -317,14 +303,11 @@ def _check_comparisons(config: dict) -> None:
         for name, spec in config[section].items():
             if spec["model"] not in models:
                 raise ConfigError(
-                    f"config key {section}.{name}.model: unknown model {spec['model']!r} "
-                    f"(models: {', '.join(models)})"
+                    f"config key {section}.{name}.model: unknown model {spec['model']!r} (models: {', '.join(models)})"
                 )
     for name, spec in config["comparisons"].items():
         if "condition" in spec and "sources" in spec:
-            raise ConfigError(
-                f"config key comparisons.{name}: give either condition or sources, not both"
-            )
+            raise ConfigError(f"config key comparisons.{name}: give either condition or sources, not both")
         for key, value in COMPARISON_DEFAULTS.items():
             if not (key == "condition" and "sources" in spec):
                 spec.setdefault(key, copy.deepcopy(value))  # never share the default dicts
@@ -618,8 +601,9 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
         "sources": spec["sources"],
         "replicas": replicas,
         "cells": [list(cells[r]) for r in replicas],
-        "seeds": [factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict()
-                  for r in replicas],  # fmt: skip
+        "seeds": [
+            factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict() for r in replicas
+        ],  # fmt: skip
         "base_seed": config["base_seed"],
         "device": config["device"],
         "vectorize": config["vectorize"],
@@ -707,9 +691,7 @@ def metrics_params(config: dict, model: str, condition: str, method="plain") -> 
     }
     if method != "plain":
         params["method"] = method
-    params["inputs"] = [
-        predict_expect(config, model, condition, k, method) for k in range(n_chunks(config))
-    ]
+    params["inputs"] = [predict_expect(config, model, condition, k, method) for k in range(n_chunks(config))]
     return params
 
 

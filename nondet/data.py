@@ -365,7 +365,7 @@ def make_svhn(path, download: bool = False, md5: dict | None = None, log=print) 
             raise DataError(f"{file}: MD5 {got} != expected {want}; the file is corrupt")
         mat = scipy.io.loadmat(file)
         out[f"x_{split}"] = np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1), dtype=np.uint8)
-        out[f"y_{split}"] = (mat["y"].reshape(-1).astype(np.int64) % 10)
+        out[f"y_{split}"] = mat["y"].reshape(-1).astype(np.int64) % 10
     log(f"verified MD5 of {len(SVHN)} SVHN files in {root}")
     return out
 
@@ -413,9 +413,7 @@ def load_with_loader(spec: dict, log=print) -> dict:
         out = dict(zip(KEYS, out))
     if not isinstance(out, dict) or set(out) != set(KEYS):
         got = sorted(out) if isinstance(out, dict) else type(out).__name__
-        raise DataError(
-            f"{what} returned {got}; expected (x_train, y_train, x_test, y_test) or a dict of them"
-        )
+        raise DataError(f"{what} returned {got}; expected (x_train, y_train, x_test, y_test) or a dict of them")
     log(f"loaded data with {spec['loader']}")
     return out
 
@@ -449,8 +447,7 @@ def validate_arrays(arrays: dict, source: str) -> dict:
             raise DataError(f"{source}: x_{split} has NaN or inf in {bad} example(s)")
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise DataError(
-            f"{source}: x_train examples have shape {out['x_train'].shape[1:]} but x_test "
-            f"{out['x_test'].shape[1:]}"
+            f"{source}: x_train examples have shape {out['x_train'].shape[1:]} but x_test {out['x_test'].shape[1:]}"
         )
     if len(out["y_train"]) < 2 or len(out["y_test"]) < 1:
         raise DataError(f"{source}: needs at least 2 training and 1 test example")
@@ -496,8 +493,7 @@ def _dataset_arrays(spec: dict, log=print) -> dict:
         arrays = validate_arrays(load_with_loader(spec, log), f"dataset.loader {spec['loader']!r}")
     else:
         raise ValueError(
-            f"unknown dataset {name!r}; known: mnist1d, cifar10, cifar100, mnist, fashion_mnist, "
-            "svhn, arrays, loader"
+            f"unknown dataset {name!r}; known: mnist1d, cifar10, cifar100, mnist, fashion_mnist, svhn, arrays, loader"
         )
     return arrays
 

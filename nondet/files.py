@@ -79,8 +79,10 @@ def checkpoints_for(ckpt_dir: Path, job: dict, log=print) -> None:
         except (OSError, ValueError):
             old = None
         if old != key:
-            why = "they carry no job key" if not isinstance(old, dict) else "; ".join(
-                f"{k} {old.get(k)} != {v}" for k, v in key.items() if old.get(k) != v
+            why = (
+                "they carry no job key"
+                if not isinstance(old, dict)
+                else "; ".join(f"{k} {old.get(k)} != {v}" for k, v in key.items() if old.get(k) != v)
             )
             log(f"ignoring the checkpoints in {ckpt_dir}: another job spec wrote them ({why}); "
                 "training from the start")  # fmt: skip
@@ -125,10 +127,7 @@ def load_replicas(path, expect: dict | None = None) -> list[dict]:
                     "bitflip": json.loads(g.attrs["bitflip"]),
                     "absorbed": int(g.attrs.get("absorbed", -1)),
                     "weights": h5io.read_dict(g["weights"]),
-                    "snapshots": [
-                        h5io.read_dict(g["snapshots"][c])
-                        for c in sorted(g.get("snapshots", {}), key=int)
-                    ],
+                    "snapshots": [h5io.read_dict(g["snapshots"][c]) for c in sorted(g.get("snapshots", {}), key=int)],
                     "curve": h5io.read_dict(g["curve"]),
                     "job": job,
                 }

@@ -137,9 +137,7 @@ def atomic_write(path, write, what: str = "file") -> None:
     except OutputError:
         raise
     except (OSError, RuntimeError) as e:
-        raise OutputError(
-            f"cannot write {what} {path}: {e} ({_free_space(path.parent)}; is the disk full?)"
-        ) from e
+        raise OutputError(f"cannot write {what} {path}: {e} ({_free_space(path.parent)}; is the disk full?)") from e
 
 
 @contextlib.contextmanager
@@ -178,8 +176,7 @@ def open_input(path, kind: str | None, expect: dict | None = None) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as e:
         raise InputError(
-            f"input file {path} is not a readable HDF5 file ({e}): it is damaged or truncated; "
-            + remake_hint(path)
+            f"input file {path} is not a readable HDF5 file ({e}): it is damaged or truncated; " + remake_hint(path)
         ) from e
     try:
         if "provenance" not in f.attrs:

@@ -254,9 +254,7 @@ def summarize(logits, labels, features=None, n_resamples=10_000, seed=0) -> dict
             row[name] = row[f"{name}_se"] = float("nan")
             continue
         row[name] = mean_over_pairs(matrices[name])
-        row[f"{name}_se"] = bootstrap_se(
-            index, _pair_statistic(matrices[name]), n_resamples, seed + 2 + j
-        )
+        row[f"{name}_se"] = bootstrap_se(index, _pair_statistic(matrices[name]), n_resamples, seed + 2 + j)
     return row, {"accuracy": acc, "cross_entropy": ce, **matrices}
 
 

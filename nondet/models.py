@@ -105,9 +105,7 @@ class BasicBlock(nn.Module):
         if (stride != 1 or c_in != c_out) and shortcut == "option_a":
             self.shortcut = ShortcutA(c_in, c_out, stride)
         elif stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, x):
         h = F.relu(self.bn1(self.conv1(x)))
@@ -127,9 +125,7 @@ class ResNet(nn.Module):
         super().__init__()
         if shortcut not in ("conv", "option_a"):
             raise ValueError(f"unknown resnet shortcut {shortcut!r}; known: conv, option_a")
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         stages, c_in = [], width
         for i, c in enumerate((width, 2 * width, 4 * width)):
             for b in range(blocks):

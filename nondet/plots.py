@@ -54,9 +54,7 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
         ax.grid(axis="y", alpha=0.3)
     n = rows[0]["n_replicas"] if rows else 0
     device = rows[0]["device"] if rows else ""
-    note = "  (* kernels: CPU stand-in, within-batch permutation)" if any(
-        "*" in label for label in labels
-    ) else ""
+    note = "  (* kernels: CPU stand-in, within-batch permutation)" if any("*" in label for label in labels) else ""
     fig.suptitle(f"{title}: diversity by source, {n} replicas each, {device}{note}", fontsize=11)
     _save(fig, pdf_path, png_path)
 
@@ -93,9 +91,7 @@ def mitigation_figure(df, pdf_path, png_path) -> None:
     panels = [("acc_sd", "SD of accuracy (%)"), ("ce_sd", "SD of cross-entropy"),
               ("disagreement", "pairwise disagreement (%)"), ("pearson", "logit correlation")]  # fmt: skip
     groups = list(df.groupby(["model", "condition"], sort=False))
-    fig, axes = plt.subplots(
-        len(groups), 4, figsize=(14, 3.4 * len(groups)), squeeze=False, constrained_layout=True
-    )
+    fig, axes = plt.subplots(len(groups), 4, figsize=(14, 3.4 * len(groups)), squeeze=False, constrained_layout=True)
     for row_axes, ((model, condition), g) in zip(axes, groups):
         labels = [f"{m}\n{e} ep, {p} pass" for m, e, p in zip(g["method"], g["epochs"], g["test_passes"])]
         for ax, (key, name) in zip(row_axes, panels):

@@ -251,8 +251,7 @@ def load_group(spec: dict, name: str = "group") -> dict:
         values = np.asarray(read_array(path, fmt, spec["key"], DEFAULT_KEY, "predictions"))
         if values.ndim not in (2, 3):
             raise RunsError(
-                f"{path}: expected (n_examples, n_classes) or (n_runs, n_examples, n_classes), "
-                f"got shape {values.shape}"
+                f"{path}: expected (n_examples, n_classes) or (n_runs, n_examples, n_classes), got shape {values.shape}"
             )
         runs = values[None] if values.ndim == 2 else values
         if shape is None:
@@ -278,9 +277,7 @@ def load_group(spec: dict, name: str = "group") -> dict:
             sources.append({"file": path, "index": i if values.ndim == 3 else None, "sha256": digest})
     n, k = shape
     if len(labels) != n:
-        raise RunsError(
-            f"{labels_source}: {len(labels)} labels but the runs have {n} examples ({files[0]})"
-        )
+        raise RunsError(f"{labels_source}: {len(labels)} labels but the runs have {n} examples ({files[0]})")
     if labels.min() < 0 or labels.max() >= k:
         bad = np.nonzero((labels < 0) | (labels >= k))[0]
         raise RunsError(

@@ -70,9 +70,7 @@ def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip
 
 
 @stage
-def train(
-    data_path, out_path, job: dict, log_path=None, threads: int = 1, checkpoint_every: int = 1
-) -> None:
+def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, checkpoint_every: int = 1) -> None:
     """Train the replicas of ``job`` (see nondet.config.train_job) into one HDF5 file.
 
     Resumable: each replica checkpoints every ``checkpoint_every`` epochs (0 = never) into a
@@ -111,7 +109,6 @@ def train(
     if checkpoint_every:
         checkpoints_for(ckpt_dir, job, log.info)
     if vectorize:
-
         log.info(f"training {len(runs)} runs together (torch.func.vmap)")
         outs = train_replicas_vectorized(
             job["model_spec"], job["recipe"], [s for _, s in runs], data, device, f"[{label}]",
@@ -165,7 +162,6 @@ def same_weights(a: dict, b: dict) -> bool:
 
 def rebuild_model(model_spec: dict, weights: dict, data, device):
     """A model of ``model_spec`` holding ``weights`` (no random draw matters: all are replaced)."""
-
 
     model = build_model(model_spec, data.input_shape, data.num_classes, torch_generator(0), device)
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
@@ -229,7 +225,6 @@ def predict(
 @stage
 def twins(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
     """Train the base run and its twins, recording parameter distance and test disagreement."""
-
 
     log = get_logger(log_path)
     device = setup_torch(threads, job["device"])

@@ -170,9 +170,7 @@ class ReplicaDraws:
 
     def __init__(self, seeds: ReplicaSeeds, recipe: dict, n: int, device, dropout_ps=()):
         self.seeds, self.n, self.batch_size, self.device = seeds, n, recipe["batch_size"], device
-        self.standin = (
-            (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
-        )
+        self.standin = (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
         self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
         self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
 
@@ -258,7 +256,11 @@ def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, dev
 def build_replica(model_spec, recipe, seeds: ReplicaSeeds, data: Dataset, device):
     """The replica's initial model (from its init generator) and its one-ulp flip, if any."""
     model = build_model(
-        model_spec, data.input_shape, data.num_classes, torch_generator(seeds.init), device,
+        model_spec,
+        data.input_shape,
+        data.num_classes,
+        torch_generator(seeds.init),
+        device,
         init=recipe.get("init", "pytorch"),
     )
     flipped = {}
@@ -397,8 +399,6 @@ def train_replica(
     result["records"] = {
         "steps": np.array([r[0] for r in records], dtype=np.int64),
         "params": np.stack([r[1] for r in records]) if records else np.zeros((0, 0)),
-        "test_logits": (
-            torch.stack([r[2] for r in records]).cpu().numpy() if records else np.zeros(0)
-        ),
+        "test_logits": (torch.stack([r[2] for r in records]).cpu().numpy() if records else np.zeros(0)),
     }
     return result

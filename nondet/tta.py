@@ -66,8 +66,7 @@ def check_fits(spec: dict | None, x) -> None:
     if x.dim() != want:
         fits = "shift" if x.dim() == 3 else "crops (or flip / flip+crops for natural images)"
         raise ValueError(
-            f"mitigation.tta.kind {spec['kind']!r} does not fit test inputs of shape "
-            f"{tuple(x.shape[1:])}; use {fits}"
+            f"mitigation.tta.kind {spec['kind']!r} does not fit test inputs of shape {tuple(x.shape[1:])}; use {fits}"
         )
 
 

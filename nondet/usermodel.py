@@ -69,9 +69,7 @@ def resolve(target: str, pythonpath: str | None = None, what: str = "model"):
             f"PYTHONPATH{where}? (set pythonpath: <folder> in the config)"
         ) from None
     except Exception as e:  # the user's module itself fails to import
-        raise ModelError(
-            f"{what}: importing module {module_name!r} failed: {type(e).__name__}: {e}"
-        ) from e
+        raise ModelError(f"{what}: importing module {module_name!r} failed: {type(e).__name__}: {e}") from e
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ModelError(f"{what}: module {module_name!r} has no attribute {attr!r} ({target!r})")
@@ -130,9 +128,7 @@ def build_user_model(spec: dict, in_shape, num_classes: int, init_seed: int, nam
     with seeded_global_rng(init_seed):
         model = fn(tuple(int(s) for s in in_shape), int(num_classes), **params)
         if not isinstance(model, nn.Module):
-            raise ModelError(
-                f"{what}: the callable returned a {type(model).__name__}, not an nn.Module"
-            )
+            raise ModelError(f"{what}: the callable returned a {type(model).__name__}, not an nn.Module")
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
             _materialise(model, in_shape, what)  # lazy modules: their init also from the init seed
     replace_dropout(model)
@@ -142,9 +138,7 @@ def build_user_model(spec: dict, in_shape, num_classes: int, init_seed: int, nam
             model.get_submodule(features)
         except AttributeError:
             names = ", ".join(n for n, _ in model.named_modules() if n)
-            raise ModelError(
-                f"{what}: features {features!r} is not a submodule (its modules: {names})"
-            ) from None
+            raise ModelError(f"{what}: features {features!r} is not a submodule (its modules: {names})") from None
     setattr(model, FEATURES_ATTR, features)
     return model.float()
 
@@ -156,8 +150,7 @@ def _materialise(model: nn.Module, in_shape, what: str) -> None:
             model.eval()(torch.zeros((2, *in_shape)))
     except Exception as e:
         raise ModelError(
-            f"{what}: the forward pass on inputs of shape {(2, *in_shape)} failed: "
-            f"{type(e).__name__}: {e}"
+            f"{what}: the forward pass on inputs of shape {(2, *in_shape)} failed: {type(e).__name__}: {e}"
         ) from None
     model.train()
 
@@ -205,8 +198,7 @@ def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=()
         raise ModelError(f"{what}: {e}") from None
     except Exception as e:
         raise ModelError(
-            f"{what}: the forward pass on inputs of shape {tuple(x.shape)} failed: "
-            f"{type(e).__name__}: {e}"
+            f"{what}: the forward pass on inputs of shape {tuple(x.shape)} failed: {type(e).__name__}: {e}"
         ) from None
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -216,9 +208,7 @@ def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=()
         )
     n_dropout = sum(isinstance(m, SeededDropout) and m.p > 0 for m in model.modules())
     if "dropout" in conditions and n_dropout == 0:
-        raise ModelError(
-            f"{what}: condition 'dropout' needs an nn.Dropout with p > 0 in the model; it has none"
-        )
+        raise ModelError(f"{what}: condition 'dropout' needs an nn.Dropout with p > 0 in the model; it has none")
     try:
         candidates = flip_candidates(model, bitflip_tensor)
     except ValueError as e:

@@ -110,13 +110,9 @@ def train_replicas_vectorized(
     ps = [models[0].get_submodule(name).p for name in drop_shapes]
     draws = [ReplicaDraws(s, recipe, n, device, ps) for s in seeds_list]
     params = {
-        name: torch.stack([m.get_parameter(name).detach() for m in models])
-        for name, _ in models[0].named_parameters()
+        name: torch.stack([m.get_parameter(name).detach() for m in models]) for name, _ in models[0].named_parameters()
     }
-    buffers = {
-        name: torch.stack([m.get_buffer(name) for m in models])
-        for name, _ in models[0].named_buffers()
-    }
+    buffers = {name: torch.stack([m.get_buffer(name) for m in models]) for name, _ in models[0].named_buffers()}
     opt = torch.optim.SGD(
         _stacked_groups(models[0], params, recipe),
         lr=recipe["lr"],
@@ -137,9 +133,7 @@ def train_replicas_vectorized(
         base.eval()
         out = torch.cat(
             [
-                vmap(lambda p, b: functional_call(base, {**p, **b}, (x[i : i + eval_batch_size],)))(
-                    params, buffers
-                )
+                vmap(lambda p, b: functional_call(base, {**p, **b}, (x[i : i + eval_batch_size],)))(params, buffers)
                 for i in range(0, len(x), eval_batch_size)
             ],
             dim=1,
@@ -213,9 +207,7 @@ def train_replicas_vectorized(
         if sched.eval_due(epoch + 1):
             with torch.no_grad():
                 z = predict_all(data.x_test)
-                test_loss = torch.stack(
-                    [F.cross_entropy(z[r], data.y_test) for r in range(k)]
-                ).cpu().numpy()
+                test_loss = torch.stack([F.cross_entropy(z[r], data.y_test) for r in range(k)]).cpu().numpy()
                 test_acc = (100.0 * (z.argmax(-1) == data.y_test).float().mean(-1)).cpu().numpy()
         for r in range(k):
             curves[r].add(epoch + 1, lr, train_loss[r], train_acc[r], test_loss[r], test_acc[r])
@@ -235,7 +227,8 @@ def train_replicas_vectorized(
         save(len(curves[0]))  # a finished chunk is skipped on resume
     seconds = (time.perf_counter() - started) / k
     return [
-        replica_result(replica_state(r), curves[r], snapshots[r], flips[r], diverged[r],
-                       seeds_list[r], device, recipe, seconds)  # fmt: skip
+        replica_result(
+            replica_state(r), curves[r], snapshots[r], flips[r], diverged[r], seeds_list[r], device, recipe, seconds
+        )  # fmt: skip
         for r in range(k)
     ]

@@ -65,9 +65,7 @@ class SlurmCluster:
             if not dev.exists():
                 os.mknod(dev, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
             devices.append(str(dev))
-        (r / "gres.conf").write_text(
-            "".join(f"NodeName=localhost Name=gpu File={d}\n" for d in devices)
-        )
+        (r / "gres.conf").write_text("".join(f"NodeName=localhost Name=gpu File={d}\n" for d in devices))
         self.bin.mkdir(exist_ok=True)
         wrapper = self.bin / "srun"
         wrapper.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {_which("srun")} "$@"\n')

@@ -115,12 +115,22 @@ TINY_CIFAR = {
     "experiment": "tiny-cifar",
     "replicas": 2,
     "replicas_per_job": 2,
-    "training": {"epochs": 1, "batch_size": 40, "lr": 0.1, "weight_decay": 5e-4,
-                 "nesterov": False, "augment": "crop_flip", "augment_size": 4,
-                 "eval_every": 1},  # fmt: skip
+    "training": {
+        "epochs": 1,
+        "batch_size": 40,
+        "lr": 0.1,
+        "weight_decay": 5e-4,
+        "nesterov": False,
+        "augment": "crop_flip",
+        "augment_size": 4,
+        "eval_every": 1,
+    },  # fmt: skip
     "models": {
-        "resnet": {"arch": "resnet", "params": {"blocks": 1, "width": 4},
-                   "conditions": ["control", "augment"]},  # fmt: skip
+        "resnet": {
+            "arch": "resnet",
+            "params": {"blocks": 1, "width": 4},
+            "conditions": ["control", "augment"],
+        },  # fmt: skip
     },
     "metrics": {"bootstrap_resamples": 50},
 }

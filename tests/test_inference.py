@@ -62,9 +62,11 @@ def exact_joint_moments(a, b, paired_examples, paired_runs_=False):
         else [((ca, cb), wa * wb) for (ca, wa), (cb, wb) in itertools.product(list(draws(ra)), list(draws(rb)))]
     )
     ex = list(draws(n))
-    ex_draws = [((e, e), w) for e, w in ex] if paired_examples else [
-        ((ea, eb), wa * wb) for (ea, wa), (eb, wb) in itertools.product(ex, ex)
-    ]
+    ex_draws = (
+        [((e, e), w) for e, w in ex]
+        if paired_examples
+        else [((ea, eb), wa * wb) for (ea, wa), (eb, wb) in itertools.product(ex, ex)]
+    )
     for ((ca, cb), wr), ((ea, eb), we) in itertools.product(run_draws, ex_draws):
         values.append(ca @ a @ ea / (ra * n) - cb @ b @ eb / (rb * n))
         weights.append(wr * we)

@@ -79,12 +79,16 @@ def test_paper_job_spec_carries_the_authors_recipe():
         "snapshot+tta:flip-crop25", "snapshot+tta:flip-crop81"]  # fmt: skip
     assert cfg.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
                                                       "original": "extra"}  # fmt: skip
-    assert c["conditions"] == {"shuffle_kernels": ["shuffle", "kernels"],
-                               "shuffle_augment_kernels": ["shuffle", "augment", "kernels"]}
+    assert c["conditions"] == {
+        "shuffle_kernels": ["shuffle", "kernels"],
+        "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
+    }
     assert cfg.train_job(c, "resnet14", "shuffle_kernels", 0)["sources"] == ["kernels", "shuffle"]
     ours = cfg.validate(yaml.safe_load(open(REPO / "config.yaml")))
-    assert job["data_hash"] == cfg.data_hash(c) != cfg.data_hash(
-        {**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}}
+    assert (
+        job["data_hash"]
+        == cfg.data_hash(c)
+        != cfg.data_hash({**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}})
     )
     d = cfg.recipe(ours, "cnn", "all")
     assert (d["init"], d["weight_decay_on"], d["lr_scale_bias_bn"], d["schedule"]) == (

@@ -299,7 +299,9 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
     assert {r["test"] for r in summary} == {"welch", "permutation", "paired_runs", "joint_paired",
                                            "joint_unpaired", "p_better"}  # fmt: skip
     welch = next(r for r in summary if r["test"] == "welch" and r["metric"] == "accuracy")
-    assert float(welch["estimate"]) == pytest.approx(float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"]))
+    assert float(welch["estimate"]) == pytest.approx(
+        float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"])
+    )
     plan = list(csv.DictReader(open(res / "runs/compare/init_vs_all/plan.csv")))
     assert {r["basis"] for r in plan} == {"pilot_sd", "indep_only"}
     assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == 3 * 2 * 3
@@ -352,7 +354,9 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     summary, plan = pd.read_csv(out["csv"]), pd.read_csv(out["plan"])
     acc = summary[(summary.metric == "accuracy") & (summary.test == "paired_runs")].iloc[0]
     g = {n: load_predictions([p]) for n, p in paths.items()}
-    assert acc.estimate == pytest.approx((accuracy(g["cand"]["logits"], labels) - accuracy(g["base"]["logits"], labels)).mean())
+    assert acc.estimate == pytest.approx(
+        (accuracy(g["cand"]["logits"], labels) - accuracy(g["base"]["logits"], labels)).mean()
+    )
     assert set(plan.basis) == {"pilot_sd", "indep_only"} and (plan.replicas_needed >= 2).all()
     assert out["png"].stat().st_size > 0
     # a group scored on other examples (another order) cannot be compared

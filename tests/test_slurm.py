@@ -105,8 +105,14 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
     out = run_snakemake(
         tmp_path / "slurm",
         # exactly what a user types, plus: no sacct here (no slurmdbd), poll early
-        ["--profile", "gpu", "--slurm-status-command", "squeue",
-         "--slurm-init-seconds-before-status-checks", "1"],  # fmt: skip
+        [
+            "--profile",
+            "gpu",
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+        ],  # fmt: skip
         {**cluster.env, **site},
     )
     slurm_seconds = time.perf_counter() - t0

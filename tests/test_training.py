@@ -19,10 +19,7 @@ def weights_equal(a, b):
 
 
 def test_two_control_replicas_are_bitwise_identical(small_data, recipe, cnn_spec):
-    runs = [
-        train_replica(cnn_spec, recipe, replica_seeds("control", r, 0), small_data, CPU)
-        for r in (0, 1)
-    ]
+    runs = [train_replica(cnn_spec, recipe, replica_seeds("control", r, 0), small_data, CPU) for r in (0, 1)]
     assert weights_equal(runs[0]["state"], runs[1]["state"])
     logits = [predict(r["model"], small_data.x_test)[0] for r in runs]
     assert torch.equal(logits[0], logits[1])
@@ -35,10 +32,7 @@ def test_each_data_level_source_changes_the_trained_model(small_data, recipe, cn
     """These sources change what the model sees (order, inputs, masks): far above rounding, so
     the trained weights differ on any CPU. The kernels stand-in and the one-ulp flip act at
     rounding level, where only their mechanism is guaranteed (tests below)."""
-    a, b = (
-        train_replica(cnn_spec, recipe, replica_seeds(condition, r, 0), small_data, CPU)
-        for r in (0, 1)
-    )
+    a, b = (train_replica(cnn_spec, recipe, replica_seeds(condition, r, 0), small_data, CPU) for r in (0, 1))
     assert not weights_equal(a["state"], b["state"])
 
 
@@ -232,12 +226,8 @@ def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders
     (the CPU kernels stand-in) must not hand any example another dropout mask or augmentation;
     the dropout condition must (the check can fail)."""
     spec = {**cnn_spec, "dropout": 0.5}
-    base_aug, base_masks = _per_example_draws(
-        monkeypatch, spec, recipe, replica_seeds("control", 0, 0), small_data
-    )
-    aug, masks = _per_example_draws(
-        monkeypatch, spec, recipe, replica_seeds(condition, 0, 0), small_data
-    )
+    base_aug, base_masks = _per_example_draws(monkeypatch, spec, recipe, replica_seeds("control", 0, 0), small_data)
+    aug, masks = _per_example_draws(monkeypatch, spec, recipe, replica_seeds(condition, 0, 0), small_data)
     assert base_masks.keys() == masks.keys()  # every example, every epoch
     compared = differing = 0
     for key, (known, keep) in masks.items():

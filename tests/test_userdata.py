@@ -90,7 +90,7 @@ def test_arrays_file_missing_key_or_file(tmp_path):
         D.make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "mine.csv")})
 
 
-LOADERS = '''
+LOADERS = """
 import numpy as np
 
 def good(n=20):
@@ -100,7 +100,7 @@ def good(n=20):
 
 def three():
     return good()[:3]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,11 @@ def test_idx_constants_agree_with_torchvision():
         assert D.IDX_SETS[which]["folder"] == tv.__name__ and D.IDX_SETS[which]["mirror"] in tv.mirrors
     c = D.CIFAR100
     assert (c["url"], c["archive"], c["archive_md5"], c["folder"]) == (
-        CIFAR100.url, CIFAR100.filename, CIFAR100.tgz_md5, CIFAR100.base_folder)
+        CIFAR100.url,
+        CIFAR100.filename,
+        CIFAR100.tgz_md5,
+        CIFAR100.base_folder,
+    )
     assert c["md5"] == dict(CIFAR100.train_list + CIFAR100.test_list)
     assert {k: list(v) for k, v in D.SVHN.items()} == {k: SVHN.split_list[k] for k in ("train", "test")}
 
@@ -201,8 +205,7 @@ def test_fashion_mnist_from_debian_package():
 
     folder = Path(D.DEBIAN_FASHION_MNIST)
     assert (folder / "t10k-labels-idx1-ubyte.gz").is_file(), (
-        "Debian's dataset-fashion-mnist is not installed: run `make datasets` (apt-get install "
-        "dataset-fashion-mnist)"
+        "Debian's dataset-fashion-mnist is not installed: run `make datasets` (apt-get install dataset-fashion-mnist)"
     )
     out = D.make_dataset_arrays({"name": "fashion_mnist"}, log=lambda *_: None)
     assert out["x_train"].shape == (60000, 1, 28, 28) and out["x_test"].shape == (10000, 1, 28, 28)

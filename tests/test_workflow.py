@@ -97,9 +97,7 @@ def test_end_to_end_outputs(finished_run):
     assert float(mit[0]["acc_sd_reduction"]) == 0.0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))}
     assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["n_candidate"] == "3"
-    assert float(cmp["accuracy"]["ci_low"]) <= float(cmp["accuracy"]["diff"]) <= float(
-        cmp["accuracy"]["ci_high"]
-    )
+    assert float(cmp["accuracy"]["ci_low"]) <= float(cmp["accuracy"]["diff"]) <= float(cmp["accuracy"]["ci_high"])
     effects = [r["effect"] for r in csv.DictReader(open(res / "factorial/grid/components.csv"))]
     assert effects == ["init", "shuffle", "residual", "total", "indep"] * 2
     all_row = rows[("cnn", "all")]

@@ -4,6 +4,4 @@ sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda env
 from nondet.analysis_stages import factorial
 
 out = snakemake.output
-factorial(
-    list(snakemake.input), out.csv, out.pdf, out.png, snakemake.params.design, snakemake.log[0]
-)
+factorial(list(snakemake.input), out.csv, out.pdf, out.png, snakemake.params.design, snakemake.log[0])

@@ -3,6 +3,4 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.torch_stages import make_dataset
 
-make_dataset(
-    snakemake.output[0], snakemake.params.spec, snakemake.params.data_hash, snakemake.log[0]
-)
+make_dataset(snakemake.output[0], snakemake.params.spec, snakemake.params.data_hash, snakemake.log[0])

@@ -269,7 +269,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     components_figure(df, params["name"], pdf_path, png_path)
 
 
-# --- the paper's published numbers beside ours (issue 13) --------------------------------------
+# --- the paper's published numbers beside ours ------------------------------------------------
 
 
 @stage

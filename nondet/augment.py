@@ -12,6 +12,9 @@ import torch
 
 from .seeds import derive_seed, torch_generator
 
+#: Training augmentations by name (recipe key augment; the schema's enum lists the same).
+KINDS = ("none", "shift", "crop", "crop_flip", "auto")
+
 
 def shift_offsets(seed: int, epoch: int, n: int, max_shift: int) -> torch.Tensor:
     """Offsets in [0, 2*max_shift] for examples 0..n-1 in ``epoch`` (offset max_shift = no shift)."""
@@ -67,8 +70,8 @@ class Augmenter:
     """Augmentation of a training set, keyed by (seed, epoch, example index)."""
 
     def __init__(self, kind: str, seed: int, n: int, size: int):
-        if kind not in ("none", "shift", "crop", "crop_flip", "auto"):
-            raise ValueError(f"unknown augmentation {kind!r}; known: none, shift, crop, crop_flip, auto")
+        if kind not in KINDS:
+            raise ValueError(f"unknown augmentation {kind!r}; known: {', '.join(KINDS)}")
         self.kind, self.seed, self.n, self.size = kind, seed, n, size
         self._epoch, self._params = None, None
 

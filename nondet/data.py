@@ -184,7 +184,7 @@ def write_cifar_batches(folder, x: np.ndarray, y: np.ndarray, name: str) -> None
         pickle.dump(batch, f, protocol=2)
 
 
-# --- a researcher's own data and torchvision's classic image sets (issue 11) ---------------------
+# --- a researcher's own data and torchvision's classic image sets ------------------------------
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -475,27 +475,31 @@ def make_dataset_arrays(spec: dict, log=print) -> dict:
     return arrays
 
 
+#: Every data set by its config name (dataset.name): spec, log -> arrays. The schema's enum of
+#: dataset.name lists the same names (tests/test_registries.py).
+DATASETS = {
+    "mnist1d": lambda spec, log: make_mnist1d(spec.get("seed", 42), spec.get("num_samples", 5000)),
+    "cifar10": lambda spec, log: make_cifar10(spec["path"], spec.get("download", False), spec.get("md5"), log),
+    **{
+        name: (
+            lambda spec, log, name=name: make_idx_set(
+                name, spec.get("path"), spec.get("download", False), spec.get("md5"), log
+            )
+        )
+        for name in IDX_SETS
+    },
+    "cifar100": lambda spec, log: make_cifar100(spec["path"], spec.get("download", False), spec.get("md5"), log),
+    "svhn": lambda spec, log: make_svhn(spec["path"], spec.get("download", False), spec.get("md5"), log),
+    "arrays": lambda spec, log: validate_arrays(read_array_file(spec["path"]), spec["path"]),
+    "loader": lambda spec, log: validate_arrays(load_with_loader(spec, log), f"dataset.loader {spec['loader']!r}"),
+}
+
+
 def _dataset_arrays(spec: dict, log=print) -> dict:
     name = spec["name"]
-    if name == "mnist1d":
-        return make_mnist1d(spec.get("seed", 42), spec.get("num_samples", 5000))
-    if name == "cifar10":
-        return make_cifar10(spec["path"], spec.get("download", False), spec.get("md5"), log)
-    if name in IDX_SETS:
-        arrays = make_idx_set(name, spec.get("path"), spec.get("download", False), spec.get("md5"), log)
-    elif name == "cifar100":
-        arrays = make_cifar100(spec["path"], spec.get("download", False), spec.get("md5"), log)
-    elif name == "svhn":
-        arrays = make_svhn(spec["path"], spec.get("download", False), spec.get("md5"), log)
-    elif name == "arrays":
-        arrays = validate_arrays(read_array_file(spec["path"]), spec["path"])
-    elif name == "loader":
-        arrays = validate_arrays(load_with_loader(spec, log), f"dataset.loader {spec['loader']!r}")
-    else:
-        raise ValueError(
-            f"unknown dataset {name!r}; known: mnist1d, cifar10, cifar100, mnist, fashion_mnist, svhn, arrays, loader"
-        )
-    return arrays
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name](spec, log)
 
 
 def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -52,7 +52,7 @@ class MLP(nn.Module):
 
 
 class CNN1d(nn.Module):
-    """Conv-BN-ReLU layers (stride 2), global mean pool, dropout, linear (design.md §5)."""
+    """Conv-BN-ReLU layers (stride 2), global mean pool, dropout, linear."""
 
     def __init__(self, in_shape, num_classes, channels=32, kernels=(5, 3, 3), dropout=0.1):
         super().__init__()
@@ -100,7 +100,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.bn2.zero_init = True  # zero-init of the block's last BN scale (design.md §5)
+        self.bn2.zero_init = True  # zero-init of the block's last BN scale
         self.shortcut = nn.Identity()
         if (stride != 1 or c_in != c_out) and shortcut == "option_a":
             self.shortcut = ShortcutA(c_in, c_out, stride)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import schema_defaults
 from .h5io import InputError, atomic_h5, atomic_path, open_input, provenance, spec_hash
 from .runtime import get_logger, stage
 
@@ -44,18 +45,7 @@ TINY = np.finfo(np.float32).tiny
 #: Default keys looked up in container files when ``key`` / ``labels_key`` are not given.
 DEFAULT_KEY, DEFAULT_LABELS_KEY = "logits", "labels"
 
-GROUP_DEFAULTS = {
-    "format": "auto",
-    "kind": "logits",
-    "key": None,
-    "labels": None,
-    "labels_key": None,
-    "features": None,
-    "features_key": None,
-    "metadata": None,
-    "model": "runs",
-    "sum_tolerance": 1e-3,
-}
+GROUP_DEFAULTS = schema_defaults("runs", "groups", "*")  # the config schema's
 
 
 class RunsError(InputError):

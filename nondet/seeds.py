@@ -27,6 +27,10 @@ CONDITIONS: dict[str, frozenset[str]] = {
     "bitflip": frozenset({"bitflip"}),
 }
 
+#: Sources a factorial design can give levels: those whose base value is a seed (kernels and
+#: bitflip are off at their base value, so they have no level 0 to cross with).
+FACTORIAL_SOURCES = ("init", "shuffle", "augment", "dropout")
+
 _MASK63 = (1 << 63) - 1
 
 
@@ -92,8 +96,8 @@ def factorial_seeds(sources, cell, base_seed: int) -> ReplicaSeeds:
     if len(sources) != len(cell):
         raise ValueError("one level per source")
     for source in sources:
-        if source not in ("init", "shuffle", "augment", "dropout"):
-            raise ValueError(f"factorial designs vary init/shuffle/augment/dropout, not {source!r}")
+        if source not in FACTORIAL_SOURCES:
+            raise ValueError(f"factorial designs vary {'/'.join(FACTORIAL_SOURCES)}, not {source!r}")
     return source_seeds(dict(zip(sources, cell)), base_seed)
 
 

@@ -71,7 +71,7 @@ def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip
 
 @stage
 def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, checkpoint_every: int = 1) -> None:
-    """Train the replicas of ``job`` (see nondet.config.train_job) into one HDF5 file.
+    """Train the replicas of ``job`` (see nondet.plan.train_job) into one HDF5 file.
 
     Resumable: each replica checkpoints every ``checkpoint_every`` epochs (0 = never) into a
     hidden folder beside the output, and a job started again after a kill resumes from there.
@@ -189,7 +189,7 @@ def predict(
     replicas = load_replicas(train_path, _job_expect(job))
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
-    # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.config.tta_spec)
+    # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.plan.tta_spec)
     use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
     use_snapshots = method.startswith("snapshot")
     tta = fit_kind(tta if use_tta else None, data.x_test)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 
 from .augment import crop_flip, shift
-from .config import TTA_PRESETS
+from .plan import TTA_PRESETS
 
-#: The authors' TTA sets by name (nondet.config.TTA_PRESETS, kept light for the Snakefile).
+#: The authors' TTA sets by name (nondet.plan.TTA_PRESETS, kept light for the Snakefile).
 PRESETS = TTA_PRESETS
+
+#: TTA kinds (a spec's kind; auto is resolved per data kind by :func:`fit_kind`).
+KINDS = ("shift", "flip", "crops", "flip+crops", "auto")
 
 
 def make_views(spec: dict | None, fill=None) -> list[tuple[str, object]]:
@@ -36,8 +39,8 @@ def make_views(spec: dict | None, fill=None) -> list[tuple[str, object]]:
             if off != 0 or extra:
                 views.append((f"shift{off:+d}", _shift_view(off, size)))
         return views
-    if kind not in ("flip", "crops", "flip+crops"):
-        raise ValueError(f"unknown TTA kind {kind!r}; known: shift, flip, crops, flip+crops")
+    if kind not in KINDS or kind == "auto":  # auto: resolved by fit_kind before views are made
+        raise ValueError(f"unknown TTA kind {kind!r}; known: {', '.join(k for k in KINDS if k != 'auto')}")
     crops = kind in ("crops", "flip+crops")
     flips = {"flip": [1], "crops": [0], "flip+crops": [0, 1]}[kind]
     offsets = range(0, 2 * size + 1, stride) if crops else [size]

@@ -1,5 +1,6 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
 from nondet import config as cfg
+from nondet import plan
 from nondet.h5io import CODE_VERSION
 
 try:
@@ -11,9 +12,9 @@ except cfg.ConfigError as e:
 config.clear()
 config.update(_validated)
 
-GROUPS = cfg.groups(config)
-RUN_GROUPS = cfg.run_groups(config)  # imported runs (rules/runs.smk)
-CHUNKS = range(len(cfg.chunks(config)))
+GROUPS = plan.groups(config)
+RUN_GROUPS = plan.run_groups(config)  # imported runs (rules/runs.smk)
+CHUNKS = range(len(plan.chunks(config)))
 MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
 # Every intermediate file pattern, named once: rules and the helpers below use these names.
@@ -42,7 +43,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
-    method="|".join(cfg.mitigation_methods(config).values()),
+    method="|".join(plan.mitigation_methods(config).values()),
     arm="baseline|candidate",
     name=r"[A-Za-z0-9_\-]+",
 
@@ -71,14 +72,14 @@ def figure_files():
 
 
 def train_job(wildcards):
-    return cfg.train_job(
+    return plan.train_job(
         config, wildcards.model, wildcards.condition, int(wildcards.chunk)
     )
 
 
 def metrics_params(wildcards):
     method = method_of(wildcards.method) if hasattr(wildcards, "method") else "plain"
-    return cfg.metrics_params(config, wildcards.model, wildcards.condition, method)
+    return plan.metrics_params(config, wildcards.model, wildcards.condition, method)
 
 
 def metrics_expect(paths):
@@ -90,16 +91,16 @@ def metrics_expect(paths):
             parts[1] == "mitigation"
         ):  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
             m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
-            out[p] = cfg.metrics_expect(config, m, c, method_of(tag))
+            out[p] = plan.metrics_expect(config, m, c, method_of(tag))
         elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
-            out[p] = cfg.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+            out[p] = plan.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
         else:  # results/metrics/{model}/{condition}.h5
-            out[p] = cfg.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+            out[p] = plan.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
     return out
 
 
-# --- instability and mitigation (issue 3) ---
-METHOD_TAGS = cfg.mitigation_methods(config)
+# --- instability and mitigation ---
+METHOD_TAGS = plan.mitigation_methods(config)
 
 
 def instability_targets():
@@ -141,11 +142,11 @@ def mitigation_metric_files():
 
 
 def twins_job(wildcards):
-    return cfg.twins_job(config, wildcards.model)
+    return plan.twins_job(config, wildcards.model)
 
 
 def snapshot_job(wildcards):
-    return cfg.snapshot_job(
+    return plan.snapshot_job(
         config, wildcards.model, wildcards.condition, int(wildcards.chunk)
     )
 
@@ -155,7 +156,7 @@ def method_of(tag):
 
 
 def tta_of(wildcards):
-    return cfg.tta_spec(config, method_of(wildcards.method))
+    return plan.tta_spec(config, method_of(wildcards.method))
 
 
 def mitigation_train_file(wildcards):
@@ -171,47 +172,27 @@ def mitigation_predict_job(wildcards):
     return snapshot_job(wildcards)
 
 
-# --- comparisons and factorial designs (issue 6) ---
+# --- comparisons and factorial designs ---
 def arm_predictions(name, arm):
     return [
         ARM_PREDICT.format(name=name, arm=arm, chunk=c)
-        for c in range(len(cfg.comparison_chunks(config, name)))
+        for c in range(len(plan.comparison_chunks(config, name)))
     ]
 
 
 def factorial_predictions(name):
     return [
         FACTORIAL_PREDICT.format(name=name, chunk=c)
-        for c in range(len(cfg.factorial_chunks(config, name)))
+        for c in range(len(plan.factorial_chunks(config, name)))
     ]
 
 
 def compare_params(wildcards):
-    spec = config["comparisons"][wildcards.name]
-    return {
-        "name": wildcards.name,
-        "alpha": spec["alpha"],
-        "power": spec["power"],
-        "effect": spec["effect"],
-        "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
-        "seed": config["metrics"]["seed"],
-        "code_version": CODE_VERSION,
-        "inputs": cfg.comparison_expect(config, wildcards.name),
-    }
+    return plan.compare_params(config, wildcards.name)
 
 
 def factorial_params(wildcards):
-    spec = config["factorial"][wildcards.name]
-    return {
-        "name": wildcards.name,
-        "sources": spec["sources"],
-        "levels": spec["levels"],
-        "cells": [list(c) for c in cfg.factorial_cells(config, wildcards.name)],
-        "bootstrap_resamples": min(2000, config["metrics"]["bootstrap_resamples"]),
-        "seed": config["metrics"]["seed"],
-        "code_version": CODE_VERSION,
-        "inputs": cfg.factorial_expect(config, wildcards.name),
-    }
+    return plan.factorial_params(config, wildcards.name)
 
 
 def compare_targets():
@@ -220,7 +201,7 @@ def compare_targets():
     ]
 
 
-# --- a researcher's own model (issue 11) ---
+# --- a researcher's own model ---
 def model_check(model):
     """The check_model output a user model's training jobs wait for; none for built-ins."""
-    return [f"results/checks/{model}.json"] if model in cfg.user_models(config) else []
+    return [f"results/checks/{model}.json"] if model in plan.user_models(config) else []

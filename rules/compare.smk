@@ -7,7 +7,7 @@ use rule train as train_arm with:
     log:
         "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
     params:
-        job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
+        job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
 
 
@@ -20,7 +20,7 @@ use rule predict as predict_arm with:
     log:
         "logs/compare/{name}/{arm}/predict_chunk{chunk}.log",
     params:
-        job=lambda w: cfg.comparison_job(config, w.name, w.arm, int(w.chunk)),
+        job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),
 
 
 rule compare:
@@ -60,7 +60,7 @@ use rule train as train_factorial with:
     log:
         "logs/factorial/{name}/train_chunk{chunk}.log",
     params:
-        job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
+        job=lambda w: plan.factorial_job(config, w.name, int(w.chunk)),
         checkpoint_every=config["checkpoint_every"],
 
 
@@ -73,7 +73,7 @@ use rule predict as predict_factorial with:
     log:
         "logs/factorial/{name}/predict_chunk{chunk}.log",
     params:
-        job=lambda w: cfg.factorial_job(config, w.name, int(w.chunk)),
+        job=lambda w: plan.factorial_job(config, w.name, int(w.chunk)),
 
 
 rule factorial:

@@ -2,7 +2,7 @@
 # nodes often lack; reading, checking and converting the data set needs no GPU.
 rule dataset:
     input:
-        cfg.data_inputs(config),
+        plan.data_inputs(config),
     output:
         DATA,
     log:
@@ -11,8 +11,8 @@ rule dataset:
     conda:
         "../envs/torch.yaml"
     params:
-        spec=cfg.data_spec(config),
-        data_hash=cfg.data_hash(config),
+        spec=plan.data_spec(config),
+        data_hash=plan.data_hash(config),
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/make_dataset.py"

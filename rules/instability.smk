@@ -33,7 +33,7 @@ rule plot_divergence:
     conda:
         "../envs/analysis.yaml"
     params:
-        expect=lambda w: cfg.job_expect(twins_job(w)),
+        expect=lambda w: plan.job_expect(twins_job(w)),
     script:
         "../workflow_scripts/plot_divergence.py"
 

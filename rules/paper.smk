@@ -1,4 +1,4 @@
-# A run's tables beside the paper's published numbers (issue 13); not part of `all`:
+# A run's tables beside the paper's published numbers; not part of `all`:
 #   snakemake --configfile configs/paper.yaml results/tables/paper_comparison.csv
 rule paper_comparison:
     input:

@@ -49,7 +49,7 @@ rule runs_metrics:
     conda:
         "../envs/analysis.yaml"
     params:
-        metrics=lambda w: cfg.runs_metrics_params(config, w.run_model, w.group),
+        metrics=lambda w: plan.runs_metrics_params(config, w.run_model, w.group),
     script:
         "../workflow_scripts/metrics.py"
 

@@ -10,12 +10,12 @@ rule check_model:
     conda:
         "../envs/torch.yaml"
     params:
-        spec=lambda w: cfg.model_spec(config, w.model),
+        spec=lambda w: plan.model_spec(config, w.model),
         conditions=lambda w: config["models"][w.model]["conditions"],
-        bitflip_tensor=lambda w: cfg.recipe(config, w.model, "bitflip").get(
+        bitflip_tensor=lambda w: plan.recipe(config, w.model, "bitflip").get(
             "bitflip_tensor"
         ),
-        data_hash=cfg.data_hash(config),
+        data_hash=plan.data_hash(config),
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/check_model.py"

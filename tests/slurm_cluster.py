@@ -1,4 +1,4 @@
-"""A throw-away single-node SLURM on loopback, for tests (design.md §7).
+"""A throw-away single-node SLURM on loopback, for tests (README: "SLURM").
 
 Starts its own munged (own key and socket), slurmctld and slurmd from Debian's packages, all
 state under one folder, and stops exactly the daemons it started. Two fake GPUs are declared as

@@ -100,6 +100,7 @@ import copy  # noqa: E402
 from helpers import default_config  # noqa: E402
 
 from nondet import config as cfg  # noqa: E402
+from nondet import plan  # noqa: E402
 from nondet.compare import per_example_split  # noqa: E402
 from nondet.seeds import CONDITIONS, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
 
@@ -152,25 +153,25 @@ def test_comparison_defaults_and_jobs():
     spec = c["comparisons"]["lr"]
     assert (spec["replicas"], spec["condition"], spec["alpha"], spec["power"]) == (8, "all", 0.05, 0.8)
     assert spec["baseline"] is not c["comparisons"]["w"]["baseline"]  # defaults not shared
-    base, cand = (cfg.comparison_job(c, "lr", arm, 0) for arm in ("baseline", "candidate"))
+    base, cand = (plan.comparison_job(c, "lr", arm, 0) for arm in ("baseline", "candidate"))
     assert base["recipe"]["lr"] == DEFAULT["training"]["lr"] and cand["recipe"]["lr"] == 0.1
     assert {k for k in base if base[k] != cand[k]} == {"arm", "base_seed", "recipe", "spec_hash"}
     assert base["base_seed"] != cand["base_seed"]  # the arms draw independent seeds
-    assert base["model_spec"] == cfg.model_spec(c, "cnn")
-    assert cfg.comparison_job(c, "w", "candidate", 0)["model_spec"]["channels"] == 16
+    assert base["model_spec"] == plan.model_spec(c, "cnn")
+    assert plan.comparison_job(c, "w", "candidate", 0)["model_spec"]["channels"] == 16
     # a comparison does not touch the protocol's jobs
-    assert cfg.train_job(c, "cnn", "all", 0) == cfg.train_job(cfg.validate(DEFAULT), "cnn", "all", 0)
+    assert plan.train_job(c, "cnn", "all", 0) == plan.train_job(cfg.validate(DEFAULT), "cnn", "all", 0)
 
 
 def test_comparison_over_chosen_sources_carries_explicit_seeds():
     c = with_sections(comparisons={"s": {"model": "cnn", "sources": ["init", "shuffle"],
                                          "replicas": 3, "candidate": {"training": {"lr": 0.1}}}})  # fmt: skip
     assert "condition" not in c["comparisons"]["s"]
-    job = cfg.comparison_job(c, "s", "baseline", 0)
+    job = plan.comparison_job(c, "s", "baseline", 0)
     seeds = [s for s in job["seeds"]]
     assert len({s["init"] for s in seeds}) == 3 and len({s["shuffle"] for s in seeds}) == 3
     assert len({s["augment"] for s in seeds}) == 1 and {s["kernels"] for s in seeds} == {None}
-    other = cfg.comparison_job(c, "s", "candidate", 0)["seeds"]
+    other = plan.comparison_job(c, "s", "candidate", 0)["seeds"]
     assert not {s["init"] for s in seeds} & {s["init"] for s in other}
 
 
@@ -199,9 +200,9 @@ def test_invalid_comparison_or_design_names_the_key(section, message):
 
 def test_factorial_jobs_cover_the_grid_once():
     c = with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle", "augment"]}})
-    cells = cfg.factorial_cells(c, "g")
+    cells = plan.factorial_cells(c, "g")
     assert len(cells) == 27 and len(set(cells)) == 27
-    jobs = [cfg.factorial_job(c, "g", k) for k in range(len(cfg.factorial_chunks(c, "g")))]
+    jobs = [plan.factorial_job(c, "g", k) for k in range(len(plan.factorial_chunks(c, "g")))]
     replicas = [r for j in jobs for r in j["replicas"]]
     assert replicas == list(range(27))
     seeds = [s for j in jobs for s in j["seeds"]]
@@ -226,7 +227,7 @@ def test_per_example_values_average_to_the_metrics_and_effect_is_honoured():
 
 def test_unequal_levels_per_source():
     c = with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle"], "levels": [4, 3]}})
-    assert len(cfg.factorial_cells(c, "g")) == 12 and max(cfg.factorial_cells(c, "g")) == (3, 2)
+    assert len(plan.factorial_cells(c, "g")) == 12 and max(plan.factorial_cells(c, "g")) == (3, 2)
     with pytest.raises(cfg.ConfigError, match="one number per source"):
         with_sections(factorial={"g": {"model": "cnn", "sources": ["init", "shuffle"], "levels": [4, 3, 2]}})
     y = np.random.default_rng(8).normal(size=(6, 4, 3))

@@ -3,6 +3,7 @@
 import pytest
 
 from nondet import config as cfg
+from nondet import plan
 from nondet.seeds import SOURCES, ReplicaSeeds, replica_seeds
 from nondet.tables import diversity_table  # noqa: E402
 
@@ -18,7 +19,7 @@ BASE = {
 
 
 def seeds_of(c, condition):
-    job = cfg.train_job(c, "m", condition, 0)
+    job = plan.train_job(c, "m", condition, 0)
     if "seeds" in job:
         return [ReplicaSeeds(**s) for s in job["seeds"]]
     return [replica_seeds(condition, r, job["base_seed"]) for r in job["replicas"]]
@@ -37,12 +38,12 @@ def test_combined_condition_varies_exactly_its_sources(condition):
         else:
             assert values == [getattr(control, source)] * len(values), source
     assert not any(s.deterministic for s in seeds)  # both vary the kernels
-    assert cfg.train_job(c, "m", condition, 0)["sources"] == sorted(varied)  # in the job spec
+    assert plan.train_job(c, "m", condition, 0)["sources"] == sorted(varied)  # in the job spec
 
 
 def test_a_condition_of_alls_sources_draws_alls_seeds():
     c = cfg.validate(BASE)
-    job = cfg.train_job(c, "m", "same_as_all", 0)
+    job = plan.train_job(c, "m", "same_as_all", 0)
     assert seeds_of(c, "same_as_all") == [replica_seeds("all", r, 0) for r in job["replicas"]]
 
 

@@ -5,6 +5,7 @@ import yaml
 from helpers import default_config
 
 from nondet import config as cfg
+from nondet import plan
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
@@ -23,8 +24,8 @@ def broken(**changes):
 def test_default_config_is_valid_and_filled():
     c = cfg.validate(DEFAULT)
     assert c["training"]["epochs"] == DEFAULT["training"]["epochs"]
-    assert cfg.groups(c)[0] == ("cnn", "control")
-    assert len(cfg.groups(c)) == sum(len(m["conditions"]) for m in DEFAULT["models"].values())
+    assert plan.groups(c)[0] == ("cnn", "control")
+    assert len(plan.groups(c)) == sum(len(m["conditions"]) for m in DEFAULT["models"].values())
 
 
 def test_defaults_fill_a_minimal_config():
@@ -68,22 +69,22 @@ def test_recipe_overrides_apply_in_order_and_change_only_their_job():
     c = broken(overrides={"cnn": {"init": {"epochs": 3}}})
     c["models"]["cnn"]["training"] = {"lr": 0.1}
     c = cfg.validate(c)
-    assert cfg.recipe(c, "cnn", "init")["epochs"] == 3
-    assert cfg.recipe(c, "cnn", "init")["lr"] == 0.1
-    assert cfg.recipe(c, "cnn", "all")["epochs"] == DEFAULT["training"]["epochs"]
+    assert plan.recipe(c, "cnn", "init")["epochs"] == 3
+    assert plan.recipe(c, "cnn", "init")["lr"] == 0.1
+    assert plan.recipe(c, "cnn", "all")["epochs"] == DEFAULT["training"]["epochs"]
     base = cfg.validate(DEFAULT)
-    assert cfg.train_job(c, "cnn", "init", 0) != cfg.train_job(base, "cnn", "init", 0)
-    assert cfg.train_job(base, "linear", "all", 0) == cfg.train_job(
+    assert plan.train_job(c, "cnn", "init", 0) != plan.train_job(base, "cnn", "init", 0)
+    assert plan.train_job(base, "linear", "all", 0) == plan.train_job(
         cfg.validate(broken(overrides={"cnn": {"init": {"epochs": 3}}})), "linear", "all", 0
     )
 
 
 def test_chunks_cover_every_replica_once():
     c = cfg.validate(broken(replicas=7, replicas_per_job=3))
-    assert cfg.chunks(c) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert plan.chunks(c) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
-# --- issue 15: values that passed the schema, then crashed inside jobs ------------------------
+# --- values that passed the schema, then crashed inside jobs ------------------------
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,10 @@ def test_chunks_cover_every_replica_once():
         ({"replicas": 4.0}, "config key replicas: 4.0"),
         ({"training__epochs": 3.0}, "training.epochs: 3.0"),
         ({"dataset__seed": 1.0}, "dataset.seed"),
-        ({"models__cnn__params": {"channels": 8.0}}, "models.cnn.params.channels: 8.0 is not a whole number"),
+        (
+            {"models__cnn__params": {"channels": 8.0}},
+            "models.cnn.params.channels: 8.0 is not of type 'integer' (a whole number is meant",
+        ),
         ({"models__cnn__params": {"kernels": [5, 3.0, 3]}}, "models.cnn.params.kernels"),
         ({"models__mlp__params": {"batchnorm": 1}}, "models.mlp.params.batchnorm"),
     ],
@@ -116,18 +120,18 @@ def test_an_oversized_plan_fails_fast_with_the_job_count():
     with pytest.raises(cfg.ConfigError) as err:
         cfg.validate(broken(replicas=1_000_000))
     assert time.perf_counter() - t0 < 5
-    n = cfg.plan_size(cfg.validate(broken(replicas=1_000_000, max_jobs=10**9)))
+    n = plan.plan_size(cfg.validate(broken(replicas=1_000_000, max_jobs=10**9)))
     assert f"about {n} jobs" in str(err.value) and "max_jobs" in str(err.value)
     assert "replicas_per_job" in str(err.value)
     assert n > 2 * 1_000_000 // 8  # at least a train and a predict job per chunk of one group
     default = cfg.validate(DEFAULT)
-    assert cfg.plan_size(default) <= default["max_jobs"]
+    assert plan.plan_size(default) <= default["max_jobs"]
 
 
 def test_plan_size_counts_at_least_every_planned_chunk():
     c = cfg.validate(broken(replicas=7, replicas_per_job=3))
-    trained = len(cfg.groups(c)) * len(cfg.chunks(c))
-    assert cfg.plan_size(c) >= 2 * trained + len(cfg.groups(c))
+    trained = len(plan.groups(c)) * len(plan.chunks(c))
+    assert plan.plan_size(c) >= 2 * trained + len(plan.groups(c))
 
 
 def test_yaml_number_read_as_a_string_gets_a_suggestion():

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from nondet import config as cfg
+from nondet import plan
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "configs/paper.yaml"
@@ -27,8 +28,8 @@ def merged_paper_config() -> dict:
 
 
 def expected_jobs(c: dict) -> dict:
-    chunks = len(cfg.chunks(c))
-    groups = cfg.groups(c)
+    chunks = len(plan.chunks(c))
+    groups = plan.groups(c)
     mit = c["mitigation"]
     n_mit = len(mit["models"]) * len(mit["conditions"])
     return {
@@ -36,7 +37,7 @@ def expected_jobs(c: dict) -> dict:
         "predict": len(groups) * chunks,
         "metrics": len(groups),
         "train_snapshot": n_mit * chunks,
-        "predict_mitigation": n_mit * chunks * len(cfg.mitigation_methods(c)),
+        "predict_mitigation": n_mit * chunks * len(plan.mitigation_methods(c)),
         "twins": len(c["instability"]["models"]),
     }
 
@@ -58,13 +59,13 @@ def test_paper_job_spec_carries_the_authors_recipe():
     from nondet.training import Schedule, param_groups
 
     c = merged_paper_config()
-    job = cfg.train_job(c, "resnet14", "bitflip", 0)
+    job = plan.train_job(c, "resnet14", "bitflip", 0)
     r, spec = job["recipe"], job["model_spec"]
     assert (r["epochs"], r["batch_size"], r["lr"], r["warmup_epochs"]) == (500, 512, 0.4, 3)
     assert (r["momentum"], r["nesterov"], r["weight_decay"]) == (0.9, False, 5e-4)
     assert (r["augment"], r["augment_size"], r["bf16"]) == ("crop_flip", 4, False)
     net = build_model(spec, (3, 32, 32), 10, torch_generator(0), init=r["init"])
-    assert sum(p.numel() for p in net.parameters()) == 172_602  # option A (design.md §5)
+    assert sum(p.numel() for p in net.parameters()) == 172_602  # option A: the authors' ResNet-14
     assert r["bitflip_tensor"] in dict(net.named_parameters())  # the stem conv
     assert net.get_parameter(r["bitflip_tensor"]).shape == (16, 3, 3, 3)
     groups = param_groups(net, r)
@@ -73,24 +74,24 @@ def test_paper_job_spec_carries_the_authors_recipe():
     sched = Schedule(r, 50_000)  # 98 steps per epoch
     assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
     assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
-    assert list(cfg.mitigation_methods(c)) == [
+    assert list(plan.mitigation_methods(c)) == [
         "tta:flip", "tta:crop25", "tta:crop81", "tta:flip-crop25", "tta:flip-crop81", "snapshot",
         "snapshot+tta:flip", "snapshot+tta:crop25", "snapshot+tta:crop81",
         "snapshot+tta:flip-crop25", "snapshot+tta:flip-crop81"]  # fmt: skip
-    assert cfg.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
+    assert plan.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
                                                       "original": "extra"}  # fmt: skip
     assert c["conditions"] == {
         "shuffle_kernels": ["shuffle", "kernels"],
         "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
     }
-    assert cfg.train_job(c, "resnet14", "shuffle_kernels", 0)["sources"] == ["kernels", "shuffle"]
+    assert plan.train_job(c, "resnet14", "shuffle_kernels", 0)["sources"] == ["kernels", "shuffle"]
     ours = cfg.validate(yaml.safe_load(open(REPO / "config.yaml")))
     assert (
         job["data_hash"]
-        == cfg.data_hash(c)
-        != cfg.data_hash({**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}})
+        == plan.data_hash(c)
+        != plan.data_hash({**c, "dataset": {**c["dataset"], "normalize": "exact", "pad_value": "mean"}})
     )
-    d = cfg.recipe(ours, "cnn", "all")
+    d = plan.recipe(ours, "cnn", "all")
     assert (d["init"], d["weight_decay_on"], d["lr_scale_bias_bn"], d["schedule"]) == (
         "pytorch", "weights", 1.0, "cosine_restart")  # fmt: skip
     assert (ours["dataset"]["normalize"], ours["dataset"]["pad_value"]) == ("exact", "mean")
@@ -141,10 +142,10 @@ def test_paper_cpu_config_validates_and_plans(tmp_path):
     update_config(config, yaml.safe_load(open(REPO / "configs/paper_cpu.yaml")))
     c = cfg.validate(config)
     assert list(c["models"]) == ["resnet14"] and c["device"] == "cpu"
-    job = cfg.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
+    job = plan.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
     assert job["model_spec"]["shortcut"] == "option_a" and job["recipe"]["schedule"] == "authors"
     assert job["sources"] == ["augment", "kernels", "shuffle"]
-    assert list(cfg.mitigation_methods(c)) == ["tta:flip", "tta:crop25", "snapshot",
+    assert list(plan.mitigation_methods(c)) == ["tta:flip", "tta:crop25", "snapshot",
                                                "snapshot+tta:flip", "snapshot+tta:crop25"]  # fmt: skip
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),

@@ -1,4 +1,4 @@
-"""The authors' recipe options (issue 13): option-A shortcut, kaiming_normal(fan_out) init,
+"""The authors' recipe options: option-A shortcut, kaiming_normal(fan_out) init,
 parameter groups (decay on all, 0.1 x lr for biases and BN scales), their schedule, fixed
 normalisation constants and black crop padding. Today's choices stay the defaults."""
 
@@ -23,7 +23,7 @@ RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16, "dropout": 0.0}
 def test_option_a_resnet14_has_the_authors_parameter_count():
     a = build_model({**RESNET14, "shortcut": "option_a"}, (3, 32, 32), 10, torch_generator(0))
     conv = build_model({**RESNET14, "shortcut": "conv"}, (3, 32, 32), 10, torch_generator(0))
-    assert sum(p.numel() for p in a.parameters()) == 172_602  # design.md §5
+    assert sum(p.numel() for p in a.parameters()) == 172_602  # the authors' ResNet-14
     assert sum(p.numel() for p in conv.parameters()) > 172_602  # the 1x1 convs add parameters
 
 

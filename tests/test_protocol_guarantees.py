@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import nondet.training as training
-from nondet import analysis_stages, files, torch_stages
+from nondet import analysis_stages, files, plan, torch_stages
 from nondet import config as cfg
 from nondet.seeds import replica_seeds
 from nondet.tables import diversity_table, table_notes
@@ -19,8 +19,8 @@ def _job(tmp_path, condition="bitflip", **top):
     })  # fmt: skip
     data = tmp_path / "d.h5"
     if not data.exists():
-        torch_stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
-    return data, cfg.train_job(c, "lin", condition, 0)
+        torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    return data, plan.train_job(c, "lin", condition, 0)
 
 
 def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, monkeypatch):

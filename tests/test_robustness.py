@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nondet import analysis_stages, files, torch_stages
+from nondet import analysis_stages, files, plan, torch_stages
 from nondet import config as cfg
 from nondet.h5io import InputError, OutputError, atomic_h5
 
@@ -36,7 +36,7 @@ def make_config(**training):
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+    torch_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path, c
 
 
@@ -46,7 +46,7 @@ def read_weights(path):
 
 def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_file):
     data, c = data_file
-    job = cfg.train_job(c, "cnn", "all", 0)
+    job = plan.train_job(c, "cnn", "all", 0)
     out = tmp_path / "train" / "chunk0.h5"
     log = tmp_path / "train.log"
     code = (
@@ -91,9 +91,9 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
     c = make_config(epochs=2)
     c["replicas"] = 3
     c["replicas_per_job"] = 3
-    job = cfg.train_job(c, "cnn", "all", 0)
+    job = plan.train_job(c, "cnn", "all", 0)
     job["recipe"]["lr"] = 1e6  # blows up: loss becomes NaN
-    job["data_hash"] = cfg.data_hash(make_config())
+    job["data_hash"] = plan.data_hash(make_config())
     fine = {**job, "recipe": {**job["recipe"], "lr": 0.2}}
     torch_stages.train(data, tmp_path / "bad.h5", job, checkpoint_every=0)
     assert all(r["diverged"] for r in files.load_replicas(tmp_path / "bad.h5"))
@@ -136,9 +136,9 @@ def test_corrupt_training_file(tmp_path):
 
 def test_training_file_from_another_job(tmp_path, data_file):
     data, c = data_file
-    job = cfg.train_job(make_config(epochs=1), "cnn", "control", 0)
+    job = plan.train_job(make_config(epochs=1), "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
-    other = cfg.train_job(make_config(epochs=2), "cnn", "control", 0)
+    other = plan.train_job(make_config(epochs=2), "cnn", "control", 0)
     with pytest.raises(InputError, match="not made by the job this run expects"):
         torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", other)
     with pytest.raises(InputError, match="no snapshots"):
@@ -190,7 +190,7 @@ def test_output_directory_not_writable(tmp_path):
             pass
 
 
-# --- issue 15: provenance at every stage, whole-job checkpoint keys, clear faults ---------------
+# --- provenance at every stage, whole-job checkpoint keys, clear faults ---------------
 
 
 def small_config(lr=0.2, data_seed=42, **training):
@@ -207,9 +207,9 @@ def small_config(lr=0.2, data_seed=42, **training):
 
 
 def dataset_of(c, folder):
-    path = folder / f"data_{cfg.data_hash(c)}.h5"
+    path = folder / f"data_{plan.data_hash(c)}.h5"
     if not path.exists():
-        torch_stages.make_dataset(path, cfg.data_spec(c), cfg.data_hash(c))
+        torch_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path
 
 
@@ -217,14 +217,14 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     """Item 1: a predictions or metrics file of an lr-0.1 run copied over an lr-0.2 run's path."""
     old, new = small_config(lr=0.1), small_config(lr=0.2)
     data = dataset_of(old, tmp_path)
-    job = cfg.train_job(old, "cnn", "control", 0)
+    job = plan.train_job(old, "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     pred = tmp_path / "results" / "predict" / "cnn" / "control" / "chunk0.h5"
     torch_stages.predict(data, tmp_path / "t.h5", pred, job)
     # the reader of predictions (metrics) checks the spec of each file it is given
-    analysis_stages.metrics([pred], tmp_path / "m_old.h5", cfg.metrics_params(old, "cnn", "control"))
+    analysis_stages.metrics([pred], tmp_path / "m_old.h5", plan.metrics_params(old, "cnn", "control"))
     with pytest.raises(InputError) as err:
-        analysis_stages.metrics([pred], tmp_path / "m_new.h5", cfg.metrics_params(new, "cnn", "control"))
+        analysis_stages.metrics([pred], tmp_path / "m_new.h5", plan.metrics_params(new, "cnn", "control"))
     assert str(pred) in str(err.value) and "spec_hash" in str(err.value)
     assert "--forcerun" in str(err.value)
     assert not (tmp_path / "m_new.h5").exists()
@@ -232,12 +232,12 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     metric = str(tmp_path / "m_old.h5")
     with pytest.raises(InputError, match="spec_hash"):
         analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
-                     expect={metric: cfg.metrics_expect(new, "cnn", "control")})  # fmt: skip
+                     expect={metric: plan.metrics_expect(new, "cnn", "control")})  # fmt: skip
     with pytest.raises(InputError, match="m_old.h5"):
-        files.load_rows([metric], [cfg.metrics_expect(new, "cnn", "control")])
+        files.load_rows([metric], [plan.metrics_expect(new, "cnn", "control")])
     assert not (tmp_path / "d.csv").exists()
     analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
-                 expect={metric: cfg.metrics_expect(old, "cnn", "control")})  # fmt: skip
+                 expect={metric: plan.metrics_expect(old, "cnn", "control")})  # fmt: skip
     assert (tmp_path / "d.csv").exists()
     # a training file of another data set or code version is refused by predict, naming what differs
     other = {**job, "data_hash": "0" * 16}
@@ -253,7 +253,7 @@ def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
 
     c_old, c_new = small_config(epochs=2), small_config(epochs=2, data_seed=43)
     data_old, data_new = dataset_of(c_old, tmp_path), dataset_of(c_new, tmp_path)
-    job_old, job_new = cfg.train_job(c_old, "cnn", "control", 0), cfg.train_job(c_new, "cnn", "control", 0)
+    job_old, job_new = plan.train_job(c_old, "cnn", "control", 0), plan.train_job(c_new, "cnn", "control", 0)
     assert {k: v for k, v in job_old.items() if k not in ("data_hash", "spec_hash")} == {
         k: v for k, v in job_new.items() if k not in ("data_hash", "spec_hash")
     }  # same seeds, recipe and model: only the data differ
@@ -337,7 +337,7 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
     monkeypatch.setattr(training, "train_replica", boom)
     log = tmp_path / "logs" / "train.log"
     with pytest.raises(RuntimeError, match="boom in replica"):
-        torch_stages.train(data, tmp_path / "t.h5", cfg.train_job(c, "cnn", "control", 0), log_path=log)
+        torch_stages.train(data, tmp_path / "t.h5", plan.train_job(c, "cnn", "control", 0), log_path=log)
     text = log.read_text()
     assert "training cnn/control replicas [0, 1]" in text  # the header survived
     assert text.count("Traceback") == 1 and text.count("train failed") == 1

@@ -1,4 +1,4 @@
-"""Several TTA specs in one mitigation study (issue 13): the authors' sets, their view counts,
+"""Several TTA specs in one mitigation study: the authors' sets, their view counts,
 the methods and table rows they make."""
 
 import pandas as pd
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nondet import config as cfg
+from nondet import plan
 from nondet.tables import mitigation_table
 from nondet.tta import PRESETS, make_views, predict_tta
 
@@ -39,14 +40,14 @@ def test_list_of_specs_methods_and_validation():
     base = {"models": {"m": {"arch": "cnn1d", "conditions": ["all"]}},
             "mitigation": {"models": ["m"], "tta": ["crop25", {"name": "s1", "kind": "shift", "size": 1}]}}  # fmt: skip
     c = cfg.validate(base)
-    methods = cfg.mitigation_methods(c)
+    methods = plan.mitigation_methods(c)
     assert methods == {"tta:crop25": "tta_crop25", "tta:s1": "tta_s1", "snapshot": "snapshot",
                        "snapshot+tta:crop25": "snapshot_tta_crop25", "snapshot+tta:s1": "snapshot_tta_s1"}  # fmt: skip
-    assert cfg.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
-    assert cfg.tta_spec(c, "snapshot") is None
+    assert plan.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
+    assert plan.tta_spec(c, "snapshot") is None
     single = cfg.validate({"models": base["models"], "mitigation": {"models": ["m"]}})
-    assert cfg.mitigation_methods(single) == cfg.mitigation_methods()  # the one-spec form
-    assert cfg.tta_spec(single, "snapshot+tta") == single["mitigation"]["tta"]
+    assert plan.mitigation_methods(single) == plan.mitigation_methods()  # the one-spec form
+    assert plan.tta_spec(single, "snapshot+tta") == single["mitigation"]["tta"]
     with pytest.raises(cfg.ConfigError, match="mitigation.tta"):
         cfg.validate({**base, "mitigation": {"models": ["m"], "tta": ["crop9"]}})
     with pytest.raises(cfg.ConfigError, match="two specs are named 'crop25'"):

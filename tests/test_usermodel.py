@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from nondet import config as cfg
+from nondet import plan
 from nondet.data import from_arrays
 from nondet.dropout import SeededDropout
 from nondet.models import build_model
@@ -242,10 +243,10 @@ def test_user_model_config_and_job_spec(monkeypatch):
     monkeypatch.chdir(REPO)
     c = cfg.validate(config_with({"arch": "mypkg.models:build", "pythonpath": "examples",
                                   "params": {"channels": 8}, "features": "pool"}))  # fmt: skip
-    assert cfg.model_spec(c, "mine") == {"arch": "mypkg.models:build", "params": {"channels": 8},
+    assert plan.model_spec(c, "mine") == {"arch": "mypkg.models:build", "params": {"channels": 8},
                                          "features": "pool", "pythonpath": "examples"}  # fmt: skip
-    assert cfg.user_models(c) == ["mine"]
+    assert plan.user_models(c) == ["mine"]
     c["comparisons"] = {"wide": {"model": "mine", "candidate": {"params": {"channels": 16}}}}
     c = cfg.validate(c)
-    job = cfg.comparison_job(c, "wide", "candidate", 0)
+    job = plan.comparison_job(c, "wide", "candidate", 0)
     assert job["model_spec"]["params"] == {"channels": 16}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nondet import config as cfg
-from nondet import files, torch_stages
+from nondet import files, plan, torch_stages
 from nondet.seeds import replica_seeds
 from nondet.training import train_replica
 from nondet.vectorized import train_replicas_vectorized
@@ -61,15 +61,15 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
         "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    torch_stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
-    job = cfg.train_job(c, "m", "init", 0)
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    job = plan.train_job(c, "m", "init", 0)
     torch_stages.train(data, tmp_path / "vec.h5", job, tmp_path / "vec.log")
     torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, checkpoint_every=0)
     assert "together (torch.func.vmap)" in (tmp_path / "vec.log").read_text()
     vec, seq = files.load_replicas(tmp_path / "vec.h5"), files.load_replicas(tmp_path / "seq.h5")
     assert all(same(v["weights"], s["weights"]) for v, s in zip(vec, seq))
     # a condition that varies the kernels is never vectorised (a chunk would share kernel calls)
-    torch_stages.train(data, tmp_path / "all.h5", cfg.train_job(c, "m", "all", 0), tmp_path / "all.log")
+    torch_stages.train(data, tmp_path / "all.h5", plan.train_job(c, "m", "all", 0), tmp_path / "all.log")
     text = (tmp_path / "all.log").read_text()
     assert "not vectorised: this condition varies the kernels source" in text
     assert "together (torch.func.vmap)" not in text
@@ -106,8 +106,8 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path):
         "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    torch_stages.make_dataset(data, cfg.data_spec(c), cfg.data_hash(c))
-    job = cfg.train_job(c, "cnn", "shuffle", 0)
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    job = plan.train_job(c, "cnn", "shuffle", 0)
     out, log = tmp_path / "train" / "chunk0.h5", tmp_path / "train.log"
     code = (
         "import json, sys; from nondet.torch_stages import train; "

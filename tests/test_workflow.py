@@ -34,7 +34,7 @@ TINY = {
         "tta": {"kind": "shift", "size": 1, "stride": 1},
     },
     "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
-    "factorial": {"grid": {"model": "cnn", "sources": ["init", "shuffle"], "levels": 2}},
+    "factorial": {"grid": {"model": "cnn", "sources": ["init", "shuffle"], "levels": 2, "bootstrap_resamples": 200}},
 }
 
 

@@ -1,0 +1,372 @@
+"""The job plan: every job's parameters, as pure functions of a validated config.
+
+The Snakefile's rules pass these dicts as ``params`` (so changing one reruns exactly the jobs it
+describes), and each output carries the ``spec_hash`` of the dict that made it: the stage that
+reads it checks that hash against what the plan says it must be (``*_expect`` below).
+
+Every training job is one base job (:func:`base_job`: the model, its recipe, the seeds' base, the
+device, the data and code versions) plus what its kind adds: replica indices for a protocol
+condition, a cycle count for a snapshot run, twins for the divergence study, an arm for a
+comparison, cells for a factorial design. Validation (nondet.config) comes first; nothing here
+checks the config, and nothing here imports torch (the Snakefile imports it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from .h5io import CODE_VERSION, spec_hash
+from .seeds import CONDITIONS, derive_seed, factorial_seeds, source_seeds
+
+# --- what the config names --------------------------------------------------------------------
+
+
+def is_user_arch(arch: str) -> bool:
+    """A researcher's own model: ``"pkg.module:callable"`` (nondet.usermodel)."""
+    return ":" in str(arch)
+
+
+def user_models(config: dict) -> list[str]:
+    """Models whose arch is a user's callable (each gets a check_model job before training)."""
+    return [m for m, spec in config["models"].items() if is_user_arch(spec["arch"])]
+
+
+def condition_sources(config: dict, condition: str) -> frozenset:
+    """The sources that vary across the replicas of ``condition`` (built-in or config's)."""
+    if condition in CONDITIONS:
+        return CONDITIONS[condition]
+    return frozenset(config["conditions"][condition])
+
+
+def groups(config: dict) -> list[tuple[str, str]]:
+    """Every (model, condition) pair the experiment trains."""
+    return [(m, c) for m, spec in config["models"].items() for c in spec["conditions"]]
+
+
+def run_groups(config: dict) -> list[tuple[str, str]]:
+    """(model label, group name) of every imported group of runs (rules/runs.smk)."""
+    return [(spec["model"], name) for name, spec in config["runs"]["groups"].items()]
+
+
+def _chunked(n: int, per: int) -> list[list[int]]:
+    return [list(range(i, min(i + per, n))) for i in range(0, n, per)]
+
+
+def chunks(config: dict) -> list[list[int]]:
+    """Replica indices trained by each job of a (model, condition)."""
+    return _chunked(config["replicas"], config["replicas_per_job"])
+
+
+def n_chunks(config: dict) -> int:
+    return -(-config["replicas"] // config["replicas_per_job"])
+
+
+def recipe(config: dict, model: str, condition: str | None = None) -> dict:
+    """The training recipe of (model, condition): defaults, then model, then condition overrides
+    (``condition`` None: the model's recipe without any condition's overrides)."""
+    return {
+        **config["training"],
+        **config["models"][model]["training"],
+        **(config["overrides"].get(model, {}).get(condition, {}) if condition else {}),
+    }
+
+
+def model_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What builds the model: a built-in arch with its parameters (defaults filled by
+    validation), or a user's callable with its params, feature module and folder. ``changes``:
+    parameters of a comparison arm."""
+    spec = config["models"][model]
+    if is_user_arch(spec["arch"]):
+        out = {"arch": spec["arch"], "params": {**spec["params"], **(changes or {})}}
+        return {**out, **{k: spec[k] for k in ("features", "pythonpath") if spec.get(k)}}
+    return {"arch": spec["arch"], **spec["params"], **(changes or {})}
+
+
+def data_spec(config: dict) -> dict:
+    return dict(config["dataset"])
+
+
+def data_inputs(config: dict) -> list[str]:
+    """Files the dataset rule reads that Snakemake should watch (a user's array file)."""
+    spec = config["dataset"]
+    return [spec["path"]] if spec["name"] == "arrays" else []
+
+
+def data_hash(config: dict) -> str:
+    return spec_hash(data_spec(config))
+
+
+# --- training jobs: one base job, and what each kind adds --------------------------------------
+
+
+def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None = None,
+             base_seed: int | None = None, changes: dict | None = None) -> dict:  # fmt: skip
+    """The keys every training job has. ``recipe_``: instead of (model, condition)'s recipe;
+    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change."""
+    return {
+        "experiment": config["experiment"],
+        "model": model,
+        "condition": condition,
+        "base_seed": config["base_seed"] if base_seed is None else base_seed,
+        "device": config["device"],
+        "vectorize": config["vectorize"],
+        "model_spec": model_spec(config, model, changes),
+        "recipe": recipe(config, model, condition) if recipe_ is None else recipe_,
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+
+
+def sealed(job: dict) -> dict:
+    """``job`` with its ``spec_hash`` (the hash of everything else in it)."""
+    job = {k: v for k, v in job.items() if k != "spec_hash"}
+    return {**job, "spec_hash": spec_hash(job)}
+
+
+def _explicit_seeds(sources, replicas, base_seed: int) -> list[dict]:
+    """Per replica, a new seed for every source in ``sources``; the others at their base."""
+    return [source_seeds(dict.fromkeys(sources, r), base_seed).as_dict() for r in replicas]
+
+
+def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
+    if not 0 <= chunk < n_chunks(config):
+        raise ValueError(f"chunk {chunk} does not exist ({n_chunks(config)} chunks)")
+    job = base_job(config, model, condition)
+    job["replicas"] = chunks(config)[chunk]
+    if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
+        job["sources"] = sorted(config["conditions"][condition])
+        job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
+    return sealed(job)
+
+
+def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """The training job of the snapshot-ensemble run: same budget, ``snapshot_cycles`` cycles."""
+    job = train_job(config, model, condition, chunk)
+    job["recipe"] = {**job["recipe"], "cycles": config["mitigation"]["snapshot_cycles"]}
+    return sealed(job)
+
+
+def twins_job(config: dict, model: str) -> dict:
+    """The twin-divergence job of ``model`` (base run = replica 0 of control)."""
+    job = base_job(config, model, "control")
+    del job["vectorize"]  # twins always train one after another
+    job["twins"] = config["instability"]["twins"]
+    job["record_points"] = config["instability"]["record_points"]
+    return sealed(job)
+
+
+def comparison_chunks(config: dict, name: str) -> list[list[int]]:
+    return _chunked(config["comparisons"][name]["replicas"], config["replicas_per_job"])
+
+
+def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
+    """Training job of one arm of a comparison; the arms draw independent seeds."""
+    spec = config["comparisons"][name]
+    model = spec["model"]
+    # sources: an arbitrary set varies, with explicit seeds (no per-condition recipe overrides)
+    condition = spec.get("condition") or "sources:" + "+".join(spec["sources"])
+    job = base_job(
+        config, model, condition,
+        recipe_={**recipe(config, model, condition), **spec[arm]["training"]},
+        base_seed=derive_seed(config["base_seed"], 1 + ["baseline", "candidate"].index(arm)),
+        changes=spec[arm]["params"],
+    )  # fmt: skip
+    job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
+    if "sources" in spec:
+        job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
+    return sealed(job)
+
+
+def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
+    spec = config["factorial"][name]
+    return list(itertools.product(*(range(n) for n in spec["levels"])))
+
+
+def factorial_chunks(config: dict, name: str) -> list[list[int]]:
+    return _chunked(len(factorial_cells(config, name)), config["replicas_per_job"])
+
+
+def factorial_job(config: dict, name: str, chunk: int) -> dict:
+    """Training job of some cells of a factorial design; explicit seeds per replica."""
+    spec = config["factorial"][name]
+    cells = factorial_cells(config, name)
+    replicas = factorial_chunks(config, name)[chunk]
+    # the model's recipe, without any condition's overrides
+    job = base_job(config, spec["model"], "factorial", recipe_=recipe(config, spec["model"]))
+    job.update(
+        factorial=name,
+        sources=spec["sources"],
+        replicas=replicas,
+        cells=[list(cells[r]) for r in replicas],
+        seeds=[factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict() for r in replicas],
+    )
+    return sealed(job)
+
+
+# --- mitigation: TTA specs and method names ----------------------------------------------------
+
+#: The authors' TTA sets (their evaluate.py): name -> spec. Their counts of augmented views,
+#: excluding the original, are 1 / 25 / 81 / 50 / 162; they average the original's logits with
+#: them (``original: extra``), so 2 / 26 / 82 / 51 / 163 passes, the crop sets' centre crop
+#: repeating the original.
+TTA_PRESETS = {
+    "flip": {"kind": "flip", "size": 4, "stride": 1, "original": "extra"},
+    "crop25": {"kind": "crops", "size": 4, "stride": 2, "original": "extra"},
+    "crop81": {"kind": "crops", "size": 4, "stride": 1, "original": "extra"},
+    "flip-crop25": {"kind": "flip+crops", "size": 4, "stride": 2, "original": "extra"},
+    "flip-crop81": {"kind": "flip+crops", "size": 4, "stride": 1, "original": "extra"},
+}
+
+
+def tta_specs(config: dict) -> dict[str, dict] | None:
+    """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
+    None (one spec: methods tta and snapshot+tta). Names are unique (nondet.config checks)."""
+    tta = config["mitigation"]["tta"]
+    if isinstance(tta, dict):
+        return None
+    out = {}
+    for item in tta:
+        name, spec = (item, TTA_PRESETS[item]) if isinstance(item, str) else (item["name"], item)
+        out.setdefault(name, {k: v for k, v in spec.items() if k != "name"})
+    return out
+
+
+def mitigation_methods(config: dict | None = None) -> dict[str, str]:
+    """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
+    TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
+    specs = tta_specs(config) if config is not None else None
+    if specs is None:
+        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
+    methods["snapshot"] = "snapshot"
+    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
+    return methods
+
+
+def tta_spec(config: dict, method: str) -> dict | None:
+    """The TTA spec a mitigation method uses (None: no TTA)."""
+    base, _, name = method.partition(":")
+    if base not in ("tta", "snapshot+tta"):
+        return None
+    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
+
+
+# --- what each stage expects of its inputs ----------------------------------------------------
+# Every output carries spec_hash, data_hash and code_version (nondet.h5io.atomic_h5); the rules
+# pass the values each input must carry, and nondet.h5io.open_input refuses any other file.
+
+
+def job_expect(job: dict, **extra) -> dict:
+    """What an output made from ``job`` carries."""
+    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
+            "code_version": job["code_version"], **extra}  # fmt: skip
+
+
+def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain") -> dict:
+    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries."""
+    if method == "plain" or method.startswith("tta"):  # tta or tta:<name> (a list of specs)
+        job = train_job(config, model, condition, chunk)
+    else:
+        job = snapshot_job(config, model, condition, chunk)
+    return job_expect(job, method=method, tta=tta_spec(config, method))
+
+
+def metrics_params(config: dict, model: str, condition: str, method="plain") -> dict:
+    """Params of a metrics job, including what each of its prediction files must carry."""
+    params = {
+        "model": model,
+        "condition": condition,
+        **config["metrics"],
+        "code_version": CODE_VERSION,
+    }
+    if method != "plain":
+        params["method"] = method
+    params["inputs"] = [predict_expect(config, model, condition, k, method) for k in range(n_chunks(config))]
+    return params
+
+
+def metrics_expect(config: dict, model: str, condition: str, method="plain") -> dict:
+    """What the metrics file of (model, condition, method) carries: the hash of its params."""
+    return {
+        "spec_hash": spec_hash(metrics_params(config, model, condition, method)),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+
+
+def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
+    """Params of the metrics job of an imported group (rules/runs.smk): as metrics_params, same
+    bootstrap seeds; its input's hashes come from the imported files, so none are listed."""
+    return {"model": run_model, "condition": group, **config["metrics"], "code_version": CODE_VERSION}
+
+
+def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
+    """What the metrics file of an imported group carries (its data_hash comes from the labels
+    of the imported files, so it is not known from the config)."""
+    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)),
+            "code_version": CODE_VERSION}  # fmt: skip
+
+
+def comparison_expect(config: dict, name: str) -> dict:
+    """Per arm, what each prediction file of a comparison carries."""
+    n = len(comparison_chunks(config, name))
+    return {arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None)
+                  for k in range(n)] for arm in ("baseline", "candidate")}  # fmt: skip
+
+
+def factorial_expect(config: dict, name: str) -> list[dict]:
+    n = len(factorial_chunks(config, name))
+    return [job_expect(factorial_job(config, name, k), method="plain", tta=None) for k in range(n)]
+
+
+def compare_params(config: dict, name: str) -> dict:
+    """Params of a comparison's summary job (rules/compare.smk)."""
+    spec = config["comparisons"][name]
+    return {
+        "name": name,
+        "alpha": spec["alpha"],
+        "power": spec["power"],
+        "effect": spec["effect"],
+        "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
+        "seed": config["metrics"]["seed"],
+        "code_version": CODE_VERSION,
+        "inputs": comparison_expect(config, name),
+    }
+
+
+def factorial_params(config: dict, name: str) -> dict:
+    """Params of a factorial design's variance-components job (rules/compare.smk)."""
+    spec = config["factorial"][name]
+    return {
+        "name": name,
+        "sources": spec["sources"],
+        "levels": spec["levels"],
+        "cells": [list(c) for c in factorial_cells(config, name)],
+        "bootstrap_resamples": spec["bootstrap_resamples"],
+        "seed": config["metrics"]["seed"],
+        "code_version": CODE_VERSION,
+        "inputs": factorial_expect(config, name),
+    }
+
+
+# --- the plan's size ---------------------------------------------------------------------------
+
+
+def plan_size(config: dict) -> int:
+    """How many jobs the full workflow plans (an upper bound, by arithmetic: no lists built)."""
+    per = config["replicas_per_job"]
+    ch = n_chunks(config)
+    n = 10 + len(config["models"])  # data set, tables, figures, provenance
+    n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
+    mit = config["mitigation"]
+    n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    n += 2 * len(config["instability"]["models"])
+    for spec in config["comparisons"].values():
+        n += 4 * -(-spec["replicas"] // per) + 1
+    for spec in config["factorial"].values():
+        n += 2 * -(-math.prod(spec["levels"]) // per) + 1
+    runs = config.get("runs", {})
+    n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
+    return n

@@ -111,12 +111,12 @@ def absorbed_count(absorbed: np.ndarray) -> float:
 
 
 @stage
-def table(metric_paths, csv_path, md_path, log_path=None, expect=None) -> None:
-    from .tables import diversity_table, table_notes, write_table
+def diversity_table(metric_paths, csv_path, md_path, log_path=None, expect=None) -> None:
+    from .tables import diversity_frame, table_notes, write_table
 
     log = get_logger(log_path)
     h5io.check_same_experiment(metric_paths, "data_hash")
-    df = diversity_table(load_rows(metric_paths, expect))
+    df = diversity_frame(load_rows(metric_paths, expect))
     notes = table_notes(df)
     write_table(df, csv_path, md_path, notes=notes)
     for line in notes:
@@ -173,13 +173,13 @@ def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pa
 
 
 @stage
-def stability_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
+def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
                     expect=None):  # fmt: skip
     """Init and one-ulp diversity by model family: table and figure."""
     from .plots import stability_figure
-    from .tables import diversity_table, table_notes, write_table
+    from .tables import diversity_frame, table_notes, write_table
 
-    df = diversity_table(load_rows(metric_paths, expect))
+    df = diversity_frame(load_rows(metric_paths, expect))
     write_table(df, csv_path, md_path, notes=table_notes(df))
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")

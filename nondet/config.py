@@ -144,13 +144,18 @@ def _non_finite(node, path=()):
             yield from _non_finite(v, (*path, i))
 
 
+#: Top-level keys that were renamed: old -> new (a config with the old name fails, naming the new).
+RENAMED = {"instability": "divergence"}
+
+
 def validate(config: dict) -> dict:
     """Validated copy of ``config`` with defaults filled in; raises ConfigError naming the key."""
     schema = load_schema()
     config = copy.deepcopy(dict(config))
     if isinstance(config.get("models"), dict):  # `name: null` in a later --configfile removes it
         config["models"] = {k: v for k, v in config["models"].items() if v is not None}
-    bad = [f"config key {_key(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
+    bad = [f"config key {old}: renamed to {new} (same keys)" for old, new in RENAMED.items() if old in config]
+    bad += [f"config key {_key(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
     if bad:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
     validator = _STRICT(schema)
@@ -277,7 +282,7 @@ def _check_semantics(config: dict) -> None:
 
 def _check_sections(config: dict) -> None:
     models = config["models"]
-    for section in ("instability", "stability", "mitigation"):
+    for section in ("divergence", "stability", "mitigation"):
         for name in config[section]["models"]:
             if name not in models:
                 raise ConfigError(f"config key {section}.models: unknown model {name!r} (models: {', '.join(models)})")

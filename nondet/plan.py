@@ -148,12 +148,12 @@ def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     return sealed(job)
 
 
-def twins_job(config: dict, model: str) -> dict:
+def divergence_job(config: dict, model: str) -> dict:
     """The twin-divergence job of ``model`` (base run = replica 0 of control)."""
     job = base_job(config, model, "control")
     del job["vectorize"]  # twins always train one after another
-    job["twins"] = config["instability"]["twins"]
-    job["record_points"] = config["instability"]["record_points"]
+    job["twins"] = config["divergence"]["twins"]
+    job["record_points"] = config["divergence"]["record_points"]
     return sealed(job)
 
 
@@ -362,7 +362,7 @@ def plan_size(config: dict) -> int:
     n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
     mit = config["mitigation"]
     n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
-    n += 2 * len(config["instability"]["models"])
+    n += 2 * len(config["divergence"]["models"])
     for spec in config["comparisons"].values():
         n += 4 * -(-spec["replicas"] // per) + 1
     for spec in config["factorial"].values():

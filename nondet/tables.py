@@ -15,7 +15,7 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def diversity_table(rows: list[dict]) -> pd.DataFrame:
+def diversity_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     order = {c: i for i, c in enumerate(CONDITIONS)}
     # config-defined conditions and imported runs: after the built-ins, in the order given

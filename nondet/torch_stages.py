@@ -16,6 +16,7 @@ import torch
 
 from . import h5io, training
 from .data import make_dataset_arrays
+from .divergence import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
 from .files import (
     _job_expect,
     checkpoint_dir,
@@ -29,7 +30,6 @@ from .files import (
     write_replicas,
 )
 from .h5io import InputError, provenance
-from .instability import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
 from .models import build_model
 from .runtime import get_logger, setup_torch, stage
 from .seeds import ReplicaSeeds, replica_seeds, torch_generator
@@ -223,7 +223,7 @@ def predict(
 
 
 @stage
-def twins(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
+def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) -> None:
     """Train the base run and its twins, recording parameter distance and test disagreement."""
 
     log = get_logger(log_path)

@@ -26,7 +26,7 @@ MITIGATION_PREDICT = (
     "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5"
 )
 MITIGATION_METRICS = "results/mitigation/metrics/{model}/{condition}/{method}.h5"
-DIVERGENCE = "results/instability/{model}/divergence.h5"
+DIVERGENCE = "results/divergence/{model}.h5"
 ARM_TRAIN = "results/compare/{name}/{arm}/train_chunk{chunk}.h5"
 ARM_PREDICT = "results/compare/{name}/{arm}/predict_chunk{chunk}.h5"
 FACTORIAL_TRAIN = "results/factorial/{name}/train_chunk{chunk}.h5"
@@ -99,12 +99,12 @@ def metrics_expect(paths):
     return out
 
 
-# --- instability and mitigation ---
+# --- instability (divergence, stability by family) and mitigation ---
 METHOD_TAGS = plan.mitigation_methods(config)
 
 
 def instability_targets():
-    models = config["instability"]["models"]
+    models = config["divergence"]["models"]
     out = expand(
         "results/figures/divergence_{model}.{ext}", model=models, ext=("pdf", "png")
     )
@@ -141,8 +141,8 @@ def mitigation_metric_files():
     return files
 
 
-def twins_job(wildcards):
-    return plan.twins_job(config, wildcards.model)
+def divergence_job(wildcards):
+    return plan.divergence_job(config, wildcards.model)
 
 
 def snapshot_job(wildcards):

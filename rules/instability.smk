@@ -1,20 +1,20 @@
-rule twins:
+rule divergence:
     input:
         data=DATA,
         check=lambda w: model_check(w.model),
     output:
         DIVERGENCE,
     log:
-        "logs/instability/{model}/twins.log",
+        "logs/divergence/{model}.log",
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]
     resources:
         gpu=GPU_JOB,
     params:
-        job=twins_job,
+        job=divergence_job,
     script:
-        "../workflow_scripts/twins.py"
+        "../workflow_scripts/divergence.py"
 
 
 rule plot_divergence:
@@ -33,12 +33,12 @@ rule plot_divergence:
     conda:
         "../envs/analysis.yaml"
     params:
-        expect=lambda w: plan.job_expect(twins_job(w)),
+        expect=lambda w: plan.job_expect(divergence_job(w)),
     script:
         "../workflow_scripts/plot_divergence.py"
 
 
-rule stability_table:
+rule stability:
     input:
         stability_metric_files(),
     output:
@@ -55,10 +55,10 @@ rule stability_table:
             category="Instability",
         ),
     log:
-        "logs/stability_table.log",
+        "logs/stability.log",
     conda:
         "../envs/analysis.yaml"
     params:
         expect=lambda w, input: metrics_expect(list(input)),
     script:
-        "../workflow_scripts/stability_table.py"
+        "../workflow_scripts/stability.py"

@@ -34,7 +34,7 @@ rule diversity_table:
     params:
         expect=lambda w, input: metrics_expect(list(input)),
     script:
-        "../workflow_scripts/table.py"
+        "../workflow_scripts/diversity_table.py"
 
 
 rule provenance:

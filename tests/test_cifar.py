@@ -166,7 +166,7 @@ def paper_slice_config(cifar_root, md5) -> dict:
         "checkpoint_every": 0,
         "dataset": {"path": str(cifar_root), "md5": md5, "download": False},
         "training": {"epochs": 2, "batch_size": 40, "warmup_epochs": 1, "eval_every": 1},
-        "instability": {"models": []}, "stability": {"models": []},
+        "divergence": {"models": []}, "stability": {"models": []},
         "mitigation": {"snapshot_cycles": 2}, "metrics": {"bootstrap_resamples": 50},
     })  # fmt: skip
     for name in list(config["models"]):

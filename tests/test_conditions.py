@@ -5,7 +5,7 @@ import pytest
 from nondet import config as cfg
 from nondet import plan
 from nondet.seeds import SOURCES, ReplicaSeeds, replica_seeds
-from nondet.tables import diversity_table  # noqa: E402
+from nondet.tables import diversity_frame  # noqa: E402
 
 BASE = {
     "replicas": 4,
@@ -69,6 +69,6 @@ def test_table_orders_config_conditions_after_built_ins_in_given_order():
             ["shuffle_augment_kernels", "all", "shuffle_kernels", "control", "bitflip"]]  # fmt: skip
     from nondet.tables import COLUMNS
 
-    df = diversity_table([{**dict.fromkeys(COLUMNS, 0.0), **r} for r in rows])
+    df = diversity_frame([{**dict.fromkeys(COLUMNS, 0.0), **r} for r in rows])
     assert list(df["condition"]) == ["control", "all", "bitflip", "shuffle_augment_kernels",
                                      "shuffle_kernels"]  # fmt: skip

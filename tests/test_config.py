@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import yaml
-from helpers import default_config
+from helpers import REPO, default_config
 
 from nondet import config as cfg
 from nondet import plan
@@ -53,7 +53,8 @@ def test_defaults_fill_a_minimal_config():
         ({"training__cycles": 4}, "cycles"),
         ({"dataset__name": "imagenet"}, "dataset.name"),
         ({"metrics__bootstrap_resamples": -5}, "metrics.bootstrap_resamples"),
-        ({"instability__models": ["resnet9"]}, "instability.models"),
+        ({"divergence__models": ["resnet9"]}, "divergence.models"),
+        ({"instability": {"models": ["cnn"]}}, "config key instability: renamed to divergence"),
         ({"mitigation__conditions": ["dropout2"]}, "mitigation.conditions.0"),
         ({"mitigation__snapshot_cycles": 4}, "mitigation.snapshot_cycles"),
         ({"mitigation__conditions": ["dropout"], "mitigation__models": ["mlp"]}, "mitigation.conditions"),
@@ -156,4 +157,4 @@ def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
     assert cfg.main([str(bad)]) == 1 and "bad.yaml, line" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("replicas: 3\n")
-    assert cfg.main(["config.yaml", str(good)]) == 0 and "valid" in capsys.readouterr().out
+    assert cfg.main([str(REPO / "config.yaml"), str(good)]) == 0 and "valid" in capsys.readouterr().out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nondet.instability import disagreement, log_steps, relative_distance, twin_runs
+from nondet.divergence import disagreement, log_steps, relative_distance, twin_runs
 from nondet.models import build_model
 from nondet.predict import predict
 from nondet.seeds import replica_seeds, torch_generator
@@ -83,7 +83,7 @@ def test_divergence_bookkeeping(small_data, recipe, cnn_spec):
 
 
 def test_zero_from_step_marks_where_a_twin_returns_to_its_base_run():
-    from nondet.instability import zero_from_step
+    from nondet.divergence import zero_from_step
 
     steps = np.array([0, 1, 2, 5, 10])
     assert zero_from_step(steps, [1e-8, 3e-9, 0, 0, 0]) == 2

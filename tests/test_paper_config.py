@@ -38,7 +38,7 @@ def expected_jobs(c: dict) -> dict:
         "metrics": len(groups),
         "train_snapshot": n_mit * chunks,
         "predict_mitigation": n_mit * chunks * len(plan.mitigation_methods(c)),
-        "twins": len(c["instability"]["models"]),
+        "divergence": len(c["divergence"]["models"]),
     }
 
 
@@ -127,7 +127,7 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
             continue
         checked += 1
         gpu = "gpu=1" in block
-        assert gpu == (rule.group(1) in ("train", "predict", "twins", "train_snapshot",
+        assert gpu == (rule.group(1) in ("train", "predict", "divergence", "train_snapshot",
                                          "predict_mitigation")), block  # fmt: skip
     assert checked == total
     assert seconds < 60, f"dry run took {seconds:.1f}s"

@@ -8,7 +8,7 @@ import nondet.training as training
 from nondet import analysis_stages, files, plan, torch_stages
 from nondet import config as cfg
 from nondet.seeds import replica_seeds
-from nondet.tables import diversity_table, table_notes
+from nondet.tables import diversity_frame, table_notes
 
 
 def _job(tmp_path, condition="bitflip", **top):
@@ -48,7 +48,7 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
     (row,) = files.load_rows([tmp_path / "m.h5"])
     assert row["n_absorbed"] == 2
     assert row["n_identical_pairs"] == 1  # replicas 0 and 2 both equal the unperturbed run
-    df = diversity_table([row])
+    df = diversity_frame([row])
     assert table_notes(df) == [
         "lin/bitflip: 2 of 3 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
         "run with the same seeds); they add no diversity.",
@@ -76,7 +76,7 @@ def test_no_flip_means_no_absorption_check(tmp_path):
     assert {r["absorbed"] for r in files.load_replicas(tmp_path / "i.h5")} == {-1}
     assert np.isnan(analysis_stages.absorbed_count(np.array([-1, -1])))
     assert analysis_stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
-    df = diversity_table([{**r, "model": "m", "condition": c, "n_absorbed": k}
+    df = diversity_frame([{**r, "model": "m", "condition": c, "n_absorbed": k}
                           for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
                           for r in [dict.fromkeys(["device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 4)]])  # fmt: skip
     assert table_notes(df) == [
@@ -128,12 +128,12 @@ def test_identical_pairs_and_the_warnings_they_raise():
     base = dict.fromkeys(["device", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 0.0)  # fmt: skip
     rows = [{**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
             for c, k in (("control", 6), ("kernels", 0), ("all", 2))]  # fmt: skip
-    assert table_notes(diversity_table(rows)) == [
+    assert table_notes(diversity_frame(rows)) == [
         "WARNING m/all: 2 of 6 pairs of replicas have bitwise identical test logits; this source "
         "produced no diversity between them on this device."
     ]
     rows[0]["n_identical_pairs"] = 5
-    assert table_notes(diversity_table(rows))[0].startswith("WARNING m/control: only 5 of 6 pairs")
+    assert table_notes(diversity_frame(rows))[0].startswith("WARNING m/control: only 5 of 6 pairs")
 
 
 def test_vectorised_bitflip_job_checks_absorption_like_the_sequential_one(tmp_path):

@@ -29,8 +29,8 @@ def test_sources_and_conditions():
     # the built-in conditions named in the schema's description of models.<name>.conditions
     described = PROPS["models"]["additionalProperties"]["properties"]["conditions"]["description"]
     assert all(c in described for c in seeds.CONDITIONS)
-    # instability twins: one count per source a twin can change
-    twins = PROPS["instability"]["properties"]["twins"]["properties"]
+    # divergence twins: one count per source a twin can change
+    twins = PROPS["divergence"]["properties"]["twins"]["properties"]
     assert set(twins) <= set(seeds.SOURCES)
 
 

@@ -231,12 +231,12 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     # ... and the readers of metric files (tables, figures) check theirs
     metric = str(tmp_path / "m_old.h5")
     with pytest.raises(InputError, match="spec_hash"):
-        analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+        analysis_stages.diversity_table([metric], tmp_path / "d.csv", tmp_path / "d.md",
                      expect={metric: plan.metrics_expect(new, "cnn", "control")})  # fmt: skip
     with pytest.raises(InputError, match="m_old.h5"):
         files.load_rows([metric], [plan.metrics_expect(new, "cnn", "control")])
     assert not (tmp_path / "d.csv").exists()
-    analysis_stages.table([metric], tmp_path / "d.csv", tmp_path / "d.md",
+    analysis_stages.diversity_table([metric], tmp_path / "d.csv", tmp_path / "d.md",
                  expect={metric: plan.metrics_expect(old, "cnn", "control")})  # fmt: skip
     assert (tmp_path / "d.csv").exists()
     # a training file of another data set or code version is refused by predict, naming what differs
@@ -361,7 +361,7 @@ def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
             "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr},
             "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
             "metrics": {"bootstrap_resamples": 20},
-            "instability": {"models": []},
+            "divergence": {"models": []},
             "stability": {"models": []},
             "mitigation": {"models": []},
         }

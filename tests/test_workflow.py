@@ -25,7 +25,7 @@ TINY = {
         "linear": {"arch": "linear", "conditions": ["control", "bitflip"]},
     },
     "metrics": {"bootstrap_resamples": 200},
-    "instability": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1}, "record_points": 6},
+    "divergence": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1}, "record_points": 6},
     "stability": {"models": ["linear", "cnn"]},
     "mitigation": {
         "models": ["cnn"],

@@ -1,10 +1,10 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import stability_table
+from nondet.analysis_stages import stability
 
 out = snakemake.output
-stability_table(
+stability(
     list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0],
     expect=snakemake.params.expect,
 )  # fmt: skip

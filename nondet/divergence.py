@@ -1,4 +1,5 @@
-"""Instability: how far a twin run drifts from its base run over training (docs/protocol.md §3).
+"""Divergence of twin runs, the measure of instability: how far a twin drifts from its base run
+over training (docs/protocol.md §3).
 
 The base run is replica 0 of ``control``. Each twin changes one thing: ``bitflip`` twins nudge one
 initial weight by one ulp (several flip seeds), an ``init`` twin draws a fresh initialisation, a

@@ -1,9 +1,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.torch_stages import twins
+from nondet.torch_stages import divergence
 
-twins(
+divergence(
     snakemake.input.data,
     snakemake.output[0],
     snakemake.params.job,

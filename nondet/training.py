@@ -64,10 +64,13 @@ def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
         torch._C._set_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
-    # fp32 protocol: no TF32 anywhere (it is on by default for cuDNN convolutions).
-    torch.backends.fp32_precision = "ieee"
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
-    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    # fp32 protocol: no TF32 anywhere (it is on by default for cuDNN convolutions). Set through
+    # the legacy flags: torch 2.14 then reads TF32 as off through both APIs (matmul "ieee", cuDNN
+    # not "tf32"), whereas setting fp32_precision = "ieee" (even on every level) leaves the legacy
+    # getters torch.backends.cudnn.allow_tf32 and cudnn.flags() raising, which breaks any code that
+    # reads them (tests/test_training.py::test_kernel_mode_turns_tf32_off_readably).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def kernels_mode(seeds: ReplicaSeeds, device: torch.device, cpu_standin: bool) -> str:

@@ -240,3 +240,31 @@ def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders
         assert differing > 0.2 * compared  # independent masks at p=0.5 differ in about half
     else:
         assert differing == 0
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_kernel_mode_turns_tf32_off_readably(deterministic):
+    """No TF32 in any kernel mode, readable through the new and the legacy torch APIs: code that
+    asks torch.backends.cudnn.allow_tf32 or enters cudnn.flags() (torch's own RNN and CTC paths,
+    a user's model) must not raise. Global flags, so this holds without a GPU."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from nondet.training import set_kernel_mode\n"
+        f"set_kernel_mode({deterministic}, torch.device('cpu'))\n"
+        "b = torch.backends\n"
+        "assert b.cudnn.allow_tf32 is False and b.cuda.matmul.allow_tf32 is False\n"
+        "assert b.cuda.matmul.fp32_precision == 'ieee', b.cuda.matmul.fp32_precision\n"
+        "assert b.cudnn.conv.fp32_precision != 'tf32' and b.cudnn.rnn.fp32_precision != 'tf32'\n"
+        "with b.cudnn.flags(enabled=True):\n"
+        "    pass\n"
+        "assert b.cudnn.allow_tf32 is False\n"
+    )
+    # a fresh process: the flags are global, and other tests must not have set them first
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -30,10 +30,21 @@ def test_p_better_is_mann_whitney_u_over_nm():
         res = prob_better(a.astype(float), b.astype(float), n_resamples=200)
         assert res["estimate"] == pytest.approx(u / (len(a) * len(b)))
         assert res["p_value"] == pytest.approx(stats.mannwhitneyu(a, b).pvalue)
-        assert res["ci_low"] <= res["estimate"] <= res["ci_high"]
         # lower is better (cross-entropy): P(a < b) + ties / 2 = 1 - P(a > b) - ties / 2 ... = U(b, a) / nm
         low = prob_better(a.astype(float), b.astype(float), higher_is_better=False, n_resamples=200)
         assert low["estimate"] == pytest.approx(stats.mannwhitneyu(b, a).statistic / (len(a) * len(b)))
+
+
+def test_p_better_interval_has_the_width_and_limits_the_statistic_allows():
+    # every candidate run beats every baseline run: P = 1 in every resample, so the interval is [1, 1]
+    res = prob_better(np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0]), n_resamples=500)
+    assert (res["estimate"], res["ci_low"], res["ci_high"]) == (1.0, 1.0, 1.0)
+    # 40 runs per arm, true P(A > B) = Phi(1 / sqrt 2) = 0.76: the normal-theory SE of the AUC is
+    # about 0.05, so a 95 % interval is about 0.2 wide and excludes 0.5
+    rng = np.random.default_rng(1)
+    res = prob_better(rng.normal(1, 1, 40), rng.normal(0, 1, 40), n_resamples=2000)
+    assert 0.12 < res["ci_high"] - res["ci_low"] < 0.3
+    assert 0.5 < res["ci_low"] and res["ci_high"] <= 1.0
 
 
 def test_holm_by_hand_and_against_statsmodels():

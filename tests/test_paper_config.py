@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -42,13 +43,55 @@ def expected_jobs(c: dict) -> dict:
     }
 
 
-def test_paper_recipe():
+def test_paper_config_plans_table_1_and_its_combined_rows_vary_exactly_their_sources():
+    from dataclasses import fields
+
+    from nondet.seeds import ReplicaSeeds
+
     c = merged_paper_config()
-    assert c["dataset"]["name"] == "cifar10" and c["device"] == "cuda" and c["replicas"] == 100
     assert "cnn" not in c["models"]  # the default's 1-D CNN is removed with `cnn: null`
     archs = {m["arch"] for m in c["models"].values()}
     assert archs == {"linear", "mlp", "resnet"}
     assert len(c["stability"]["models"]) == len(c["models"])
+    table_1 = ["control", "init", "shuffle", "augment", "kernels", "shuffle_kernels",
+               "shuffle_augment_kernels", "all", "bitflip"]  # fmt: skip
+    assert [cond for m, cond in plan.groups(c) if m == "resnet14"] == table_1
+    for name, sources in (("shuffle_kernels", {"shuffle", "kernels"}),
+                          ("shuffle_augment_kernels", {"shuffle", "augment", "kernels"})):  # fmt: skip
+        seeds = [
+            ReplicaSeeds(**s)
+            for k in range(len(plan.chunks(c)))
+            for s in plan.train_job(c, "resnet14", name, k)["seeds"]
+        ]
+        assert len(seeds) == 100
+        varying = {f.name for f in fields(ReplicaSeeds) if len({getattr(s, f.name) for s in seeds}) == 100}
+        fixed = {f.name for f in fields(ReplicaSeeds) if len({getattr(s, f.name) for s in seeds}) == 1}
+        assert varying == sources and fixed == {f.name for f in fields(ReplicaSeeds)} - sources
+
+
+def test_paper_bitflip_changes_exactly_one_scalar_of_the_stem_conv():
+    import torch
+
+    from nondet.bitflip import apply_bitflip
+    from nondet.models import build_model
+    from nondet.seeds import replica_seeds, torch_generator
+
+    c = merged_paper_config()
+    job = plan.train_job(c, "resnet14", "bitflip", 0)
+    r = job["recipe"]
+    for replica in job["replicas"]:
+        net = build_model(job["model_spec"], (3, 32, 32), 10, torch_generator(0), init=r["init"])
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        flipped = apply_bitflip(net, replica_seeds("bitflip", replica, job["base_seed"]).bitflip, r["bitflip_tensor"])
+        after = net.state_dict()
+        changed = {k: int((before[k] != after[k]).sum()) for k in before if not torch.equal(before[k], after[k])}
+        assert changed == {"stem.0.weight": 1}, changed
+        old, new = before["stem.0.weight"].flatten(), after["stem.0.weight"].flatten()
+        i = int((old != new).nonzero())
+        assert flipped["tensor"] == "stem.0.weight"
+        assert new[i].item() == float(
+            np.nextafter(np.float32(old[i].item()), np.float32(np.inf if new[i] > old[i] else -np.inf))
+        )
 
 
 def test_paper_job_spec_carries_the_authors_recipe():

@@ -97,7 +97,15 @@ def test_end_to_end_outputs(finished_run):
     assert float(mit[0]["acc_sd_reduction"]) == 0.0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))}
     assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["n_candidate"] == "3"
-    assert float(cmp["accuracy"]["ci_low"]) <= float(cmp["accuracy"]["diff"]) <= float(cmp["accuracy"]["ci_high"])
+    from nondet.files import load_predictions
+
+    acc = {}  # each arm's mean accuracy recomputed from its prediction files
+    for arm in ("baseline", "candidate"):
+        pred = load_predictions(sorted((res / f"compare/lr/{arm}").glob("predict_chunk*.h5")))
+        acc[arm] = 100 * (pred["logits"].argmax(-1) == pred["labels"]).mean()
+    assert float(cmp["accuracy"]["baseline_mean"]) == pytest.approx(acc["baseline"])
+    assert float(cmp["accuracy"]["diff"]) == pytest.approx(acc["candidate"] - acc["baseline"])
+    assert float(cmp["accuracy"]["ci_low"]) < float(cmp["accuracy"]["ci_high"])
     effects = [r["effect"] for r in csv.DictReader(open(res / "factorial/grid/components.csv"))]
     assert effects == ["init", "shuffle", "residual", "total", "indep"] * 2
     all_row = rows[("cnn", "all")]

@@ -16,6 +16,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,14 +64,13 @@ def library_versions() -> dict:
         "scipy": scipy.__version__,
         "h5py": h5py.__version__,
     }
-    try:
-        import torch
-
+    # torch's versions where the job uses torch (its import costs ~2 s, most of an analysis job;
+    # the analysis environment, envs/analysis.yaml, has no torch at all)
+    torch = sys.modules.get("torch")
+    if torch is not None:
         versions["torch"] = torch.__version__
         versions["cuda"] = str(torch.version.cuda)
         versions["cudnn"] = str(torch.backends.cudnn.version())
-    except ImportError:
-        pass
     return versions
 
 

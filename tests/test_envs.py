@@ -140,3 +140,21 @@ def test_analysis_env_rules_do_not_need_torch():
                          cwd=REPO)  # fmt: skip
     if out.returncode:
         pytest.fail(f"an analysis-env rule imports torch ({sorted(modules)}):\n{out.stderr[-2000:]}")
+
+
+def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
+    """Importing torch costs ~2 s, most of an analysis job: provenance names torch's versions only
+    where the job already uses torch."""
+    code = (
+        "import sys\n"
+        "{pre}"
+        "import nondet.analysis_stages\n"
+        "from nondet.h5io import provenance\n"
+        "v = provenance(kind='metrics')['versions']\n"
+        "print('torch' in sys.modules, 'torch' in v, 'scipy' in v)\n"
+    )
+    for pre, expect in (("", "False False True"), ("import torch\n", "True True True")):
+        out = subprocess.run([sys.executable, "-c", code.format(pre=pre)], capture_output=True, text=True,
+                             timeout=120, cwd=REPO)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split("\n")[-2] == expect

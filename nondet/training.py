@@ -31,6 +31,7 @@ from .bitflip import apply_bitflip
 from .data import Dataset
 from .dropout import ExampleMasks, SeededDropout
 from .models import build_model, weight_decay_groups
+from .optim import SGD
 from .predict import predict
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
 from .usermodel import training_draws
@@ -311,7 +312,7 @@ def train_replica(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    opt = torch.optim.SGD(
+    opt = SGD(
         param_groups(model, recipe),
         lr=recipe["lr"],
         momentum=recipe["momentum"],

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from .optim import SGD
 from .seeds import ReplicaSeeds
 from .training import (
     Curve,
@@ -113,7 +114,7 @@ def train_replicas_vectorized(
         name: torch.stack([m.get_parameter(name).detach() for m in models]) for name, _ in models[0].named_parameters()
     }
     buffers = {name: torch.stack([m.get_buffer(name) for m in models]) for name, _ in models[0].named_buffers()}
-    opt = torch.optim.SGD(
+    opt = SGD(
         _stacked_groups(models[0], params, recipe),
         lr=recipe["lr"],
         momentum=recipe["momentum"],

@@ -268,3 +268,73 @@ def test_kernel_mode_turns_tf32_off_readably(deterministic):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("nesterov,decay_on,scale", [(True, "weights", 1.0), (False, "all", 0.1)])
+def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec, nesterov, decay_on, scale):
+    """nondet.optim.SGD replaces torch.optim.SGD (whose first use imports TorchDynamo, ~1.2 s per
+    job): the same operations in the same order, so the same bits on the same machine."""
+    import copy
+
+    from nondet.optim import SGD
+    from nondet.training import param_groups, set_lr
+
+    recipe = {"weight_decay": 1e-2, "weight_decay_on": decay_on, "lr_scale_bias_bn": scale}
+    x = torch.randn(64, 1, 40, generator=torch_generator(1))
+    y = torch.randint(0, 10, (64,), generator=torch_generator(2))
+
+    def optimiser(make, model):
+        return make(param_groups(model, recipe), lr=0.2, momentum=0.9, nesterov=nesterov)
+
+    def train(model, opt, steps):
+        for s in range(steps):
+            set_lr(opt, 0.2 / (s + 1))
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def same(a, b):
+        return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+    start = build_model({**cnn_spec, "dropout": 0.0}, (1, 40), 10, torch_generator(0))  # BatchNorm, no masks
+    ours, ref = copy.deepcopy(start), copy.deepcopy(start)
+    ours_opt, ref_opt = optimiser(SGD, ours), optimiser(torch.optim.SGD, ref)
+    train(ours, ours_opt, 4)
+    train(ref, ref_opt, 4)
+    assert same(ours, ref) and not same(ours, start)
+    ours_state, ref_state = ours_opt.state_dict(), ref_opt.state_dict()
+    assert ours_state["state"].keys() == ref_state["state"].keys()
+    for i, s in ref_state["state"].items():
+        assert torch.equal(s["momentum_buffer"], ours_state["state"][i]["momentum_buffer"])
+    # a checkpoint of either resumes the other, bitwise
+    swapped_ours, swapped_ref = optimiser(SGD, ref), optimiser(torch.optim.SGD, ours)
+    swapped_ours.load_state_dict(copy.deepcopy(ref_state))
+    swapped_ref.load_state_dict(copy.deepcopy(ours_state))
+    train(ref, swapped_ours, 3)
+    train(ours, swapped_ref, 3)
+    assert same(ours, ref)
+
+
+def test_training_does_not_import_torchdynamo(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from nondet.data import Dataset\n"
+        "from nondet.seeds import replica_seeds\n"
+        "from nondet.training import train_replica\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x, y = torch.randn(96, 1, 40, generator=g), torch.randint(0, 10, (96,), generator=g)\n"
+        "data = Dataset('t', x, y, x[:32], y[:32])\n"
+        "recipe = dict(epochs=1, batch_size=32, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2,\n"
+        "              warmup_epochs=0, cycles=1, augment='shift', augment_size=1, kernels_cpu_standin=True,\n"
+        "              eval_every=1)\n"
+        "spec = {'arch': 'cnn1d', 'channels': 8, 'kernels': [5, 3, 3], 'dropout': 0.1}\n"
+        "train_replica(spec, recipe, replica_seeds('all', 1, 0), data, torch.device('cpu'), log=lambda m: None)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().split("\n")[-1] == "False"

@@ -6,6 +6,8 @@ rule divergence:
         DIVERGENCE,
     log:
         "logs/divergence/{model}.log",
+    # the longest single jobs start first
+    priority: 2
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]

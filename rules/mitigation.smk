@@ -6,6 +6,8 @@ rule train_snapshot:
         "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5",
     log:
         "logs/mitigation/train/{model}/{condition}/chunk{chunk}.log",
+    # the longest single jobs start first
+    priority: 2
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]

@@ -6,6 +6,8 @@ rule train:
         TRAIN,
     log:
         "logs/train/{model}/{condition}/chunk{chunk}.log",
+    # training first: the jobs after it are short, so no core waits on a late training job
+    priority: 1
     conda:
         "../envs/torch.yaml"
     threads: config["threads_per_job"]

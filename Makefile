@@ -1,4 +1,5 @@
 # make run  - set up .venv on first use, run the default pipeline, build the HTML report
+# make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
 # make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
 #             the test suite, lint and format checks
 PYTHON ?= python3
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 
-.PHONY: run report test lint format clean slurm datasets
+.PHONY: run budget report test lint format clean slurm datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ run: $(VENV)/.installed
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
 	@echo "Table: results/tables/diversity.md  Figures: results/figures/  Report: results/report.html"
+
+budget: $(VENV)/.installed
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) mitigation_budget
+	@echo "Table: results/tables/mitigation_budget.md  Figure: results/figures/mitigation_budget.png"
 
 report: $(VENV)/.installed
 	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)

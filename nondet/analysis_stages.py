@@ -1,5 +1,6 @@
 """The stages that need no torch (rules in envs/analysis.yaml): pairwise metrics, tables,
-figures, provenance, mitigation and stability tables, comparisons and factorial designs.
+figures, provenance, mitigation (also versus training budget) and stability tables, comparisons
+and factorial designs.
 pandas, the table writers and matplotlib are imported by the stages that use them: they cost
 about half a second per job, and most jobs here (one per model and condition) draw nothing."""
 
@@ -170,6 +171,25 @@ def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pa
     write_table(df, csv_path, md_path)
     mitigation_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
+
+
+@stage
+def mitigation_budget(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None) -> None:
+    """Plain vs TTA vs snapshot ensemble vs both at each training budget: table and figure."""
+    from .plots import budget_figure
+    from .tables import budget_notes, budget_table, write_table
+
+    log = get_logger(log_path)
+    if not metric_paths:
+        raise InputError("budget.models is empty: no budget study to tabulate")
+    h5io.check_same_experiment(metric_paths, "data_hash")
+    df = budget_table(load_rows(metric_paths, expect))
+    notes = budget_notes(df)
+    write_table(df, csv_path, md_path, notes=notes)
+    budget_figure(df, pdf_path, png_path)
+    for line in notes:
+        log.info(line)
+    log.info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
 @stage

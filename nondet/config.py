@@ -282,7 +282,7 @@ def _check_semantics(config: dict) -> None:
 
 def _check_sections(config: dict) -> None:
     models = config["models"]
-    for section in ("divergence", "stability", "mitigation"):
+    for section in ("divergence", "stability", "mitigation", "budget"):
         for name in config[section]["models"]:
             if name not in models:
                 raise ConfigError(f"config key {section}.models: unknown model {name!r} (models: {', '.join(models)})")
@@ -292,18 +292,52 @@ def _check_sections(config: dict) -> None:
         for name in {n for n in names if names.count(n) > 1}:
             raise ConfigError(f"config key mitigation.tta: two specs are named {name!r}")
     for name in mit["models"]:
+        _check_runs_conditions(config, name, "mitigation.conditions", "its plain replicas are the baseline")
         for condition in mit["conditions"]:
-            if condition not in models[name]["conditions"]:
-                raise ConfigError(
-                    f"config key mitigation.conditions: model {name!r} does not run condition "
-                    f"{condition!r} (its plain replicas are the baseline)"
-                )
             epochs = recipe(config, name, condition)["epochs"]
             if epochs % mit["snapshot_cycles"]:
                 raise ConfigError(
                     f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
                     f"not divide the {epochs} epochs of {name}/{condition}"
                 )
+    _check_budget(config)
+
+
+def _check_runs_conditions(config: dict, name: str, key: str, why: str) -> None:
+    """Model ``name`` must run every condition of mitigation.conditions."""
+    for condition in config["mitigation"]["conditions"]:
+        if condition not in config["models"][name]["conditions"]:
+            raise ConfigError(f"config key {key}: model {name!r} does not run condition {condition!r} ({why})")
+
+
+def _check_budget(config: dict) -> None:
+    """budget: every model runs the mitigation conditions; every budget splits into the plain
+    recipe's cycles and into mitigation.snapshot_cycles, with room beside any warm-up."""
+    budget, cycles = config["budget"], config["mitigation"]["snapshot_cycles"]
+    if not budget["models"]:
+        return
+    for i, epochs in enumerate(budget["epochs"]):
+        if epochs % cycles:
+            raise ConfigError(
+                f"config key budget.epochs.{i}: {epochs} epochs are not divisible by the {cycles} "
+                "cycles of mitigation.snapshot_cycles (the snapshot run splits each budget into them)"
+            )
+    for name in budget["models"]:
+        _check_runs_conditions(config, name, "budget.models", "of mitigation.conditions, which the budget study trains")
+        for condition in config["mitigation"]["conditions"]:
+            r = recipe(config, name, condition)
+            for i, epochs in enumerate(budget["epochs"]):
+                if epochs % r["cycles"]:
+                    raise ConfigError(
+                        f"config key budget.epochs.{i}: the {r['cycles']} cycles of the recipe of "
+                        f"{name}/{condition} (training.cycles) do not divide {epochs} epochs"
+                    )
+                if r["warmup_epochs"] * max(cycles, r["cycles"]) >= epochs:
+                    raise ConfigError(
+                        f"config key budget.epochs.{i}: at {epochs} epochs the warm-up of "
+                        f"{name}/{condition} ({r['warmup_epochs']} epochs per cycle, "
+                        f"training.warmup_epochs) fills each of its {max(cycles, r['cycles'])} cycles"
+                    )
 
 
 def _check_comparisons(config: dict) -> None:

@@ -6,9 +6,10 @@ reads it checks that hash against what the plan says it must be (``*_expect`` be
 
 Every training job is one base job (:func:`base_job`: the model, its recipe, the seeds' base, the
 device, the data and code versions) plus what its kind adds: replica indices for a protocol
-condition, a cycle count for a snapshot run, twins for the divergence study, an arm for a
-comparison, cells for a factorial design. Validation (nondet.config) comes first; nothing here
-checks the config, and nothing here imports torch (the Snakefile imports it).
+condition, a cycle count for a snapshot run, a number of epochs for the budget study (on either),
+twins for the divergence study, an arm for a comparison, cells for a factorial design.
+Validation (nondet.config) comes first; nothing here checks the config, and nothing here imports
+torch (the Snakefile imports it).
 """
 
 from __future__ import annotations
@@ -148,6 +149,14 @@ def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     return sealed(job)
 
 
+def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int, run="plain") -> dict:
+    """A training job of the budget study (rules/budget.smk): the protocol's job (``run`` plain)
+    or the snapshot job (``run`` snapshot), with the recipe's epochs replaced by ``epochs``."""
+    job = (snapshot_job if run == "snapshot" else train_job)(config, model, condition, chunk)
+    job["recipe"] = {**job["recipe"], "epochs": epochs}
+    return sealed(job)
+
+
 def divergence_job(config: dict, model: str) -> dict:
     """The twin-divergence job of ``model`` (base run = replica 0 of control)."""
     job = base_job(config, model, "control")
@@ -245,6 +254,17 @@ def mitigation_methods(config: dict | None = None) -> dict[str, str]:
     return methods
 
 
+def budget_methods(config: dict) -> dict[str, str]:
+    """Method name -> path tag of the budget study: plain, then the mitigation methods."""
+    return {"plain": "plain", **mitigation_methods(config)}
+
+
+def trained_run(method: str) -> str:
+    """The training run a method predicts with: ``snapshot`` (snapshot, snapshot+tta[:<name>])
+    or ``plain`` (plain, tta[:<name>]: the protocol's replicas)."""
+    return "snapshot" if method.startswith("snapshot") else "plain"
+
+
 def tta_spec(config: dict, method: str) -> dict | None:
     """The TTA spec a mitigation method uses (None: no TTA)."""
     base, _, name = method.partition(":")
@@ -264,17 +284,21 @@ def job_expect(job: dict, **extra) -> dict:
             "code_version": job["code_version"], **extra}  # fmt: skip
 
 
-def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain") -> dict:
-    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries."""
-    if method == "plain" or method.startswith("tta"):  # tta or tta:<name> (a list of specs)
+def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain", epochs=None) -> dict:
+    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries; ``epochs``:
+    that of the budget study at this many epochs (results/budget/...)."""
+    if epochs is not None:
+        job = budget_job(config, model, condition, epochs, chunk, trained_run(method))
+    elif trained_run(method) == "plain":  # plain, tta or tta:<name> (a list of specs)
         job = train_job(config, model, condition, chunk)
     else:
         job = snapshot_job(config, model, condition, chunk)
     return job_expect(job, method=method, tta=tta_spec(config, method))
 
 
-def metrics_params(config: dict, model: str, condition: str, method="plain") -> dict:
-    """Params of a metrics job, including what each of its prediction files must carry."""
+def metrics_params(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
+    """Params of a metrics job, including what each of its prediction files must carry
+    (``epochs``: a metrics job of the budget study)."""
     params = {
         "model": model,
         "condition": condition,
@@ -283,14 +307,14 @@ def metrics_params(config: dict, model: str, condition: str, method="plain") -> 
     }
     if method != "plain":
         params["method"] = method
-    params["inputs"] = [predict_expect(config, model, condition, k, method) for k in range(n_chunks(config))]
+    params["inputs"] = [predict_expect(config, model, condition, k, method, epochs) for k in range(n_chunks(config))]
     return params
 
 
-def metrics_expect(config: dict, model: str, condition: str, method="plain") -> dict:
+def metrics_expect(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
     """What the metrics file of (model, condition, method) carries: the hash of its params."""
     return {
-        "spec_hash": spec_hash(metrics_params(config, model, condition, method)),
+        "spec_hash": spec_hash(metrics_params(config, model, condition, method, epochs)),
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
@@ -362,6 +386,9 @@ def plan_size(config: dict) -> int:
     n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
     mit = config["mitigation"]
     n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    budget = config["budget"]
+    n_budget = len(budget["models"]) * len(mit["conditions"]) * len(budget["epochs"])
+    n += n_budget * (2 * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table
     n += 2 * len(config["divergence"]["models"])
     for spec in config["comparisons"].values():
         n += 4 * -(-spec["replicas"] // per) + 1

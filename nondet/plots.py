@@ -105,6 +105,43 @@ def mitigation_figure(df, pdf_path, png_path) -> None:
     _save(fig, pdf_path, png_path)
 
 
+def budget_figure(df, pdf_path, png_path) -> None:
+    """Mitigation versus training budget: per (model, condition) a row of panels (SD of accuracy,
+    disagreement, accuracy), the budget on a log axis, one line per method with SE error bars
+    (methods offset a little sideways so their bars do not overlap)."""
+    panels = [
+        ("acc_sd", "SD of accuracy (%)"),
+        ("disagreement", "pairwise disagreement (%)"),
+        ("acc_mean", "mean accuracy (%)"),
+    ]
+    groups = list(df.groupby(["model", "condition"], sort=False))
+    fig, axes = plt.subplots(
+        len(groups), len(panels), figsize=(13, 3.6 * len(groups)), squeeze=False, constrained_layout=True
+    )
+    for row_axes, ((model, condition), g) in zip(axes, groups):
+        methods = list(dict.fromkeys(g["method"]))
+        budgets = sorted(set(g["epochs"]))
+        for ax, (key, name) in zip(row_axes, panels):
+            for i, method in enumerate(methods):
+                m = g[g["method"] == method].sort_values("epochs")
+                shift = 1.03 ** (i - (len(methods) - 1) / 2)
+                style = {"marker": "o", "ms": 4, "capsize": 3, "lw": 1.4, "color": f"C{i}", "label": method}
+                ax.errorbar(m["epochs"] * shift, m[key], yerr=m[f"{key}_se"], **style)
+            ax.set_xscale("log")
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
+            ax.set_xlabel("training budget (epochs)")
+            ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=8)
+    n = int(df["n_replicas"].min()) if len(df) else 0
+    fig.suptitle(
+        f"Mitigation versus training budget ({n} replicas; error bars: bootstrap SE, SE of the mean for accuracy)",
+        fontsize=11,
+    )
+    _save(fig, pdf_path, png_path)
+
+
 def stability_figure(df, pdf_path, png_path) -> None:
     """Init and one-ulp diversity by model: a stable model has ~0 for bitflip."""
     panels = [("disagreement", "pairwise disagreement (%)"), ("acc_sd", "SD of accuracy (%)"),

@@ -1,4 +1,5 @@
-"""The diversity table: one row per (model, condition), as CSV and Markdown."""
+"""The tables, as CSV and Markdown: diversity (one row per (model, condition)), mitigation,
+mitigation versus training budget."""
 
 from __future__ import annotations
 
@@ -78,15 +79,64 @@ MITIGATION_COLUMNS = [
 ]  # fmt: skip
 
 
-def mitigation_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per (model, condition, method); ``*_reduction`` = % reduction against plain."""
+def _by_method(rows: list[dict], by: list[str]) -> pd.DataFrame:
+    """``rows`` sorted by ``by``, then method (plain, tta, snapshot, snapshot+tta)."""
     df = pd.DataFrame(rows)
     # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
     df["_m"] = df["method"].map(lambda m: METHODS.index(m.partition(":")[0]))
-    df = df.sort_values(["model", "condition", "_m"], kind="stable").drop(columns="_m")
-    df = df.reset_index(drop=True)
+    return df.sort_values([*by, "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
+
+
+def _ratio_to_plain(df: pd.DataFrame, by: list[str], metric: str) -> pd.Series:
+    """``metric`` of each row over that of the plain row with the same ``by`` values."""
+    plain = df[df["method"] == "plain"].set_index(by)[metric]
+    ref = df.set_index(by).index.map(plain.get)
+    return df[metric] / ref.astype(float)
+
+
+def mitigation_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per (model, condition, method); ``*_reduction`` = % reduction against plain."""
+    by = ["model", "condition"]
+    df = _by_method(rows, by)
     for metric in ("acc_sd", "ce_sd", "disagreement"):
-        plain = df[df["method"] == "plain"].set_index(["model", "condition"])[metric]
-        ref = df.set_index(["model", "condition"]).index.map(plain.get)
-        df[f"{metric}_reduction"] = 100.0 * (1.0 - df[metric] / ref.astype(float))
+        df[f"{metric}_reduction"] = 100.0 * (1.0 - _ratio_to_plain(df, by, metric))
     return df[MITIGATION_COLUMNS]
+
+
+BUDGET_COLUMNS = [
+    "model", "condition", "epochs", "method", "cycles", "test_passes", "n_replicas", "acc_mean",
+    "acc_mean_se", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement",
+    "disagreement_se", "acc_sd_vs_plain", "ce_sd_vs_plain", "disagreement_vs_plain",
+]  # fmt: skip
+
+
+def budget_table(rows: list[dict]) -> pd.DataFrame:
+    """Mitigation versus training budget: one row per (model, condition, epochs, method).
+    ``*_vs_plain`` = % change against plain at the same budget (negative: less variable than
+    plain); ``acc_mean_se`` = acc_sd / sqrt(n_replicas), the standard error of the mean."""
+    by = ["model", "condition", "epochs"]
+    df = _by_method(rows, by)
+    df["acc_mean_se"] = df["acc_sd"] / df["n_replicas"].astype(float) ** 0.5
+    for metric in ("acc_sd", "ce_sd", "disagreement"):
+        df[f"{metric}_vs_plain"] = 100.0 * (_ratio_to_plain(df, by, metric) - 1.0)
+    return df[BUDGET_COLUMNS]
+
+
+def budget_notes(df: pd.DataFrame) -> list[str]:
+    """Per (model, condition, method): its disagreement against plain at each budget, and the
+    smallest budget from which it stays below plain (or that it never does)."""
+    lines = []
+    for (model, condition, method), g in df[df["method"] != "plain"].groupby(
+        ["model", "condition", "method"], sort=False
+    ):
+        g = g.sort_values("epochs")
+        changes = ", ".join(f"{c:+.0f} % at {e}" for e, c in zip(g["epochs"], g["disagreement_vs_plain"]))
+        below = list(g["disagreement_vs_plain"] < 0)
+        start = next((i for i in range(len(below)) if all(below[i:])), None)
+        verdict = (
+            f"below plain from {g['epochs'].iloc[start]} epochs on"
+            if start is not None
+            else "not below plain at the largest budget"
+        ) + " (point estimates: see disagreement_se)"
+        lines.append(f"{model}/{condition} {method}: disagreement vs plain {changes} epochs; {verdict}.")
+    return lines

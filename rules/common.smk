@@ -26,6 +26,13 @@ MITIGATION_PREDICT = (
     "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5"
 )
 MITIGATION_METRICS = "results/mitigation/metrics/{model}/{condition}/{method}.h5"
+BUDGET_TRAIN = (
+    "results/budget/{model}/{condition}/e{epochs}/train/{run}/chunk{chunk}.h5"
+)
+BUDGET_PREDICT = (
+    "results/budget/{model}/{condition}/e{epochs}/predict/{method}/chunk{chunk}.h5"
+)
+BUDGET_METRICS = "results/budget/{model}/{condition}/e{epochs}/metrics/{method}.h5"
 DIVERGENCE = "results/divergence/{model}.h5"
 ARM_TRAIN = "results/compare/{name}/{arm}/train_chunk{chunk}.h5"
 ARM_PREDICT = "results/compare/{name}/{arm}/predict_chunk{chunk}.h5"
@@ -45,6 +52,8 @@ wildcard_constraints:
     chunk=r"\d+",
     method="|".join(plan.mitigation_methods(config).values()),
     arm="baseline|candidate",
+    epochs=r"\d+",
+    run="plain|snapshot",
     name=r"[A-Za-z0-9_\-]+",
 
 
@@ -92,6 +101,10 @@ def metrics_expect(paths):
         ):  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
             m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
             out[p] = plan.metrics_expect(config, m, c, method_of(tag))
+        elif parts[1] == "budget":
+            # results/budget/{model}/{condition}/e{epochs}/metrics/{tag}.h5
+            m, c, e, tag = parts[2], parts[3], int(parts[4][1:]), parts[6][:-3]
+            out[p] = plan.metrics_expect(config, m, c, budget_method_of(tag), e)
         elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
             out[p] = plan.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
         else:  # results/metrics/{model}/{condition}.h5
@@ -170,6 +183,49 @@ def mitigation_predict_job(wildcards):
     if method_of(wildcards.method).startswith("tta"):
         return train_job(wildcards)
     return snapshot_job(wildcards)
+
+
+# --- mitigation versus training budget (rules/budget.smk) ---
+BUDGET_TAGS = plan.budget_methods(config)
+
+
+def budget_method_of(tag):
+    return {t: m for m, t in BUDGET_TAGS.items()}[tag]
+
+
+def budget_metric_files(wildcards):
+    budget = config["budget"]
+    if not budget["models"]:
+        raise WorkflowError(
+            "config key budget.models is empty: name the models of the budget study, e.g. "
+            "budget: {models: [cnn]}"
+        )
+    return expand(
+        BUDGET_METRICS,
+        model=budget["models"],
+        condition=config["mitigation"]["conditions"],
+        epochs=sorted(budget["epochs"]),
+        method=BUDGET_TAGS.values(),
+    )
+
+
+def budget_job(wildcards):
+    """The training job of a budget run (train_budget) or behind a method (predict_budget)."""
+    w = wildcards
+    run = w.get("run") or plan.trained_run(budget_method_of(w.method))
+    epochs, chunk = int(w.epochs), int(w.chunk)
+    return plan.budget_job(config, w.model, w.condition, epochs, chunk, run)
+
+
+def budget_train_file(wildcards):
+    run = plan.trained_run(budget_method_of(wildcards.method))
+    return BUDGET_TRAIN.format(run=run, **wildcards)
+
+
+def budget_metrics_params(wildcards):
+    w = wildcards
+    method = budget_method_of(w.method)
+    return plan.metrics_params(config, w.model, w.condition, method, int(w.epochs))
 
 
 # --- comparisons and factorial designs ---

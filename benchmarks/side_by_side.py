@@ -2,10 +2,12 @@
 two versions of this repository on the same machine (medians of repeats, runs interleaved so that
 both see the same background load). Prints Markdown for BENCHMARKS.md. Not a test.
 
-    .venv/bin/python benchmarks/side_by_side.py --base 6a78633 [--repeats 3] [--cores 2]
+    .venv/bin/python benchmarks/side_by_side.py --base 6a78633 [--repeats 3] [--cores 2] [--compare]
 
 ``--base`` is any git revision (checked out into a temporary worktree); the other side is this
-working tree as it is. Both run with this venv's Python and Snakemake.
+working tree as it is. Both run with this venv's Python and Snakemake. ``--compare`` also sets the
+last repeat's results of the two sides against each other (benchmarks/compare_outputs.py: every
+HDF5 dataset bitwise, every shared table column value by value).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_once(repo: Path, cores: int) -> float:
-    """Wall seconds of `snakemake` + `snakemake --report` for ``repo``'s default config."""
+def run_once(repo: Path, cores: int, keep: Path | None = None) -> float:
+    """Wall seconds of `snakemake` + `snakemake --report` for ``repo``'s default config; the
+    results folder is moved to ``keep`` if given."""
     work = Path(tempfile.mkdtemp(prefix="nondet-bench-"))
     env = {**os.environ, "PYTHONPATH": str(repo)}
     base = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
@@ -36,7 +39,11 @@ def run_once(repo: Path, cores: int) -> float:
             out = subprocess.run(base + extra, env=env, capture_output=True, text=True)
             if out.returncode:
                 raise RuntimeError(f"{repo}: snakemake failed:\n{out.stderr[-3000:]}")
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(str(work / "results"), str(keep))
+        return seconds
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -46,7 +53,9 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision to compare against")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--compare", action="store_true", help="compare the two sides' outputs")
     args = parser.parse_args()
+    kept = Path(tempfile.mkdtemp(prefix="nondet-kept-"))
     base_dir = Path(tempfile.mkdtemp(prefix="nondet-base-"))
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_dir), args.base],
                    check=True, capture_output=True)  # fmt: skip
@@ -54,7 +63,8 @@ def main() -> None:
     try:
         for i in range(args.repeats):
             for side, repo in (("base", base_dir), ("ours", REPO)):
-                times[side].append(run_once(repo, args.cores))
+                last = args.compare and i == args.repeats - 1
+                times[side].append(run_once(repo, args.cores, kept / side if last else None))
                 print(f"repeat {i + 1}: {side} {times[side][-1]:.1f} s", file=sys.stderr)
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_dir)],
@@ -75,6 +85,12 @@ def main() -> None:
     each = lambda v: ", ".join(f"{t:.0f}" for t in v)  # noqa: E731
     print(f"| median wall time (each run, s) | {med['base']:.0f} s ({each(times['base'])}) | "
           f"{med['ours']:.0f} s ({each(times['ours'])}) | {med['base'] / med['ours']:.2f}x |")  # fmt: skip
+    if args.compare:
+        print("\nOutputs of the last repeat, base against ours (benchmarks/compare_outputs.py):\n")
+        out = subprocess.run([sys.executable, str(REPO / "benchmarks/compare_outputs.py"), str(kept / "base"),
+                              str(kept / "ours")], capture_output=True, text=True)  # fmt: skip
+        print(out.stdout.strip())
+    shutil.rmtree(kept, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ def provenance_table(config: dict, csv_path, log_path=None) -> None:
     """Provenance of the run (versions, code version, config hash) for the report."""
     import pandas as pd
 
+    try:  # the run's torch (its versions are in the provenance); absent in the analysis env
+        import torch  # noqa: F401
+    except ImportError:
+        pass
     prov = provenance(config_hash=h5io.spec_hash(config), experiment=config["experiment"])
     versions = prov.pop("versions")
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in prov.items()]

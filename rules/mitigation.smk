@@ -1,63 +1,36 @@
-rule train_snapshot:
-    input:
-        data=DATA,
-        check=lambda w: model_check(w.model),
+use rule train as train_snapshot with:
     output:
-        "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5",
+        SNAPSHOT_TRAIN,
     log:
         "logs/mitigation/train/{model}/{condition}/chunk{chunk}.log",
     # the longest single jobs start first
     priority: 2
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=snapshot_job,
         checkpoint_every=config["checkpoint_every"],
-    script:
-        "../workflow_scripts/train.py"
 
 
-rule predict_mitigation:
+use rule predict as predict_mitigation with:
     input:
         data=DATA,
         trained=mitigation_train_file,
     output:
-        "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5",
+        MITIGATION_PREDICT,
     log:
         "logs/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.log",
-    conda:
-        "../envs/torch.yaml"
-    threads: config["threads_per_job"]
-    resources:
-        gpu=GPU_JOB,
     params:
         job=mitigation_predict_job,
         method=lambda w: method_of(w.method),
         tta=tta_of,
-    script:
-        "../workflow_scripts/predict.py"
 
 
-rule metrics_mitigation:
+use rule metrics as metrics_mitigation with:
     input:
-        lambda w: expand(
-            "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5",
-            chunk=CHUNKS,
-            **w,
-        ),
+        lambda w: expand(MITIGATION_PREDICT, chunk=CHUNKS, **w),
     output:
-        "results/mitigation/metrics/{model}/{condition}/{method}.h5",
+        MITIGATION_METRICS,
     log:
         "logs/mitigation/metrics/{model}/{condition}/{method}.log",
-    conda:
-        "../envs/analysis.yaml"
-    params:
-        metrics=metrics_params,
-    script:
-        "../workflow_scripts/metrics.py"
 
 
 rule mitigation_table:

@@ -57,6 +57,8 @@ def rule_envs() -> dict[str, str | None]:
             if used and not env:  # `use rule X as Y with:` keeps X's env unless it names one
                 inherits[name] = used.group(1)
     for name, parent in inherits.items():
+        while parent in inherits:  # a chain of use rule (X as Y, then Y as Z)
+            parent = inherits[parent]
         out[name] = out[parent]
     return out
 

@@ -160,3 +160,13 @@ def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
                              timeout=120, cwd=REPO)  # fmt: skip
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.split("\n")[-2] == expect
+
+
+def test_the_gpu_profile_gives_a_gpu_to_every_training_and_prediction_rule():
+    """A new torch rule must be named in profiles/gpu's GPU_RULES, or SLURM runs it without a GPU
+    (and the job fails at once, asking for device cuda)."""
+    text = (REPO / "profiles/gpu/config.yaml").read_text()
+    listed = set(re.findall(r'"(\w+)"', re.search(r"GPU_RULES = \[([^\]]*)\]", text).group(1)))
+    torch_rules = {r for r, env in rule_envs().items() if env and env.name == "torch.yaml"}
+    # on the submit host or CPU only: the data set (may download), the model check, importing runs
+    assert listed == torch_rules - {"dataset", "check_model", "import_runs"}

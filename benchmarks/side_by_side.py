@@ -36,7 +36,9 @@ def run_once(repo: Path, cores: int, keep: Path | None = None) -> float:
     try:
         t0 = time.perf_counter()
         for extra in (["--cores", str(cores)], ["--report", "results/report.html"]):
-            out = subprocess.run(base + extra, env=env, capture_output=True, text=True)
+            # cwd: `python -m` puts the working directory first on sys.path, so run from the empty
+            # folder, or every side would import the nondet of wherever this script was started
+            out = subprocess.run(base + extra, env=env, capture_output=True, text=True, cwd=work)
             if out.returncode:
                 raise RuntimeError(f"{repo}: snakemake failed:\n{out.stderr[-3000:]}")
         seconds = time.perf_counter() - t0

@@ -19,7 +19,9 @@ class SGD:
     """``SGD(param_groups, lr, momentum=..., nesterov=...)`` as ``torch.optim.SGD``; each group
     may set its own ``weight_decay`` and carry other keys (``lr_scale``) untouched."""
 
-    def __init__(self, params, lr: float, **defaults):
+    def __init__(self, params, lr: float, foreach: bool | None = None, **defaults):
+        """``foreach``: the multi-tensor update (None: on CUDA only, as torch's default)."""
+        self.foreach = foreach
         unknown = set(defaults) - set(_DEFAULTS)
         if unknown:
             raise TypeError(f"SGD got unknown options {sorted(unknown)}")
@@ -41,7 +43,10 @@ class SGD:
     def zero_grad(self, set_to_none: bool = True) -> None:
         for g in self.param_groups:
             for p in g["params"]:
-                p.grad = None
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.detach_().zero_()
 
     @torch.no_grad()
     def step(self) -> None:
@@ -49,7 +54,7 @@ class SGD:
             live = [(i, p) for i, p in zip(index, g["params"]) if p.grad is not None]
             if not live:
                 continue
-            if live[0][1].device.type == "cuda":
+            if self.foreach or (self.foreach is None and live[0][1].device.type == "cuda"):
                 self._step_foreach(g, live)
             else:
                 self._step_each(g, live)

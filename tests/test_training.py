@@ -270,8 +270,11 @@ def test_kernel_mode_turns_tf32_off_readably(deterministic):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("nesterov,decay_on,scale", [(True, "weights", 1.0), (False, "all", 0.1)])
-def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec, nesterov, decay_on, scale):
+@pytest.mark.parametrize(
+    "nesterov,decay_on,scale,foreach",
+    [(True, "weights", 1.0, False), (False, "all", 0.1, False), (True, "all", 0.1, True)],
+)  # foreach: the multi-tensor path CUDA takes, run here on CPU against torch's own
+def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec, nesterov, decay_on, scale, foreach):
     """nondet.optim.SGD replaces torch.optim.SGD (whose first use imports TorchDynamo, ~1.2 s per
     job): the same operations in the same order, so the same bits on the same machine."""
     import copy
@@ -284,7 +287,7 @@ def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec,
     y = torch.randint(0, 10, (64,), generator=torch_generator(2))
 
     def optimiser(make, model):
-        return make(param_groups(model, recipe), lr=0.2, momentum=0.9, nesterov=nesterov)
+        return make(param_groups(model, recipe), lr=0.2, momentum=0.9, nesterov=nesterov, foreach=foreach)
 
     def train(model, opt, steps):
         for s in range(steps):

@@ -173,12 +173,14 @@ def test_tiny_study_builds_its_table_and_figure(study):
     assert [(r["epochs"], r["method"]) for r in rows] == [(e, m) for e in ("2", "4") for m in methods]
     assert [r["test_passes"] for r in rows] == ["1", "3", "2", "6"] * 2
     assert [r["cycles"] for r in rows] == ["1", "1", "2", "2"] * 2
-    numeric = [k for k in rows[0] if k not in ("model", "condition", "method")]
+    # (an SD of accuracy can be 0 by chance with 3 replicas and 120 test examples, and its change
+    # against plain then undefined: only what holds on any CPU is asserted)
+    numeric = [k for k in rows[0] if k not in ("model", "condition", "method") and not k.endswith("_vs_plain")]
     for r in rows:
         assert all(math.isfinite(float(r[k])) for k in numeric), r
-        assert r["n_replicas"] == "3" and float(r["acc_sd"]) > 0 and float(r["disagreement"]) > 0
+        assert r["n_replicas"] == "3" and float(r["disagreement"]) > 0  # init seeds differ
     for r in rows[::4]:  # plain: the reference of its own budget
-        assert float(r["disagreement_vs_plain"]) == 0.0 and float(r["acc_sd_vs_plain"]) == 0.0
+        assert float(r["disagreement_vs_plain"]) == 0.0
     tta = rows[5]  # tta at 4 epochs, against plain at 4 epochs
     assert float(tta["disagreement_vs_plain"]) == pytest.approx(
         100 * (float(tta["disagreement"]) / float(rows[4]["disagreement"]) - 1)

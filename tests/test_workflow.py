@@ -94,7 +94,8 @@ def test_end_to_end_outputs(finished_run):
     mit = list(csv.DictReader(open(res / "tables/mitigation.csv")))
     assert [r["method"] for r in mit] == ["plain", "tta", "snapshot", "snapshot+tta"]
     assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
-    assert float(mit[0]["acc_sd_reduction"]) == 0.0
+    # plain against itself (its SD of accuracy may be 0 by chance with 3 replicas: not that one)
+    assert float(mit[0]["disagreement_reduction"]) == 0.0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))}
     assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["n_candidate"] == "3"
     from nondet.files import load_predictions
@@ -110,7 +111,11 @@ def test_end_to_end_outputs(finished_run):
     assert effects == ["init", "shuffle", "residual", "total", "indep"] * 2
     all_row = rows[("cnn", "all")]
     assert float(all_row["acc_var"]) == pytest.approx(float(all_row["acc_sd"]) ** 2, rel=1e-6)
-    assert all(float(all_row[f"{k}_se"]) > 0 for k in ("acc_var", "acc_var_indep", "acc_var_shared"))
+    # every part of the accuracy variance has a bootstrap SE: the per-example part's (and so the
+    # shared part's) varies whenever replicas disagree; the total's is 0 only if the 3 replicas'
+    # accuracies tie, which can happen by chance on some CPU
+    assert float(all_row["acc_var_indep_se"]) > 0 and float(all_row["acc_var_shared_se"]) > 0
+    assert (float(all_row["acc_var_se"]) > 0) == (float(all_row["acc_sd"]) > 0)
     html = (res / "report.html").read_text(errors="replace")
     assert "diversity.csv" in html and "provenance.csv" in html
     assert (finished_run / "logs/train/cnn/all/chunk0.log").read_text().count("epoch 2/2") == 2

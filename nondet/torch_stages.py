@@ -8,14 +8,13 @@ import dataclasses
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import h5io, stacked, training
-from .data import make_dataset_arrays
+from .data import make_dataset  # noqa: F401 (the dataset stage needs no torch; here for callers)
 from .divergence import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
 from .files import (
     _job_expect,
@@ -24,30 +23,17 @@ from .files import (
     job_provenance,
     load_dataset,
     load_replicas,
-    write_dataset,
     write_divergence,
     write_predictions,
     write_replicas,
 )
-from .h5io import InputError, provenance
+from .h5io import InputError
 from .models import build_model
 from .runtime import get_logger, setup_torch, stage
 from .seeds import ReplicaSeeds, replica_seeds, torch_generator
 from .tta import check_fits, fit_kind, make_views, predict_tta
 from .usermodel import check_model as check
 from .vectorized import train_replicas_vectorized
-
-
-@stage
-def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
-
-    log = get_logger(log_path)
-    t0 = time.perf_counter()
-    arrays = make_dataset_arrays(spec, log=log.info)
-    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash)
-    write_dataset(out_path, prov, arrays)
-    shapes = {k: v.shape for k, v in arrays.items()}
-    log.info(f"wrote {out_path}: {shapes} in {time.perf_counter() - t0:.1f}s")
 
 
 @stage

@@ -178,6 +178,23 @@ class ReplicaDraws:
         self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
         self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
 
+    #: training sets up to this size (bytes) are augmented whole once per epoch, batches then
+    #: copy their rows (a shift or crop of an example depends on its (seed, epoch, index) alone,
+    #: so this is bitwise the per-batch augmentation, without its per-step cost); larger ones
+    #: (CIFAR-10: 600 MB) are augmented batch by batch
+    WHOLE_EPOCH_BYTES = 64 << 20
+
+    def _augmented(self, epoch: int, data: Dataset) -> torch.Tensor | None:
+        x = data.x_train
+        if x.numel() * x.element_size() > self.WHOLE_EPOCH_BYTES:
+            return None
+        key = (epoch, id(x))
+        if getattr(self, "_whole", (None,))[0] != key:
+            self.augment.fill = data.pad_fill
+            every = torch.arange(len(x), device=x.device)
+            self._whole = (key, self.augment(x, every, epoch))
+        return self._whole[1]
+
     def order(self, epoch: int) -> torch.Tensor:
         g = torch_generator(derive_seed(self.seeds.shuffle, epoch))
         return torch.randperm(self.n, generator=g).to(self.device)
@@ -188,8 +205,12 @@ class ReplicaDraws:
         if self.standin:
             g = torch_generator(derive_seed(self.seeds.kernels, epoch, b))
             index = index[torch.randperm(len(index), generator=g).to(self.device)]
-        self.augment.fill = data.pad_fill
-        x = self.augment(data.x_train[index], index, epoch)
+        x = self._augmented(epoch, data)
+        if x is not None:  # a copy of the rows: bitwise what augmenting the batch gives
+            x = x[index]
+        else:
+            self.augment.fill = data.pad_fill
+            x = self.augment(data.x_train[index], index, epoch)
         for m in self.masks:
             m.select(epoch, index)
         return index, x, data.y_train[index]

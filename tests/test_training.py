@@ -38,17 +38,19 @@ def test_each_data_level_source_changes_the_trained_model(small_data, recipe, cn
 
 def test_kernels_standin_permutes_within_batches_only(small_data, recipe, cnn_spec, monkeypatch):
     import nondet.training as training
-    from nondet.augment import Augmenter
+
+    original = training.ReplicaDraws
 
     def batches(seeds):
         seen = []
 
-        class Recording(Augmenter):
-            def __call__(self, x, index, epoch):
-                seen.append(index.clone())
-                return super().__call__(x, index, epoch)
+        class Recording(original):
+            def batch(self, order, epoch, b, data):
+                out = super().batch(order, epoch, b, data)
+                seen.append(out[0].clone())
+                return out
 
-        monkeypatch.setattr(training, "Augmenter", Recording)
+        monkeypatch.setattr(training, "ReplicaDraws", Recording)
         train_replica(cnn_spec, recipe, seeds, small_data, CPU)
         return seen
 
@@ -184,16 +186,15 @@ def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
     """Train one replica, recording for every (epoch, example index) the augmented input and the
     dropout keep-mask it saw (known where the dropout input is non-zero)."""
     import nondet.training as training
-    from nondet.augment import Augmenter
     from nondet.models import SeededDropout
 
     steps, outputs = [], []
 
-    class Recording(Augmenter):
-        def __call__(self, x, index, epoch):
-            out = super().__call__(x, index, epoch)
-            steps.append((epoch, index.clone(), out.clone()))
-            return out
+    class Recording(training.ReplicaDraws):
+        def batch(self, order, epoch, b, data):
+            index, x, y = super().batch(order, epoch, b, data)
+            steps.append((epoch, index.clone(), x.clone()))
+            return index, x, y
 
     def build(*args, **kwargs):
         model = build_model(*args, **kwargs)
@@ -205,7 +206,7 @@ def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
                 )  # fmt: skip
         return model
 
-    monkeypatch.setattr(training, "Augmenter", Recording)
+    monkeypatch.setattr(training, "ReplicaDraws", Recording)
     monkeypatch.setattr(training, "build_model", build)
     train_replica(spec, recipe, seeds, data, CPU)
     assert len(steps) == len(outputs) > 0
@@ -218,13 +219,18 @@ def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
     return augmented, masks
 
 
+@pytest.mark.parametrize("whole_epoch", [True, False], ids=["epoch-augmented", "batch-augmented"])
 @pytest.mark.parametrize("condition", ["shuffle", "kernels", "dropout"])
 def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders(
-    small_data, recipe, cnn_spec, monkeypatch, condition
+    small_data, recipe, cnn_spec, monkeypatch, condition, whole_epoch
 ):
     """One source per condition, per example: a new data order (shuffle) or within-batch order
     (the CPU kernels stand-in) must not hand any example another dropout mask or augmentation;
     the dropout condition must (the check can fail)."""
+    import nondet.training as training
+
+    if not whole_epoch:  # the per-batch augmentation of large training sets
+        monkeypatch.setattr(training.ReplicaDraws, "WHOLE_EPOCH_BYTES", 0)
     spec = {**cnn_spec, "dropout": 0.5}
     base_aug, base_masks = _per_example_draws(monkeypatch, spec, recipe, replica_seeds("control", 0, 0), small_data)
     aug, masks = _per_example_draws(monkeypatch, spec, recipe, replica_seeds(condition, 0, 0), small_data)
@@ -341,3 +347,27 @@ def test_training_does_not_import_torchdynamo(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().split("\n")[-1] == "False"
+
+
+@pytest.mark.parametrize("kind", ["shift", "crop_flip"])
+def test_whole_epoch_augmentation_gives_the_per_batch_rows_bitwise(small_data, recipe, kind):
+    """Small training sets are augmented whole once per epoch and batches copy their rows: every
+    batch is bitwise what augmenting it alone gives (signals shifted, images cropped and flipped
+    with a non-zero padding value)."""
+    from nondet.data import Dataset
+    from nondet.training import ReplicaDraws
+
+    data = small_data
+    if kind == "crop_flip":
+        x = torch.randn(len(data.y_train), 3, 8, 8, generator=torch_generator(5))
+        data = Dataset("img", x, data.y_train, x[:10], data.y_test[:10], torch.tensor([-1.0, 0.5, 2.0]))
+    seeds = replica_seeds("all", 1, 0)
+    rec = {**recipe, "augment": kind, "augment_size": 2}
+    whole, alone = (ReplicaDraws(seeds, rec, len(data.y_train), CPU) for _ in range(2))
+    alone.WHOLE_EPOCH_BYTES = 0
+    for epoch in range(2):
+        order = whole.order(epoch)
+        for b in range(3):
+            (i1, x1, y1), (i2, x2, y2) = whole.batch(order, epoch, b, data), alone.batch(order, epoch, b, data)
+            assert torch.equal(i1, i2) and torch.equal(y1, y2)
+            assert torch.equal(x1, x2) and not torch.equal(x1, data.x_train[i1])  # augmented

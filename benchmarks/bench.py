@@ -5,7 +5,7 @@
 1. the default protocol end to end from an empty results dir (wall time);
 2. training throughput (images/s), default CNN on mnist1d and ResNet-14 at batch 512 on
    CIFAR-shaped data: one replica per process (start-up and data loading paid per model) vs
-   several replicas per job (paid once);
+   several replicas per job (paid once); vmap and (CPU) the wide path against sequential;
 3. the authors' data path (torchvision per-sample PIL transforms in a 4-worker DataLoader) vs ours
    (batched crop+flip on the device), same model and device;
 4. pairwise metrics for 100 models x 10 000 examples x 10 classes;
@@ -116,12 +116,16 @@ def per_process_vs_per_job(spec, recipe, data_expr, n_images, replicas, threads)
     return total / one_each, total / together
 
 
-def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE):
+def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE, wide=False):
+    """img/s of vmap (or, ``wide``, of the wide CPU path, nondet.stacked) vs one replica after
+    another, in one process."""
     from nondet.vectorized import train_replicas_vectorized
 
     seeds = [replica_seeds("all", r, 0) for r in range(replicas)]
     dev, quiet = device(), (lambda *a: None)
-    vec = median_time(lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet), repeats)
+    vec = median_time(
+        lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet, wide=wide), repeats
+    )
     seq = median_time(lambda: [train_replica(spec, recipe, s, data.to(dev), dev, log=quiet) for s in seeds], repeats)
     total = len(data.y_train) * recipe["epochs"] * replicas
     return total / vec, total / seq
@@ -302,6 +306,11 @@ def main():
     vec, seq = vectorised_vs_sequential(data, reps, r)
     print(f"| 2c | CNN on mnist1d, {reps} replicas x 1 epoch in one process: vectorised (torch.func)"
           f" vs sequential | {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |")  # fmt: skip
+    if dev.type == "cpu":
+        wide, seq = vectorised_vs_sequential(data, 8, r, wide=True)
+        print(f"| 2e | CNN on mnist1d, 8 replicas x 1 epoch in one process: one wide model "
+              f"(nondet.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
+              f"| {wide / seq:.2f}x |")  # fmt: skip
     res = cifar_like(1024)
     vec, seq = vectorised_vs_sequential(res, 2, 1, RESNET14, {**res_recipe, "batch_size": 256})
     print(f"| 2d | ResNet-14, batch 256, 4 steps x 2 replicas: vectorised vs sequential "

@@ -75,11 +75,12 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
     assert "together (torch.func.vmap)" not in text
 
 
-def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_spec):
+@pytest.mark.parametrize("wide", [False, True], ids=["vmap", "wide"])
+def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_spec, wide):
     seeds = [replica_seeds("init", r, 0) for r in range(2)]
     run = lambda size: train_replicas_vectorized(  # noqa: E731
         cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, CPU, log=lambda *a: None,
-        eval_batch_size=size,
+        eval_batch_size=size, wide=wide,
     )  # fmt: skip
     whole, batched = run(10_000), run(7)  # 120 test examples: one batch vs 18 uneven ones
     for w, b in zip(whole, batched):
@@ -88,9 +89,12 @@ def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_
         assert np.array_equal(w["curve"]["test_acc"], b["curve"]["test_acc"])
 
 
-def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path):
-    """A vectorised chunk killed mid-training resumes from its checkpoint and ends bitwise
-    identical to an uninterrupted run (same machine: the one guarantee we assert)."""
+@pytest.mark.parametrize("vectorize, how", [("on", "torch.func.vmap"), ("auto", "as one wide model")],
+                         ids=["vmap", "wide"])  # fmt: skip
+def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize, how):
+    """A vectorised chunk (vmap, or the wide CPU path of ``auto``) killed mid-training resumes
+    from its checkpoint and ends bitwise identical to an uninterrupted run (same machine: the one
+    guarantee we assert)."""
     import json
     import os
     import signal
@@ -100,7 +104,7 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path):
     from pathlib import Path
 
     c = cfg.validate({
-        "replicas": 3, "replicas_per_job": 3, "vectorize": "on",
+        "replicas": 3, "replicas_per_job": 3, "vectorize": vectorize,
         "dataset": {"num_samples": 5000},
         "training": {"epochs": 12, "eval_every": 0},
         "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
@@ -129,7 +133,7 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path):
     assert 1 <= epoch_at_kill < 12
     subprocess.run(cmd, env=env, check=True, timeout=300, stderr=subprocess.DEVNULL)
     text = log.read_text()
-    assert "together (torch.func.vmap)" in text and "resuming from checkpoint" in text
+    assert f"together ({how}" in text and "resuming from checkpoint" in text
     assert not files.checkpoint_dir(out).exists()
     torch_stages.train(data, tmp_path / "straight.h5", job, checkpoint_every=0)
     resumed, straight = files.load_replicas(out), files.load_replicas(tmp_path / "straight.h5")

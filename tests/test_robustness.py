@@ -14,16 +14,19 @@ import pytest
 
 from nondet import analysis_stages, files, plan, torch_stages
 from nondet import config as cfg
-from nondet.h5io import InputError, OutputError, atomic_h5
+from nondet.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def make_config(**training):
+    # one replica after another (vectorize off): these tests are about the per-replica
+    # checkpoints of sequential training; tests/test_vectorized.py kills and resumes the others
     return cfg.validate(
         {
             "replicas": 2,
             "replicas_per_job": 2,
+            "vectorize": "off",
             "dataset": {"num_samples": 5000},
             "training": {"epochs": 12, "eval_every": 0, **training},
             "models": {"cnn": {"arch": "cnn1d", "conditions": ["all", "control"]}},
@@ -198,6 +201,7 @@ def small_config(lr=0.2, data_seed=42, **training):
         {
             "replicas": 2,
             "replicas_per_job": 2,
+            "vectorize": "off",  # the tests replace nondet.training.train_replica
             "dataset": {"num_samples": 600, "seed": data_seed},
             "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr, **training},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
@@ -243,7 +247,7 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     other = {**job, "data_hash": "0" * 16}
     with pytest.raises(InputError, match="data_hash"):
         files.load_replicas(tmp_path / "t.h5", files._job_expect(other))
-    with pytest.raises(InputError, match="code_version: the file has '2'"):
+    with pytest.raises(InputError, match=f"code_version: the file has '{CODE_VERSION}'"):
         files.load_replicas(tmp_path / "t.h5", {**files._job_expect(job), "code_version": "99"})
 
 

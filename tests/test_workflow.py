@@ -118,7 +118,9 @@ def test_end_to_end_outputs(finished_run):
     assert (float(all_row["acc_var_se"]) > 0) == (float(all_row["acc_sd"]) > 0)
     html = (res / "report.html").read_text(errors="replace")
     assert "diversity.csv" in html and "provenance.csv" in html
-    assert (finished_run / "logs/train/cnn/all/chunk0.log").read_text().count("epoch 2/2") == 2
+    # the default on a CPU: a chunk's CNN replicas train together as one wide model
+    train_log = (finished_run / "logs/train/cnn/all/chunk0.log").read_text()
+    assert "as one wide model" in train_log and train_log.count("epoch 2/2 (2 replicas vectorised)") == 1
 
 
 def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
@@ -197,7 +199,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
-    ckpt = tmp_path / "results/train/cnn/init/.chunk0.h5.checkpoints/replica_0000.pt"
+    ckpt = tmp_path / "results/train/cnn/init/.chunk0.h5.checkpoints/vectorized.pt"  # the wide path
     deadline = time.time() + 300
     while not ckpt.exists():
         assert proc.poll() is None and time.time() < deadline, "training never checkpointed"

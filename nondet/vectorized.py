@@ -10,8 +10,9 @@ the curve, checkpoints and the result. Only the step differs.
 Batched kernels sum in a different order than per-model kernels, so a vectorised replica is not
 bitwise identical to the same replica trained alone for convolutions (the paper's point: any such
 difference grows); for matmul-only models it is, and replicas of ``control`` trained together are
-identical to each other. Conditions whose source is the kernels are never vectorised (nondet.torch_stages):
-the K replicas of a chunk would share one kernel choice.
+identical to each other. Conditions whose source is the kernels are never vmapped on CUDA
+(nondet.torch_stages.training_path): the K replicas of a chunk would share one kernel choice. On a
+CPU, ``wide=True`` replaces the vmap step by nondet.stacked's wide model (the built-in cnn1d).
 """
 
 from __future__ import annotations

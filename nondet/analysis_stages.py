@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 
 import numpy as np
 
 from . import h5io
-from .compare import compare_arms, per_example_split, per_example_values, variance_components
+from .compare import per_example_split, per_example_values, variance_components
 from .files import load_divergence, load_predictions, load_rows, write_metrics
 from .h5io import InputError, provenance
 from .metrics import accuracy, cka_on, cross_entropy, summarize
@@ -209,49 +208,77 @@ def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
-@stage
-def compare(baseline_paths, candidate_paths, csv_path, pdf_path, png_path, params: dict,
-            log_path=None) -> None:  # fmt: skip
-    """Candidate vs baseline on accuracy and cross-entropy, against run-to-run noise."""
-
-    import pandas as pd
-
-    from .plots import comparison_figure
-
-    log = get_logger(log_path)
-    h5io.check_same_experiment(list(baseline_paths) + list(candidate_paths), "data_hash")
-    inputs = params.get("inputs", {})
-    arms = {"baseline": load_predictions(baseline_paths, inputs.get("baseline")),
-            "candidate": load_predictions(candidate_paths, inputs.get("candidate"))}  # fmt: skip
-    values, per_example = {}, {}
-    for arm, pred in arms.items():
+def _per_example_arms(paths: dict, inputs: dict, log) -> dict:
+    """arm -> metric -> per-example values (runs, n) of the runs that did not diverge; every arm
+    on the same test set (same examples in the same order, checked)."""
+    values, ref = {}, None
+    for arm, arm_paths in paths.items():
+        pred = load_predictions(list(arm_paths), inputs.get(arm))
+        if ref is None:
+            ref = (arm, arm_paths, pred["labels"])
+        elif pred["labels"].shape != ref[2].shape or not np.array_equal(pred["labels"], ref[2]):
+            raise InputError(
+                f"the {ref[0]} ({', '.join(map(str, ref[1]))}) and the {arm} ({', '.join(map(str, arm_paths))}) "
+                "were scored on different test sets: comparisons need the same examples in the same order"
+            )
         keep = ~pred["diverged"]
         if (~keep).any():
             log.warning(f"{arm}: excluding {(~keep).sum()} diverged replica(s)")
-        per_example[arm] = per_example_values(pred["logits"][keep], pred["labels"])
-        values[arm] = {  # exactly as in the diversity table (ties matter to permutation tests)
-            "accuracy": accuracy(pred["logits"][keep], pred["labels"]),
-            "cross_entropy": cross_entropy(pred["logits"][keep], pred["labels"]),
-        }
-    rows = []
-    for metric in ("accuracy", "cross_entropy"):
-        effect = params["effect"] if metric == "accuracy" else None
-        res = compare_arms(values["baseline"][metric], values["candidate"][metric], params["alpha"],
-                           params["power"], effect, params["bootstrap_resamples"], params["seed"])  # fmt: skip
-        # each arm's run-to-run SD if its examples flipped independently (shrinks as 1/sqrt(n))
-        indep = {f"{arm}_sd_indep": math.sqrt(max(0.0, per_example_split(per_example[arm][metric])["indep"]))
-                 for arm in ("baseline", "candidate")}  # fmt: skip
-        rows.append({"comparison": params["name"], "metric": metric, **res, **indep})
-        log.info(
-            f"{params['name']} {metric}: candidate - baseline = {res['diff']:+.4g} "
-            f"[{res['ci_low']:+.4g}, {res['ci_high']:+.4g}], Welch p={res['welch_p']:.3g}, "
-            f"permutation p={res['permutation_p']:.3g}, {res['effect_in_sd']:+.2f} SD; "
-            f"replicas per arm to detect {res['detect_diff']:+.3g}: {res['replicas_needed']}"
-        )
-    df = pd.DataFrame(rows)
-    with h5io.atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
-    comparison_figure(values, df, params["name"], pdf_path, png_path)
+        values[arm] = per_example_values(pred["logits"][keep], pred["labels"])
+    return values
+
+
+@stage
+def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=None) -> None:
+    """Rules compare (trained arms) and runs_compare (imported groups): every test of the
+    verdict engine (nondet.inference) on accuracy and cross-entropy, the verdict, the plan and
+    the figure. ``out``: paths csv (every test), verdict (one row per metric), md (the verdict
+    in words), plan, pdf, png."""
+    import pandas as pd
+
+    from . import inference
+    from .plots import comparison_figure
+
+    log = get_logger(log_path)
+    paths = {"baseline": list(baseline_paths), "candidate": list(candidate_paths)}
+    values = _per_example_arms(paths, params.get("inputs", {}), log)
+    pairs = None
+    if params.get("paired_by"):
+        from .runs import run_metadata, seed_pairs
+
+        meta = {arm: [m for p in ps for m in run_metadata(p)] for arm, ps in paths.items()}
+        pairs = seed_pairs(meta["candidate"], meta["baseline"], params["paired_by"], log.info)
+    name, alpha = params["name"], params["alpha"]
+    try:
+        rows = inference.compare(values["baseline"], values["candidate"], alpha, pairs, params["margin"],
+                                 params["margin_kind"])  # fmt: skip
+    except inference.VerdictError as e:
+        raise InputError(f"comparison {name}: {e}") from None
+    verdicts = inference.verdict(rows, params["gamma"], alpha, params["held_fixed"])
+    plan = []
+    for metric in values["baseline"]:
+        b, a = values["baseline"][metric], values["candidate"][metric]
+        for r in inference.plan(b, a, (params["effect"] or {}).get(metric), alpha, params["power"],
+                                gamma=params["gamma"]):  # fmt: skip
+            plan.append({"comparison": name, "metric": metric, **r})
+    head = {"comparison": name, "baseline": params["baseline"], "candidate": params["candidate"]}
+    for key, table in (("csv", rows), ("verdict", verdicts), ("plan", plan)):
+        with h5io.atomic_path(out[key]) as tmp:
+            pd.DataFrame([{**head, **r} for r in table]).to_csv(tmp, index=False)
+    lines = inference.verdict_lines(name, verdicts)
+    for line in lines:
+        log.info(line)
+    for r in plan:
+        log.info(f"plan {r['metric']} ({r['basis']}, effect {r['effect']:+.4g}, {r['effect_is']}): "
+                 f"{r['replicas_needed']} replicas per arm {r['note']}")  # fmt: skip
+    text = [f"# Comparison {name}: {params['candidate']} against {params['baseline']}", ""]
+    text += [f"- {line.strip()}" if line.startswith("  ") else f"\n**{line}**\n" for line in lines]
+    text += ["", f"Every test: {out['csv']}; replicas per arm: {out['plan']}. Engine: nondet.inference; "
+             "calibration at 2-8 runs per arm: docs/comparisons.md.", ""]  # fmt: skip
+    with h5io.atomic_path(out["md"]) as tmp, open(tmp, "w") as f:
+        f.write("\n".join(text))
+    runs = {arm: {m: v.mean(1) for m, v in values[arm].items()} for arm in values}
+    comparison_figure(runs, pd.DataFrame(verdicts), name, out["pdf"], out["png"])
 
 
 @stage

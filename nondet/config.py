@@ -340,6 +340,18 @@ def _check_budget(config: dict) -> None:
                     )
 
 
+def _check_verdict_keys(key: str, spec: dict) -> None:
+    """A comparison's margin must be a positive size (non-inferiority is margin_kind's business)."""
+    margin = spec.get("margin")
+    for metric, value in ({"accuracy": margin} if isinstance(margin, (int, float)) else margin or {}).items():
+        if not value > 0:
+            suffix = "" if isinstance(margin, (int, float)) else f".{metric}"
+            raise ConfigError(
+                f"config key {key}.margin{suffix}: {value} — a margin is the size of a difference "
+                "that does not matter, > 0 (for non-inferiority set margin_kind: non_inferiority)"
+            )
+
+
 def _check_comparisons(config: dict) -> None:
     models = config["models"]
     for section in ("comparisons", "factorial"):
@@ -364,6 +376,7 @@ def _check_comparisons(config: dict) -> None:
                 raise ConfigError(f"config key comparisons.{name}.condition: {arm} has no dropout")
         if spec["baseline"] == spec["candidate"]:
             raise ConfigError(f"config key comparisons.{name}: baseline and candidate are identical")
+        _check_verdict_keys(f"comparisons.{name}", spec)
     for name, spec in config["factorial"].items():
         if isinstance(spec["levels"], int):
             spec["levels"] = [spec["levels"]] * len(spec["sources"])
@@ -414,6 +427,7 @@ def _check_runs(config: dict) -> None:
                 )
         if spec["baseline"] == spec["candidate"]:
             raise ConfigError(f"config key runs.comparisons.{name}: baseline and candidate are the same group")
+        _check_verdict_keys(f"runs.comparisons.{name}", spec)
         for arm in ("baseline", "candidate"):
             if spec.get("paired_by") and not runs["groups"][spec[arm]]["metadata"]:
                 raise ConfigError(

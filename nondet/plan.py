@@ -18,7 +18,7 @@ import itertools
 import math
 
 from .h5io import CODE_VERSION, spec_hash
-from .seeds import CONDITIONS, derive_seed, factorial_seeds, source_seeds
+from .seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
 
@@ -345,16 +345,43 @@ def factorial_expect(config: dict, name: str) -> list[dict]:
     return [job_expect(factorial_job(config, name, k), method="plain", tta=None) for k in range(n)]
 
 
+def per_metric(value) -> dict:
+    """A config's effect or margin: a number is accuracy points; a mapping gives one per metric."""
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, dict) else {"accuracy": float(value)}
+
+
+def held_fixed_note(varying, sources) -> str:
+    """What the verdict says of the sources held fixed within the arms (Bouthillier et al. 2021)."""
+    fixed = [s for s in sources if s not in set(varying)]
+    if not fixed:
+        return "every source of randomness varies between runs: the intervals are those of independent runs"
+    note = (f"only {', '.join(varying)} varies between runs; held fixed: {', '.join(fixed)}. The intervals are "
+            "conditional on the fixed values and narrower than those of fully independent runs")  # fmt: skip
+    if list(varying) == ["init"]:
+        note += " (Bouthillier et al. 2021: varying only the initialisation is worth about 2 independent runs)"
+    return note
+
+
 def compare_params(config: dict, name: str) -> dict:
-    """Params of a comparison's summary job (rules/compare.smk)."""
+    """Params of a comparison's summary job (rules/compare.smk): the verdict engine's."""
     spec = config["comparisons"][name]
+    varying = spec["sources"] if "sources" in spec else CONDITIONS[spec["condition"]]
+    every = [s for s in SOURCES if s in CONDITIONS["all"]]
     return {
         "name": name,
+        "baseline": "baseline",
+        "candidate": "candidate",
         "alpha": spec["alpha"],
         "power": spec["power"],
-        "effect": spec["effect"],
-        "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
-        "seed": config["metrics"]["seed"],
+        "effect": per_metric(spec["effect"]),
+        "gamma": spec["gamma"],
+        "margin": per_metric(spec["margin"]),
+        "margin_kind": spec["margin_kind"],
+        "held_fixed": held_fixed_note([s for s in every if s in varying], every)
+        if spec.get("condition") != "bitflip"
+        else "only one weight's one-ulp nudge varies between runs (condition bitflip)",
         "code_version": CODE_VERSION,
         "inputs": comparison_expect(config, name),
     }

@@ -163,23 +163,24 @@ def stability_figure(df, pdf_path, png_path) -> None:
     _save(fig, pdf_path, png_path)
 
 
-def comparison_figure(values: dict, df, name: str, pdf_path, png_path) -> None:
-    """Per-replica values of both arms, and the difference with its bootstrap interval."""
+def comparison_figure(values: dict, verdicts, name: str, pdf_path, png_path) -> None:
+    """Per-replica values of both arms, with the verdict of each metric (nondet.inference) above."""
     import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
     for ax, metric, unit in zip(axes, ("accuracy", "cross_entropy"), ("%", "")):
-        row = df[df["metric"] == metric].iloc[0]
+        v = verdicts[verdicts["metric"] == metric].iloc[0]
         for x, arm in enumerate(("baseline", "candidate")):
-            v = values[arm][metric]
-            jitter = np.linspace(-0.08, 0.08, len(v))
-            ax.plot(x + jitter, v, "o", alpha=0.6, color=f"C{x}")
-            ax.errorbar(x + 0.25, v.mean(), yerr=v.std(ddof=1), fmt="s", color=f"C{x}", capsize=4)
+            y = values[arm][metric]
+            jitter = np.linspace(-0.08, 0.08, len(y))
+            ax.plot(x + jitter, y, "o", alpha=0.6, color=f"C{x}")
+            if len(y) > 1:
+                ax.errorbar(x + 0.25, y.mean(), yerr=y.std(ddof=1), fmt="s", color=f"C{x}", capsize=4)
         ax.set_xticks([0, 1], ["baseline", "candidate"])
         ax.set_title(
-            f"{metric}: diff {row['diff']:+.3g}{unit} [{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]"
-            f"\nWelch p={row['welch_p']:.2g}, perm. p={row['permutation_p']:.2g}, "
-            f"{row['effect_in_sd']:+.2f} SD, n needed={row['replicas_needed']}",
+            f"{metric}: {v['decision']}\ndiff {v['difference']:+.3g}{unit} [{v['diff_low']:+.3g}, "
+            f"{v['diff_high']:+.3g}] ({v['diff_test']}, p={v['p_value']:.2g})\n"
+            f"P(cand. better) {v['p_better']:.2f} [{v['p_better_low']:.2f}, {v['p_better_high']:.2f}]",
             fontsize=9,
         )
         ax.grid(axis="y", alpha=0.3)

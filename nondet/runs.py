@@ -399,13 +399,26 @@ def predictions_path(config: dict, group: str) -> str:
 
 
 def compare_params(config: dict, name: str, code_version: str) -> dict:
+    """Params of rule runs_compare: the verdict engine's, as for trained comparisons."""
+    from .plan import per_metric
+
+    spec = config["runs"]["comparisons"][name]
     return {
         "name": name,
-        **config["runs"]["comparisons"][name],
-        "bootstrap_resamples": config["metrics"]["bootstrap_resamples"],
-        "seed": config["metrics"]["seed"],
+        **spec,
+        "effect": per_metric(spec["effect"]),
+        "margin": per_metric(spec["margin"]),
+        "held_fixed": HELD_FIXED_IMPORTED,
         "code_version": code_version,
     }
+
+
+#: What the verdict says of imported runs, whose sources the pipeline cannot see.
+HELD_FIXED_IMPORTED = (
+    "imported runs: which sources of randomness varied between them is unknown to the pipeline; if "
+    "some were held fixed (e.g. only the initialisation seed varied), the intervals are conditional on "
+    "them and narrower than those of fully independent runs"
+)
 
 
 def targets(config: dict) -> list[str]:
@@ -413,7 +426,7 @@ def targets(config: dict) -> list[str]:
     runs = config["runs"]
     models = sorted({spec["model"] for spec in runs["groups"].values()})
     out = [f"results/figures/diversity_{m}.{ext}" for m in models for ext in ("pdf", "png")]
-    out += [f"results/runs/compare/{n}/summary.csv" for n in runs["comparisons"]]
+    out += [f"results/runs/compare/{n}/verdict.csv" for n in runs["comparisons"]]
     if runs["all_pairs"]:
         out.append("results/runs/all_pairs.csv")
     return out
@@ -470,56 +483,6 @@ def seed_pairs(meta_candidate: list[dict], meta_baseline: list[dict], column: st
 
 
 @stage
-def compare_stage(baseline_path, candidate_path, csv_path, plan_path, pdf_path, png_path,
-                  params: dict, log_path=None) -> None:  # fmt: skip
-    """Rule runs_compare: every test of candidate vs baseline (summary.csv), the plan from these
-    runs taken as pilots (plan.csv) and the comparison figure."""
-    import pandas as pd
-
-    from .compare import compare_arms
-    from .inference import compare_per_example, plan_replicas
-    from .plots import comparison_figure
-
-    log = get_logger(log_path)
-    values, _, labels = _per_example_groups({"baseline": baseline_path, "candidate": candidate_path})
-    pairs = None
-    if params["paired_by"]:
-        pairs = seed_pairs(run_metadata(candidate_path), run_metadata(baseline_path), params["paired_by"], log.info)
-    rows = compare_per_example(values["baseline"], values["candidate"], params["alpha"],
-                               params["bootstrap_resamples"], params["seed"], pairs)  # fmt: skip
-    df = pd.DataFrame([{"comparison": params["name"], "baseline": params["baseline"],
-                        "candidate": params["candidate"], **r} for r in rows])  # fmt: skip
-    with atomic_path(csv_path) as tmp:
-        df.to_csv(tmp, index=False)
-    for r in rows:
-        log.info(
-            f"{params['name']} {r['metric']} {r['test']}: {r['estimate']:+.4g} "
-            f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] p={r['p_value']:.3g} (Holm {r['p_holm']:.3g})"
-        )
-    plan, wide = [], []
-    for j, metric in enumerate(values["baseline"]):
-        b, a = values["baseline"][metric], values["candidate"][metric]
-        observed = float(a.mean() - b.mean())
-        effect = params["effect"] if metric == "accuracy" and params["effect"] is not None else observed
-        for r in plan_replicas(b, a, effect, params["alpha"], params["power"]):
-            plan.append({"comparison": params["name"], "metric": metric, **r})
-        # for the figure; same resamples and seed as the welch/permutation rows of summary.csv
-        wide.append({"metric": metric, **compare_arms(b.mean(1), a.mean(1), params["alpha"], params["power"],
-                     effect, params["bootstrap_resamples"], params["seed"] + 10 * j)})  # fmt: skip
-    with atomic_path(plan_path) as tmp:
-        pd.DataFrame(plan).to_csv(tmp, index=False)
-    for r in plan:
-        log.info(
-            f"plan {r['metric']} ({r['basis']}): SD {r['sd']:.4g} [{r['sd_low']:.4g}, {r['sd_high']:.4g}], "
-            f"{r['replicas_needed']} replicas per arm [{r['replicas_low']}, {r['replicas_high']}] "
-            f"to detect {r['effect']:+.4g}"
-        )
-    runs = {arm: {m: v.mean(1) for m, v in values[arm].items()} for arm in values}
-    comparison_figure(runs, pd.DataFrame(wide), params["name"], pdf_path, png_path)
-    log.info(f"wrote {csv_path}, {plan_path} and the figure ({len(labels)} test examples)")
-
-
-@stage
 def all_pairs_stage(paths: dict, csv_path, params: dict, log_path=None) -> None:
     """Rule runs_all_pairs: every pair of groups on every metric, Holm-corrected."""
     import pandas as pd
@@ -528,7 +491,7 @@ def all_pairs_stage(paths: dict, csv_path, params: dict, log_path=None) -> None:
 
     log = get_logger(log_path)
     values, _, _ = _per_example_groups(paths)
-    rows = all_pairs(values, params["alpha"], params["bootstrap_resamples"], params["seed"])
+    rows = all_pairs(values, params["alpha"])
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
     log.info(f"wrote {csv_path}: {len(rows)} rows for {len(paths)} groups")

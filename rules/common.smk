@@ -252,7 +252,7 @@ def factorial_params(wildcards):
 
 
 def compare_targets():
-    return [f"results/compare/{n}/summary.csv" for n in config["comparisons"]] + [
+    return [f"results/compare/{n}/verdict.csv" for n in config["comparisons"]] + [
         f"results/factorial/{n}/components.csv" for n in config["factorial"]
     ]
 

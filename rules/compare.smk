@@ -28,11 +28,24 @@ rule compare:
         baseline=lambda w: arm_predictions(w.name, "baseline"),
         candidate=lambda w: arm_predictions(w.name, "candidate"),
     output:
+        verdict=report(
+            "results/compare/{name}/verdict.csv",
+            caption="../report/verdict.rst",
+            category="Is it real?",
+            labels={"comparison": "{name}", "type": "verdict"},
+        ),
+        md="results/compare/{name}/verdict.md",
         csv=report(
             "results/compare/{name}/summary.csv",
             caption="../report/compare.rst",
             category="Is it real?",
-            labels={"comparison": "{name}", "type": "table"},
+            labels={"comparison": "{name}", "type": "every test"},
+        ),
+        plan=report(
+            "results/compare/{name}/plan.csv",
+            caption="../report/runs_plan.rst",
+            category="Is it real?",
+            labels={"comparison": "{name}", "type": "plan"},
         ),
         pdf="results/compare/{name}/summary.pdf",
         png=report(

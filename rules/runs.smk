@@ -82,11 +82,18 @@ rule runs_compare:
             config, config["runs"]["comparisons"][w.name]["candidate"]
         ),
     output:
+        verdict=report(
+            "results/runs/compare/{name}/verdict.csv",
+            caption="../report/verdict.rst",
+            category="Is it real?",
+            labels={"comparison": "{name} (imported runs)", "type": "verdict"},
+        ),
+        md="results/runs/compare/{name}/verdict.md",
         csv=report(
             "results/runs/compare/{name}/summary.csv",
             caption="../report/runs_compare.rst",
             category="Is it real?",
-            labels={"comparison": "{name} (imported runs)", "type": "table"},
+            labels={"comparison": "{name} (imported runs)", "type": "every test"},
         ),
         plan=report(
             "results/runs/compare/{name}/plan.csv",
@@ -108,7 +115,7 @@ rule runs_compare:
     params:
         compare=lambda w: byo.compare_params(config, w.name, CODE_VERSION),
     script:
-        "../workflow_scripts/runs_compare.py"
+        "../workflow_scripts/compare.py"
 
 
 rule runs_all_pairs:
@@ -128,8 +135,6 @@ rule runs_all_pairs:
     params:
         groups=list(config["runs"]["groups"]),
         alpha=0.05,
-        bootstrap_resamples=config["metrics"]["bootstrap_resamples"],
-        seed=config["metrics"]["seed"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/runs_all_pairs.py"

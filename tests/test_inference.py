@@ -1,50 +1,260 @@
-"""Example-level inference (nondet.inference): references from scipy/statsmodels and hand-computed
-cases, and simulations with fixed seeds (planted effects, calibration under no effect)."""
+"""The verdict engine (nondet.inference): references from scipy/statsmodels and hand-computed
+cases, calibration at 3 runs per arm with fixed seeds (the full table at 2-8 runs is
+benchmarks/calibration.py's), degenerate inputs and bad input."""
 
-import itertools
+import math
+import time
 
 import numpy as np
 import pytest
-from scipy import special, stats
+from scipy import stats
 
-from nondet.inference import (
-    all_pairs,
-    compare_per_example,
-    holm,
-    joint_bootstrap,
-    moment_variance,
-    paired_runs,
-    plan_replicas,
-    prob_better,
-)
+from nondet import inference as inf
 
 
-def test_p_better_is_mann_whitney_u_over_nm():
+def simulate(rng, runs, n, run_sd=0.15, tau=0.0, shared_seeds=False):
+    """Per-example correctness (%) and cross-entropy of two arms on n fresh test examples, as in
+    benchmarks/calibration.py: margins u -+ w per example (w symmetric: equally good arms on the
+    data distribution), a run offset per seed, N(0, 1) flips per (run, example)."""
+    u, w = rng.normal(1.0, 1.5, n), rng.normal(0, tau, n) if tau else np.zeros(n)
+    sa = rng.normal(0, run_sd, (runs, 1))
+    sb = sa if shared_seeds else rng.normal(0, run_sd, (runs, 1))
+    za, zb = u - w + sa + rng.normal(0, 1, (runs, n)), u + w + sb + rng.normal(0, 1, (runs, n))
+    arm = lambda z: {"accuracy": 100.0 * (z > 0), "cross_entropy": np.logaddexp(0, -z)}  # noqa: E731
+    return arm(zb), arm(za)  # baseline, candidate
+
+
+def rows_by_test(rows, metric="accuracy"):
+    return {r["test"]: r for r in rows if r["metric"] == metric}
+
+
+# --- calibration at 3 runs per arm (each failed on the engine before: percentile bootstrap
+# intervals covered ~80 %, the joint test's normal quantile rejected 10-14 %) ----------------
+
+
+@pytest.fixture(scope="module")
+def null_trials():
+    """400 comparisons at 3 runs per arm, run noise dominant, no difference (every truth 0)."""
+    rng = np.random.default_rng(21)
+    return [inf.compare(*simulate(rng, 3, 300), correct=False) for _ in range(400)]
+
+
+@pytest.mark.parametrize("test", ["welch", "joint_paired", "p_better"])
+def test_size_and_coverage_at_three_runs_per_arm(null_trials, test):
+    """At nominal 5 %: <= 6.5 % rejections, >= 93 % coverage of the truth (0; P = 0.5). 400
+    trials: SE of a 5 % rate 1.1 points, of a 95 % coverage 1.1 points; limits 1.5-2 SE from
+    nominal, far from the 10-20 % / 80 % the old engine had here (measured: welch 3.5 / 96.5 %,
+    joint_paired 4.8 / 95.2 %, p_better 5.0 / 95.0 %)."""
+    truth = 0.5 if test == "p_better" else 0.0
+    rows = [rows_by_test(t)[test] for t in null_trials]
+    rejected = np.mean([r["p_value"] < 0.05 for r in rows])
+    covered = np.mean([r["ci_low"] <= truth <= r["ci_high"] for r in rows])
+    assert rejected <= 0.065 and covered >= 0.93, (rejected, covered)
+    # the interval and the p-value agree: the interval excludes the null exactly when p < 0.05
+    for r in rows:
+        assert (r["p_value"] < 0.05) == (not r["ci_low"] <= truth <= r["ci_high"])
+
+
+def test_paired_by_seed_at_three_runs(null_trials):
+    rng = np.random.default_rng(22)
+    pairs = [(i, i) for i in range(3)]
+    rows = [rows_by_test(inf.compare(*simulate(rng, 3, 300, run_sd=0.3, shared_seeds=True), pairs=pairs,
+                                     correct=False)) for _ in range(400)]  # fmt: skip
+    for test, truth in (("paired_runs", 0.0), ("p_better", 0.5)):
+        rejected = np.mean([r[test]["p_value"] < 0.05 for r in rows])
+        covered = np.mean([r[test]["ci_low"] <= truth <= r[test]["ci_high"] for r in rows])
+        assert rejected <= 0.065 and covered >= 0.93, (test, rejected, covered)
+    assert all(r["p_better"]["definition"].startswith("paired runs") for r in rows)
+
+
+def test_a_planted_effect_is_found():
+    rng = np.random.default_rng(23)
+    hits = []
+    for _ in range(60):
+        base, cand = simulate(rng, 5, 500, run_sd=0.02)
+        cand["accuracy"] = cand["accuracy"] + 6.0  # +6 points: ~3 run-to-run SDs (flips alone ~2)
+        v = inf.verdict(inf.compare(base, cand, correct=False))[0]
+        hits.append(v["decision"].startswith("significant and meaningful (candidate better)"))
+    assert np.mean(hits) > 0.9
+
+
+# --- references ---------------------------------------------------------------------------------
+
+
+def test_welch_and_paired_rows_are_scipys():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1, 1, 4), rng.normal(0, 2, 3)
+    row = inf.welch(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (row["p_value"], row["ci_low"], row["ci_high"], row["df"]) == pytest.approx(
+        (ref.pvalue, ci.low, ci.high, ref.df)
+    )
+    b = rng.normal(0, 1, 4)
+    row, ref = inf.paired_runs(a, b), stats.ttest_rel(a, b)
+    assert row["p_value"] == pytest.approx(ref.pvalue) and row["ci_low"] == pytest.approx(ref.confidence_interval().low)
+
+
+def test_permutation_is_scipys_exact_test_and_states_its_floor():
+    rng = np.random.default_rng(2)
+    diff = lambda x, y, axis=-1: x.mean(axis) - y.mean(axis)  # noqa: E731
+    for ra, rb in ((2, 2), (3, 4), (5, 5)):
+        a, b = rng.normal(0.5, 1, ra), rng.normal(0, 1, rb)
+        ref = stats.permutation_test((a, b), diff, permutation_type="independent", n_resamples=np.inf, vectorized=True)
+        row = inf.permutation(a, b)
+        assert row["p_value"] == pytest.approx(ref.pvalue)
+        assert row["min_p"] == pytest.approx(2 / math.comb(ra + rb, ra))
+        ref = stats.permutation_test((a[:ra] - b[:ra],), lambda d, axis=-1: d.mean(axis), permutation_type="samples",
+                                     n_resamples=np.inf, vectorized=True)  # fmt: skip
+        assert inf.permutation(a[:ra], b[:ra], paired=True)["p_value"] == pytest.approx(ref.pvalue)
+    # 2 runs per arm: 1/3 at best (both candidate runs beating both baseline runs: 1 in 6 by chance)
+    assert inf.permutation([2.0, 3.0], [0.0, 1.0])["p_value"] == pytest.approx(1 / 3)
+    # 5 seed pairs all won: 2 / 2^5 = 0.0625, the floor of an exact Wilcoxon with 5 pairs too
+    won = inf.permutation([1.0, 2, 3, 4, 5], [0.0, 1, 2, 3, 4.5], paired=True)
+    assert won["p_value"] == won["min_p"] == 0.0625
+    assert stats.wilcoxon([1.0, 1, 1, 1, 0.5], method="exact").pvalue == 0.0625
+
+
+def test_p_better_estimate_is_mann_whitney_u_over_nm_and_paired_wins():
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0])
     # by hand: 3 vs 2 wins twice, 2 vs 2 ties twice (half each), 1 loses: (2 + 1) / 6
-    assert prob_better(a, b, n_resamples=200)["estimate"] == pytest.approx(0.5)
+    assert inf.p_better(a, b)["estimate"] == pytest.approx(0.5)
     rng = np.random.default_rng(0)
     for _ in range(20):
         a, b = rng.integers(0, 6, rng.integers(2, 9)), rng.integers(0, 6, rng.integers(2, 9))  # ties
         u = stats.mannwhitneyu(a, b).statistic
-        res = prob_better(a.astype(float), b.astype(float), n_resamples=200)
-        assert res["estimate"] == pytest.approx(u / (len(a) * len(b)))
-        assert res["p_value"] == pytest.approx(stats.mannwhitneyu(a, b).pvalue)
-        # lower is better (cross-entropy): P(a < b) + ties / 2 = 1 - P(a > b) - ties / 2 ... = U(b, a) / nm
-        low = prob_better(a.astype(float), b.astype(float), higher_is_better=False, n_resamples=200)
+        assert inf.p_better(a.astype(float), b.astype(float))["estimate"] == pytest.approx(u / (len(a) * len(b)))
+        low = inf.p_better(a.astype(float), b.astype(float), higher_is_better=False)
         assert low["estimate"] == pytest.approx(stats.mannwhitneyu(b, a).statistic / (len(a) * len(b)))
+    # paired (Bouthillier et al.): the share of seed pairs won, ties half
+    assert inf.p_better([3.0, 1.0, 2.0, 5.0], [2.0, 2.0, 2.0, 1.0], paired=True)["estimate"] == pytest.approx(2.5 / 4)
 
 
-def test_p_better_interval_has_the_width_and_limits_the_statistic_allows():
-    # every candidate run beats every baseline run: P = 1 in every resample, so the interval is [1, 1]
-    res = prob_better(np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0]), n_resamples=500)
-    assert (res["estimate"], res["ci_low"], res["ci_high"]) == (1.0, 1.0, 1.0)
-    # 40 runs per arm, true P(A > B) = Phi(1 / sqrt 2) = 0.76: the normal-theory SE of the AUC is
-    # about 0.05, so a 95 % interval is about 0.2 wide and excludes 0.5
-    rng = np.random.default_rng(1)
-    res = prob_better(rng.normal(1, 1, 40), rng.normal(0, 1, 40), n_resamples=2000)
-    assert 0.12 < res["ci_high"] - res["ci_low"] < 0.3
-    assert 0.5 < res["ci_low"] and res["ci_high"] <= 1.0
+def test_p_better_interval_is_the_noncentral_t_interval():
+    """By hand: pooled t, its noncentrality interval from scipy's nct, d = nc sqrt(1/n + 1/m),
+    P = Phi(d / sqrt 2); the p-value is the pooled t-test's."""
+    a, b = np.array([71.2, 72.0, 71.7]), np.array([70.9, 71.1, 71.6])
+    row = inf.p_better(a, b)
+    t = stats.ttest_ind(a, b, equal_var=True)
+    k = math.sqrt(1 / 3 + 1 / 3)
+    for end, q in (("ci_low", 0.975), ("ci_high", 0.025)):
+        nc = row[end]  # invert: Phi^-1(P) sqrt 2 / k is the noncentrality at that end
+        nc = stats.norm.ppf(row[end]) * math.sqrt(2) / k
+        assert stats.nct.cdf(t.statistic, 4, nc) == pytest.approx(q, abs=1e-6)
+    assert row["p_value"] == pytest.approx(t.pvalue)
+    assert row["ci_low"] < row["p_normal"] < row["ci_high"]
+    # far in the tails (scipy's nct.cdf gives NaN there; mirrored): still finite and ordered
+    wide = inf.p_better(np.array([90.0, 90.1]), np.array([10.0, 10.2]))
+    assert 0.5 < wide["ci_low"] <= wide["ci_high"] <= 1.0 and wide["p_value"] < 0.01
+
+
+def test_tost_is_statsmodels():
+    from statsmodels.stats.weightstats import ttost_ind, ttost_paired
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.1, 0.5, 5), rng.normal(0, 0.4, 6)
+    row = inf.tost(a, b, 1.0)
+    assert row["p_value"] == pytest.approx(ttost_ind(a, b, -1.0, 1.0, usevar="unequal")[0])
+    b = rng.normal(0, 0.4, 5)
+    row = inf.tost(a, b, 0.8, paired=True)
+    assert row["p_value"] == pytest.approx(ttost_paired(a, b, -0.8, 0.8)[0])
+    # its interval is the 90 % one; non-inferiority keeps only the lower test (higher is better)
+    w = inf.welch(a, b, alpha=0.1)
+    assert (row["ci_low"], row["ci_high"]) != (w["ci_low"], w["ci_high"])  # paired != unpaired
+    ni = inf.tost(a, b, 0.8, kind="non_inferiority")
+    assert ni["p_value"] == pytest.approx(ttost_ind(a, b, -0.8, 1e9, usevar="unequal")[1][1])
+    with pytest.raises(inf.VerdictError, match="margin must be > 0"):
+        inf.tost(a, b, -0.5)
+
+
+def test_flip_counts_by_hand():
+    # correctness of 2 candidate and 2 baseline runs on 4 examples
+    cand = 100.0 * np.array([[1, 1, 0, 1], [1, 0, 0, 1]])
+    base = 100.0 * np.array([[0, 1, 1, 1], [0, 0, 1, 0]])
+    rows = {r["test"]: r for r in inf.flips(cand, base)}
+    # fixes (base wrong, cand right) per (cand, base) pair: (0,0): ex0 -> 1; (0,1): ex0, ex1, ex3 -> 3;
+    # (1,0): ex0 -> 1; (1,1): ex0, ex3 -> 2; mean 7/4. Regressions: (0,0): ex2 -> 1; (0,1): ex2 -> 1;
+    # (1,0): ex1, ex2 -> 2; (1,1): ex2 -> 1; mean 5/4. Net = 4 * (acc_c - acc_b) / 100 = 0.5
+    assert rows["fixes"]["estimate"] == pytest.approx(7 / 4)
+    assert rows["regressions"]["estimate"] == pytest.approx(5 / 4)
+    assert rows["fixes"]["ci_low"] < 7 / 4 < rows["fixes"]["ci_high"]
+    paired = {r["test"]: r for r in inf.flips(cand, base, pairs=[(0, 0), (1, 1)])}
+    assert paired["fixes"]["estimate"] == pytest.approx(1.5) and paired["regressions"]["estimate"] == 1.0
+
+
+def test_noether_sizes_of_bouthillier_et_al():
+    assert inf.noether_runs(0.75, alpha=0.05, power=0.95) == 29
+    assert inf.noether_runs(0.55, alpha=0.05, power=0.95) == 722
+    with pytest.raises(inf.VerdictError, match="gamma"):
+        inf.noether_runs(0.5)
+
+
+def test_replicas_needed_is_the_smallest_n_and_never_hangs():
+    n = inf.replicas_needed(1.0, 1.0, alpha=0.05, power=0.8)
+    assert n == 17  # the textbook value for d = 1
+    assert inf.power_two_sample(n, 1.0, 1.0, 0.05) >= 0.8 > inf.power_two_sample(n - 1, 1.0, 1.0, 0.05)
+    t0 = time.process_time()
+    assert inf.replicas_needed(1e-5, 1.0) == -1  # more than max_n: looped for > 10 min before
+    assert inf.replicas_needed(1.4e-14, 0.45) == -1 and inf.replicas_needed(0.0, 1.0) == -1
+    assert time.process_time() - t0 < 5  # a guard against a hang, not a speed target
+
+
+# --- degenerate inputs: each a labelled answer, no crash, no hang -------------------------------
+
+
+def arms(b, a, n=1):
+    """Run-level values as per-example values of one example each (means = the values)."""
+    return {"accuracy": np.array(b, float)[:, None].repeat(n, 1)}, {
+        "accuracy": np.array(a, float)[:, None].repeat(n, 1)
+    }
+
+
+def test_float_residue_difference_is_no_difference():
+    # equal run sums: the means differ by a float residue (1.4e-14): it raised TypeError before
+    base, cand = arms([72.5, 71.6], [72.2, 71.9])
+    rows = rows_by_test(inf.compare(base, cand))
+    assert rows["welch"]["estimate"] == 0.0 and rows["welch"]["p_value"] == pytest.approx(1.0)
+    plan = inf.plan(base["accuracy"], cand["accuracy"])
+    assert plan[0]["effect_is"] == "observed (post hoc)" and plan[0]["replicas_needed"] == -1
+    v = inf.verdict(inf.compare(base, cand))[0]
+    assert v["decision"] == "not significant" and "1 time in 6" in v["small_sample"]
+
+
+def test_identical_arms_and_zero_sd():
+    base, cand = arms([70.0, 70.0, 70.0], [70.0, 70.0, 70.0], n=3)
+    v = inf.verdict(inf.compare(base, cand))[0]
+    assert v["decision"] == "identical arms" and v["difference"] == 0 and v["p_better"] == 0.5
+    base, cand = arms([70.0, 70.0], [71.0, 71.0], n=3)  # every run identical within each arm
+    rows = rows_by_test(inf.compare(base, cand))
+    assert rows["welch"]["estimate"] == 1.0 and math.isnan(rows["welch"]["p_value"])
+    assert "no run-to-run variation" in rows["welch"]["note"] and not rows["welch"]["calibrated"]
+    v = inf.verdict(inf.compare(base, cand))[0]
+    assert v["decision"] == "exact difference (no run-to-run noise)"
+    assert (v["p_better_low"], v["p_better_high"]) == (1.0, 1.0)
+
+
+def test_two_runs_per_arm_withholds_the_joint_test_and_says_so():
+    rng = np.random.default_rng(4)
+    rows = rows_by_test(inf.compare(*simulate(rng, 2, 200)))
+    joint = rows["joint_paired"]
+    assert math.isnan(joint["p_value"]) and math.isnan(joint["ci_low"]) and "withheld" in joint["note"]
+    assert np.isfinite(rows["welch"]["p_value"]) and np.isfinite(rows["p_better"]["ci_low"])
+    lines = inf.verdict_lines("x", inf.verdict(inf.compare(*simulate(rng, 2, 200))))
+    assert any("smallest two-sided p: 0.333" in line for line in lines)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_arms_are_refused_with_a_message():
+    rng = np.random.default_rng(5)
+    base, cand = simulate(rng, 3, 100)
+    with pytest.raises(inf.VerdictError, match="1 run"):
+        inf.compare({k: v[:1] for k, v in base.items()}, cand)
+    with pytest.raises(inf.VerdictError, match="not the same test set"):
+        inf.compare(base, {k: v[:, :50] for k, v in cand.items()})
+    with pytest.raises(inf.VerdictError, match="gamma"):
+        inf.verdict(inf.compare(base, cand), gamma=1.2)
 
 
 def test_holm_by_hand_and_against_statsmodels():
@@ -52,102 +262,8 @@ def test_holm_by_hand_and_against_statsmodels():
 
     p = [0.01, 0.04, 0.03, 0.5]
     # sorted 0.01, 0.03, 0.04, 0.5 times 4, 3, 2, 1 = 0.04, 0.09, 0.08 -> 0.09 (monotone), 0.5
-    np.testing.assert_allclose(holm(p), [0.04, 0.09, 0.09, 0.5])
-    np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
-    out = holm([0.02, np.nan, 0.01])
-    assert np.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
-
-
-def exact_joint_moments(a, b, paired_examples, paired_runs_=False):
-    """Mean and variance of the joint bootstrap statistic by enumerating every resample."""
-    (ra, n), rb = a.shape, len(b)
-
-    def draws(k):
-        for idx in itertools.product(range(k), repeat=k):
-            yield np.bincount(idx, minlength=k), 1.0 / k**k
-
-    values, weights = [], []
-    run_draws = (
-        [((c, c), w) for c, w in draws(ra)]
-        if paired_runs_
-        else [((ca, cb), wa * wb) for (ca, wa), (cb, wb) in itertools.product(list(draws(ra)), list(draws(rb)))]
-    )
-    ex = list(draws(n))
-    ex_draws = (
-        [((e, e), w) for e, w in ex]
-        if paired_examples
-        else [((ea, eb), wa * wb) for (ea, wa), (eb, wb) in itertools.product(ex, ex)]
-    )
-    for ((ca, cb), wr), ((ea, eb), we) in itertools.product(run_draws, ex_draws):
-        values.append(ca @ a @ ea / (ra * n) - cb @ b @ eb / (rb * n))
-        weights.append(wr * we)
-    values, weights = np.array(values), np.array(weights)
-    mean = np.sum(weights * values)
-    return mean, np.sum(weights * (values - mean) ** 2)
-
-
-@pytest.mark.parametrize("paired_examples, paired", [(True, False), (False, False), (True, True)])
-def test_joint_bootstrap_matches_exhaustive_enumeration(paired_examples, paired):
-    a = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
-    b = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-    mean, var = exact_joint_moments(a, b, paired_examples, paired)
-    B = 40_000
-    res = joint_bootstrap(a, b, B, seed=1, paired_examples=paired_examples, paired_runs=paired, correct=False)
-    d = res["distribution"]
-    assert res["estimate"] == pytest.approx(a.mean() - b.mean())
-    assert abs(d.mean() - mean) < 4 * np.sqrt(var / B)  # Monte Carlo error of the mean
-    assert d.var() == pytest.approx(var, rel=0.04)  # 40k draws: relative SE of a variance ~1 %
-
-
-def test_joint_bootstrap_with_one_run_per_arm_is_scipys_paired_bootstrap():
-    rng = np.random.default_rng(2)
-    a, b = rng.random((1, 300)) < 0.8, rng.random((1, 300)) < 0.7
-    res = joint_bootstrap(100.0 * a, 100.0 * b, 20_000, seed=3, correct=False)
-    ref = stats.bootstrap((100.0 * a[0], 100.0 * b[0]), lambda x, y, axis=-1: np.mean(x - y, axis=axis),
-                          paired=True, n_resamples=20_000, method="percentile", rng=np.random.default_rng(4))  # fmt: skip
-    assert res["se"] == pytest.approx(ref.standard_error, rel=0.03)
-    assert res["ci_low"] == pytest.approx(ref.confidence_interval.low, abs=0.6)
-    assert res["ci_high"] == pytest.approx(ref.confidence_interval.high, abs=0.6)
-    same = joint_bootstrap(100.0 * a, 100.0 * a, 100, seed=0)
-    assert same["estimate"] == 0 and same["p_value"] == 1.0
-
-
-def simulate(rng, runs, n, delta=0.0, tau=1.0, run_sd=0.05, shared_seeds=False):
-    """Per-example correctness (%) of two arms on n fresh test examples: example difficulty u_i
-    shared by both arms, a per-example arm difference +-w_i (symmetric: no difference over the
-    data distribution when delta = 0), a run effect per seed, Bernoulli flips per (run, example)."""
-    u, w = rng.normal(1.5, 2.0, n), rng.normal(0, tau, n)
-    sa = rng.normal(0, run_sd, (runs, 1))
-    sb = sa if shared_seeds else rng.normal(0, run_sd, (runs, 1))
-    pa, pb = special.expit(u - w + delta + sa), special.expit(u + w + sb)
-    return 100.0 * (rng.random((runs, n)) < pa), 100.0 * (rng.random((runs, n)) < pb)
-
-
-def calibration(trials):
-    covered = np.mean([t["ci_low"] <= 0 <= t["ci_high"] for t in trials])
-    return covered, np.array([t["p_value"] for t in trials])
-
-
-@pytest.mark.parametrize("tau", [1.0, 0.0])
-def test_joint_bootstrap_calibration_under_no_effect(tau):
-    """No difference on the data distribution (true difference 0): arms that differ per example
-    (tau = 1, symmetric) or not at all (tau = 0); 8 runs x 200 fresh examples, 300 trials.
-
-    Corrected (default): near nominal. 300 trials give a 95 % coverage an SE of 1.3 points and a
-    5 % rejection rate one of 1.3 points: the bounds are about 3 SE from nominal (measured:
-    tau 1: 93.0 % coverage, 6.7 % rejections; tau 0: 94.7 %, 5.3 %). Raw two-way bootstrap
-    (correct=False): it counts the per-(run, example) flips twice, so it is conservative (measured
-    97.3 % / 2.3 % and 100 % / 0 %); it must never be anti-conservative."""
-    rng = np.random.default_rng(5)
-    data = [simulate(rng, 8, 200, tau=tau) for _ in range(300)]
-    covered, p = calibration([joint_bootstrap(a, b, 1000, seed=i) for i, (a, b) in enumerate(data)])
-    assert 0.91 <= covered <= 0.99
-    assert stats.kstest(p, "uniform").pvalue > 0.001
-    assert 0.015 <= np.mean(p < 0.05) <= 0.09
-    covered, p = calibration([joint_bootstrap(a, b, 1000, seed=i, correct=False) for i, (a, b) in enumerate(data)])
-    assert covered >= 0.95
-    for q in (0.01, 0.05, 0.1, 0.25):  # P(p < q) <= q: uniform or conservative
-        assert np.mean(p < q) <= q + 3 * np.sqrt(q * (1 - q) / len(p)), q
+    np.testing.assert_allclose(inf.holm(p), [0.04, 0.09, 0.09, 0.5])
+    np.testing.assert_allclose(inf.holm(p), multipletests(p, method="holm")[1])
 
 
 def test_moment_variance_is_unbiased_in_a_two_way_random_effects_model():
@@ -160,76 +276,47 @@ def test_moment_variance_is_unbiased_in_a_two_way_random_effects_model():
         a = rng.normal(0, 0.5, (5, 1)) + ex + rng.normal(0, 0.7, 40) + rng.normal(0, 2.0, (5, 40))
         b = rng.normal(0, 0.5, (4, 1)) + ex + rng.normal(0, 0.7, 40) + rng.normal(0, 2.0, (4, 40))
         est.append(a.mean() - b.mean())
-        var_hat.append(moment_variance(a, b))
+        var_hat.append(inf.moment_variance(a, b))
     assert np.mean(var_hat) == pytest.approx(np.var(est), rel=0.1)
 
 
-def test_pairing_by_example_finds_a_planted_effect_with_fewer_runs():
-    """The same planted effect, tested on the data distribution with examples resampled jointly
-    (paired) or independently per arm (unpaired). 100 trials per point: power SE <= 0.05."""
-    rng = np.random.default_rng(6)
-    power = {}
-    for runs in (2, 4, 8):
-        hits = {True: 0, False: 0}
-        for i in range(100):
-            a, b = simulate(rng, runs, 400, delta=0.35, tau=0.3)
-            for paired in (True, False):
-                hits[paired] += joint_bootstrap(a, b, 300, seed=i, paired_examples=paired)["p_value"] < 0.05
-        power[runs] = (hits[True] / 100, hits[False] / 100)
-    # measured: paired 72/86/96 %, unpaired 48/41/57 % with 2/4/8 runs per arm
-    assert power[4][0] >= 0.75  # paired: 80 % power with 4 runs per arm
-    assert all(unpaired < 0.7 for _, unpaired in power.values())  # unpaired: not even with 8
-    assert all(paired > unpaired for paired, unpaired in power.values())
-
-
-def test_pairing_by_seed_finds_a_planted_effect_with_fewer_runs():
-    """Arms sharing seeds share their run effect: the paired t-test removes it, Welch cannot.
-    200 trials per point: power SE <= 0.035."""
-    rng = np.random.default_rng(7)
-    power = {}
-    for runs in (3, 6, 12):
-        hits = np.zeros(2)
-        for _ in range(200):
-            a, b = simulate(rng, runs, 400, delta=0.3, tau=0.3, run_sd=0.8, shared_seeds=True)
-            ra, rb = a.mean(1), b.mean(1)
-            hits += [paired_runs(ra, rb, 50)["p_value"] < 0.05, stats.ttest_ind(ra, rb, equal_var=False).pvalue < 0.05]
-        power[runs] = hits / 200
-    assert power[6][0] >= 0.7 and power[12][1] < power[6][0]
-    assert all(p > w for p, w in power.values())
-
-
-def test_compare_per_example_rows_and_holm_family():
+def test_compare_rows_verdict_and_all_pairs():
     rng = np.random.default_rng(8)
-    a, b = simulate(rng, 5, 300, delta=0.5, tau=0.3)
-    ce = {"accuracy": b, "cross_entropy": -b / 100}, {"accuracy": a, "cross_entropy": -a / 100}
-    rows = compare_per_example(*ce, n_resamples=500, pairs=[(i, i) for i in range(5)])
+    base, cand = simulate(rng, 5, 300)
+    rows = inf.compare(base, cand, pairs=[(i, i) for i in range(5)], margin={"accuracy": 2.0})
     tests = {r["test"] for r in rows}
-    assert tests == {"welch", "permutation", "paired_runs", "joint_paired", "joint_unpaired", "p_better"}
+    assert tests == {"welch", "permutation", "paired_runs", "joint_paired", "joint_unpaired", "p_better",
+                     "tost", "fixes", "regressions"}  # fmt: skip
     for test in tests:
         sub = [r for r in rows if r["test"] == test]
-        np.testing.assert_allclose([r["p_holm"] for r in sub], holm([r["p_value"] for r in sub]))
+        np.testing.assert_allclose([r["p_holm"] for r in sub], inf.holm([r["p_value"] for r in sub]))
         assert all(r["question"] for r in sub)
-    acc = {r["test"]: r for r in rows if r["metric"] == "accuracy"}
-    assert acc["welch"]["estimate"] == pytest.approx(a.mean() - b.mean())
-    pairs = all_pairs({"x": ce[0], "y": ce[1], "z": ce[0]}, n_resamples=200)
+    acc = rows_by_test(rows)
+    assert acc["welch"]["estimate"] == pytest.approx(cand["accuracy"].mean() - base["accuracy"].mean())
+    # fixes - regressions = n * (accuracy difference) / 100, per seed pair
+    assert acc["fixes"]["estimate"] - acc["regressions"]["estimate"] == pytest.approx(
+        3 * acc["paired_runs"]["estimate"]
+    )
+    v = {x["metric"]: x for x in inf.verdict(rows, held_fixed="only init varies")}
+    assert v["accuracy"]["diff_test"] == "paired_runs" and "TOST" in v["accuracy"]["equivalence"]
+    assert v["accuracy"]["decision"].split(" (")[0] in inf.DECISIONS and v["accuracy"]["held_fixed"]
+    pairs = inf.all_pairs({"x": base, "y": cand, "z": base})
     assert len(pairs) == 3 * 2 * 3  # pairs x metrics x tests
-    welch = [r["p_value"] for r in pairs if r["test"] == "welch"]
-    np.testing.assert_allclose([r["p_holm"] for r in pairs if r["test"] == "welch"], holm(welch))
 
 
-def test_plan_replicas_from_pilots():
+def test_plan_for_a_named_effect_and_the_distribution_question():
     rng = np.random.default_rng(9)
-    a, b = simulate(rng, 4, 1000, delta=0.2, tau=0.0, run_sd=0.0)  # flips only: no shared part
-    rows = {r["basis"]: r for r in plan_replicas(b, a, effect=1.0)}
+    base, cand = simulate(rng, 4, 1000, run_sd=0.0)  # flips only: no shared part
+    rows = {r["basis"]: r for r in inf.plan(base["accuracy"], cand["accuracy"], effect=1.0)}
     pilot, test_set = rows["pilot_sd"], rows["indep_only"]
+    assert pilot["effect_is"] == "named (config effect)"
     assert pilot["sd_low"] < pilot["sd"] < pilot["sd_high"]
     assert pilot["replicas_low"] <= pilot["replicas_needed"] <= pilot["replicas_high"]
-    assert test_set["sd_low"] <= test_set["sd"] <= test_set["sd_high"]
-    # with flips only, the pilot SD's interval holds the SD the test set alone predicts
     assert pilot["sd_low"] <= test_set["sd"] <= pilot["sd_high"]
-    from nondet.compare import replicas_needed
-
-    assert pilot["replicas_needed"] == replicas_needed(1.0, pilot["sd"])
-    assert "lower bound" in pilot["assumptions"]
-    with pytest.raises(ValueError, match="at least 3 pilot runs"):
-        plan_replicas(b[:1], a[:1], 1.0)
+    assert pilot["replicas_needed"] == inf.replicas_needed(1.0, pilot["sd"])
+    assert rows["p_better"]["replicas_needed"] == inf.noether_runs(0.75, 0.05, 0.8)
+    # a new test set of 1000 examples: its own sampling noise (~1.3 points) caps what runs can show
+    far = {r["basis"]: r for r in inf.plan(base["accuracy"], cand["accuracy"], effect=0.5)}["distribution"]
+    assert far["replicas_needed"] == -1 and "larger test set" in far["note"]
+    with pytest.raises(inf.VerdictError, match="2 pilot runs per arm"):
+        inf.plan(base["accuracy"][:1], cand["accuracy"][:2], 1.0)

@@ -16,6 +16,7 @@ from scipy import special
 
 from nondet.compare import per_example_values
 from nondet.files import load_predictions
+from nondet.h5io import InputError
 from nondet.metrics import accuracy, cross_entropy
 from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
 
@@ -297,13 +298,18 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
         assert (res / path).stat().st_size > 0, path
     summary = list(csv.DictReader(open(res / "runs/compare/init_vs_all/summary.csv")))
     assert {r["test"] for r in summary} == {"welch", "permutation", "paired_runs", "joint_paired",
-                                           "joint_unpaired", "p_better"}  # fmt: skip
+                                           "joint_unpaired", "p_better", "fixes", "regressions"}  # fmt: skip
     welch = next(r for r in summary if r["test"] == "welch" and r["metric"] == "accuracy")
     assert float(welch["estimate"]) == pytest.approx(
         float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"])
     )
     plan = list(csv.DictReader(open(res / "runs/compare/init_vs_all/plan.csv")))
-    assert {r["basis"] for r in plan} == {"pilot_sd", "indep_only"}
+    assert {r["basis"] for r in plan} == {"pilot_sd", "indep_only", "distribution", "p_better"}
+    assert {r["effect_is"] for r in plan if r["basis"] == "pilot_sd"} == {"observed (post hoc)"}
+    verdict = {r["metric"]: r for r in csv.DictReader(open(res / "runs/compare/init_vs_all/verdict.csv"))}
+    assert verdict["accuracy"]["diff_test"] == "paired_runs" and verdict["accuracy"]["decision"]
+    assert "imported runs" in verdict["accuracy"]["held_fixed"]
+    assert "P(candidate better)" in (res / "runs/compare/init_vs_all/verdict.md").read_text()
     assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == 3 * 2 * 3
 
 
@@ -335,7 +341,9 @@ def test_runs_config_errors_name_the_key():
 
 
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
-    from nondet.runs import all_pairs_stage, compare_stage
+    """The one comparison stage (nondet.analysis_stages.compare) on imported groups."""
+    from nondet.analysis_stages import compare
+    from nondet.runs import all_pairs_stage
 
     logits, labels = make_runs(m=4)
     paths = {}
@@ -346,26 +354,29 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
         paths[name] = tmp_path / f"{name}.h5"
         import_group({**spec, "metadata": str(meta)}, name, paths[name], log=lambda *_: None)
     params = {"name": "c", "baseline": "base", "candidate": "cand", "paired_by": "seed", "alpha": 0.05,
-              "power": 0.8, "effect": None, "bootstrap_resamples": 300, "seed": 0}  # fmt: skip
-    out = {k: tmp_path / f"c.{k}" for k in ("csv", "plan", "pdf", "png")}
-    compare_stage(paths["base"], paths["cand"], out["csv"], out["plan"], out["pdf"], out["png"], params)
+              "power": 0.8, "effect": {}, "gamma": 0.75, "margin": {"accuracy": 5.0},
+              "margin_kind": "equivalence", "held_fixed": "imported runs"}  # fmt: skip
+    out = {k: tmp_path / f"c.{k}" for k in ("csv", "verdict", "md", "plan", "pdf", "png")}
+    compare([paths["base"]], [paths["cand"]], out, params)
     import pandas as pd
 
-    summary, plan = pd.read_csv(out["csv"]), pd.read_csv(out["plan"])
+    summary, plan, verdict = pd.read_csv(out["csv"]), pd.read_csv(out["plan"]), pd.read_csv(out["verdict"])
     acc = summary[(summary.metric == "accuracy") & (summary.test == "paired_runs")].iloc[0]
     g = {n: load_predictions([p]) for n, p in paths.items()}
     assert acc.estimate == pytest.approx(
         (accuracy(g["cand"]["logits"], labels) - accuracy(g["base"]["logits"], labels)).mean()
     )
-    assert set(plan.basis) == {"pilot_sd", "indep_only"} and (plan.replicas_needed >= 2).all()
-    assert out["png"].stat().st_size > 0
+    assert "tost" in set(summary.test) and verdict.set_index("metric").loc["accuracy", "equivalence"]
+    assert set(plan.basis) == {"pilot_sd", "indep_only", "distribution", "p_better"}
+    assert out["png"].stat().st_size > 0 and "comparison c" in out["md"].read_text().lower()
     # a group scored on other examples (another order) cannot be compared
     perm = np.roll(np.arange(N), 3)
     other = write_npy(tmp_path / "other", logits[:, perm], labels[perm])
     import_group(other, "other", tmp_path / "other.h5", log=lambda *_: None)
     with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
-        all_pairs_stage({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv",
-                        {"alpha": 0.05, "bootstrap_resamples": 100, "seed": 0})  # fmt: skip
+        all_pairs_stage({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv", {"alpha": 0.05})
+    with pytest.raises(InputError, match="different test sets"):
+        compare([paths["base"]], [tmp_path / "other.h5"], out, {**params, "paired_by": None})
 
 
 def test_trained_models_and_imported_runs_in_one_config_plan_without_ambiguity(tmp_path):

@@ -66,6 +66,9 @@ def test_end_to_end_outputs(finished_run):
         "tables/stability.csv",
         "tables/mitigation.csv",
         "compare/lr/summary.csv",
+        "compare/lr/verdict.csv",
+        "compare/lr/verdict.md",
+        "compare/lr/plan.csv",
         "compare/lr/summary.png",
         "factorial/grid/components.csv",
         "report.html",
@@ -96,17 +99,23 @@ def test_end_to_end_outputs(finished_run):
     assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
     # plain against itself (its SD of accuracy may be 0 by chance with 3 replicas: not that one)
     assert float(mit[0]["disagreement_reduction"]) == 0.0
-    cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))}
-    assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["n_candidate"] == "3"
+    cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/verdict.csv"))}
+    assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["runs_candidate"] == "3"
+    welch = next(r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))
+                 if r["metric"] == "accuracy" and r["test"] == "welch")  # fmt: skip
     from nondet.files import load_predictions
 
     acc = {}  # each arm's mean accuracy recomputed from its prediction files
     for arm in ("baseline", "candidate"):
         pred = load_predictions(sorted((res / f"compare/lr/{arm}").glob("predict_chunk*.h5")))
         acc[arm] = 100 * (pred["logits"].argmax(-1) == pred["labels"]).mean()
-    assert float(cmp["accuracy"]["baseline_mean"]) == pytest.approx(acc["baseline"])
-    assert float(cmp["accuracy"]["diff"]) == pytest.approx(acc["candidate"] - acc["baseline"])
-    assert float(cmp["accuracy"]["ci_low"]) < float(cmp["accuracy"]["ci_high"])
+    assert float(welch["baseline_mean"]) == pytest.approx(acc["baseline"])
+    assert float(cmp["accuracy"]["difference"]) == pytest.approx(acc["candidate"] - acc["baseline"])
+    # the 3 runs of an arm can tie by chance (SD 0): then the verdict says so instead of an interval
+    if float(welch["baseline_sd"]) + float(welch["candidate_sd"]) > 0:
+        assert float(cmp["accuracy"]["diff_low"]) < float(cmp["accuracy"]["diff_high"])
+    assert "every source of randomness varies" in cmp["accuracy"]["held_fixed"]
+    assert cmp["accuracy"]["decision"] in (res / "compare/lr/verdict.md").read_text().lower()
     effects = [r["effect"] for r in csv.DictReader(open(res / "factorial/grid/components.csv"))]
     assert effects == ["init", "shuffle", "residual", "total", "indep"] * 2
     all_row = rows[("cnn", "all")]
@@ -156,6 +165,9 @@ def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run):
         "results/compare/lr/candidate/predict_chunk0.h5",
         "results/compare/lr/candidate/predict_chunk1.h5",
         "results/compare/lr/summary.csv",
+        "results/compare/lr/verdict.csv",
+        "results/compare/lr/verdict.md",
+        "results/compare/lr/plan.csv",
         "results/compare/lr/summary.pdf",
         "results/compare/lr/summary.png",
         "results/tables/provenance.csv",

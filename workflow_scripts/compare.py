@@ -3,13 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.analysis_stages import compare
 
-out = snakemake.output
-compare(
-    list(snakemake.input.baseline),
-    list(snakemake.input.candidate),
-    out.csv,
-    out.pdf,
-    out.png,
-    snakemake.params.compare,
-    snakemake.log[0],
-)
+inp, out = snakemake.input, snakemake.output
+paths = {k: out[k] for k in ("verdict", "md", "csv", "plan", "pdf", "png")}
+arm = lambda x: [x] if isinstance(x, str) else list(x)  # noqa: E731  one imported file, or chunks
+compare(arm(inp.baseline), arm(inp.candidate), paths, snakemake.params.compare, snakemake.log[0])

@@ -5,5 +5,5 @@ from nondet.runs import all_pairs_stage
 
 p = snakemake.params
 paths = dict(zip(p.groups, snakemake.input))
-params = {"alpha": p.alpha, "bootstrap_resamples": p.bootstrap_resamples, "seed": p.seed}
+params = {"alpha": p.alpha}
 all_pairs_stage(paths, snakemake.output[0], params, snakemake.log[0])

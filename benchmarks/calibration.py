@@ -1,0 +1,179 @@
+"""Size and coverage of every test of the verdict engine (nondet.inference) at 2, 3, 5 and 8 runs
+per arm, by simulation; prints one markdown table (docs/comparisons.md holds its output).
+
+    .venv/bin/python benchmarks/calibration.py [--trials 1000] [--examples 500] [--workers 2]
+
+Each trial draws a fresh test set of n examples and R runs per arm. Example e has a margin
+m_e = u_e -+ w_e (difficulty u_e shared by the arms, a per-example arm difference w_e that is
+symmetric, so the arms are equally good on the data distribution); run r adds an offset s_r (a
+run effect, shared by the arms when runs are paired by seed) and every (run, example) a N(0, 1)
+flip noise; the run gets example e right when m_e + s_r + noise > 0, and its per-example
+cross-entropy is softplus(-(m_e + s_r + noise)). Noise structures:
+
+- flips: no run effect (s = 0), no arm difference per example: the run-to-run noise is only the
+  independent per-example flips;
+- runs: a run effect SD 0.15 (the run-to-run SD of accuracy ~2x that of the flips alone);
+- mixed: run effect SD 0.05 and per-example arm differences w ~ N(0, 0.5): the arms differ on
+  this test set, not on the distribution.
+
+True values: "this test set" tests (welch, paired_runs, permutation, p_better, tost, fixes,
+regressions) against the expectation over new runs on the trial's test set (Gauss-Hermite over
+the run effect); joint_paired / joint_unpaired against the data-distribution difference, 0.
+Rejection under no effect is counted where the true value is 0 (flips and runs; tost at its
+margin, the boundary of its null); coverage everywhere (tost's interval is the 1 - 2 alpha = 90 %
+one, by the TOST convention). A test withheld at some R (nondet.inference.WITHHELD_BELOW) is
+still measured and marked "withheld". Monte-Carlo SE: sqrt(p (1 - p) / trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from multiprocessing import Pool
+
+import numpy as np
+from scipy import stats
+
+from nondet.inference import WITHHELD_BELOW, compare
+
+STRUCTURES = {"flips": (0.0, 0.0), "runs": (0.15, 0.0), "mixed": (0.05, 0.5)}
+NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
+WEIGHTS = WEIGHTS / WEIGHTS.sum()
+MARGIN = 1.0  # accuracy points, for tost at the boundary of its null
+
+
+def _softplus_neg_mean(m, extra_sd):
+    """E[softplus(-(m + Z))], Z ~ N(0, 1 + extra_sd^2), per entry of m (Gauss-Hermite)."""
+    z = m[..., None] + math.sqrt(1 + extra_sd**2) * NODES
+    return (np.logaddexp(0, -z) * WEIGHTS).sum(-1)
+
+
+def truths(ma, mb, run_sd, shared):
+    """Expectations over new runs on this test set (margins ma, mb per example)."""
+    s = run_sd * NODES[:, None]  # run effect at the Gauss-Hermite nodes
+    pa, pb = stats.norm.cdf(ma + s), stats.norm.cdf(mb + s)  # (nodes, n): P(correct | run effect)
+    n = ma.size
+    w = WEIGHTS[:, None]
+    mean_a, mean_b = 100 * (w * pa).sum(0), 100 * (w * pb).sum(0)  # per example, over runs
+    # variance of a run's accuracy: over the run effect + the flips given it
+    acc_a, acc_b = 100 * pa.mean(1), 100 * pb.mean(1)
+    flip_a = 1e4 * (pa * (1 - pa)).sum(1) / n**2
+    flip_b = 1e4 * (pb * (1 - pb)).sum(1) / n**2
+    diff = mean_a.mean() - mean_b.mean()
+    if shared:
+        d = acc_a - acc_b
+        var_d = (WEIGHTS * (d - diff) ** 2).sum() + (WEIGHTS * (flip_a + flip_b)).sum()
+        p_better = stats.norm.cdf(diff / math.sqrt(var_d)) if var_d > 0 else 0.5
+        fixes = n * (WEIGHTS[:, None] * pa * (1 - pb)).sum(0).mean()
+        regressions = n * (WEIGHTS[:, None] * (1 - pa) * pb).sum(0).mean()
+    else:
+        var_a = (WEIGHTS * (acc_a - mean_a.mean()) ** 2).sum() + (WEIGHTS * flip_a).sum()
+        var_b = (WEIGHTS * (acc_b - mean_b.mean()) ** 2).sum() + (WEIGHTS * flip_b).sum()
+        p_better = stats.norm.cdf(diff / math.sqrt(var_a + var_b))
+        ea, eb = mean_a / 100, mean_b / 100
+        fixes, regressions = (ea * (1 - eb)).sum(), ((1 - ea) * eb).sum()
+    ce = _softplus_neg_mean(ma, run_sd).mean() - _softplus_neg_mean(mb, run_sd).mean()
+    return {"accuracy": diff, "cross_entropy": ce, "p_better": p_better, "fixes": fixes, "regressions": regressions}
+
+
+def trial(args):
+    structure, runs, paired, n, seed = args
+    warnings.simplefilter("ignore", RuntimeWarning)
+    run_sd, tau = STRUCTURES[structure]
+    rng = np.random.default_rng(seed)
+    u, w = rng.normal(1.0, 1.5, n), rng.normal(0, tau, n) if tau else np.zeros(n)
+    ma, mb = u - w, u + w
+    sa = rng.normal(0, run_sd, (runs, 1))
+    sb = sa if paired else rng.normal(0, run_sd, (runs, 1))
+    za = ma + sa + rng.normal(0, 1, (runs, n))
+    zb = mb + sb + rng.normal(0, 1, (runs, n))
+    base = {"accuracy": 100.0 * (zb > 0), "cross_entropy": np.logaddexp(0, -zb)}
+    cand = {"accuracy": 100.0 * (za > 0), "cross_entropy": np.logaddexp(0, -za)}
+    truth = truths(ma, mb, run_sd, paired)
+    pairs = [(i, i) for i in range(runs)] if paired else None
+    rows = compare(base, cand, 0.05, pairs, margin={"accuracy": MARGIN}, correct=False, withhold=False)
+    # tost at the boundary of its null: the candidate shifted by the margin from the truth
+    shifted = {**cand, "accuracy": cand["accuracy"] + MARGIN - truth["accuracy"]}
+    at_margin = compare(base, shifted, 0.05, pairs, margin={"accuracy": MARGIN}, correct=False, withhold=False)
+    tost_row = next(r for r in at_margin if r["test"] == "tost")
+    out = []
+    for r in rows:
+        if r["test"] == "tost":
+            r = tost_row
+        metric, test = r["metric"], r["test"]
+        if test.startswith("joint"):
+            true = 0.0
+        elif test in ("p_better", "fixes", "regressions"):
+            true = truth[test]
+        elif test == "tost":
+            true = MARGIN
+        else:
+            true = truth[metric]
+        if test == "p_better":  # the direction of "better" for cross-entropy is lower
+            true = true if metric == "accuracy" else None
+        null = test.startswith("joint") or (tau == 0 and test in ("welch", "paired_runs", "permutation", "p_better"))
+        null = null or test == "tost"
+        covered = None
+        if true is not None and np.isfinite(r["ci_low"]):
+            covered = r["ci_low"] <= true <= r["ci_high"]
+        rejected = r["p_value"] < 0.05 if null and np.isfinite(r["p_value"]) else None
+        out.append((metric, test, covered, rejected, runs < WITHHELD_BELOW.get(test, 0)))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trials", type=int, default=1000)
+    p.add_argument("--examples", type=int, default=500)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--runs", default="2,3,5,8")
+    args = p.parse_args(argv)
+    cells = [(s, r, paired) for paired in (False, True) for s in STRUCTURES for r in map(int, args.runs.split(","))]
+    results = {}
+    with Pool(args.workers) as pool:
+        for k, (s, r, paired) in enumerate(cells):
+            jobs = [(s, r, paired, args.examples, 1_000_003 * k + t) for t in range(args.trials)]
+            stats_ = {}
+            for out in pool.map(trial, jobs, chunksize=25):
+                for metric, test, covered, rejected, withheld in out:
+                    d = stats_.setdefault((metric, test), {"cov": [], "rej": [], "withheld": 0})
+                    if covered is not None:
+                        d["cov"].append(covered)
+                    if rejected is not None:
+                        d["rej"].append(rejected)
+                    d["withheld"] += withheld
+            results[(s, r, paired)] = stats_
+            print(f"done {s} R={r} paired={paired}", file=sys.stderr, flush=True)
+
+    def fmt(xs):
+        if not xs:
+            return "–"
+        q = float(np.mean(xs))
+        return f"{100 * q:.1f} ± {100 * math.sqrt(max(q * (1 - q), 1e-9) / len(xs)):.1f}"
+
+    print(f"trials per cell: {args.trials}; examples per test set: {args.examples}")
+    print("| runs paired | structure | R | metric | test | rejects at 5 % (no effect) | coverage (95 %; tost 90 %) "
+          "| withheld |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    worst = []
+    for (s, r, paired), st in results.items():
+        for (metric, test), d in st.items():
+            withheld = d["withheld"] == args.trials
+            print(f"| {'yes' if paired else 'no'} | {s} | {r} | {metric} | {test} | {fmt(d['rej'])} | "
+                  f"{fmt(d['cov'])} | {'yes' if withheld else ''} |")  # fmt: skip
+            if not withheld:
+                if d["rej"] and np.mean(d["rej"]) > 0.065:
+                    worst.append(f"size {100 * np.mean(d['rej']):.1f} %: {test} {metric} {s} R={r} paired={paired}")
+                if d["cov"] and np.mean(d["cov"]) < (0.88 if test == "tost" else 0.93):
+                    worst.append(f"coverage {100 * np.mean(d['cov']):.1f} %: {test} {metric} {s} R={r} paired={paired}")
+    print()
+    print("Outside the limits (size > 6.5 %, coverage < 93 %; tost: its 90 % interval, < 88 %):",
+          "none" if not worst else "")  # fmt: skip
+    for line in worst:
+        print(f"- {line}")
+
+
+if __name__ == "__main__":
+    main()

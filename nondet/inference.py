@@ -510,9 +510,9 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
             decision = DECISIONS[2] if meaningful else DECISIONS[1]
             side = "better" if better else "worse"
             decision = f"{decision} (candidate {side})"
+            bound = f"gamma = {gamma:g}" if better else f"1 - gamma = {1 - gamma:g}"
             why = (f"the interval of P(A > B) lies {'above' if better else 'below'} 0.5 and "
-                   f"{'reaches' if meaningful else 'stays short of'} gamma = {gamma:g}"
-                   f"{'' if better else f' (1 - gamma = {1 - gamma:g})'}")  # fmt: skip
+                   f"{'reaches' if meaningful else 'stays short of'} {bound}")  # fmt: skip
         if pb["note"].startswith("no run-to-run variation"):
             decision = "identical arms" if diff["estimate"] == 0 else "exact difference (no run-to-run noise)"
             why = pb["note"]

@@ -119,6 +119,14 @@ def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None =
     }
 
 
+def resampled(config: dict, job: dict, sources) -> dict:
+    """``job`` whose recipe says how the ``data`` source resamples the training set, when
+    ``sources`` vary it; any other job is left as it was (and keeps its hash)."""
+    if "data" in sources:
+        job["recipe"] = {**job["recipe"], "resample": dict(config["data_resampling"])}
+    return job
+
+
 def sealed(job: dict) -> dict:
     """``job`` with its ``spec_hash`` (the hash of everything else in it)."""
     job = {k: v for k, v in job.items() if k != "spec_hash"}
@@ -139,7 +147,7 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
         job["sources"] = sorted(config["conditions"][condition])
         job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
-    return sealed(job)
+    return sealed(resampled(config, job, condition_sources(config, condition)))
 
 
 def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
@@ -185,7 +193,8 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
     job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
     if "sources" in spec:
         job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
-    return sealed(job)
+    varying = spec["sources"] if "sources" in spec else condition_sources(config, condition)
+    return sealed(resampled(config, job, varying))
 
 
 def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
@@ -211,7 +220,7 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
         cells=[list(cells[r]) for r in replicas],
         seeds=[factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict() for r in replicas],
     )
-    return sealed(job)
+    return sealed(resampled(config, job, spec["sources"]))
 
 
 # --- mitigation: TTA specs and method names ----------------------------------------------------

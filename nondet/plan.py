@@ -18,7 +18,7 @@ import itertools
 import math
 
 from .h5io import CODE_VERSION, spec_hash
-from .seeds import CONDITIONS, derive_seed, factorial_seeds, source_seeds
+from .seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
 
@@ -30,7 +30,68 @@ def is_user_arch(arch: str) -> bool:
 
 def user_models(config: dict) -> list[str]:
     """Models whose arch is a user's callable (each gets a check_model job before training)."""
-    return [m for m, spec in config["models"].items() if is_user_arch(spec["arch"])]
+    return [m for m, spec in config["models"].items() if is_user_arch(spec.get("arch", ""))]
+
+
+def is_script_model(spec: dict) -> bool:
+    """A model trained by the researcher's own script (``train`` or ``command``, nondet.script)."""
+    return "train" in spec or "command" in spec
+
+
+def script_models(config: dict) -> list[str]:
+    return [m for m, spec in config["models"].items() if is_script_model(spec)]
+
+
+def audited_models(config: dict) -> list[str]:
+    """Script models whose training jobs wait for a determinism audit."""
+    return [m for m in script_models(config) if config["models"][m].get("audit", "fail") != "off"]
+
+
+def script_files(spec: dict) -> list[str]:
+    """The files whose content a script model's jobs depend on: ``script`` (a file or list), the
+    module of ``train`` (found without importing it), and every existing file a ``command``
+    names (e.g. train.py)."""
+    import os
+    import re
+    import shlex
+    import sys
+
+    named = spec.get("script") or []
+    files = [named] if isinstance(named, str) else list(named)
+    if "train" in spec:
+        parts = spec["train"].split(":")[0].split(".")
+        roots = ([spec["pythonpath"]] if spec.get("pythonpath") else []) + ["."] + sys.path
+        for root in roots:
+            base = os.path.join(root, *parts)
+            found = [p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)]
+            if found:
+                files.append(os.path.relpath(found[0]) if root in (".", spec.get("pythonpath")) else found[0])
+                break
+    if "command" in spec:
+        words = shlex.split(re.sub(r"\{[a-z_]+\}", "X", spec["command"]))
+        files += [w for w in words if os.path.isfile(w) and not os.path.isabs(w)]
+    return list(dict.fromkeys(files))
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What a script model's jobs depend on: its entry point or command, params (``changes``: a
+    comparison arm's), pythonpath, and the SHA-256 of its script files (editing one reruns
+    exactly its jobs)."""
+    spec = config["models"][model]
+    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath") if spec.get(k)}}
+    out["params"] = {**spec.get("params", {}), **(changes or {})}
+    out["files"] = {p: _file_digest(p) for p in script_files(spec)}
+    return out
 
 
 def condition_sources(config: dict, condition: str) -> frozenset:
@@ -78,6 +139,8 @@ def model_spec(config: dict, model: str, changes: dict | None = None) -> dict:
     validation), or a user's callable with its params, feature module and folder. ``changes``:
     parameters of a comparison arm."""
     spec = config["models"][model]
+    if is_script_model(spec):
+        return script_spec(config, model, changes)
     if is_user_arch(spec["arch"]):
         out = {"arch": spec["arch"], "params": {**spec["params"], **(changes or {})}}
         return {**out, **{k: spec[k] for k in ("features", "pythonpath") if spec.get(k)}}
@@ -104,8 +167,10 @@ def data_hash(config: dict) -> str:
 def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None = None,
              base_seed: int | None = None, changes: dict | None = None) -> dict:  # fmt: skip
     """The keys every training job has. ``recipe_``: instead of (model, condition)'s recipe;
-    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change."""
-    return {
+    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change.
+    A script model has no recipe of ours (its params are in its model_spec)."""
+    script = is_script_model(config["models"][model])
+    job = {
         "experiment": config["experiment"],
         "model": model,
         "condition": condition,
@@ -113,10 +178,13 @@ def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None =
         "device": config["device"],
         "vectorize": config["vectorize"],
         "model_spec": model_spec(config, model, changes),
-        "recipe": recipe(config, model, condition) if recipe_ is None else recipe_,
+        "recipe": {} if script else recipe(config, model, condition) if recipe_ is None else recipe_,
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+    if script:  # its own loop: no vectorised path of ours
+        del job["vectorize"]
+    return job
 
 
 def resampled(config: dict, job: dict, sources) -> dict:
@@ -163,6 +231,16 @@ def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int
     job = (snapshot_job if run == "snapshot" else train_job)(config, model, condition, chunk)
     job["recipe"] = {**job["recipe"], "epochs": epochs}
     return sealed(job)
+
+
+def audit_job(config: dict, model: str) -> dict:
+    """The determinism audit of a script model: control twice, then each source its conditions
+    vary, alone (nondet.script.audit_script)."""
+    job = base_job(config, model, "audit")
+    sources = set().union(*(condition_sources(config, c) for c in config["models"][model]["conditions"]))
+    job["sources"] = [s for s in SOURCES if s in sources]
+    job["on_failure"] = config["models"][model].get("audit", "fail")
+    return sealed(resampled(config, job, job["sources"]))
 
 
 def divergence_job(config: dict, model: str) -> dict:

@@ -178,13 +178,19 @@ def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None =
         "device": config["device"],
         "vectorize": config["vectorize"],
         "model_spec": model_spec(config, model, changes),
-        "recipe": {} if script else recipe(config, model, condition) if recipe_ is None else recipe_,
+        "recipe": _script_recipe(config, model, changes) if script else recipe(config, model, condition) if recipe_ is None else recipe_,
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
     if script:  # its own loop: no vectorised path of ours
         del job["vectorize"]
     return job
+
+
+def _script_recipe(config: dict, model: str, changes: dict | None = None) -> dict:
+    """A script's recipe is its own: the table's epochs column shows its params' epochs, if any."""
+    epochs = {**config["models"][model].get("params", {}), **(changes or {})}.get("epochs")
+    return {"epochs": epochs if isinstance(epochs, int) else None, "cycles": None}
 
 
 def resampled(config: dict, job: dict, sources) -> dict:

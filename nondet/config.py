@@ -245,7 +245,8 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
     if len(given) != 1:
         raise ConfigError(
             f"{key}: give exactly one of arch (a built-in or 'package.module:build'), train "
-            f"('package.module:main', your training script) or command (any program){'; got ' + ', '.join(given) if given else ''}"
+            f"('package.module:main', your training script) or command (any program)"
+            + (f"; got {', '.join(given)}" if given else "")
         )
     if given == ["arch"]:
         for k in ("script", "audit"):
@@ -268,6 +269,12 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
             raise ConfigError(
                 f"config key {section}.models: model {name!r} is a training script; the {section} study "
                 "needs the pipeline's own training loop (checkpoints, snapshots, twins)"
+            )
+    for fname, spec in config["factorial"].items():
+        if spec["model"] == name:
+            raise ConfigError(
+                f"config key factorial.{fname}.model: model {name!r} is a training script; factorial "
+                "designs train built-in and import-path models only (compare its recipes under comparisons)"
             )
     return True
 

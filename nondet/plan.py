@@ -178,12 +178,13 @@ def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None =
         "device": config["device"],
         "vectorize": config["vectorize"],
         "model_spec": model_spec(config, model, changes),
-        "recipe": _script_recipe(config, model, changes) if script else recipe(config, model, condition) if recipe_ is None else recipe_,
+        "recipe": recipe(config, model, condition) if recipe_ is None else recipe_,
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
-    if script:  # its own loop: no vectorised path of ours
+    if script:  # its own loop and recipe: no vectorised path or recipe of ours
         del job["vectorize"]
+        job["recipe"] = _script_recipe(config, model, changes)
     return job
 
 

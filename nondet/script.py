@@ -238,7 +238,8 @@ def train_script(data_path, out_path, job: dict, log_path=None, threads: int = 1
     data = load_dataset(data_path, job["data_hash"], device)
     spec = job["model_spec"]
     label = "/".join(str(job[k]) for k in ("model", "comparison", "arm", "factorial", "condition") if job.get(k))
-    log.info(f"training {label} replicas {job['replicas']} with {spec.get('train') or spec.get('command')!r} on {device}")
+    entry = spec.get("train") or spec.get("command")
+    log.info(f"training {label} replicas {job['replicas']} with {entry!r} on {device}")
     results = []
     with tempfile.TemporaryDirectory(prefix=".script-", dir=Path(out_path).parent) as work:
         for r, seeds in zip(job["replicas"], job_seeds(job)):
@@ -323,11 +324,11 @@ def audit_script(data_path, out_path, job: dict, log_path=None, threads: int = 1
         log.warning(f"audit {job['model']}: {line}")
     if report["problems"] and job["on_failure"] == "fail":
         raise ScriptError(
-            f"model {job['model']}: the determinism audit failed: " + "; ".join(report["problems"])
+            f"model {job['model']}: the determinism audit failed: "
+            + "; ".join(report["problems"])
             + f" (see {log_path}; set models.{job['model']}.audit: warn to train anyway)"
         )
     from .h5io import atomic_path
 
     with atomic_path(out_path) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
-

@@ -2,26 +2,8 @@
 # per chunk of replicas writes the predictions file the predict rule writes for other models, so
 # metrics, tables, figures, comparisons and the report read it unchanged. Its determinism audit
 # (results/checks/{model}.audit.json) runs first.
-SCRIPT_MODELS = "|".join(plan.script_models(config)) or "(?!)"
-SCRIPT_COMPARISONS = (
-    "|".join(
-        n
-        for n, s in config["comparisons"].items()
-        if s["model"] in plan.script_models(config)
-    )
-    or "(?!)"
-)
-
-
 ruleorder: train_script > predict
 ruleorder: train_script_arm > predict_arm
-
-
-def script_audit(model):
-    """The audit a script model's training jobs wait for (none with audit: off)."""
-    if model in plan.audited_models(config):
-        return [f"results/checks/{model}.audit.json"]
-    return []
 
 
 rule audit_script:

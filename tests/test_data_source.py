@@ -88,7 +88,10 @@ def test_plan_puts_the_resampling_in_the_jobs_that_vary_data_only():
     # changing the resampling reruns the data-varying jobs only
     other = cfg.validate({**config, "data_resampling": {"kind": "bootstrap", "fraction": 0.5}})
     for condition, varies in [("control", False), ("data", True), ("all", True)]:
-        changed = plan.train_job(other, "m", condition, 0)["spec_hash"] != plan.train_job(config, "m", condition, 0)["spec_hash"]
+        changed = (
+            plan.train_job(other, "m", condition, 0)["spec_hash"]
+            != plan.train_job(config, "m", condition, 0)["spec_hash"]
+        )
         assert changed == varies, condition
     with pytest.raises(cfg.ConfigError, match="data_resampling"):
         cfg.validate({**config, "data_resampling": {"kind": "jackknife"}})

@@ -48,7 +48,7 @@ def audited_models(config: dict) -> list[str]:
 
 
 def script_files(spec: dict) -> list[str]:
-    """The files whose content a script model's jobs depend on: ``script`` (a file or list), the
+    """The files whose content a script model's jobs depend on: ``script`` (files or folders), the
     module of ``train`` (found without importing it), and every existing file a ``command``
     names (e.g. train.py)."""
     import os
@@ -65,7 +65,7 @@ def script_files(spec: dict) -> list[str]:
             base = os.path.join(root, *parts)
             found = [p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)]
             if found:
-                files.append(os.path.relpath(found[0]) if root in (".", spec.get("pythonpath")) else found[0])
+                files.append(os.path.normpath(found[0]))
                 break
     if "command" in spec:
         words = shlex.split(re.sub(r"\{[a-z_]+\}", "X", spec["command"]))
@@ -74,8 +74,18 @@ def script_files(spec: dict) -> list[str]:
 
 
 def _file_digest(path: str) -> str:
+    """SHA-256 of a file, or of every file under a folder (names and contents; no caches)."""
     import hashlib
+    import os
 
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        for folder, dirs, names in sorted(os.walk(path)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(n for n in names if not n.endswith(".pyc")):
+                full = os.path.join(folder, name)
+                h.update(f"{os.path.relpath(full, path)}\0{_file_digest(full)}\0".encode())
+        return h.hexdigest()
     try:
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()

@@ -194,16 +194,18 @@ def run_replica(spec: dict, job: dict, replica: int, seeds: ReplicaSeeds, data, 
         logits, features = read_outputs(out, len(data.y_test), data.num_classes, data.y_test.cpu().numpy(), what)
     except ScriptError as e:
         raise ScriptError(f"{e}{where}") from None
-    mode = _kernels_mode(seeds, device)
+    mode = _kernels_mode(seeds, device, "train" in spec)
     return {"logits": logits, "features": features, "kernels_mode": mode, "seconds": time.perf_counter() - started}
 
 
-def _kernels_mode(seeds: ReplicaSeeds, device) -> str:
+def _kernels_mode(seeds: ReplicaSeeds, device, uses_api: bool) -> str:
+    """How the kernels source is realised: as for built-in models (nondet.training.kernels_mode)
+    where the script uses ctx.kernels() and ctx.sampler(n, batch_size); a command's own."""
     if seeds.deterministic:
         return "deterministic"
     if device.type == "cuda":
         return "cuda-nondeterministic"
-    return "cpu-standin-batch-permutation"  # if the script uses ctx.sampler(n, batch_size)
+    return "cpu-standin-batch-permutation" if uses_api else "cpu-deterministic"
 
 
 def job_seeds(job: dict) -> list[ReplicaSeeds]:

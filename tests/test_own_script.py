@@ -25,6 +25,7 @@ def example_config() -> dict:
     c["replicas"], c["replicas_per_job"] = 2, 2
     own = c["models"]["myscript"]
     own["pythonpath"] = str(REPO / "examples")
+    own["script"] = str(REPO / "examples/mypkg")
     own["params"]["epochs"] = 1
     own["conditions"] = ["control", "init", "shuffle", "augment", "dropout", "data", "all"]
     cmd = c["models"]["mycommand"]

@@ -241,3 +241,18 @@ def test_a_comparison_of_two_script_recipes_trains_each_arm_with_its_params(tmp_
         assert job["model_spec"]["params"] == {"lr": 0.1 if arm == "baseline" else 0.2}
         train_script(data_file, tmp_path / f"{arm}.h5", job)
         assert load_predictions([tmp_path / f"{arm}.h5"], expect[arm])["logits"].shape == (2, 60, 10)
+
+
+def test_a_script_folder_is_hashed_whole(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "train.py").write_text("def main(ctx): pass\n")
+    (tmp_path / "pkg" / "helpers.py").write_text("A = 1\n")
+    c = {"replicas": 2, "models": {"s": {"train": "pkg.train:main", "pythonpath": ".", "script": "pkg",
+                                         "conditions": ["init"]}}}  # fmt: skip
+    spec = lambda: plan.train_job(cfg.validate(c), "s", "init", 0)["model_spec"]["files"]  # noqa: E731
+    before = spec()
+    assert set(before) == {"pkg", "pkg/train.py"}
+    (tmp_path / "pkg" / "helpers.py").write_text("A = 2\n")
+    after = spec()
+    assert after["pkg"] != before["pkg"] and after["pkg/train.py"] == before["pkg/train.py"]

@@ -21,6 +21,7 @@ include: "rules/budget.smk"
 include: "rules/compare.smk"
 include: "rules/runs.smk"
 include: "rules/usermodel.smk"
+include: "rules/script.smk"
 include: "rules/paper.smk"
 
 

@@ -83,7 +83,9 @@ class Augmenter:
         if self.kind == "none" or self.size == 0:
             return x
         if self.kind == "auto":  # per data kind: shifts of signals, crops of images (no flips)
-            self.kind = "shift" if x.dim() == 3 else "crop"
+            self.kind = {2: "none", 3: "shift"}.get(x.dim(), "crop")  # tabular (N, D): none
+            if self.kind == "none":
+                return x
         if x.dim() != (3 if self.kind == "shift" else 4):
             data = "1-D signals (N, C, L)" if x.dim() == 3 else f"inputs of shape {tuple(x.shape[1:])}"
             fits = "shift" if x.dim() == 3 else ("crop or crop_flip" if x.dim() == 4 else "none")

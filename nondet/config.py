@@ -235,9 +235,55 @@ def _check_arm_params(key: str, arch: str, params: dict) -> None:
         raise ConfigError(f"config key {_key([key, *e.absolute_path])}: {e.message}{_hint(e)}")
 
 
+def _check_script_model(config: dict, name: str, model: dict) -> bool:
+    """A model trained by the researcher's own script (train/command): True after checking it;
+    False for an arch model. Exactly one of arch, train and command."""
+    import os
+
+    key = f"config key models.{name}"
+    given = [k for k in ("arch", "train", "command") if k in model]
+    if len(given) != 1:
+        raise ConfigError(
+            f"{key}: give exactly one of arch (a built-in or 'package.module:build'), train "
+            f"('package.module:main', your training script) or command (any program)"
+            + (f"; got {', '.join(given)}" if given else "")
+        )
+    if given == ["arch"]:
+        for k in ("script", "audit"):
+            if k in model:
+                raise ConfigError(f"{key}.{k}: only for a training script (train or command)")
+        return False
+    if "train" in model and not re.fullmatch(f"{_DOTTED}:{_DOTTED}", model["train"]):
+        raise ConfigError(f"{key}.train: {model['train']!r} is not an import path 'package.module:main'")
+    for k in ("features", "training"):
+        if model.get(k):
+            raise ConfigError(
+                f"{key}.{k}: a training script has its own recipe and writes its own features (ctx.save); "
+                "put its hyperparameters under params"
+            )
+    folder = model.get("pythonpath")
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
+    for section in ("divergence", "mitigation", "budget"):
+        if name in config[section]["models"]:
+            raise ConfigError(
+                f"config key {section}.models: model {name!r} is a training script; the {section} study "
+                "needs the pipeline's own training loop (checkpoints, snapshots, twins)"
+            )
+    for fname, spec in config["factorial"].items():
+        if spec["model"] == name:
+            raise ConfigError(
+                f"config key factorial.{fname}.model: model {name!r} is a training script; factorial "
+                "designs train built-in and import-path models only (compare its recipes under comparisons)"
+            )
+    return True
+
+
 def _check_semantics(config: dict) -> None:
     _check_conditions(config)
     for name, model in config["models"].items():
+        if _check_script_model(config, name, model):
+            continue
         if is_user_arch(model["arch"]) or model["arch"] not in ARCH_PARAMS:
             _check_user_model(name, model)
             continue
@@ -365,10 +411,15 @@ def _check_comparisons(config: dict) -> None:
             raise ConfigError(f"config key comparisons.{name}: give either condition or sources, not both")
         if "sources" not in spec:  # the default condition: not a schema default, sources exclude it
             spec.setdefault("condition", "all")
-        arch = models[spec["model"]]["arch"]
+        arch = models[spec["model"]].get("arch", "script")
         params = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}
         for arm in ("baseline", "candidate"):
-            if is_user_arch(arch):  # its params are checked against the callable before training
+            if arch == "script" and spec[arm]["training"]:
+                raise ConfigError(
+                    f"config key comparisons.{name}.{arm}.training: model {spec['model']!r} is a training "
+                    "script; change its params instead"
+                )
+            if is_user_arch(arch) or arch == "script":  # checked by the callable / the script itself
                 continue
             _check_arm_params(f"comparisons.{name}.{arm}.params", arch, spec[arm]["params"])
             varying = spec["sources"] if "sources" in spec else [spec["condition"]]
@@ -385,9 +436,9 @@ def _check_comparisons(config: dict) -> None:
                 f"config key factorial.{name}.levels: one number per source "
                 f"({len(spec['sources'])} sources, {len(spec['levels'])} levels)"
             )
-        arch = models[spec["model"]]["arch"]
+        arch = models[spec["model"]].get("arch", "script")
         dropout = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}.get("dropout", 0)
-        if "dropout" in spec["sources"] and not dropout and not is_user_arch(arch):
+        if "dropout" in spec["sources"] and not dropout and not is_user_arch(arch) and arch != "script":
             raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
 
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # (N, C, L) or (N, C, H, W), float32
+    x_train: torch.Tensor  # (N, D), (N, C, L) or (N, C, H, W), float32
     y_train: torch.Tensor  # (N,), int64
     x_test: torch.Tensor
     y_test: torch.Tensor
@@ -428,7 +428,7 @@ def load_with_loader(spec: dict, log=print) -> dict:
 
 
 def validate_arrays(arrays: dict, source: str) -> dict:
-    """Checked copies: 1-D signals (N, C, L) or images (N, C, H, W), same shape in train and test,
+    """Checked copies: tabular (N, D), 1-D signals (N, C, L) or images (N, C, H, W), same shape in train and test,
     one integer label per example in 0..K-1 (every test label seen in training), no NaN/inf."""
     out = {}
     for k in KEYS:
@@ -438,11 +438,13 @@ def validate_arrays(arrays: dict, source: str) -> dict:
         out[k] = np.array(v)  # a writable copy (loaders may return read-only views)
     for split in ("train", "test"):
         x, y = out[f"x_{split}"], out[f"y_{split}"]
-        if x.ndim not in (3, 4):
+        if x.ndim not in (2, 3, 4):
             raise DataError(
-                f"{source}: x_{split} has shape {x.shape}; expected 1-D signals (N, C, L) or "
-                "images (N, C, H, W) (add a channel axis: x[:, None])"
+                f"{source}: x_{split} has shape {x.shape}; expected tabular features (N, D), 1-D "
+                "signals (N, C, L) or images (N, C, H, W) (add a channel axis: x[:, None])"
             )
+        if x.ndim == 2 and not np.issubdtype(x.dtype, np.floating):
+            raise DataError(f"{source}: x_{split} is tabular (N, D) {x.dtype}; use float32 features")
         if not (np.issubdtype(x.dtype, np.floating) or x.dtype == np.uint8):
             raise DataError(f"{source}: x_{split} is {x.dtype}; use float32 or uint8 (images)")
         if y.ndim != 1 or len(y) != len(x):

@@ -174,6 +174,10 @@ def init_parameters(model: nn.Module, generator: torch.Generator, scheme: str = 
             nn.init.zeros_(m.bias)
 
 
+#: Built-in architectures that take tabular features (N, D): they flatten their input.
+TABULAR_ARCHS = ("linear", "mlp")
+
+
 def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generator, device="cpu",
                 init: str = "pytorch"):  # fmt: skip
     """Construct ``spec["arch"]`` without touching the global RNG, initialised from ``generator``
@@ -186,6 +190,11 @@ def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generat
     arch = spec.pop("arch")
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if len(in_shape) == 1 and arch not in TABULAR_ARCHS:  # a conv net would misread (N, D)
+        raise ValueError(
+            f"architecture {arch!r} needs signals (N, C, L) or images (N, C, H, W); this data set is "
+            f"tabular (N, D) = (N, {in_shape[0]}): use {' or '.join(TABULAR_ARCHS)}, or a model of your own"
+        )
     with torch.device("meta"):  # no default init, so no global RNG draw
         model = ARCHITECTURES[arch](tuple(in_shape), num_classes, **spec)
     model = model.to_empty(device="cpu")

@@ -30,7 +30,78 @@ def is_user_arch(arch: str) -> bool:
 
 def user_models(config: dict) -> list[str]:
     """Models whose arch is a user's callable (each gets a check_model job before training)."""
-    return [m for m, spec in config["models"].items() if is_user_arch(spec["arch"])]
+    return [m for m, spec in config["models"].items() if is_user_arch(spec.get("arch", ""))]
+
+
+def is_script_model(spec: dict) -> bool:
+    """A model trained by the researcher's own script (``train`` or ``command``, nondet.script)."""
+    return "train" in spec or "command" in spec
+
+
+def script_models(config: dict) -> list[str]:
+    return [m for m, spec in config["models"].items() if is_script_model(spec)]
+
+
+def audited_models(config: dict) -> list[str]:
+    """Script models whose training jobs wait for a determinism audit."""
+    return [m for m in script_models(config) if config["models"][m].get("audit", "fail") != "off"]
+
+
+def script_files(spec: dict) -> list[str]:
+    """The files whose content a script model's jobs depend on: ``script`` (files or folders), the
+    module of ``train`` (found without importing it), and every existing file a ``command``
+    names (e.g. train.py)."""
+    import os
+    import re
+    import shlex
+    import sys
+
+    named = spec.get("script") or []
+    files = [named] if isinstance(named, str) else list(named)
+    if "train" in spec:
+        parts = spec["train"].split(":")[0].split(".")
+        roots = ([spec["pythonpath"]] if spec.get("pythonpath") else []) + ["."] + sys.path
+        for root in roots:
+            base = os.path.join(root, *parts)
+            found = [p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)]
+            if found:
+                files.append(os.path.normpath(found[0]))
+                break
+    if "command" in spec:
+        words = shlex.split(re.sub(r"\{[a-z_]+\}", "X", spec["command"]))
+        files += [w for w in words if os.path.isfile(w) and not os.path.isabs(w)]
+    return list(dict.fromkeys(files))
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file, or of every file under a folder (names and contents; no caches)."""
+    import hashlib
+    import os
+
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        for folder, dirs, names in sorted(os.walk(path)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(n for n in names if not n.endswith(".pyc")):
+                full = os.path.join(folder, name)
+                h.update(f"{os.path.relpath(full, path)}\0{_file_digest(full)}\0".encode())
+        return h.hexdigest()
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What a script model's jobs depend on: its entry point or command, params (``changes``: a
+    comparison arm's), pythonpath, and the SHA-256 of its script files (editing one reruns
+    exactly its jobs)."""
+    spec = config["models"][model]
+    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath") if spec.get(k)}}
+    out["params"] = {**spec.get("params", {}), **(changes or {})}
+    out["files"] = {p: _file_digest(p) for p in script_files(spec)}
+    return out
 
 
 def condition_sources(config: dict, condition: str) -> frozenset:
@@ -78,6 +149,8 @@ def model_spec(config: dict, model: str, changes: dict | None = None) -> dict:
     validation), or a user's callable with its params, feature module and folder. ``changes``:
     parameters of a comparison arm."""
     spec = config["models"][model]
+    if is_script_model(spec):
+        return script_spec(config, model, changes)
     if is_user_arch(spec["arch"]):
         out = {"arch": spec["arch"], "params": {**spec["params"], **(changes or {})}}
         return {**out, **{k: spec[k] for k in ("features", "pythonpath") if spec.get(k)}}
@@ -104,8 +177,10 @@ def data_hash(config: dict) -> str:
 def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None = None,
              base_seed: int | None = None, changes: dict | None = None) -> dict:  # fmt: skip
     """The keys every training job has. ``recipe_``: instead of (model, condition)'s recipe;
-    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change."""
-    return {
+    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change.
+    A script model has no recipe of ours (its params are in its model_spec)."""
+    script = is_script_model(config["models"][model])
+    job = {
         "experiment": config["experiment"],
         "model": model,
         "condition": condition,
@@ -117,6 +192,24 @@ def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None =
         "data_hash": data_hash(config),
         "code_version": CODE_VERSION,
     }
+    if script:  # its own loop and recipe: no vectorised path or recipe of ours
+        del job["vectorize"]
+        job["recipe"] = _script_recipe(config, model, changes)
+    return job
+
+
+def _script_recipe(config: dict, model: str, changes: dict | None = None) -> dict:
+    """A script's recipe is its own: the table's epochs column shows its params' epochs, if any."""
+    epochs = {**config["models"][model].get("params", {}), **(changes or {})}.get("epochs")
+    return {"epochs": epochs if isinstance(epochs, int) else None, "cycles": None}
+
+
+def resampled(config: dict, job: dict, sources) -> dict:
+    """``job`` whose recipe says how the ``data`` source resamples the training set, when
+    ``sources`` vary it; any other job is left as it was (and keeps its hash)."""
+    if "data" in sources:
+        job["recipe"] = {**job["recipe"], "resample": dict(config["data_resampling"])}
+    return job
 
 
 def sealed(job: dict) -> dict:
@@ -139,7 +232,7 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
         job["sources"] = sorted(config["conditions"][condition])
         job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
-    return sealed(job)
+    return sealed(resampled(config, job, condition_sources(config, condition)))
 
 
 def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
@@ -155,6 +248,16 @@ def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int
     job = (snapshot_job if run == "snapshot" else train_job)(config, model, condition, chunk)
     job["recipe"] = {**job["recipe"], "epochs": epochs}
     return sealed(job)
+
+
+def audit_job(config: dict, model: str) -> dict:
+    """The determinism audit of a script model: control twice, then each source its conditions
+    vary, alone (nondet.script.audit_script)."""
+    job = base_job(config, model, "audit")
+    sources = set().union(*(condition_sources(config, c) for c in config["models"][model]["conditions"]))
+    job["sources"] = [s for s in SOURCES if s in sources]
+    job["on_failure"] = config["models"][model].get("audit", "fail")
+    return sealed(resampled(config, job, job["sources"]))
 
 
 def divergence_job(config: dict, model: str) -> dict:
@@ -185,7 +288,8 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
     job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
     if "sources" in spec:
         job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
-    return sealed(job)
+    varying = spec["sources"] if "sources" in spec else condition_sources(config, condition)
+    return sealed(resampled(config, job, varying))
 
 
 def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
@@ -211,7 +315,7 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
         cells=[list(cells[r]) for r in replicas],
         seeds=[factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict() for r in replicas],
     )
-    return sealed(job)
+    return sealed(resampled(config, job, spec["sources"]))
 
 
 # --- mitigation: TTA specs and method names ----------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 #: Seeded sources, in a fixed order: the order is part of the seed derivation, never reorder.
-SOURCES = ("init", "shuffle", "augment", "dropout", "kernels", "bitflip")
+SOURCES = ("init", "shuffle", "augment", "dropout", "kernels", "bitflip", "data")
 
 #: What varies across the replicas of each condition (docs/protocol.md §1).
 CONDITIONS: dict[str, frozenset[str]] = {
@@ -23,13 +23,17 @@ CONDITIONS: dict[str, frozenset[str]] = {
     "augment": frozenset({"augment"}),
     "dropout": frozenset({"dropout"}),
     "kernels": frozenset({"kernels"}),
-    "all": frozenset({"init", "shuffle", "augment", "dropout", "kernels"}),
+    "all": frozenset({"init", "shuffle", "augment", "dropout", "kernels", "data"}),
     "bitflip": frozenset({"bitflip"}),
+    # data resampling (Bouthillier et al. 2021): each replica trains on its own bootstrap (or
+    # subsample) of the training set, nondet.resample; the test set never changes
+    "data": frozenset({"data"}),
 }
 
 #: Sources a factorial design can give levels: those whose base value is a seed (kernels and
-#: bitflip are off at their base value, so they have no level 0 to cross with).
-FACTORIAL_SOURCES = ("init", "shuffle", "augment", "dropout")
+#: bitflip are off at their base value, so they have no level 0 to cross with) and data, whose
+#: every level, 0 included, is a resample of its own (the full training set is no level of it).
+FACTORIAL_SOURCES = ("init", "shuffle", "augment", "dropout", "data")
 
 _MASK63 = (1 << 63) - 1
 
@@ -61,6 +65,10 @@ class ReplicaSeeds:
     ``kernels`` is None for deterministic kernels; otherwise the run uses nondeterministic
     kernels (CUDA) or the CPU stand-in, a within-batch permutation drawn from this seed.
     ``bitflip`` is None for no flip; otherwise it picks which initial weight is nudged by one ulp.
+    ``data`` is None for the full training set in its original order (every condition that does
+    not vary it); otherwise the run trains on the resample of the training set it draws
+    (nondet.resample). It is left out of :meth:`as_dict` when None, so the job specs and files of
+    runs that do not vary it are those of the code before it existed.
     """
 
     init: int
@@ -69,13 +77,17 @@ class ReplicaSeeds:
     dropout: int
     kernels: int | None
     bitflip: int | None
+    data: int | None = None
 
     @property
     def deterministic(self) -> bool:
         return self.kernels is None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["data"] is None:
+            del out["data"]
+        return out
 
 
 def replica_seeds(condition: str, replica: int, base_seed: int) -> ReplicaSeeds:
@@ -118,7 +130,7 @@ def source_seeds(levels: dict[str, int], base_seed: int) -> ReplicaSeeds:
     for index, source in enumerate(SOURCES):
         if source in levels:
             seeds[source] = derive_seed(base_seed, index, int(levels[source]) + 1)
-        elif source in ("kernels", "bitflip"):
+        elif source in ("kernels", "bitflip", "data"):
             seeds[source] = None
         else:
             seeds[source] = derive_seed(base_seed, index, 0)

@@ -7,7 +7,8 @@
 - kernels: deterministic kernels unless ``seeds.kernels`` is set; then CUDA runs its fast
   nondeterministic kernels and CPU (which has none) optionally permutes examples within each batch
   as a labelled stand-in (same mathematics, different summation order);
-- bitflip: one initial weight nudged by one ulp, see :mod:`nondet.bitflip`.
+- bitflip: one initial weight nudged by one ulp, see :mod:`nondet.bitflip`;
+- data: a bootstrap or subsample of the training set (None: all of it), see :mod:`nondet.resample`.
 
 Augmentation and dropout masks are looked up by example index, so a new data order (``shuffle``)
 or the stand-in's within-batch permutation changes no example's augmentation or mask.
@@ -33,6 +34,7 @@ from .dropout import ExampleMasks, SeededDropout
 from .models import build_model, weight_decay_groups
 from .optim import SGD
 from .predict import predict
+from .resample import replica_index
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
 from .usermodel import training_draws
 
@@ -173,8 +175,13 @@ class ReplicaDraws:
     within-batch permutation, the augmentation and the dropout masks of every example."""
 
     def __init__(self, seeds: ReplicaSeeds, recipe: dict, n: int, device, dropout_ps=()):
-        self.seeds, self.n, self.batch_size, self.device = seeds, n, recipe["batch_size"], device
+        self.seeds, self.batch_size, self.device = seeds, recipe["batch_size"], device
         self.standin = (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
+        # the data source: the examples this replica trains on (None: all n, in their order);
+        # augmentation and masks stay keyed by the example's own index among all n
+        index = replica_index(seeds.data, n, recipe.get("resample"))
+        self.index = None if index is None else torch.from_numpy(index).to(device)
+        self.n = n if index is None else len(index)  # examples per epoch
         self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
         self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
 
@@ -196,8 +203,10 @@ class ReplicaDraws:
         return self._whole[1]
 
     def order(self, epoch: int) -> torch.Tensor:
+        """Example indices of the epoch in training order (a permutation of the resample)."""
         g = torch_generator(derive_seed(self.seeds.shuffle, epoch))
-        return torch.randperm(self.n, generator=g).to(self.device)
+        perm = torch.randperm(self.n, generator=g).to(self.device)
+        return perm if self.index is None else self.index[perm]
 
     def batch(self, order: torch.Tensor, epoch: int, b: int, data: Dataset):
         """(index, x, y) of batch ``b``; dropout masks are selected for its rows."""
@@ -339,10 +348,10 @@ def train_replica(
         momentum=recipe["momentum"],
         nesterov=recipe["nesterov"],
     )
-    n = len(data.y_train)
-    sched = Schedule(recipe, n)
     layers = dropout_layers(model)
-    draws = ReplicaDraws(seeds, recipe, n, device, [m.p for m in layers])
+    draws = ReplicaDraws(seeds, recipe, len(data.y_train), device, [m.p for m in layers])
+    n = draws.n  # examples per epoch: the training set, or this replica's resample of it
+    sched = Schedule(recipe, n)
     for m, masks in zip(layers, draws.masks):
         m.masks = masks
     curve, snapshots, diverged, step = Curve(), [], False, 0

@@ -117,6 +117,9 @@ def train_replicas_vectorized(
     drop_shapes = _dropout_shapes(models[0], data.x_train[:1])
     ps = [models[0].get_submodule(name).p for name in drop_shapes]
     draws = [ReplicaDraws(s, recipe, n, device, ps) for s in seeds_list]
+    if len({d.n for d in draws}) != 1:
+        raise ValueError("vectorised replicas must train on equally many examples (one data_resampling)")
+    n = draws[0].n  # examples per epoch: the training set, or each replica's resample of it
     params = {
         name: torch.stack([m.get_parameter(name).detach() for m in models]) for name, _ in models[0].named_parameters()
     }

@@ -261,3 +261,22 @@ def compare_targets():
 def model_check(model):
     """The check_model output a user model's training jobs wait for; none for built-ins."""
     return [f"results/checks/{model}.json"] if model in plan.user_models(config) else []
+
+
+# --- a researcher's own training script (rules/script.smk) ---
+SCRIPT_MODELS = "|".join(plan.script_models(config)) or "(?!)"
+SCRIPT_COMPARISONS = (
+    "|".join(
+        n
+        for n, s in config["comparisons"].items()
+        if s["model"] in plan.script_models(config)
+    )
+    or "(?!)"
+)
+
+
+def script_audit(model):
+    """The audit a script model's training jobs wait for (none with audit: off)."""
+    if model in plan.audited_models(config):
+        return [f"results/checks/{model}.audit.json"]
+    return []

@@ -12,7 +12,7 @@ BASE = {
     "replicas_per_job": 4,
     "conditions": {"shuffle_kernels": ["shuffle", "kernels"],
                    "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
-                   "same_as_all": ["init", "shuffle", "augment", "dropout", "kernels"]},
+                   "same_as_all": ["init", "shuffle", "augment", "dropout", "kernels", "data"]},
     "models": {"m": {"arch": "mlp", "params": {"dropout": 0.1}, "conditions": ["control", "shuffle_kernels",
                                                        "shuffle_augment_kernels", "same_as_all"]}},
 }  # fmt: skip

@@ -29,7 +29,7 @@ def test_seeds_are_pure_and_depend_on_base_seed():
     assert replica_seeds("all", 2, 5) == replica_seeds("all", 2, 5)
     a, b = replica_seeds("all", 2, 5), replica_seeds("all", 2, 6)
     seeded = [f.name for f in dataclasses.fields(a) if getattr(a, f.name) is not None]
-    assert seeded == ["init", "shuffle", "augment", "dropout", "kernels"]
+    assert seeded == ["init", "shuffle", "augment", "dropout", "kernels", "data"]
     assert all(getattr(a, name) != getattr(b, name) for name in seeded)
     assert derive_seed(1, 2) != derive_seed(2, 1)
     assert 0 <= derive_seed(0) < 2**63

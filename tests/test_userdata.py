@@ -58,7 +58,7 @@ def test_uint8_signals_are_normalised_per_channel():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"x_train": np.zeros((20, 8), np.float32)}, r"x_train has shape \(20, 8\); expected 1-D signals \(N, C, L\) or images"),
+        ({"x_train": np.zeros(20, np.float32)}, r"x_train has shape \(20,\); expected tabular features \(N, D\), 1-D signals"),
         ({"y_train": np.arange(19) % 3}, r"y_train has shape \(19,\); expected \(20,\), one label per example"),
         ({"y_train": np.full(20, 0.5)}, r"y_train is float64; labels must be integers 0..K-1"),
         ({"y_test": np.r_[np.arange(9) % 3, -1]}, r"y_test has label -1; labels must be 0..K-1"),

@@ -26,7 +26,7 @@ def same(a, b):
 
 
 @pytest.mark.parametrize("spec", [{"arch": "linear"}, MLP], ids=["linear", "mlp-dropout"])
-@pytest.mark.parametrize("condition", ["control", "shuffle", "all", "bitflip", "kernels"])
+@pytest.mark.parametrize("condition", ["control", "shuffle", "all", "bitflip", "kernels", "data"])
 def test_matmul_models_match_sequential_bitwise(small_data, recipe, spec, condition):
     """Every source (init, bit flip, order, augmentation, dropout, stand-in permutation) is drawn
     per replica exactly as in sequential training: for matmul-only models the results agree."""

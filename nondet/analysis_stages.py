@@ -118,7 +118,7 @@ def diversity_table(metric_paths, csv_path, md_path, log_path=None, expect=None)
     h5io.check_same_experiment(metric_paths, "data_hash")
     df = diversity_frame(load_rows(metric_paths, expect))
     notes = table_notes(df)
-    write_table(df, csv_path, md_path, notes=notes)
+    write_table(df, csv_path, md_path, notes=notes, reader=True)
     for line in notes:
         log.info(line)
     log.info(f"wrote {csv_path} and {md_path} ({len(df)} rows)")
@@ -203,7 +203,7 @@ def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None
     from .tables import diversity_frame, table_notes, write_table
 
     df = diversity_frame(load_rows(metric_paths, expect))
-    write_table(df, csv_path, md_path, notes=table_notes(df))
+    write_table(df, csv_path, md_path, notes=table_notes(df), reader=True)
     stability_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 

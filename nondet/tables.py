@@ -3,6 +3,8 @@ mitigation versus training budget."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from .h5io import atomic_path
@@ -59,13 +61,68 @@ def table_notes(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes=()) -> None:
+def _pm(mean, spread, digits: int) -> str:
+    """``mean ± spread`` with ``digits`` decimals; empty when the mean is missing."""
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.{digits}f}" + ("" if pd.isna(spread) else f" ± {spread:.{digits}f}")
+
+
+def _num(value, digits: int, sign: bool = False) -> str:
+    return "" if pd.isna(value) else f"{value:{'+' if sign else ''}.{digits}f}"
+
+
+#: The Markdown diversity table's columns, for a reader: header -> cell of a row.
+READER_COLUMNS = {
+    "model": lambda r: r["model"],
+    "condition": lambda r: r["condition"] + ("*" if "standin" in str(r.get("kernels_mode", "")) else ""),
+    "replicas": lambda r: str(int(r["n_replicas"])),
+    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
+    "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
+    "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
+    "Pearson": lambda r: _num(r["pearson"], 3),
+    "ensemble gain (pp)": lambda r: _num(r["ens_acc_gain"], 2, sign=True),
+    "CKA": lambda r: _num(r["cka"], 3) + (" †" if r.get("cka_on") == "logits" else ""),
+    "flips absorbed": lambda r: "" if pd.isna(r["n_absorbed"]) else f"{int(r['n_absorbed'])} of {int(r['n_replicas'])}",
+}  # fmt: skip
+
+
+def reader_markdown(df: pd.DataFrame, csv_name: str) -> str:
+    """A diversity-like table (one row per (model, condition)) as the few columns a person reads,
+    with the legend of its marks; ``csv_name`` (beside it) keeps every column."""
+    rows = [{h: cell(r) for h, cell in READER_COLUMNS.items()} for r in df.to_dict("records")]
+    text = pd.DataFrame(rows, columns=list(READER_COLUMNS)).to_markdown(index=False, disable_numparse=True)
+    legend = [
+        "Accuracy and cross-entropy (CE) over the test set, mean ± SD over replicas; disagreement "
+        "(% of test examples whose predicted class differs), Pearson correlation of the logits, "
+        "ensemble gain (2-model ensemble accuracy minus its members', percentage points) and "
+        "linear CKA averaged over pairs of replicas; disagreement ± its bootstrap SE over models."
+    ]
+    if "kernels_mode" in df and df["kernels_mode"].astype(str).str.contains("standin").any():
+        legend.append("* kernels: a CPU stand-in for nondeterministic kernels (examples permuted within each batch).")
+    if "cka_on" in df and (df["cka_on"] == "logits").any():
+        legend.append("† CKA computed on the logits (no penultimate features for this model).")
+    devices = ", ".join(sorted(df["device"].astype(str).unique())) if "device" in df else ""
+    legend.append(
+        f"Device: {devices}. Every column ({len(df.columns)}: bootstrap SEs, Spearman, the cross-entropy "
+        f"gain, the noise decomposition of acc_var, kernels_mode, ...) is in {csv_name}."
+    )
+    return text + "\n\n" + "\n\n".join(legend) + "\n"
+
+
+def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes=(), reader: bool = False) -> None:
+    """``df`` as CSV and, with ``md_path``, as Markdown followed by ``notes``: every column, or with
+    ``reader`` (a diversity-like table) only the columns of :func:`reader_markdown`."""
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False)
     if md_path:
+        if reader:
+            text = reader_markdown(df, Path(csv_path).name)
+        else:
+            text = df.to_markdown(index=False, floatfmt=f".{digits}g") + "\n"
         with atomic_path(md_path) as tmp:
             with open(tmp, "w") as f:
-                f.write(df.to_markdown(index=False, floatfmt=f".{digits}g") + "\n")
+                f.write(text)
                 for line in notes:
                     f.write(f"\n{line}\n")
 

@@ -1,0 +1,54 @@
+"""The Markdown diversity table shows a reader's columns and the notes; the CSV keeps every column.
+Pure table code, no training (well under a second)."""
+
+import pandas as pd
+
+from nondet.tables import READER_COLUMNS, diversity_frame, table_notes, write_table
+
+
+def _row(model, condition, **extra):
+    row = {
+        "model": model, "condition": condition, "device": "cpu", "n_replicas": 4, "acc_mean": 96.4213,
+        "acc_sd": 0.2601, "acc_sd_se": 0.05, "ce_mean": 0.15212, "ce_sd": 0.0052, "ce_sd_se": 0.001,
+        "disagreement": 3.1712, "disagreement_se": 0.1799, "pearson": 0.9451, "spearman": 0.94,
+        "ens_acc_gain": 0.4521, "ens_ce_gain": 0.01, "cka": 0.9251, "n_absorbed": float("nan"),
+        "n_identical_pairs": 0, "kernels_mode": "deterministic", "cka_on": "features",
+        "acc_var_shared": -0.084, "acc_var_shared_se": 0.02,
+    }  # fmt: skip
+    row.update(extra)
+    return row
+
+
+def test_diversity_markdown_is_for_a_reader_and_the_csv_keeps_everything(tmp_path):
+    df = diversity_frame([
+        _row("cnn", "all", kernels_mode="cpu-standin-batch-permutation"),
+        _row("cnn", "bitflip", n_absorbed=1.0),
+        _row("linear", "init", cka_on="logits"),
+        _row("cnn", "control", acc_sd=0.0, disagreement=0.0, disagreement_se=0.0, n_identical_pairs=6),
+    ])  # fmt: skip
+    csv, md = tmp_path / "diversity.csv", tmp_path / "diversity.md"
+    write_table(df, csv, md, notes=table_notes(df), reader=True)
+
+    assert list(pd.read_csv(csv).columns) == list(df.columns)  # every column, the SEs included
+    text = md.read_text()
+    header = text.splitlines()[0]
+    assert [h.strip() for h in header.strip("|").split("|")] == list(READER_COLUMNS)
+    assert "acc_var_shared" not in header and "spearman" not in header
+    lines = text.splitlines()
+    control = next(line for line in lines if "| control" in line)
+    assert "96.42 ± 0.00" in control and "0.00 ± 0.00" in control
+    row_all = next(line for line in lines if "| all*" in line)  # the stand-in is marked
+    assert "96.42 ± 0.26" in row_all and "3.17 ± 0.18" in row_all and "+0.45" in row_all
+    assert "| 1 of 4" in next(line for line in lines if "| bitflip" in line)
+    assert "0.925 †" in next(line for line in lines if line.startswith("| linear"))
+    assert "* kernels: a CPU stand-in" in text and "† CKA computed on the logits" in text
+    assert f"Every column ({len(df.columns)}:" in text and "diversity.csv" in text
+    assert "cnn/bitflip: 1 of 4 one-ulp flips absorbed" in text  # the notes follow the table
+    assert "WARNING" not in text
+
+
+def test_plain_markdown_still_has_every_column(tmp_path):
+    df = pd.DataFrame({"method": ["plain", "tta"], "acc_sd": [0.38, 0.25], "acc_sd_se": [0.08, 0.04]})
+    write_table(df, tmp_path / "m.csv", tmp_path / "m.md", notes=["a note"])
+    text = (tmp_path / "m.md").read_text()
+    assert "acc_sd_se" in text.splitlines()[0] and "\na note\n" in text

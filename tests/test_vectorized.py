@@ -25,15 +25,26 @@ def same(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def rel_diff(a, b):
+    return max(float(np.abs(a[k] - b[k]).max() / (np.abs(b[k]).max() + 1e-30)) for k in b)
+
+
 @pytest.mark.parametrize("spec", [{"arch": "linear"}, MLP], ids=["linear", "mlp-dropout"])
 @pytest.mark.parametrize("condition", ["control", "shuffle", "all", "bitflip", "kernels", "data"])
-def test_matmul_models_match_sequential_bitwise(small_data, recipe, spec, condition):
-    """Every source (init, bit flip, order, augmentation, dropout, stand-in permutation) is drawn
-    per replica exactly as in sequential training: for matmul-only models the results agree."""
+def test_matmul_models_match_sequential(small_data, recipe, spec, condition):
+    """Every source (init, bit flip, order, augmentation, dropout, stand-in permutation, data
+    resampling) is drawn per replica exactly as in sequential training: for matmul-only models
+    the results agree to rounding. Bitwise where vmap's batched matmul sums as the single one
+    does (a 2-core Intel Xeon); ~1e-7 relative on a 2-core AMD EPYC, whose batched kernel sums in
+    another order. Far closer than two replicas that draw different seeds."""
     vec, seq = both(spec, recipe, condition, small_data)
     for v, s in zip(vec, seq):
-        assert same(v["state"], s["state"])
+        assert v["state"].keys() == s["state"].keys() and rel_diff(v["state"], s["state"]) < 1e-5
         assert v["bitflip"] == s["bitflip"] and v["kernels_mode"] == s["kernels_mode"]
+    # replicas with different seeds differ by far more (a one-ulp flip, and the kernels stand-in's
+    # summation order, leave these two small models only ulps apart: not checked there)
+    if condition not in ("control", "bitflip", "kernels"):
+        assert rel_diff(seq[1]["state"], seq[0]["state"]) > 1e-3
 
 
 def test_cnn_vectorised_is_close_but_not_bitwise(small_data, recipe, cnn_spec):

@@ -1,82 +1,16 @@
-"""Is an improvement real? Two configurations against measured run-to-run noise, and variance
-components of a factorial design over sources of randomness.
+"""Variance components of a factorial design over sources of randomness, and per-example values
+of runs (the input of the verdict engine, ``nondet.inference``, which makes every comparison).
 
-Uses scipy.stats for every test and bootstrap; only the replicas-needed search and the ANOVA
-variance components (method of moments) are written here.
+Uses scipy.stats for the F tests; the ANOVA variance components (method of moments) are written
+here.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 from scipy import stats
-
-
-def _mean_diff(a, b, axis=-1):
-    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
-
-
-def power_two_sample(n: int, delta: float, sd: float, alpha: float) -> float:
-    """Power of the two-sided two-sample t-test with n replicas per arm (noncentral t)."""
-    if n < 2 or sd <= 0:
-        return float("nan")
-    df = 2 * n - 2
-    nc = abs(delta) / (sd * math.sqrt(2.0 / n))
-    t_crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc))
-
-
-def replicas_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8,
-                    max_n: int = 100_000) -> int:  # fmt: skip
-    """Smallest replicas per arm for which the two-sided t-test detects ``delta`` with ``power``."""
-    if delta == 0 or not np.isfinite(delta) or not sd > 0:
-        return -1  # undefined: no difference to detect, or no noise measured
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    n = max(2, int(2 * (z * sd / delta) ** 2))  # normal approximation, then exact search
-    while n > 2 and power_two_sample(n - 1, delta, sd, alpha) >= power:
-        n -= 1
-    while power_two_sample(n, delta, sd, alpha) < power:
-        n += 1
-        if n > max_n:
-            return -1
-    return n
-
-
-def compare_arms(baseline, candidate, alpha=0.05, power=0.8, effect=None, n_resamples=10_000,
-                 seed=0) -> dict:  # fmt: skip
-    """Candidate minus baseline for one metric (one value per replica in each arm)."""
-    a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
-    rng = np.random.default_rng(seed)
-    diff = float(a.mean() - b.mean())
-    boot = stats.bootstrap((a, b), _mean_diff, n_resamples=n_resamples, confidence_level=1 - alpha,
-                           method="percentile", vectorized=True, rng=rng)  # fmt: skip
-    welch = stats.ttest_ind(a, b, equal_var=False)
-    perm = stats.permutation_test((a, b), _mean_diff, permutation_type="independent",
-                                  n_resamples=n_resamples, vectorized=True, rng=rng)  # fmt: skip
-    sd = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
-    target = diff if effect is None else float(effect)
-    return {
-        "n_baseline": len(b),
-        "n_candidate": len(a),
-        "baseline_mean": float(b.mean()),
-        "baseline_sd": float(b.std(ddof=1)),
-        "candidate_mean": float(a.mean()),
-        "candidate_sd": float(a.std(ddof=1)),
-        "diff": diff,
-        "ci_low": float(boot.confidence_interval.low),
-        "ci_high": float(boot.confidence_interval.high),
-        "welch_t": float(welch.statistic),
-        "welch_p": float(welch.pvalue),
-        "permutation_p": float(perm.pvalue),
-        "effect_in_sd": diff / sd if sd > 0 else float("nan"),
-        "detect_diff": target,
-        "replicas_needed": replicas_needed(target, sd, alpha, power),
-        "alpha": alpha,
-        "power": power,
-    }
-
 
 # --- variance components of a full factorial design over sources ------------------------------
 

@@ -147,7 +147,7 @@ def atomic_h5(path, prov: dict):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version"):
+            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version", "content_sha256"):
                 if key in prov:
                     f.attrs[key] = str(prov[key])
             yield f

@@ -92,7 +92,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         # vanish inside a chunk and appear only between chunks
         log.info(f"[{label}] not vectorised: this condition varies the kernels source")
     if checkpoint_every:
-        checkpoints_for(ckpt_dir, job, log.info)
+        checkpoints_for(ckpt_dir, job, log.info, data.content_sha256)
     if path != "sequential":
         how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.stacked"
         log.info(f"training {len(runs)} runs together ({how})")
@@ -125,7 +125,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         )
     results = list(zip(job["replicas"], seeds_list, outs, absorbed))
 
-    prov = job_provenance("train", job, device)
+    prov = job_provenance("train", job, device, content_sha256=data.content_sha256)
     write_replicas(out_path, prov, results)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info(f"wrote {out_path}")
@@ -191,6 +191,13 @@ def predict(
     replicas = load_replicas(train_path, _job_expect(job))
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
+    trained_on = replicas[0]["content_sha256"] if replicas else None
+    if trained_on is not None and trained_on != data.content_sha256:
+        raise InputError(
+            f"input file {train_path} was trained on other data contents than {data_path} holds "
+            f"now (arrays' SHA-256 {trained_on} != {data.content_sha256}): the data set was "
+            f"regenerated since; {h5io.remake_hint(train_path)}"
+        )
     # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.plan.tta_spec)
     use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
     use_snapshots = method.startswith("snapshot")
@@ -215,7 +222,7 @@ def predict(
         features.append(h.cpu().numpy())
     prov = job_provenance(
         "predict", job, device, method=method, views=[name for name, _ in views],
-        tta=tta if use_tta else None,
+        tta=tta if use_tta else None, content_sha256=data.content_sha256,
     )  # fmt: skip
     write_predictions(out_path, prov, logits, features, data.y_test.cpu().numpy(), replicas, method, passes)
     log.info(

@@ -1,0 +1,168 @@
+"""Nothing silently wrong with the researcher's own files (issue 24): data sets identified by
+their contents, checkpoints read without running pickled code, reports from one config,
+imported probabilities, replicas missing from a file. Small: about a minute in all on 2 cores."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from nondet import analysis_stages, files, plan, torch_stages, training
+from nondet import config as cfg
+from nondet.data import make_mnist1d
+from nondet.h5io import InputError
+
+
+def arrays_config(path, **training_):
+    return cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "vectorize": "off",  # the tests replace nondet.training.train_replica
+            "dataset": {"name": "arrays", "path": str(path)},
+            "training": {"epochs": 2, "batch_size": 64, "eval_every": 0, **training_},
+            "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
+            "metrics": {"bootstrap_resamples": 20},
+        }
+    )
+
+
+def write_npz(path, seed):
+    np.savez(path, **make_mnist1d(seed=seed, num_samples=400))
+
+
+def read_weights(path):
+    return {r["replica"]: r["weights"] for r in files.load_replicas(path)}
+
+
+def assert_bitwise(a, b):
+    assert a.keys() == b.keys()
+    for r in a:
+        for name in a[r]:
+            assert np.array_equal(a[r][name], b[r][name]), (r, name)
+
+
+def kill_on_second_replica(monkeypatch, run):
+    """Run ``run()`` with training interrupted at its second replica (the first one's checkpoint
+    stays behind, as after a kill)."""
+    real, calls = training.train_replica, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_replica", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(training, "train_replica", real)
+
+
+def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeypatch):
+    """Issue 24, item 1: kill, regenerate my.npz with other contents, rerun. The data hash used
+    to be that of the path: training resumed the old-data checkpoint and a prediction made from
+    the old contents passed every check."""
+    npz = tmp_path / "my.npz"
+    write_npz(npz, seed=1)
+    c_old = arrays_config(npz)
+    data = tmp_path / "results" / "data" / "arrays.h5"
+    torch_stages.make_dataset(data, plan.data_spec(c_old), plan.data_hash(c_old))
+    job_old = plan.train_job(c_old, "cnn", "control", 0)
+    torch_stages.train(data, tmp_path / "old.h5", job_old, checkpoint_every=0)
+    old_pred = tmp_path / "old_pred.h5"
+    torch_stages.predict(data, tmp_path / "old.h5", old_pred, job_old)
+    out = tmp_path / "train" / "chunk0.h5"
+    kill_on_second_replica(monkeypatch, lambda: torch_stages.train(data, out, job_old, checkpoint_every=1))
+    assert (files.checkpoint_dir(out) / "replica_0000.pt").exists()
+
+    write_npz(npz, seed=2)  # same path, same shapes, other contents
+    c_new = arrays_config(npz)
+    assert plan.data_hash(c_new) != job_old["data_hash"]
+    # a dataset job planned before the file changed refuses to write the new contents as the old
+    with pytest.raises(Exception, match="changed after this workflow was planned"):
+        torch_stages.make_dataset(tmp_path / "stale.h5", plan.data_spec(c_old), job_old["data_hash"])
+    torch_stages.make_dataset(data, plan.data_spec(c_new), plan.data_hash(c_new))
+    job_new = plan.train_job(c_new, "cnn", "control", 0)
+    log = tmp_path / "train.log"
+    torch_stages.train(data, out, job_new, log_path=log, checkpoint_every=1)
+    text = log.read_text()
+    assert "ignoring the checkpoints" in text and "resuming" not in text
+    torch_stages.train(data, tmp_path / "clean.h5", job_new, checkpoint_every=0)
+    assert_bitwise(read_weights(out), read_weights(tmp_path / "clean.h5"))
+
+    # outputs made from the old contents are refused, naming the file and the data hash
+    with pytest.raises(InputError, match="data_hash") as err:
+        torch_stages.predict(data, tmp_path / "old.h5", tmp_path / "p.h5", job_new)
+    assert "old.h5" in str(err.value)
+    with pytest.raises(InputError, match="data_hash") as err:
+        analysis_stages.metrics([old_pred], tmp_path / "m.h5", plan.metrics_params(c_new, "cnn", "control"))
+    assert "old_pred.h5" in str(err.value)
+    assert not (tmp_path / "m.h5").exists()
+
+
+LOADER = """
+import numpy as np
+from nondet.data import make_mnist1d
+
+def load(seed):
+    # what the researcher's loader returns can change without the config changing
+    return make_mnist1d(seed=int(open(seed).read()), num_samples=400)
+"""
+
+
+def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
+    """Item 1 for ``loader``: the config (loader, args) is unchanged but its data are not; the
+    checkpoints are keyed by the arrays' SHA-256 and a training file of other contents is refused."""
+    (tmp_path / "myload.py").write_text(textwrap.dedent(LOADER))
+    seed_file = tmp_path / "seed.txt"
+    seed_file.write_text("1")
+    c = arrays_config(tmp_path / "unused.npz")
+    c = {**c, "dataset": {"name": "loader", "loader": "myload:load", "pythonpath": str(tmp_path),
+                          "args": {"seed": str(seed_file)}}}  # fmt: skip
+    c = cfg.validate(c)
+    data = tmp_path / "data.h5"
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    job = plan.train_job(c, "cnn", "control", 0)
+    torch_stages.train(data, tmp_path / "old.h5", job, checkpoint_every=0)
+    out = tmp_path / "train" / "chunk0.h5"
+    kill_on_second_replica(monkeypatch, lambda: torch_stages.train(data, out, job, checkpoint_every=1))
+
+    seed_file.write_text("2")
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    log = tmp_path / "train.log"
+    torch_stages.train(data, out, job, log_path=log, checkpoint_every=1)
+    text = log.read_text()
+    assert "ignoring the checkpoints" in text and "content_sha256" in text and "resuming" not in text
+    torch_stages.train(data, tmp_path / "clean.h5", job, checkpoint_every=0)
+    assert_bitwise(read_weights(out), read_weights(tmp_path / "clean.h5"))
+    with pytest.raises(InputError, match="trained on other data contents") as err:
+        torch_stages.predict(data, tmp_path / "old.h5", tmp_path / "p.h5", job)
+    assert "old.h5" in str(err.value)
+
+
+def test_a_damaged_data_set_file_is_refused(tmp_path):
+    import h5py
+
+    npz = tmp_path / "my.npz"
+    write_npz(npz, seed=1)
+    c = arrays_config(npz)
+    data = tmp_path / "data.h5"
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    with h5py.File(data, "r+") as f:
+        f["y_test"][0] = (f["y_test"][0] + 1) % 10
+    with pytest.raises(InputError, match="is damaged") as err:
+        files.load_dataset(data, plan.data_hash(c))
+    assert str(data) in str(err.value)
+
+
+def test_built_in_data_hash_is_that_of_the_config_section():
+    """The default outputs are not retrained: a built-in data set's hash is unchanged."""
+    from nondet.h5io import spec_hash
+
+    from tests.helpers import default_config
+
+    c = cfg.validate(default_config())
+    assert plan.data_hash(c) == spec_hash(dict(c["dataset"]))
+    assert json.dumps(plan.data_spec(c))  # plain

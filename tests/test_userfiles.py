@@ -166,3 +166,74 @@ def test_built_in_data_hash_is_that_of_the_config_section():
     c = cfg.validate(default_config())
     assert plan.data_hash(c) == spec_hash(dict(c["dataset"]))
     assert json.dumps(plan.data_spec(c))  # plain
+
+
+# --- item 2: checkpoints are read without running pickled code ---------------------------------
+
+
+class _Payload:
+    """Pickles as a call that creates a file when unpickled (what a hostile checkpoint can do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("content", ["pickled object", "random bytes"])
+def test_an_unreadable_or_pickled_checkpoint_is_ignored_without_running_it(
+    tmp_path, small_data, recipe, cnn_spec, content
+):
+    """A checkpoint holding a pickled object ran its code (a file was created) before the key
+    check; random bytes raised an uncaught UnpicklingError naming no file."""
+    import torch
+
+    from nondet.seeds import replica_seeds
+
+    ckpt = tmp_path / "replica_0000.pt"
+    marker = tmp_path / "payload_ran"
+    if content == "pickled object":
+        torch.save({"key": _Payload(marker), "epoch": 1}, ckpt)
+    else:
+        ckpt.write_bytes(np.random.default_rng(0).bytes(4096))
+    lines = []
+    seeds = replica_seeds("control", 0, 0)
+    run = {"epochs": 1}
+    res = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"),
+                                 log=lines.append, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert not marker.exists(), "the checkpoint's pickled code ran"
+    said = [line for line in lines if "ignoring checkpoint" in line]
+    assert said and str(ckpt) in said[0] and "cannot be read" in said[0] and "retraining" in said[0]
+    straight = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data,
+                                      torch.device("cpu"), log=lambda _: None)  # fmt: skip
+    for name in straight["state"]:
+        assert np.array_equal(res["state"][name], straight["state"][name])
+    # the ignored file was replaced by a readable checkpoint of this run: a rerun resumes from it
+    lines.clear()
+    again = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"),
+                                   log=lines.append, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert any("resuming from checkpoint" in line for line in lines)
+    for name in straight["state"]:
+        assert np.array_equal(again["state"][name], straight["state"][name])
+
+
+def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, recipe, cnn_spec):
+    """Snapshots (NumPy arrays) and curves survive a weights_only round trip bitwise."""
+    import torch
+
+    from nondet.seeds import replica_seeds
+
+    ckpt = tmp_path / "replica_0000.pt"
+    seeds = replica_seeds("all", 1, 0)
+    r = {**recipe, "epochs": 2, "cycles": 2}
+    first = training.train_replica(cnn_spec, r, seeds, small_data, torch.device("cpu"),
+                                   log=lambda _: None, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    torch.load(ckpt, weights_only=True)  # raises on any pickled object
+    state = training.load_checkpoint(ckpt, {"seeds": seeds.as_dict(), "recipe": r, "model": cnn_spec},
+                                     "cpu", log=lambda _: None)  # fmt: skip
+    assert state is not None and len(state["snapshots"]) == 2
+    for a, b in zip(state["snapshots"], first["snapshots"]):
+        assert a.keys() == b.keys() and all(
+            isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a
+        )

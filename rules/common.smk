@@ -261,3 +261,17 @@ def compare_targets():
 def model_check(model):
     """The check_model output a user model's training jobs wait for; none for built-ins."""
     return [f"results/checks/{model}.json"] if model in plan.user_models(config) else []
+
+
+# --- one config per report (nondet.reportcheck) ---
+def provenance_inputs(wildcards):
+    """Every table and figure of rule all, which provenance.csv lists with their SHA-256; under
+    --report, refuses a report whose files do not all come from this config."""
+    from nondet import reportcheck
+
+    target = "results/tables/provenance.csv"
+    if reportcheck.report_mode():
+        stale = reportcheck.stale_report(config, target)
+        if stale:
+            raise WorkflowError(f"cannot build the report: {stale}")
+    return [f for f in rules.all.input if f != target]

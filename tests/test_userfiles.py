@@ -237,3 +237,47 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
         assert a.keys() == b.keys() and all(
             isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a
         )
+
+
+# --- item 3: one report, one config ------------------------------------------------------------
+
+
+def tiny_workflow(lr):
+    return {
+        "experiment": "stale",
+        "replicas": 2,
+        "replicas_per_job": 2,
+        "dataset": {"num_samples": 300},
+        "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr},
+        "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
+        "metrics": {"bootstrap_resamples": 20},
+        "divergence": {"models": []},
+        "stability": {"models": []},
+        "mitigation": {"models": []},
+    }
+
+
+def test_a_report_after_a_failed_run_refuses_the_stale_table(tmp_path):
+    """provenance.csv was rewritten for the new config before training; when a later job failed,
+    diversity.csv stayed from the last good config and --report attributed it to the new settings,
+    rc 0. Four Snakemake runs of a 2-replica linear model: about 40 s on 2 cores."""
+    from helpers import snakemake
+
+    good, bad = tiny_workflow(0.1), tiny_workflow(1e37)  # lr 1e37: every replica diverges
+    snakemake(tmp_path, "--cores", "1", config=good)
+    table = (tmp_path / "results/tables/diversity.csv").read_text()
+    snakemake(tmp_path, "--report", "good.html", config=good)
+    assert (tmp_path / "good.html").exists()
+    failed = snakemake(tmp_path, "--cores", "1", config=bad, check=False)
+    assert failed.returncode != 0 and "did not diverge" in failed.stderr
+    assert (tmp_path / "results/tables/diversity.csv").read_text() == table  # stale, from lr 0.1
+    out = snakemake(tmp_path, "--report", "bad.html", config=bad, check=False)
+    assert out.returncode != 0 and not (tmp_path / "bad.html").exists()
+    assert "cannot build the report" in out.stderr and "was made from another config" in out.stderr
+    assert "results/tables/provenance.csv" in out.stderr
+    # the outputs of the last finished run still make its report: all from one config
+    snakemake(tmp_path, "--report", "again.html", config=good)
+    # a table rebuilt behind provenance.csv's back is named
+    (tmp_path / "results/tables/diversity.md").write_text("edited\n")
+    out = snakemake(tmp_path, "--report", "mixed.html", config=good, check=False)
+    assert out.returncode != 0 and "results/tables/diversity.md: not the file" in out.stderr

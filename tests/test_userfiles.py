@@ -281,3 +281,55 @@ def test_a_report_after_a_failed_run_refuses_the_stale_table(tmp_path):
     (tmp_path / "results/tables/diversity.md").write_text("edited\n")
     out = snakemake(tmp_path, "--report", "mixed.html", config=good, check=False)
     assert out.returncode != 0 and "results/tables/diversity.md: not the file" in out.stderr
+
+
+# --- item 4: imported probabilities are not read as logits ------------------------------------
+
+
+def test_probabilities_given_without_kind_are_refused_naming_group_files_and_key(tmp_path):
+    """Rows in [0, 1] summing to 1, given without kind: probabilities, were analysed as logits
+    (cross-entropy 2.05 instead of 1.19)."""
+    from scipy import special
+
+    from nondet.runs import RunsError, load_group
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 50)
+    (tmp_path / "g").mkdir()
+    for i in range(3):
+        z = rng.normal(0, 1, (50, 4))
+        z[np.arange(50), labels] += 1
+        np.save(tmp_path / "g" / f"run{i}.npy", special.softmax(z, -1))
+    np.save(tmp_path / "labels.npy", labels)
+    spec = {"predictions": str(tmp_path / "g" / "*.npy"), "labels": str(tmp_path / "labels.npy")}
+    with pytest.raises(RunsError) as err:
+        load_group(spec, "mine")
+    msg = str(err.value)
+    assert "runs.groups.mine" in msg and "3 of 3 run(s) hold probabilities" in msg
+    assert "run0.npy" in msg and "set runs.groups.mine.kind: probabilities" in msg
+    assert load_group({**spec, "kind": "probabilities"}, "mine")["logits"].shape == (3, 50, 4)
+    # logits that merely lie in [0, 1] are logits
+    for i in range(3):
+        np.save(tmp_path / "g" / f"run{i}.npy", rng.uniform(0, 1, (50, 4)))
+    assert load_group(spec, "mine")["logits"].shape == (3, 50, 4)
+
+
+@pytest.mark.parametrize("missing", ["labels", "metadata"])
+def test_missing_labels_or_metadata_file_of_imported_runs_names_it(tmp_path, missing):
+    """A missing labels or metadata file gave KeyError: 'm' in rule predict."""
+    from helpers import snakemake
+
+    (tmp_path / "g").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(tmp_path / "g" / f"run{i}.npy", rng.normal(0, 1, (20, 3)).astype(np.float32))
+    np.save(tmp_path / "labels.npy", np.arange(20) % 3)
+    (tmp_path / "meta.csv").write_text("file,seed\nrun0.npy,0\nrun1.npy,1\n")
+    group = {"predictions": "g/*.npy", "labels": "labels.npy", "metadata": "meta.csv", "model": "m"}
+    group[missing] = f"no_{missing}.file"
+    config = {"models": {}, "runs": {"groups": {"a": group}}, "metrics": {"bootstrap_resamples": 20}}
+    out = snakemake(tmp_path, "-n", config=config, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"config key runs.groups.a.{missing}: file 'no_{missing}.file' does not exist" in text
+    assert "KeyError" not in text

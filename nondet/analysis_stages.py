@@ -40,7 +40,10 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         log.warning(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s) from aggregates: {names}")
     keep = ~diverged
     if keep.sum() < 2:
-        raise InputError(f"{group}: pairwise metrics need >= 2 replicas that did not diverge, have {keep.sum()}")
+        raise InputError(
+            f"{group}: pairwise metrics need >= 2 replicas that did not diverge; the prediction "
+            f"files hold {len(keep)} replica(s), {int(diverged.sum())} of them diverged"
+        )
     row, arrays = summarize(
         pred["logits"][keep],
         pred["labels"],

@@ -149,6 +149,26 @@ def load_replicas(path, expect: dict | None = None) -> list[dict]:
     return out
 
 
+def check_replicas(path, job, have) -> None:
+    """A training or prediction file must hold exactly the replicas its job spec lists (``have``:
+    the indices it holds); raises InputError naming the file and each missing or extra one."""
+    if not isinstance(job, dict) or "replicas" not in job:  # imported runs list no replicas
+        return
+    want = [int(r) for r in job["replicas"]]
+    if sorted(have) == sorted(want):
+        return
+    missing = [r for r in want if r not in have]
+    extra = [r for r in have if r not in want]
+    what = "; ".join(
+        ([f"lacks replica(s) {', '.join(map(str, missing))}"] if missing else [])
+        + ([f"holds replica(s) {', '.join(map(str, extra))} its job does not list"] if extra else [])
+    )
+    raise InputError(
+        f"input file {path} {what} (its job lists replicas {want}, the file holds {sorted(have)}): "
+        f"it is incomplete or was edited; {h5io.remake_hint(path)}"
+    )
+
+
 def _job_expect(job: dict) -> dict:
     return {k: job[k] for k in ("spec_hash", "data_hash", "code_version")}
 
@@ -190,6 +210,8 @@ def load_predictions(paths, expect=None) -> dict:
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )
+    for p, part in zip(paths, parts):
+        check_replicas(p, part["prov"].get("job"), [int(r) for r in part["replicas"]])
     contents = {str(p): part["prov"]["content_sha256"] for p, part in zip(paths, parts)
                 if part["prov"].get("content_sha256")}  # fmt: skip
     if len(set(contents.values())) > 1:

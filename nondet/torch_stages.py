@@ -19,6 +19,7 @@ from .divergence import disagreement, log_steps, relative_distance, twin_runs, z
 from .files import (
     _job_expect,
     checkpoint_dir,
+    check_replicas,
     checkpoints_for,
     job_provenance,
     load_dataset,
@@ -189,6 +190,7 @@ def predict(
     training.set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
     replicas = load_replicas(train_path, _job_expect(job))
+    check_replicas(train_path, job, [r["replica"] for r in replicas])
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
     trained_on = replicas[0]["content_sha256"] if replicas else None

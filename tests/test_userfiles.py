@@ -333,3 +333,46 @@ def test_missing_labels_or_metadata_file_of_imported_runs_names_it(tmp_path, mis
     assert out.returncode != 0
     assert f"config key runs.groups.a.{missing}: file 'no_{missing}.file' does not exist" in text
     assert "KeyError" not in text
+
+
+# --- item 5: a file missing a replica ----------------------------------------------------------
+
+
+def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
+    """A train file missing a replica gave a table with one replica fewer and no warning."""
+    import h5py
+
+    c = cfg.validate(
+        {
+            "replicas": 3,
+            "replicas_per_job": 3,
+            "vectorize": "off",
+            "dataset": {"num_samples": 300},
+            "training": {"epochs": 1, "batch_size": 64, "eval_every": 0},
+            "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
+            "metrics": {"bootstrap_resamples": 20},
+        }
+    )
+    data = tmp_path / "data.h5"
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    job = plan.train_job(c, "lin", "init", 0)
+    torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
+    pred = tmp_path / "p.h5"
+    torch_stages.predict(data, tmp_path / "t.h5", pred, job)
+    params = plan.metrics_params(c, "lin", "init")
+    analysis_stages.metrics([pred], tmp_path / "m.h5", params)  # the whole file is fine
+
+    with h5py.File(tmp_path / "t.h5", "r+") as f:
+        del f["replica_0001"]
+    with pytest.raises(InputError, match=r"lacks replica\(s\) 1 ") as err:
+        torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p2.h5", job)
+    assert "t.h5" in str(err.value) and not (tmp_path / "p2.h5").exists()
+
+    with h5py.File(pred, "r+") as f:  # drop replica 2's row from every per-replica dataset
+        for key in ("logits", "features", "replicas", "diverged", "absorbed"):
+            kept = f[key][()][:2]
+            del f[key]
+            f.create_dataset(key, data=kept)
+    with pytest.raises(InputError, match=r"lacks replica\(s\) 2 ") as err:
+        analysis_stages.metrics([pred], tmp_path / "m2.h5", params)
+    assert "p.h5" in str(err.value) and not (tmp_path / "m2.h5").exists()

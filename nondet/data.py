@@ -447,6 +447,13 @@ def read_array_file(path, raw: bytes | None = None) -> dict:
         raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
     source = path if raw is None else io.BytesIO(raw)
     if path.suffix == ".npz":
+        head = raw[:4] if raw is not None else open(path, "rb").read(4)
+        if head[:2] != b"PK":  # np.load would say "contains pickled data" without the file
+            raise DataError(
+                f"dataset.path: {path} is not a .npz archive (a zip made by np.savez; it starts "
+                f"with {head!r}); write it with np.savez(path, x_train=..., y_train=..., "
+                "x_test=..., y_test=...)"
+            )
         with np.load(source, allow_pickle=False) as f:
             names, get = set(f.files), lambda k: f[k]
             missing = [k for k in KEYS if k not in names]
@@ -523,6 +530,11 @@ def validate_arrays(arrays: dict, source: str) -> dict:
     if len(out["y_train"]) < 2 or len(out["y_test"]) < 1:
         raise DataError(f"{source}: needs at least 2 training and 1 test example")
     k = int(out["y_train"].max()) + 1
+    if len(np.unique(out["y_train"])) < 2:
+        raise DataError(
+            f"{source}: y_train holds a single class ({int(out['y_train'][0])}): every model would "
+            "predict it and agree 100 %; a classification data set needs at least 2 classes"
+        )
     if (m := int(out["y_test"].max())) >= k:
         raise DataError(f"{source}: y_test has label {m}, but training labels only go to {k - 1}")
     if np.issubdtype(out["x_train"].dtype, np.floating):

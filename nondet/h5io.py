@@ -88,7 +88,20 @@ def provenance(**fields) -> dict:
 
 
 def _disk_full(e: BaseException) -> bool:
-    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    # h5py: RuntimeError "... errno = 28, error message = 'No space left on device' ..."
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "errno = 28" in str(e)
+
+
+def check_writable(path) -> None:
+    """Fail now, naming ``path``, if its folder cannot be made or written (a stage checks this
+    before its work, not after hours of training)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError("no write permission")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: output directory {path.parent} is not writable ({e})") from e
 
 
 def _free_space(directory) -> str:
@@ -105,17 +118,12 @@ def atomic_path(path):
     The temporary file is removed whatever happens; a full disk is reported as such.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError("no write permission")
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: output directory {path.parent} is not writable ({e})") from e
+    check_writable(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # h5py reports a full disk as a RuntimeError
         if not _disk_full(e):
             raise
         raise OutputError(

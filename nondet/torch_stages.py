@@ -44,7 +44,8 @@ def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip
 
     log = get_logger(log_path)
     data = load_dataset(data_path, data_hash)
-    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor)
+    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor,
+                    examples=data.x_train[:2])  # fmt: skip
     summary.update(input_shape=list(data.input_shape), num_classes=data.num_classes)
     with h5io.atomic_path(out_path) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1) + "\n")
@@ -66,6 +67,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
     """
 
     log = get_logger(log_path)
+    h5io.check_writable(out_path)  # before hours of training, also with checkpoint_every 0
     device = setup_torch(threads, job["device"])
     data = load_dataset(data_path, job["data_hash"], device)
     keys = ("model", "comparison", "arm", "factorial", "condition")

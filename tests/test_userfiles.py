@@ -376,3 +376,134 @@ def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
     with pytest.raises(InputError, match=r"lacks replica\(s\) 2 ") as err:
         analysis_stages.metrics([pred], tmp_path / "m2.h5", params)
     assert "p.h5" in str(err.value) and not (tmp_path / "m2.h5").exists()
+
+
+# --- item 6: unclear or wasteful cases end with a message naming the key or file --------------
+
+
+def test_full_disk_while_writing_hdf5_names_the_output_and_free_space(tmp_path):
+    """h5py reports ENOSPC as a raw RuntimeError naming only the temporary file."""
+    from nondet.h5io import OutputError, atomic_h5
+
+    out = tmp_path / "results" / "predict" / "chunk0.h5"
+    h5py_error = RuntimeError(
+        f"Can't write data (file write failed: time = Fri Dec  4 03:00:00 2026, filename = "
+        f"'{out.parent}/.chunk0.h5.tmp-1.h5', file descriptor = 5, errno = 28, error message = "
+        "'No space left on device', buf = 0x1, total write size = 4096)"
+    )
+    with pytest.raises(OutputError) as err:
+        with atomic_h5(out, {"kind": "predict"}) as f:
+            f.create_dataset("logits", data=np.zeros(4))
+            raise h5py_error
+    msg = str(err.value)
+    assert f"cannot write {out}: no space left on device" in msg and "MiB free" in msg
+    assert list(out.parent.iterdir()) == []  # no temporary file left
+
+
+def test_single_class_data_set_is_refused(tmp_path):
+    from nondet.data import DataError, make_dataset_arrays
+
+    a = make_mnist1d(seed=1, num_samples=200)
+    a["y_train"][:] = 3
+    a["y_test"][:] = 3
+    np.savez(tmp_path / "one.npz", **a)
+    with pytest.raises(DataError, match="y_train holds a single class"):
+        make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "one.npz")})
+
+
+def test_npz_that_is_not_a_zip_names_the_file(tmp_path):
+    from nondet.data import DataError, make_dataset_arrays
+
+    bad = tmp_path / "mine.npz"
+    np.save(tmp_path / "x.npy", np.zeros(3))
+    bad.write_bytes((tmp_path / "x.npy").read_bytes())  # an .npy saved under a .npz name
+    with pytest.raises(DataError, match="is not a .npz archive") as err:
+        make_dataset_arrays({"name": "arrays", "path": str(bad)})
+    assert str(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"models": {"../x": {"arch": "linear", "conditions": ["init"]}}}, "config key models: '../x' does not match"),
+        ({"models": {"a/b": {"arch": "linear", "conditions": ["init"]}}}, "they become folder names"),
+        ({"models": {"": {"arch": "linear", "conditions": ["init"]}}}, "config key models: '' does not match"),
+        ({"dataset": {"seed": 2**32}}, "config key dataset.seed: 4294967296 is greater than the maximum"),
+        ({"replicas": 10**7, "replicas_per_job": 10**7}, "more than max_replicas (default 10 x max_jobs) = 200000"),
+        ({"vectorize": True}, 'quote the value, e.g. "on"'),
+        ({"training": {"epochs": "3"}}, "write 3 in a --configfile"),
+    ],
+)
+def test_config_guards_and_hints(change, message):
+    from helpers import default_config
+
+    c = {**default_config(), **change}
+    if "models" in change:
+        c = {**c, "divergence": {"models": []}, "stability": {"models": []}, "mitigation": {"models": []}}
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(c)
+    assert message in str(err.value)
+    assert "write 3.0" not in str(err.value)
+
+
+def test_yaml_merge_key_is_not_a_syntax_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training: &t\n  epochs: 3\nmodels:\n  lin: {arch: linear, conditions: [init]}\n"
+                    "overrides:\n  lin:\n    init:\n      <<: *t\n      lr: 0.1\n")  # fmt: skip
+    loaded = cfg.load_yaml(path)
+    assert loaded["overrides"]["lin"]["init"] == {"epochs": 3, "lr": 0.1}
+    path.write_text("replicas: 2\nreplicas: 3\n")  # duplicates are still refused
+    with pytest.raises(cfg.ConfigError, match="duplicate key 'replicas'"):
+        cfg.load_yaml(path)
+
+
+def test_user_model_returning_nan_fails_its_check(tmp_path):
+    import torch
+
+    from nondet.usermodel import ModelError, check_model
+
+    (tmp_path / "nanmodel.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+
+            class Net(nn.Module):
+                def __init__(self, k):
+                    super().__init__()
+                    self.fc = nn.Linear(40, k)
+
+                def forward(self, x):
+                    return self.fc(x.flatten(1)) / (x.flatten(1).sum(1, keepdim=True) * 0)
+
+            def build(input_shape, num_classes):
+                return Net(num_classes)
+            """
+        )
+    )
+    spec = {"arch": "nanmodel:build", "params": {}, "pythonpath": str(tmp_path)}
+    x = torch.from_numpy(make_mnist1d(seed=1, num_samples=100)["x_train"][:2])
+    with pytest.raises(ModelError, match="forward returned NaN/inf logits"):
+        check_model(spec, (1, 40), 10, "mine", examples=x)
+
+
+def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch):
+    """With checkpoint_every 0 an unwritable folder was found only after training."""
+    import os
+
+    from nondet.h5io import OutputError
+
+    npz = tmp_path / "my.npz"
+    write_npz(npz, seed=1)
+    c = arrays_config(npz)
+    data = tmp_path / "data.h5"
+    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder) else real_access(p, mode))
+    calls = []
+    monkeypatch.setattr(training, "train_replica", lambda *a, **k: calls.append(1))
+    with pytest.raises(OutputError, match=f"output directory {folder} is not writable"):
+        torch_stages.train(data, folder / "chunk0.h5", plan.train_job(c, "cnn", "control", 0), checkpoint_every=0)
+    assert calls == []

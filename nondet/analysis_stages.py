@@ -142,9 +142,9 @@ def plot(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=Non
 def provenance_table(config: dict, csv_path, log_path=None, files=()) -> None:
     """Provenance of the run (versions, code version, config hash) for the report; ``files``:
     the tables and figures it covers, each listed with its SHA-256 (nondet.reportcheck)."""
-    from .reportcheck import file_rows
-
     import pandas as pd
+
+    from .reportcheck import file_rows
 
     try:  # the run's torch (its versions are in the provenance); absent in the analysis env
         import torch  # noqa: F401

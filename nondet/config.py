@@ -112,10 +112,7 @@ def _hint(e) -> str:
     x = e.instance
     if isinstance(x, bool) and "string" in str(e.validator_value):
         word = "on" if x else "off"
-        return (
-            f" (YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans: quote the value, "
-            f'e.g. "{word}")'
-        )
+        return f' (YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans: quote the value, e.g. "{word}")'
     if isinstance(x, float) and x.is_integer() and "integer" in str(e.validator_value):
         return f" (a whole number is meant: write {int(x)}, without the decimal point)"
     if isinstance(x, str) and "integer" in str(e.validator_value) and re.fullmatch(r"\s*[-+]?\d+\s*", x):

@@ -408,8 +408,7 @@ def group_inputs(config: dict, group: str) -> dict:
         if spec[name]:
             if not os.path.isfile(spec[name]):
                 raise RunsError(
-                    f"config key {key}.{name}: file {spec[name]!r} does not exist (relative to "
-                    f"{os.getcwd()})"
+                    f"config key {key}.{name}: file {spec[name]!r} does not exist (relative to {os.getcwd()})"
                 )
             files[name] = spec[name]
     return files

@@ -18,8 +18,8 @@ from .data import make_dataset  # noqa: F401 (the dataset stage needs no torch; 
 from .divergence import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
 from .files import (
     _job_expect,
-    checkpoint_dir,
     check_replicas,
+    checkpoint_dir,
     checkpoints_for,
     job_provenance,
     load_dataset,

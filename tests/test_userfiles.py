@@ -159,9 +159,9 @@ def test_a_damaged_data_set_file_is_refused(tmp_path):
 
 def test_built_in_data_hash_is_that_of_the_config_section():
     """The default outputs are not retrained: a built-in data set's hash is unchanged."""
-    from nondet.h5io import spec_hash
+    from helpers import default_config
 
-    from tests.helpers import default_config
+    from nondet.h5io import spec_hash
 
     c = cfg.validate(default_config())
     assert plan.data_hash(c) == spec_hash(dict(c["dataset"]))
@@ -234,9 +234,7 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
                                      "cpu", log=lambda _: None)  # fmt: skip
     assert state is not None and len(state["snapshots"]) == 2
     for a, b in zip(state["snapshots"], first["snapshots"]):
-        assert a.keys() == b.keys() and all(
-            isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a
-        )
+        assert a.keys() == b.keys() and all(isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a)
 
 
 # --- item 3: one report, one config ------------------------------------------------------------

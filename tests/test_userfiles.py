@@ -437,7 +437,7 @@ def test_config_guards_and_hints(change, message):
 
     c = {**default_config(), **change}
     if "models" in change:
-        c = {**c, "divergence": {"models": []}, "stability": {"models": []}, "mitigation": {"models": []}}
+        c = {**c, **{k: {"models": []} for k in ("divergence", "stability", "mitigation", "budget")}}
     with pytest.raises(cfg.ConfigError) as err:
         cfg.validate(c)
     assert message in str(err.value)

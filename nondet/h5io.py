@@ -111,6 +111,19 @@ def _free_space(directory) -> str:
         return "free space unknown"
 
 
+def unwritable_folders(paths) -> list[str]:
+    """The folders that would hold ``paths`` (each one's nearest existing ancestor) that cannot
+    be written: found while the workflow is planned, not after the jobs before them ran."""
+    bad = set()
+    for p in paths:
+        folder = Path(p).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            bad.add(str(folder))
+    return sorted(bad)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.

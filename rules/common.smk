@@ -274,4 +274,15 @@ def provenance_inputs(wildcards):
         stale = reportcheck.stale_report(config, target)
         if stale:
             raise WorkflowError(f"cannot build the report: {stale}")
-    return [f for f in rules.all.input if f != target]
+    files = [f for f in rules.all.input if f != target]
+    if not reportcheck.report_mode():
+        from nondet.h5io import unwritable_folders
+
+        bad = unwritable_folders([target, *files])
+        if bad:
+            raise WorkflowError(
+                f"output folder(s) {', '.join(bad)} cannot be written: the tables and figures "
+                "would fail only after every job before them ran; make them writable (or run in "
+                "another --directory)"
+            )
+    return files

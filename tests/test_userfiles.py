@@ -551,3 +551,31 @@ def test_workflow_after_regenerating_the_arrays_file_equals_a_clean_run(tmp_path
     table = "results/tables/diversity.csv"
     assert (run / table).read_text() == (clean / table).read_text()
     assert_bitwise(read_weights(out), read_weights(clean / "results/train/lin/init/chunk0.h5"))
+
+
+def test_unwritable_tables_folder_is_found_while_planning(tmp_path):
+    """A read-only results/tables was found only by the table job, after all training (or, made
+    first, provenance.csv failed while other jobs ran). Read-only: chmod, or for root (whom
+    permissions do not stop) the immutable flag."""
+    import os
+    import stat
+    import subprocess
+
+    from helpers import snakemake
+
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    tables.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    immutable = os.access(tables, os.W_OK)
+    if immutable:
+        subprocess.run(["chattr", "+i", str(tables)], check=True)
+    try:
+        assert not os.access(tables, os.W_OK)
+        out = snakemake(tmp_path, "-n", config=tiny_workflow(0.1), check=False)
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(tables)], check=True)
+        tables.chmod(stat.S_IRWXU)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "output folder(s) results/tables cannot be written" in text

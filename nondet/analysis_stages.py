@@ -39,7 +39,10 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         log.warning(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s) from aggregates: {names}")
     keep = ~diverged
     if keep.sum() < 2:
-        raise InputError(f"{group}: pairwise metrics need >= 2 replicas that did not diverge, have {keep.sum()}")
+        raise InputError(
+            f"{group}: pairwise metrics need >= 2 replicas that did not diverge; the prediction "
+            f"files hold {len(keep)} replica(s), {int(diverged.sum())} of them diverged"
+        )
     row, arrays = summarize(
         pred["logits"][keep],
         pred["labels"],
@@ -135,9 +138,12 @@ def plot(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=Non
 
 
 @stage
-def provenance_table(config: dict, csv_path, log_path=None) -> None:
-    """Provenance of the run (versions, code version, config hash) for the report."""
+def provenance_table(config: dict, csv_path, log_path=None, files=()) -> None:
+    """Provenance of the run (versions, code version, config hash) for the report; ``files``:
+    the tables and figures it covers, each listed with its SHA-256 (nondet.reportcheck)."""
     import pandas as pd
+
+    from .reportcheck import file_rows
 
     try:  # the run's torch (its versions are in the provenance); absent in the analysis env
         import torch  # noqa: F401
@@ -148,6 +154,7 @@ def provenance_table(config: dict, csv_path, log_path=None) -> None:
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in prov.items()]
     rows += [(f"version:{k}", v) for k, v in versions.items()]
     rows.append(("config", json.dumps(config, sort_keys=True)))
+    rows += file_rows(files)
     with h5io.atomic_path(csv_path) as tmp:
         pd.DataFrame(rows, columns=["key", "value"]).to_csv(tmp, index=False)
     get_logger(log_path).info(f"wrote {csv_path}")

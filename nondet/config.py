@@ -105,11 +105,21 @@ def _yaml_float(text: str) -> str:
 
 def _hint(e) -> str:
     """Extra words for a schema error whose cause is a YAML trap."""
+    if e.validator == "pattern" and str(e.validator_value).startswith("^[A-Za-z0-9_]"):
+        return " (names may hold letters, digits, _ and - only: they become folder names of the outputs)"
     if e.validator != "type":
         return ""
     x = e.instance
+    if isinstance(x, bool) and "string" in str(e.validator_value):
+        word = "on" if x else "off"
+        return f' (YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans: quote the value, e.g. "{word}")'
     if isinstance(x, float) and x.is_integer() and "integer" in str(e.validator_value):
         return f" (a whole number is meant: write {int(x)}, without the decimal point)"
+    if isinstance(x, str) and "integer" in str(e.validator_value) and re.fullmatch(r"\s*[-+]?\d+\s*", x):
+        return (
+            f" (a whole number that arrived as the string {x!r}: write {int(x)} in a --configfile; "
+            "values nested inside --config arrive as strings)"
+        )
     if isinstance(x, str):
         try:
             float(x)
@@ -453,6 +463,20 @@ def _check_plan_size(config: dict) -> None:
             "replicas (or comparisons/factorial sizes), raise replicas_per_job, or raise max_jobs "
             "if you really mean it."
         )
+    # every job spec lists its replicas: few jobs of huge replicas_per_job plan slowly too
+    replicas = config["replicas"] * len(groups(config))
+    replicas += sum(2 * spec["replicas"] for spec in config["comparisons"].values())
+    replicas += sum(math.prod(spec["levels"]) for spec in config["factorial"].values())
+    limit = config["max_replicas"] or 10 * config["max_jobs"]
+    if replicas > limit:
+        key = "max_replicas" if config["max_replicas"] else "max_replicas (default 10 x max_jobs)"
+        raise ConfigError(
+            f"config key replicas: this configuration trains about {replicas} replicas, more than "
+            f"{key} = {limit} (replicas {config['replicas']} x {len(groups(config))} (model, "
+            "condition) groups, plus comparisons and factorial cells; replicas_per_job "
+            f"{config['replicas_per_job']}). Lower replicas (or comparisons/factorial sizes), or "
+            "raise max_replicas if you really mean it."
+        )
 
 
 # --- bring your own runs (rules/runs.smk) -----------------------------------------------------
@@ -499,6 +523,8 @@ class _StrictLoader(yaml.SafeLoader):
 def _no_duplicates(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, merged by construct_mapping
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(

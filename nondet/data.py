@@ -36,6 +36,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     pad_fill: torch.Tensor | None = None  # per-channel crop padding (None = 0, the mean colour)
+    content_sha256: str | None = None  # SHA-256 of the arrays (arrays_sha256), when known
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +54,7 @@ class Dataset:
             self.x_test.to(device),
             self.y_test.to(device),
             None if self.pad_fill is None else self.pad_fill.to(device),
+            self.content_sha256,
         )
 
 
@@ -110,6 +112,62 @@ def md5sum(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def sha256_bytes(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+#: file SHA-256 by (path, inode, size, mtime, ctime); only files unchanged for 2 s are cached
+#: (a write within the timestamps' granularity could otherwise hide behind the same stat)
+_SHA_CACHE: dict = {}
+
+
+def file_sha256(path) -> str | None:
+    """SHA-256 of a file's bytes (None if it does not exist), cached while the file's stat is
+    unchanged: the plan asks for it once per job."""
+    import os
+    import time
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _SHA_CACHE:
+        return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    digest = h.hexdigest()
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        _SHA_CACHE[key] = digest
+    return digest
+
+
+def arrays_sha256(arrays: dict) -> str:
+    """SHA-256 of a data set's contents: every array's name, dtype, shape and bytes, in KEYS order
+    (the identity of a data set whatever file or loader it came from)."""
+    h = hashlib.sha256()
+    for k in KEYS:
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.reshape(-1).view(np.uint8))  # the bytes, without a copy
+    return h.hexdigest()
+
+
+def dataset_hash(spec: dict, file_sha: str | None = None) -> str:
+    """The ``data_hash`` of the data set ``spec`` describes: the hash of the config section, and
+    for ``arrays`` also of the file's contents (``file_sha``: its SHA-256; None = read it now), so
+    that a file regenerated at the same path is another data set (new checkpoints, new outputs)."""
+    from .h5io import spec_hash
+
+    if spec.get("name") != "arrays":
+        return spec_hash(spec)
+    if file_sha is None:
+        file_sha = file_sha256(spec["path"])
+    return spec_hash({**spec, "file_sha256": file_sha})
 
 
 def fetch_cifar10(root, download: bool = False, md5: dict | None = None, log=print) -> Path:
@@ -379,20 +437,31 @@ def make_svhn(path, download: bool = False, md5: dict | None = None, log=print) 
     return out
 
 
-def read_array_file(path) -> dict:
-    """x_train, y_train, x_test, y_test from one .npz or HDF5 (.h5/.hdf5) file."""
+def read_array_file(path, raw: bytes | None = None) -> dict:
+    """x_train, y_train, x_test, y_test from one .npz or HDF5 (.h5/.hdf5) file (``raw``: its
+    bytes, already read, e.g. to hash exactly what is loaded)."""
+    import io
+
     path = Path(path)
-    if not path.is_file():
+    if raw is None and not path.is_file():
         raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
+    source = path if raw is None else io.BytesIO(raw)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
+        head = raw[:4] if raw is not None else open(path, "rb").read(4)
+        if head[:2] != b"PK":  # np.load would say "contains pickled data" without the file
+            raise DataError(
+                f"dataset.path: {path} is not a .npz archive (a zip made by np.savez; it starts "
+                f"with {head!r}); write it with np.savez(path, x_train=..., y_train=..., "
+                "x_test=..., y_test=...)"
+            )
+        with np.load(source, allow_pickle=False) as f:
             names, get = set(f.files), lambda k: f[k]
             missing = [k for k in KEYS if k not in names]
             arrays = {k: get(k) for k in KEYS if k in names}
     elif path.suffix in (".h5", ".hdf5"):
         import h5py
 
-        with h5py.File(path, "r") as f:
+        with h5py.File(source, "r") as f:
             missing = [k for k in KEYS if k not in f]
             arrays = {k: f[k][()] for k in KEYS if k in f}
     else:
@@ -463,6 +532,11 @@ def validate_arrays(arrays: dict, source: str) -> dict:
     if len(out["y_train"]) < 2 or len(out["y_test"]) < 1:
         raise DataError(f"{source}: needs at least 2 training and 1 test example")
     k = int(out["y_train"].max()) + 1
+    if len(np.unique(out["y_train"])) < 2:
+        raise DataError(
+            f"{source}: y_train holds a single class ({int(out['y_train'][0])}): every model would "
+            "predict it and agree 100 %; a classification data set needs at least 2 classes"
+        )
     if (m := int(out["y_test"].max())) >= k:
         raise DataError(f"{source}: y_test has label {m}, but training labels only go to {k - 1}")
     if np.issubdtype(out["x_train"].dtype, np.floating):
@@ -471,10 +545,14 @@ def validate_arrays(arrays: dict, source: str) -> dict:
     return out
 
 
-def make_dataset_arrays(spec: dict, log=print) -> dict:
+def make_dataset_arrays(spec: dict, log=print, raw: bytes | None = None) -> dict:
     """Arrays of the data set described by the config's ``dataset`` section; with ``n_train`` /
-    ``n_test``, only the first so many examples of each split (a fixed subset, no random draw)."""
-    arrays = _dataset_arrays(spec, log)
+    ``n_test``, only the first so many examples of each split (a fixed subset, no random draw).
+    ``raw``: the bytes of an ``arrays`` file, already read."""
+    if raw is not None and spec["name"] == "arrays":
+        arrays = validate_arrays(read_array_file(spec["path"], raw), spec["path"])
+    else:
+        arrays = _dataset_arrays(spec, log)
     for split in ("train", "test"):
         n = spec.get(f"n_{split}")
         if n is None:
@@ -573,8 +651,23 @@ def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
 
     log = get_logger(log_path)
     t0 = time.perf_counter()
-    arrays = make_dataset_arrays(spec, log=log.info)
-    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash)
+    raw = None
+    if spec["name"] == "arrays":
+        # the file's bytes are read once, hashed and parsed: what is written is what was hashed
+        path = Path(spec["path"])
+        if not path.is_file():
+            raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
+        raw = path.read_bytes()
+        sha = sha256_bytes(raw)
+        if dataset_hash(spec, sha) != data_hash:
+            raise DataError(
+                f"dataset.path: {path} changed after this workflow was planned (its SHA-256 is "
+                f"now {sha}): run the workflow again, which plans with the new contents"
+            )
+        log.info(f"{path}: SHA-256 {sha}")
+    arrays = make_dataset_arrays(spec, log=log.info, raw=raw)
+    content = arrays_sha256(arrays)
+    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash, content_sha256=content)
     write_dataset(out_path, prov, arrays)
     shapes = {k: v.shape for k, v in arrays.items()}
-    log.info(f"wrote {out_path}: {shapes} in {time.perf_counter() - t0:.1f}s")
+    log.info(f"wrote {out_path}: {shapes}, contents SHA-256 {content}, in {time.perf_counter() - t0:.1f}s")

@@ -47,7 +47,7 @@ def write_dataset(out_path, prov: dict, arrays: dict) -> None:
 
 
 def load_dataset(path, expected_hash: str, device="cpu"):
-    from .data import from_arrays  # torch: only the torch stages read the data set
+    from .data import arrays_sha256, from_arrays  # torch: only the torch stages read the data set
 
     with open_input(path, "dataset") as f:
         if str(f.attrs.get("data_hash")) != expected_hash:
@@ -56,9 +56,18 @@ def load_dataset(path, expected_hash: str, device="cpu"):
                 f"(data_hash {f.attrs.get('data_hash')} != {expected_hash}); rerun its rule"
             )
         arrays = {k: f[k][()] for k in ("x_train", "y_train", "x_test", "y_test")}
-        spec = json.loads(f.attrs["provenance"])["dataset"]
-    return from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"),
+        prov = json.loads(f.attrs["provenance"])
+    spec = prov["dataset"]
+    content = arrays_sha256(arrays)
+    if prov.get("content_sha256", content) != content:
+        raise InputError(
+            f"data set {path} is damaged: its arrays' SHA-256 {content} differs from the "
+            f"{prov['content_sha256']} recorded when it was made; " + h5io.remake_hint(path)
+        )
+    data = from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"),
                        spec.get("pad_value", "mean"))  # fmt: skip
+    data.content_sha256 = content
+    return data
 
 
 def checkpoint_dir(out_path) -> Path:
@@ -67,11 +76,14 @@ def checkpoint_dir(out_path) -> Path:
     return out_path.with_name(f".{out_path.name}.checkpoints")
 
 
-def checkpoints_for(ckpt_dir: Path, job: dict, log=print) -> None:
-    """Make ``ckpt_dir`` hold only checkpoints of ``job``: checkpoints left by any other job spec
-    (other data, code version, settings or experiment name) are deleted, saying why."""
+def checkpoints_for(ckpt_dir: Path, job: dict, log=print, content_sha256: str | None = None) -> None:
+    """Make ``ckpt_dir`` hold only checkpoints of ``job`` on the data set whose arrays have the
+    SHA-256 ``content_sha256``: checkpoints left by any other job spec (other data, code version,
+    settings or experiment name) or made on other data contents are deleted, saying why."""
     key = {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
            "code_version": h5io.CODE_VERSION}  # fmt: skip
+    if content_sha256 is not None:
+        key["content_sha256"] = content_sha256
     key_file = ckpt_dir / "job.json"
     if ckpt_dir.exists():
         try:
@@ -115,7 +127,8 @@ def load_replicas(path, expect: dict | None = None) -> list[dict]:
     """Replicas of a training file: weights, curve and attributes."""
     out = []
     with open_input(path, "train", expect) as f:
-        job = json.loads(f.attrs["provenance"])["job"]
+        prov = json.loads(f.attrs["provenance"])
+        job = prov["job"]
         for name in sorted(k for k in f if k.startswith("replica_")):
             g = f[name]
             out.append(
@@ -130,9 +143,30 @@ def load_replicas(path, expect: dict | None = None) -> list[dict]:
                     "snapshots": [h5io.read_dict(g["snapshots"][c]) for c in sorted(g.get("snapshots", {}), key=int)],
                     "curve": h5io.read_dict(g["curve"]),
                     "job": job,
+                    "content_sha256": prov.get("content_sha256"),  # None: made before it was kept
                 }
             )
     return out
+
+
+def check_replicas(path, job, have) -> None:
+    """A training or prediction file must hold exactly the replicas its job spec lists (``have``:
+    the indices it holds); raises InputError naming the file and each missing or extra one."""
+    if not isinstance(job, dict) or "replicas" not in job:  # imported runs list no replicas
+        return
+    want = [int(r) for r in job["replicas"]]
+    if sorted(have) == sorted(want):
+        return
+    missing = [r for r in want if r not in have]
+    extra = [r for r in have if r not in want]
+    what = "; ".join(
+        ([f"lacks replica(s) {', '.join(map(str, missing))}"] if missing else [])
+        + ([f"holds replica(s) {', '.join(map(str, extra))} its job does not list"] if extra else [])
+    )
+    raise InputError(
+        f"input file {path} {what} (its job lists replicas {want}, the file holds {sorted(have)}): "
+        f"it is incomplete or was edited; {h5io.remake_hint(path)}"
+    )
 
 
 def _job_expect(job: dict) -> dict:
@@ -176,6 +210,13 @@ def load_predictions(paths, expect=None) -> dict:
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )
+    for p, part in zip(paths, parts):
+        check_replicas(p, part["prov"].get("job"), [int(r) for r in part["replicas"]])
+    contents = {str(p): part["prov"]["content_sha256"] for p, part in zip(paths, parts)
+                if part["prov"].get("content_sha256")}  # fmt: skip
+    if len(set(contents.values())) > 1:
+        lines = "\n".join(f"  {p}: {v}" for p, v in contents.items())
+        raise InputError(f"predictions made on different data contents (content_sha256 differs):\n{lines}")
     labels = parts[0]["labels"]
     for p, part in zip(paths, parts):
         if part["labels"].shape != labels.shape or not np.array_equal(part["labels"], labels):

@@ -88,7 +88,20 @@ def provenance(**fields) -> dict:
 
 
 def _disk_full(e: BaseException) -> bool:
-    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e)
+    # h5py: RuntimeError "... errno = 28, error message = 'No space left on device' ..."
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e) or "errno = 28" in str(e)
+
+
+def check_writable(path) -> None:
+    """Fail now, naming ``path``, if its folder cannot be made or written (a stage checks this
+    before its work, not after hours of training)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError("no write permission")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: output directory {path.parent} is not writable ({e})") from e
 
 
 def _free_space(directory) -> str:
@@ -98,6 +111,19 @@ def _free_space(directory) -> str:
         return "free space unknown"
 
 
+def unwritable_folders(paths) -> list[str]:
+    """The folders that would hold ``paths`` (each one's nearest existing ancestor) that cannot
+    be written: found while the workflow is planned, not after the jobs before them ran."""
+    bad = set()
+    for p in paths:
+        folder = Path(p).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            bad.add(str(folder))
+    return sorted(bad)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -105,17 +131,12 @@ def atomic_path(path):
     The temporary file is removed whatever happens; a full disk is reported as such.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError("no write permission")
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: output directory {path.parent} is not writable ({e})") from e
+    check_writable(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # h5py reports a full disk as a RuntimeError
         if not _disk_full(e):
             raise
         raise OutputError(
@@ -147,7 +168,7 @@ def atomic_h5(path, prov: dict):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version"):
+            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version", "content_sha256"):
                 if key in prov:
                     f.attrs[key] = str(prov[key])
             yield f

@@ -168,7 +168,12 @@ def data_inputs(config: dict) -> list[str]:
 
 
 def data_hash(config: dict) -> str:
-    return spec_hash(data_spec(config))
+    """The data set's identity: the hash of the config's dataset section and, for ``arrays``, of
+    the file's SHA-256 (nondet.data.dataset_hash: the file is read, the hash kept while its stat
+    is unchanged), so regenerating the file at the same path retrains from scratch."""
+    from .data import dataset_hash
+
+    return dataset_hash(data_spec(config))
 
 
 # --- training jobs: one base job, and what each kind adds --------------------------------------

@@ -192,6 +192,14 @@ def to_logits(values: np.ndarray, kind: str, source: str, tolerance: float) -> n
     return values.astype(np.float32)
 
 
+def looks_like_probabilities(values: np.ndarray, tolerance: float) -> bool:
+    """Every row in [0, 1] and summing to 1 (within ``tolerance``): probabilities, not logits."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or values.shape[-1] < 2 or values.min() < 0 or values.max() > 1 + tolerance:
+        return False
+    return bool(np.all(np.abs(values.sum(-1) - 1) <= tolerance))
+
+
 def read_metadata(path, files: list[str]) -> list[dict]:
     """One metadata row per file, from a CSV with a ``file`` column (path or file name)."""
     with open(path, newline="") as f:
@@ -236,7 +244,7 @@ def load_group(spec: dict, name: str = "group") -> dict:
             )
     labels = _check_labels(labels, labels_source)
     checksum = array_checksum(labels)
-    logits, sources, shape = [], [], None
+    logits, sources, shape, as_probabilities = [], [], None, []
     for path in files:
         values = np.asarray(read_array(path, fmt, spec["key"], DEFAULT_KEY, "predictions"))
         if values.ndim not in (2, 3):
@@ -264,7 +272,16 @@ def load_group(spec: dict, name: str = "group") -> dict:
         for i, run in enumerate(runs):
             source = path if len(runs) == 1 else f"{path}[{i}]"
             logits.append(to_logits(run, kind, source, tol))
+            if kind == "logits" and looks_like_probabilities(run, tol):
+                as_probabilities.append(source)
             sources.append({"file": path, "index": i if values.ndim == 3 else None, "sha256": digest})
+    if as_probabilities:
+        listed = ", ".join(as_probabilities[:5]) + (" ..." if len(as_probabilities) > 5 else "")
+        raise RunsError(
+            f"{what}: {len(as_probabilities)} of {len(logits)} run(s) hold probabilities, not "
+            f"logits (every row lies in [0, 1] and sums to 1): {listed}. Read as logits they "
+            f"would give wrong cross-entropies and ensembles; set {what}.kind: probabilities"
+        )
     n, k = shape
     if len(labels) != n:
         raise RunsError(f"{labels_source}: {len(labels)} labels but the runs have {n} examples ({files[0]})")
@@ -389,6 +406,10 @@ def group_inputs(config: dict, group: str) -> dict:
         files["features"] = match_files(spec["features"], f"config key {key}.features")
     for name in ("labels", "metadata"):
         if spec[name]:
+            if not os.path.isfile(spec[name]):
+                raise RunsError(
+                    f"config key {key}.{name}: file {spec[name]!r} does not exist (relative to {os.getcwd()})"
+                )
             files[name] = spec[name]
     return files
 
@@ -422,8 +443,13 @@ HELD_FIXED_IMPORTED = (
 
 
 def targets(config: dict) -> list[str]:
-    """Outputs of the runs section for rule all (the diversity table gets its rows anyway)."""
+    """Outputs of the runs section for rule all (the diversity table gets its rows anyway).
+    Every group's files are looked up first (group_inputs), so a missing labels or metadata file
+    or a glob matching nothing fails while the workflow is planned, naming the config key (in an
+    input function, Snakemake would go on to try rule predict and report its KeyError instead)."""
     runs = config["runs"]
+    for group in runs["groups"]:
+        group_inputs(config, group)
     models = sorted({spec["model"] for spec in runs["groups"].values()})
     out = [f"results/figures/diversity_{m}.{ext}" for m in models for ext in ("pdf", "png")]
     out += [f"results/runs/compare/{n}/verdict.csv" for n in runs["comparisons"]]

@@ -18,6 +18,7 @@ from .data import make_dataset  # noqa: F401 (the dataset stage needs no torch; 
 from .divergence import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
 from .files import (
     _job_expect,
+    check_replicas,
     checkpoint_dir,
     checkpoints_for,
     job_provenance,
@@ -43,7 +44,8 @@ def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip
 
     log = get_logger(log_path)
     data = load_dataset(data_path, data_hash)
-    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor)
+    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor,
+                    examples=data.x_train[:2])  # fmt: skip
     summary.update(input_shape=list(data.input_shape), num_classes=data.num_classes)
     with h5io.atomic_path(out_path) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1) + "\n")
@@ -65,6 +67,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
     """
 
     log = get_logger(log_path)
+    h5io.check_writable(out_path)  # before hours of training, also with checkpoint_every 0
     device = setup_torch(threads, job["device"])
     data = load_dataset(data_path, job["data_hash"], device)
     keys = ("model", "comparison", "arm", "factorial", "condition")
@@ -92,7 +95,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         # vanish inside a chunk and appear only between chunks
         log.info(f"[{label}] not vectorised: this condition varies the kernels source")
     if checkpoint_every:
-        checkpoints_for(ckpt_dir, job, log.info)
+        checkpoints_for(ckpt_dir, job, log.info, data.content_sha256)
     if path != "sequential":
         how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.stacked"
         log.info(f"training {len(runs)} runs together ({how})")
@@ -125,7 +128,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         )
     results = list(zip(job["replicas"], seeds_list, outs, absorbed))
 
-    prov = job_provenance("train", job, device)
+    prov = job_provenance("train", job, device, content_sha256=data.content_sha256)
     write_replicas(out_path, prov, results)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     log.info(f"wrote {out_path}")
@@ -189,8 +192,16 @@ def predict(
     training.set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
     replicas = load_replicas(train_path, _job_expect(job))
+    check_replicas(train_path, job, [r["replica"] for r in replicas])
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")
+    trained_on = replicas[0]["content_sha256"] if replicas else None
+    if trained_on is not None and trained_on != data.content_sha256:
+        raise InputError(
+            f"input file {train_path} was trained on other data contents than {data_path} holds "
+            f"now (arrays' SHA-256 {trained_on} != {data.content_sha256}): the data set was "
+            f"regenerated since; {h5io.remake_hint(train_path)}"
+        )
     # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.plan.tta_spec)
     use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
     use_snapshots = method.startswith("snapshot")
@@ -215,7 +226,7 @@ def predict(
         features.append(h.cpu().numpy())
     prov = job_provenance(
         "predict", job, device, method=method, views=[name for name, _ in views],
-        tta=tta if use_tta else None,
+        tta=tta if use_tta else None, content_sha256=data.content_sha256,
     )  # fmt: skip
     write_predictions(out_path, prov, logits, features, data.y_test.cpu().numpy(), replicas, method, passes)
     log.info(

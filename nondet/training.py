@@ -249,14 +249,47 @@ class Curve:
         return {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()}
 
 
+def _plain(obj):
+    """``obj`` with every NumPy array as a tagged tensor and NumPy scalars as Python ones, so a
+    checkpoint holds only what ``torch.load(weights_only=True)`` reads (no pickled objects)."""
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.array(obj, copy=True))}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _unplain(obj):
+    """The inverse of :func:`_plain` (tagged tensors back to NumPy arrays, bitwise)."""
+    if isinstance(obj, dict):
+        if obj.keys() == {"__ndarray__"}:
+            return obj["__ndarray__"].cpu().numpy()
+        return {k: _unplain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unplain(v) for v in obj)
+    return obj
+
+
 def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict | None:
-    """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None."""
+    """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None.
+
+    Read with ``torch.load(weights_only=True)``: a file holding pickled objects (from a colleague,
+    a cluster, anyone) is refused without running any of its code. Any file that cannot be read
+    so (damaged, truncated, random bytes, pickled objects, another layout) is ignored, saying so,
+    and the replica is trained from the start."""
     if path is None or not os.path.exists(path):
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError, KeyError) as e:  # damaged: start over, say so
-        log(f"{label} ignoring checkpoint {path}: it cannot be read ({e})")
+        state = _unplain(torch.load(path, map_location=device, weights_only=True))
+        if not isinstance(state, dict) or not isinstance(state.get("key"), dict):
+            raise ValueError("not a nondet checkpoint (no job key)")
+    except Exception as e:  # noqa: BLE001 (anything unreadable: start over, say so)
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        log(f"{label} ignoring checkpoint {path}: it cannot be read ({reason}); retraining")
         return None
     if state["key"] != key:
         differs = sorted(k for k in {*key, *state["key"]} if key.get(k) != state["key"].get(k))
@@ -268,10 +301,12 @@ def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict
 
 def save_checkpoint(path, key: dict, **state) -> None:
     """Write resumable state atomically (a kill mid-write leaves the previous checkpoint; a
-    failed write, e.g. a full disk, leaves no temporary file and says which file and why)."""
+    failed write, e.g. a full disk, leaves no temporary file and says which file and why).
+    Only tensors and plain types are stored (NumPy arrays as tagged tensors, :func:`_plain`)."""
     from .h5io import atomic_write
 
-    atomic_write(path, lambda tmp: torch.save({"key": key, **state}, tmp), "checkpoint")
+    payload = _plain({"key": key, **state})
+    atomic_write(path, lambda tmp: torch.save(payload, tmp), "checkpoint")
 
 
 def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe,

@@ -183,13 +183,15 @@ def training_draws(model: nn.Module, dropout_seed: int, step: int, device):
     return seeded_global_rng(derive_seed(dropout_seed, GLOBAL_RNG_KEY, int(step), 0), device)
 
 
-def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=(), bitflip_tensor=None):
-    """Every check a user model can fail, on a batch of 2 zero inputs; returns a summary."""
+def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=(), bitflip_tensor=None,
+                examples=None):  # fmt: skip
+    """Every check a user model can fail, on a batch of 2 inputs (``examples``: 2 examples of the
+    data set; default zeros); returns a summary."""
     from .bitflip import flip_candidates
 
     what = f"model {name} ({spec['arch']})"
     model = build_user_model(spec, in_shape, num_classes, 0, name)
-    x = torch.zeros((2, *in_shape))
+    x = torch.zeros((2, *in_shape)) if examples is None else examples[:2].float().cpu()
     model.eval()
     try:
         with torch.no_grad():
@@ -206,6 +208,13 @@ def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=()
             f"{what}: forward returned {shape} for a batch of 2; expected logits of shape "
             f"(batch, num_classes) = (2, {num_classes})"
         )
+    for part, value in (("logits", logits), ("features", features)):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise ModelError(
+                f"{what}: forward returned NaN/inf {part} for 2 examples of the data set (before "
+                "any training): every replica would be wasted; check the model's initialisation "
+                "and forward (divisions, logs, square roots)"
+            )
     n_dropout = sum(isinstance(m, SeededDropout) and m.p > 0 for m in model.modules())
     if "dropout" in conditions and n_dropout == 0:
         raise ModelError(f"{what}: condition 'dropout' needs an nn.Dropout with p > 0 in the model; it has none")

@@ -280,3 +280,28 @@ def script_audit(model):
     if model in plan.audited_models(config):
         return [f"results/checks/{model}.audit.json"]
     return []
+
+
+# --- one config per report (nondet.reportcheck) ---
+def provenance_inputs(wildcards):
+    """Every table and figure of rule all, which provenance.csv lists with their SHA-256; under
+    --report, refuses a report whose files do not all come from this config."""
+    from nondet import reportcheck
+
+    target = "results/tables/provenance.csv"
+    if reportcheck.report_mode():
+        stale = reportcheck.stale_report(config, target)
+        if stale:
+            raise WorkflowError(f"cannot build the report: {stale}")
+    files = [f for f in rules.all.input if f != target]
+    if not reportcheck.report_mode():
+        from nondet.h5io import unwritable_folders
+
+        bad = unwritable_folders([target, *files])
+        if bad:
+            raise WorkflowError(
+                f"output folder(s) {', '.join(bad)} cannot be written: the tables and figures "
+                "would fail only after every job before them ran; make them writable (or run in "
+                "another --directory)"
+            )
+    return files

@@ -419,10 +419,47 @@ def predictions_path(config: dict, group: str) -> str:
     return f"results/predict/{config['runs']['groups'][group]['model']}/{group}/chunk0.h5"
 
 
+def _npy_runs(spec: dict) -> int | None:
+    """Runs in a group of .npy prediction files, from their headers (None for other formats)."""
+    files = sorted(globlib.glob(spec["predictions"], recursive=True))
+    if not files or any(file_format(f, spec["format"]) != "npy" for f in files):
+        return None
+    shapes = [np.load(f, mmap_mode="r", allow_pickle=False).shape for f in files]
+    return sum(1 if len(shape) == 2 else shape[0] for shape in shapes)
+
+
+def check_comparison(config: dict, name: str) -> None:
+    """What a comparison of imported groups can be refused for before any job runs: fewer than 2
+    runs in a group of .npy files, or label files of the two groups that differ (other test
+    sets). The rest (other formats, labels inside the prediction files) is checked by the
+    import and compare jobs, naming the files."""
+    spec, groups = config["runs"]["comparisons"][name], config["runs"]["groups"]
+    key = f"config key runs.comparisons.{name}"
+    labels = {}
+    for arm in ("baseline", "candidate"):
+        group = groups[spec[arm]]
+        n = _npy_runs(group)
+        if n is not None and n < 2:
+            raise RunsError(f"{key}.{arm}: group {spec[arm]!r} holds {n} run: a comparison needs >= 2 per arm")
+        if group["labels"] and os.path.isfile(group["labels"]):
+            labels[arm] = read_array(
+                group["labels"], key=group["labels_key"], default=DEFAULT_LABELS_KEY, kind="labels"
+            )
+    if len(labels) == 2 and (labels["baseline"].shape != labels["candidate"].shape
+                             or not np.array_equal(labels["baseline"], labels["candidate"])):  # fmt: skip
+        raise RunsError(
+            f"{key}: groups {spec['baseline']!r} and {spec['candidate']!r} have different test labels "
+            f"({groups[spec['baseline']]['labels']} vs {groups[spec['candidate']]['labels']}): comparisons need "
+            "the same examples in the same order"
+        )
+
+
 def compare_params(config: dict, name: str, code_version: str) -> dict:
-    """Params of rule runs_compare: the verdict engine's, as for trained comparisons."""
+    """Params of rule runs_compare: the verdict engine's, as for trained comparisons (checked
+    first by ``check_comparison``)."""
     from .plan import per_metric
 
+    check_comparison(config, name)
     spec = config["runs"]["comparisons"][name]
     return {
         "name": name,

@@ -392,3 +392,24 @@ def test_trained_models_and_imported_runs_in_one_config_plan_without_ambiguity(t
     assert "results/train/cnn/init/chunk0.h5" in planned
     assert not any("train/runs" in p for p in planned)
     assert "results/figures/diversity_runs.pdf, results/figures/diversity_runs.png" in planned
+
+
+def test_comparisons_refused_before_any_job(tmp_path):
+    """One run in a group, or groups with different label files: refused when the comparison's
+    params are made (planning), naming the config key."""
+    from nondet.config import validate
+    from nondet.runs import check_comparison
+
+    logits, labels = make_runs(m=3)
+    one = write_npy(tmp_path / "one", logits[:1], labels)
+    two = write_npy(tmp_path / "two", logits, labels)
+    other = write_npy(tmp_path / "other", logits, np.roll(labels, 1))
+    groups = {"one": one, "two": two, "other": other}
+    comparisons = {"a": {"baseline": "two", "candidate": "one"}, "b": {"baseline": "two", "candidate": "other"}}
+    config = validate({"models": {}, "runs": {"groups": groups, "comparisons": comparisons}})
+    with pytest.raises(RunsError, match=r"runs.comparisons.a.candidate: group 'one' holds 1 run"):
+        check_comparison(config, "a")
+    with pytest.raises(RunsError, match=r"runs.comparisons.b: groups 'two' and 'other' have different test labels"):
+        check_comparison(config, "b")
+    config["runs"]["groups"]["other"]["labels"] = two["labels"]
+    check_comparison(config, "b")  # same labels: fine

@@ -201,7 +201,9 @@ def test_a_bitflip_tensor_the_model_lacks_fails_when_the_config_is_read():
     c = _paper_config()
     for m in ("linear", "mlp"):
         c["models"][m].pop("training", None)
-    with pytest.raises(cfg.ConfigError, match=r"training.bitflip_tensor: .*'stem.0.weight'.* model 'linear' .*fc.weight"):
+    with pytest.raises(
+        cfg.ConfigError, match=r"training.bitflip_tensor: .*'stem.0.weight'.* model 'linear' .*fc.weight"
+    ):
         cfg.validate(c)
     c = broken(models__cnn__training={"bitflip_tensor": "fc.weihgt"})
     with pytest.raises(cfg.ConfigError, match=r"models.cnn.training.bitflip_tensor: .* model 'cnn' .*body.0.weight"):

@@ -22,6 +22,7 @@ include: "rules/compare.smk"
 include: "rules/runs.smk"
 include: "rules/usermodel.smk"
 include: "rules/paper.smk"
+include: "rules/ensembles.smk"
 
 
 rule all:
@@ -32,5 +33,6 @@ rule all:
         figure_files(),
         instability_targets(),
         mitigation_targets(),
+        ensemble_targets(),
         compare_targets(),
         RUNS_TARGETS,

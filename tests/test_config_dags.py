@@ -29,6 +29,7 @@ import pytest
 from helpers import REPO, default_config, snakemake
 
 from nondet import config as cfg
+from nondet import plan
 
 
 def shipped_configs() -> list[Path]:
@@ -154,23 +155,40 @@ def _keep_models(config: dict) -> list[str]:
     return keep
 
 
+def condition_kind(config: dict, condition: str) -> str:
+    """What a condition exercises: control (bitwise identical replicas), bitflip (the flip and its
+    unperturbed twin, per model: its tensor), dropout (per model: its dropout layers) or seeds
+    (seed-varying sources and the kernels stand-in, one code path whatever the set)."""
+    if condition in ("control", "bitflip"):
+        return condition
+    sources = plan.condition_sources(config, condition)
+    return "dropout" if "dropout" in sources and condition != "all" else "seeds"
+
+
 def _keep_conditions(config: dict, keep: list[str], covered=()) -> dict:
-    """Per kept model, the conditions that still train every condition of the config once: a
-    model keeps those the mitigation study needs and those no model before it keeps; a model of
-    the stability sweep keeps at least one of init/bitflip/all (bitflip first), any other
-    model at least its first. ``covered``: models an overlay leaves as config.yaml has them."""
+    """Per kept model, the conditions that still train every kind of condition of the config
+    (:func:`condition_kind`): bitflip and dropout on every model that runs them, control and a
+    seed-varying condition once, and what the mitigation and budget studies need; a model of the
+    stability sweep keeps at least one of bitflip/init/all, any other model at least its first.
+    ``covered``: models an overlay leaves as config.yaml has them (its own case trains them)."""
     out, seen = {}, set()
     for name in sorted(keep, key=lambda m: -len(config["models"][m]["conditions"])):
         conditions = config["models"][name]["conditions"]
-        if name in covered:  # as in config.yaml, whose own case trains all its conditions
-            seen |= set(conditions)
-        need = set(config["mitigation"]["conditions"]) if name in config["mitigation"]["models"] else set()
-        need |= set(config["mitigation"]["conditions"]) if name in config["budget"]["models"] else set()
-        mine = [c for c in conditions if c in need or c not in seen]
-        if name in config["stability"]["models"] and not {"init", "bitflip", "all"} & set(mine):
-            mine.append(next(c for c in ("bitflip", "init", "all") if c in conditions))
+        if name in covered:
+            seen |= {condition_kind(config, c) for c in conditions}
+        need = set()
+        if name in config["mitigation"]["models"] or name in config["budget"]["models"]:
+            need = set(config["mitigation"]["conditions"])
+        seen |= {condition_kind(config, c) for c in need}
+        mine = set(need)
+        for c in conditions:
+            kind = condition_kind(config, c)
+            if kind in ("bitflip", "dropout") and name not in covered or kind not in seen:
+                mine.add(c)
+                seen.add(kind)
+        if name in config["stability"]["models"] and not {"init", "bitflip", "all"} & mine:
+            mine.add(next(c for c in ("bitflip", "init", "all") if c in conditions))
         out[name] = [c for c in conditions if c in mine] or conditions[:1]
-        seen |= set(out[name])
     return out
 
 
@@ -183,8 +201,8 @@ def _unchanged_models(path: Path, full: dict) -> set[str]:
 
 
 def reduce_config(path: Path, root: Path) -> dict:
-    """``path``'s config at smoke size: every rule of its DAG and every condition it trains,
-    once. One model per architecture, each condition on one model, the first comparison and
+    """``path``'s config at smoke size: every rule of its DAG and every kind of condition it
+    trains. One model per architecture, each kind of condition once, the first comparison and
     factorial design, the last TTA spec, one budget, 2 replicas (all in one job), 2 epochs."""
     raw = full_config(path)
     full = cfg.validate(raw)  # the full config itself must be valid
@@ -255,17 +273,16 @@ def full_dag_rules(path: Path, workdir: Path, targets) -> set[str]:
     return dag_rules(snakemake(workdir, "-n", *targets, config=config))
 
 
-def extra_targets(path: Path, config: dict) -> list[str]:
-    """Targets beside `all`: the paper side-by-side table (rules/paper.smk) wherever a
-    mitigation study runs, and make budget's mitigation_budget for config.yaml."""
-    out = ["results/tables/paper_comparison.csv"] if config["mitigation"]["models"] else []
-    return out + (["mitigation_budget"] if path == REPO / "config.yaml" and config["budget"]["models"] else [])
+def extra_targets(config: dict) -> list[str]:
+    """Targets beside `all`: the paper side-by-side table (rules/paper.smk, not part of `all`)
+    wherever a mitigation study runs. (make budget's study: tests/test_budget.py.)"""
+    return ["results/tables/paper_comparison.csv"] if config["mitigation"]["models"] else []
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_rule_of_a_shipped_config_runs(path, tmp_path):
     full = cfg.validate(full_config(path))
-    targets = ["all", *extra_targets(path, full)]
+    targets = ["all", *extra_targets(full)]
     plan_dir, work = tmp_path / "plan", tmp_path / "work"
     plan_dir.mkdir(), work.mkdir()
     wanted = full_dag_rules(path, plan_dir, targets)

@@ -386,6 +386,7 @@ def plan_size(config: dict) -> int:
     n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
     mit = config["mitigation"]
     n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    n += len(mit["models"]) * len(mit["conditions"]) + bool(mit["models"])  # ensembles, their table
     budget = config["budget"]
     n_budget = len(budget["models"]) * len(mit["conditions"]) * len(budget["epochs"])
     n += n_budget * (2 * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table

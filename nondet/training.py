@@ -74,6 +74,13 @@ def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def accelerator_name(device: torch.device) -> str:
+    """The hardware of a resumable run: a checkpoint written on another GPU type (or on the CPU)
+    is not resumed from, since its kernels round differently (a control replica resumed there
+    would no longer be bitwise the uninterrupted run)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def kernels_mode(seeds: ReplicaSeeds, device: torch.device, cpu_standin: bool) -> str:
     """How the ``kernels`` source is realised in this run, for tables and provenance."""
     if seeds.deterministic:
@@ -353,7 +360,8 @@ def train_replica(
             params = torch.cat([p.detach().flatten() for p in model.parameters()])
             records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test, bf16=bf16)[0]))
 
-    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec}
+    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec,
+                                  "accelerator": accelerator_name(device)}  # fmt: skip
     state = load_checkpoint(checkpoint, resume_key, device, log, label)
     if state is not None:
         model.load_state_dict(state["model"])

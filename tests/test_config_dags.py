@@ -14,7 +14,7 @@ its own; every other one is merged over config.yaml, as their headers say.
 
 Cost, measured on the shared 2-core VM under a load average of 8-13 (other engineers' tests):
 16 min 40 s for the six configs (paper.yaml 267 s, config.yaml 238 s, compare_example 225 s,
-paper_cpu 115 s, examples 106 s, runs_example 49 s; 169 jobs, mostly process start-up), plus a
+paper_cpu 115 s, examples 106 s, runs_example 49 s; 161 jobs, mostly process start-up), plus a
 few seconds per config for the HTML report. Not measured on a quiet machine.
 """
 

@@ -232,6 +232,7 @@ def test_every_paper_model_flips_a_tensor_it_has():
     assert {m: t for m, t in targets.items() if not m.startswith("resnet")} == {
         "linear": "fc.weight",
         "mlp": "hidden.weight",
+        "mlp512": "hidden.weight",  # the authors' HiddenNet1 (no BatchNorm, so hidden.bias exists too)
     }
     assert {targets[m] for m in targets if m.startswith("resnet")} == {"stem.0.weight"}
     for m, tensor in targets.items():

@@ -3,8 +3,9 @@
 For config.yaml, examples/config.yaml and every file under configs/ (found by glob, so a new
 config is covered without editing this file), the config is reduced to a CPU smoke size (2
 replicas, 2 epochs, tiny stand-in data in the real on-disk formats, narrow models, one model per
-architecture, one twin per source) with the SAME sections, conditions and methods, so that its
-DAG has every rule of the full config's DAG. The test runs it and checks that every rule the
+architecture, one twin per source, one condition per kind, bitflip and dropout on every model
+that runs them) with the SAME sections and methods, so that its DAG has every rule of the full
+config's DAG (checked). The test runs it and checks that every rule the
 dry run of the full config plans was executed. A dry run of the full config alone does not show
 that its jobs can run: configs/paper.yaml once planned bitflip jobs of its linear model and MLP
 with the ResNets' stem conv as target, which raised at their first step.
@@ -152,9 +153,7 @@ def _named_outside_stability(config: dict, model: str) -> bool:
 def _keep_models(config: dict) -> list[str]:
     """Every model a section names outside the stability sweep, and one model per architecture
     among the rest (the sweep's depth and width variants run the same rules)."""
-    named = set(config["divergence"]["models"]) | set(config["mitigation"]["models"])
-    named |= set(config["budget"]["models"])
-    named |= {s["model"] for section in ("comparisons", "factorial") for s in config[section].values()}
+    named = {m for m in config["models"] if _named_outside_stability(config, m)}
     keep, archs = [], {config["models"][m]["arch"] for m in named}
     for name, spec in config["models"].items():
         if name in named or spec["arch"] not in archs:
@@ -219,7 +218,7 @@ def reduce_config(path: Path, root: Path) -> dict:
     keep = _keep_models(full)
     # an overlay's models that config.yaml has as they are and only the stability sweep names
     # (config.yaml's own case runs them), while the sweep keeps another model
-    only_swept = [m for m in keep if m in covered and _named_outside_stability(full, m) is False]
+    only_swept = [m for m in keep if m in covered and not _named_outside_stability(full, m)]
     if [m for m in full["stability"]["models"] if m in keep and m not in only_swept]:
         keep = [m for m in keep if m not in only_swept]
     conditions = _keep_conditions(full, keep, covered)

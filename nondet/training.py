@@ -183,6 +183,9 @@ class ReplicaDraws:
         self.seeds, self.n, self.batch_size, self.device = seeds, n, recipe["batch_size"], device
         self.standin = (not seeds.deterministic) and device.type == "cpu" and recipe["kernels_cpu_standin"]
         self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
+        # the authors' coupling (recipe augment_keyed_by: position): an example's augmentation
+        # follows its position in the epoch's order, so a new shuffle also re-augments it
+        self.by_position = recipe.get("augment_keyed_by", "example") == "position"
         self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
 
     #: training sets up to this size (bytes) are augmented whole once per epoch, batches then
@@ -209,15 +212,17 @@ class ReplicaDraws:
     def batch(self, order: torch.Tensor, epoch: int, b: int, data: Dataset):
         """(index, x, y) of batch ``b``; dropout masks are selected for its rows."""
         index = order[b * self.batch_size : (b + 1) * self.batch_size]
+        position = torch.arange(b * self.batch_size, b * self.batch_size + len(index), device=self.device)
         if self.standin:
             g = torch_generator(derive_seed(self.seeds.kernels, epoch, b))
-            index = index[torch.randperm(len(index), generator=g).to(self.device)]
-        x = self._augmented(epoch, data)
-        if x is not None:  # a copy of the rows: bitwise what augmenting the batch gives
-            x = x[index]
+            perm = torch.randperm(len(index), generator=g).to(self.device)
+            index, position = index[perm], position[perm]  # the stand-in moves no augmentation
+        whole = None if self.by_position else self._augmented(epoch, data)
+        if whole is not None:  # a copy of the rows: bitwise what augmenting the batch gives
+            x = whole[index]
         else:
             self.augment.fill = data.pad_fill
-            x = self.augment(data.x_train[index], index, epoch)
+            x = self.augment(data.x_train[index], position if self.by_position else index, epoch)
         for m in self.masks:
             m.select(epoch, index)
         return index, x, data.y_train[index]

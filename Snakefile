@@ -23,6 +23,7 @@ include: "rules/runs.smk"
 include: "rules/usermodel.smk"
 include: "rules/script.smk"
 include: "rules/paper.smk"
+include: "rules/ensembles.smk"
 
 
 rule all:
@@ -33,5 +34,6 @@ rule all:
         figure_files(),
         instability_targets(),
         mitigation_targets(),
+        ensemble_targets(),
         compare_targets(),
         RUNS_TARGETS,

@@ -352,3 +352,91 @@ def paper_comparison(expected_path, diversity_path, mitigation_path, csv_path, m
     for line in notes:
         log.warning(line)
     log.info(f"wrote {csv_path} and {md_path} ({len(df)} of {len(expected)} published numbers)")
+
+
+@stage
+def ensembles(predict_paths, out_path, params: dict, log_path=None) -> None:
+    """k-model ensembles of one (model, condition)'s replicas (nondet.ensembles) as HDF5: per k
+    a group ``k<k>`` with the ensembles' logits, their members and the table row."""
+    from .ensembles import ensemble_row, ensemble_sizes, make_ensembles
+
+    log = get_logger(log_path)
+    pred = load_predictions(predict_paths, params.get("inputs"))
+    group = f"{params['model']}/{params['condition']}"
+    keep = ~pred["diverged"]
+    if (~keep).any():
+        log.warning(f"{group}: excluding {(~keep).sum()} diverged replica(s)")
+    order = np.argsort(pred["replicas"][keep], kind="stable")
+    logits, replicas = pred["logits"][keep][order], pred["replicas"][keep][order]
+    ks = ensemble_sizes(len(logits))
+    if not ks:
+        raise InputError(f"{group}: ensembles need >= 2 replicas that did not diverge, have {len(logits)}")
+    job = pred["job"]
+    prov = provenance(kind="ensembles", params=params, experiment=job["experiment"],
+                      data_hash=job["data_hash"], spec_hash=h5io.spec_hash(params))  # fmt: skip
+    with h5io.atomic_h5(out_path, prov) as f:
+        f.create_dataset("labels", data=pred["labels"])
+        for k in ks:
+            ens = make_ensembles(logits, k)
+            row = {"model": params["model"], "condition": params["condition"], "method": "ensemble",
+                   "models_averaged": k, "train_runs": k, "test_passes": k * pred["test_passes"],
+                   "epochs": job["recipe"]["epochs"], **ensemble_row(ens, pred["labels"])}  # fmt: skip
+            g = f.create_group(f"k{k}")
+            g.create_dataset("logits", data=ens)
+            g.create_dataset("members", data=replicas[: len(ens) * k].reshape(len(ens), k))
+            g.attrs["row"] = json.dumps(row)
+            log.info(f"{group} k={k}: {len(ens)} ensembles, acc {row['acc_mean']:.2f}±{row['acc_sd']:.3f}%, "
+                     f"disagreement {row['disagreement']:.2f}%")  # fmt: skip
+
+
+def load_ensemble_rows(paths, expect=None) -> list[dict]:
+    from .files import _expectations
+
+    rows = []
+    for p, e in zip(paths, _expectations(paths, expect)):
+        with h5io.open_input(p, "ensembles", e) as f:
+            rows += sorted((json.loads(f[g].attrs["row"]) for g in f if g.startswith("k")),
+                           key=lambda r: r["models_averaged"])  # fmt: skip
+    return rows
+
+
+@stage
+def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
+                   expect=None):  # fmt: skip
+    """k-model ensembles beside snapshot ensembles and TTA (one training run each): table and
+    figure of SD of accuracy, disagreement between ensembles and accuracy against the cost."""
+    import pandas as pd
+
+    from .plots import ensembles_figure
+    from .tables import write_table
+
+    log = get_logger(log_path)
+    h5io.check_same_experiment(list(ensemble_paths) + list(mitigation_paths), "data_hash")
+    rows = load_ensemble_rows(ensemble_paths, expect)
+    for r in load_rows(mitigation_paths, expect):
+        if r["method"] == "plain":  # the k = 1 row
+            continue
+        rows.append({"model": r["model"], "condition": r["condition"], "method": r["method"],
+                     "models_averaged": r["cycles"] if r["method"].startswith("snapshot") else 1,
+                     "train_runs": 1, "test_passes": r["test_passes"], "epochs": r["epochs"],
+                     "n_ensembles": r["n_replicas"], **{k: r[k] for k in ("acc_mean", "acc_sd", "ce_mean",
+                                                                          "ce_sd", "disagreement")}})  # fmt: skip
+    columns = ["model", "condition", "method", "models_averaged", "train_runs", "test_passes", "epochs",
+               "n_ensembles", "acc_mean", "acc_sd", "ce_mean", "ce_sd", "disagreement"]  # fmt: skip
+    df = pd.DataFrame(rows, columns=columns)
+    notes = []
+    for (model, condition), g in df.groupby(["model", "condition"], sort=False):
+        ens = g[g["method"] == "ensemble"].sort_values("train_runs")
+        cheap = g[g["method"] != "ensemble"]
+        line = f"{model}/{condition}: SD of accuracy " + ", ".join(
+            f"{sd:.3g} % at k = {k}" for k, sd in zip(ens["models_averaged"], ens["acc_sd"])
+        )
+        if len(cheap):
+            best = cheap.loc[cheap["acc_sd"].idxmin()]
+            line += f"; with one training run, {best['method']} reaches {best['acc_sd']:.3g} %"
+        notes.append(line + f" (ensembles of disjoint groups: {', '.join(map(str, ens['n_ensembles']))} of them).")
+    write_table(df, csv_path, md_path, notes=notes)
+    ensembles_figure(df, pdf_path, png_path)
+    for line in notes:
+        log.info(line)
+    log.info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")

@@ -182,6 +182,7 @@ def validate(config: dict) -> dict:
     _check_semantics(config)
     _check_sections(config)
     _check_comparisons(config)
+    _check_bitflip_tensors(config)
     _check_runs(config)
     _check_plan_size(config)
     return config
@@ -450,6 +451,49 @@ def _check_comparisons(config: dict) -> None:
         dropout = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}.get("dropout", 0)
         if "dropout" in spec["sources"] and not dropout and not is_user_arch(arch) and arch != "script":
             raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
+
+
+def _bitflip_key(config: dict, model: str, condition: str | None) -> str:
+    """The config key that set (model, condition)'s bitflip_tensor."""
+    if condition and "bitflip_tensor" in config["overrides"].get(model, {}).get(condition, {}):
+        return f"overrides.{model}.{condition}.bitflip_tensor"
+    if "bitflip_tensor" in config["models"][model]["training"]:
+        return f"models.{model}.training.bitflip_tensor"
+    return "training.bitflip_tensor"
+
+
+def _check_bitflip_tensors(config: dict) -> None:
+    """Every built-in model's bitflip_tensor (the model's recipe, each condition's and each
+    comparison arm's) names one of its parameters: otherwise each of its bitflip jobs (and
+    divergence twins) would raise at its first step. User models: the check_model job."""
+    from .paramnames import parameter_names, weight_names
+
+    cases = []  # (key, model, params, tensor)
+    for name, model in config["models"].items():
+        if is_user_arch(model["arch"]):
+            continue
+        for condition in [None, *model["conditions"], *config["overrides"].get(name, {})]:
+            tensor = recipe(config, name, condition).get("bitflip_tensor")
+            cases.append((_bitflip_key(config, name, condition), name, model["params"], tensor))
+    for cname, spec in config["comparisons"].items():
+        model = config["models"][spec["model"]]
+        if is_user_arch(model["arch"]):
+            continue
+        for arm in ("baseline", "candidate"):
+            r = {**recipe(config, spec["model"], spec.get("condition")), **spec[arm]["training"]}
+            key = f"comparisons.{cname}.{arm}"
+            if "bitflip_tensor" not in spec[arm]["training"]:
+                key += f" (the recipe of model {spec['model']})"
+            cases.append((key, spec["model"], {**model["params"], **spec[arm]["params"]}, r.get("bitflip_tensor")))
+    for key, name, params, tensor in cases:
+        arch = config["models"][name]["arch"]
+        if tensor is not None and tensor not in parameter_names(arch, params):
+            raise ConfigError(
+                f"config key {key}: bitflip_tensor {tensor!r} is not a parameter of model {name!r} "
+                f"({arch}; its conv/linear weights: {', '.join(weight_names(arch, params))}; every "
+                f"parameter: {', '.join(parameter_names(arch, params))}); set it per model under "
+                f"models.{name}.training.bitflip_tensor (null: any conv/linear weight)"
+            )
 
 
 def _check_plan_size(config: dict) -> None:

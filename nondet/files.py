@@ -26,12 +26,24 @@ def _expectations(paths, expect) -> list:
     return list(expect)
 
 
+def accelerator(device) -> dict:
+    """The hardware of a torch job's replicas, for provenance: ``{"name": "cpu"}``, or the GPU's
+    name and compute capability (a resumed or rerun job on another GPU type rounds differently)."""
+    if not str(device).startswith("cuda"):
+        return {"name": "cpu"}
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"name": torch.cuda.get_device_name(device), "capability": f"{major}.{minor}"}
+
+
 def job_provenance(kind: str, job: dict, device, **extra) -> dict:
     """Provenance of an output made by a training-type job (its whole spec, device, hashes)."""
     return provenance(
         kind=kind,
         job=job,
         device=str(device),
+        accelerator=accelerator(device),
         experiment=job["experiment"],
         spec_hash=job["spec_hash"],
         data_hash=job["data_hash"],

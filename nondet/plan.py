@@ -522,6 +522,7 @@ def plan_size(config: dict) -> int:
     n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
     mit = config["mitigation"]
     n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    n += len(mit["models"]) * len(mit["conditions"]) + bool(mit["models"])  # ensembles, their table
     budget = config["budget"]
     n_budget = len(budget["models"]) * len(mit["conditions"]) * len(budget["epochs"])
     n += n_budget * (2 * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table
@@ -533,3 +534,20 @@ def plan_size(config: dict) -> int:
     runs = config.get("runs", {})
     n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
     return n
+
+
+# --- k-model ensembles of a condition's replicas (rules/ensembles.smk) --------------------------
+
+
+def ensembles_params(config: dict, model: str, condition: str) -> dict:
+    """Params of the ensembles job of (model, condition): what its prediction files carry."""
+    params = metrics_params(config, model, condition)
+    return {k: params[k] for k in ("model", "condition", "code_version", "inputs")}
+
+
+def ensembles_expect(config: dict, model: str, condition: str) -> dict:
+    return {
+        "spec_hash": spec_hash(ensembles_params(config, model, condition)),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }

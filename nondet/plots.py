@@ -209,3 +209,34 @@ def components_figure(df, name: str, pdf_path, png_path) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"factorial design {name}", fontsize=11)
     _save(fig, pdf_path, png_path)
+
+
+def ensembles_figure(df, pdf_path, png_path) -> None:
+    """k-model ensembles against training cost (runs), per (model, condition): SD of accuracy,
+    disagreement between ensembles and mean accuracy; snapshot ensembles and TTA (one training
+    run each) as labelled markers at 1 run."""
+    panels = [
+        ("acc_sd", "SD of accuracy (%)"),
+        ("disagreement", "disagreement between ensembles (%)"),
+        ("acc_mean", "mean accuracy (%)"),
+    ]
+    groups = list(df.groupby(["model", "condition"], sort=False))
+    fig, axes = plt.subplots(
+        len(groups), len(panels), figsize=(13, 3.6 * len(groups)), squeeze=False, constrained_layout=True
+    )
+    for row_axes, ((model, condition), g) in zip(axes, groups):
+        ens = g[g["method"] == "ensemble"].sort_values("train_runs")
+        others = g[g["method"] != "ensemble"]
+        for ax, (key, name) in zip(row_axes, panels):
+            ax.plot(ens["train_runs"], ens[key], "o-", color="C0", label="k-model ensemble")
+            for i, (_, r) in enumerate(others.iterrows()):
+                label = f"{r['method']} ({r['test_passes']} passes)"
+                ax.plot([r["train_runs"]], [r[key]], "s", color=f"C{i + 1}", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(ens["train_runs"]), [str(k) for k in ens["train_runs"]])
+            ax.set_xlabel("training runs (k models averaged)")
+            ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
+            ax.grid(alpha=0.3)
+        row_axes[0].legend(fontsize=7)
+    fig.suptitle("Averaging k models against run-to-run noise (snapshot ensembles and TTA: 1 run)", fontsize=11)
+    _save(fig, pdf_path, png_path)

@@ -76,6 +76,13 @@ def set_kernel_mode(deterministic: bool, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def accelerator_name(device: torch.device) -> str:
+    """The hardware of a resumable run: a checkpoint written on another GPU type (or on the CPU)
+    is not resumed from, since its kernels round differently (a control replica resumed there
+    would no longer be bitwise the uninterrupted run)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def kernels_mode(seeds: ReplicaSeeds, device: torch.device, cpu_standin: bool) -> str:
     """How the ``kernels`` source is realised in this run, for tables and provenance."""
     if seeds.deterministic:
@@ -183,6 +190,9 @@ class ReplicaDraws:
         self.index = None if index is None else torch.from_numpy(index).to(device)
         self.n = n if index is None else len(index)  # examples per epoch
         self.augment = Augmenter(recipe["augment"], seeds.augment, n, recipe["augment_size"])
+        # the authors' coupling (recipe augment_keyed_by: position): an example's augmentation
+        # follows its position in the epoch's order, so a new shuffle also re-augments it
+        self.by_position = recipe.get("augment_keyed_by", "example") == "position"
         self.masks = [ExampleMasks(seeds.dropout, layer, n, p) for layer, p in enumerate(dropout_ps)]
 
     #: training sets up to this size (bytes) are augmented whole once per epoch, batches then
@@ -211,15 +221,17 @@ class ReplicaDraws:
     def batch(self, order: torch.Tensor, epoch: int, b: int, data: Dataset):
         """(index, x, y) of batch ``b``; dropout masks are selected for its rows."""
         index = order[b * self.batch_size : (b + 1) * self.batch_size]
+        position = torch.arange(b * self.batch_size, b * self.batch_size + len(index), device=self.device)
         if self.standin:
             g = torch_generator(derive_seed(self.seeds.kernels, epoch, b))
-            index = index[torch.randperm(len(index), generator=g).to(self.device)]
-        x = self._augmented(epoch, data)
-        if x is not None:  # a copy of the rows: bitwise what augmenting the batch gives
-            x = x[index]
+            perm = torch.randperm(len(index), generator=g).to(self.device)
+            index, position = index[perm], position[perm]  # the stand-in moves no augmentation
+        whole = None if self.by_position else self._augmented(epoch, data)
+        if whole is not None:  # a copy of the rows: bitwise what augmenting the batch gives
+            x = whole[index]
         else:
             self.augment.fill = data.pad_fill
-            x = self.augment(data.x_train[index], index, epoch)
+            x = self.augment(data.x_train[index], position if self.by_position else index, epoch)
         for m in self.masks:
             m.select(epoch, index)
         return index, x, data.y_train[index]
@@ -397,7 +409,8 @@ def train_replica(
             params = torch.cat([p.detach().flatten() for p in model.parameters()])
             records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test, bf16=bf16)[0]))
 
-    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec}
+    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec,
+                                  "accelerator": accelerator_name(device)}  # fmt: skip
     state = load_checkpoint(checkpoint, resume_key, device, log, label)
     if state is not None:
         model.load_state_dict(state["model"])

@@ -33,6 +33,7 @@ from .training import (
     Curve,
     ReplicaDraws,
     Schedule,
+    accelerator_name,
     build_replica,
     dropout_layers,
     load_checkpoint,
@@ -176,7 +177,8 @@ def train_replicas_vectorized(
     snapshots = [[] for _ in range(k)]
     diverged = np.zeros(k, dtype=bool)
     start_epoch, step = 0, 0
-    resume_key = {"seeds": [s.as_dict() for s in seeds_list], "recipe": recipe, "model": model_spec}
+    resume_key = {"seeds": [s.as_dict() for s in seeds_list], "recipe": recipe, "model": model_spec,
+                  "accelerator": accelerator_name(device)}  # fmt: skip
     state = load_checkpoint(checkpoint, resume_key, device, log, label)
     if state is not None:
         with torch.no_grad():

@@ -305,3 +305,26 @@ def provenance_inputs(wildcards):
                 "another --directory)"
             )
     return files
+
+
+# --- k-model ensembles of the mitigation study's replicas (rules/ensembles.smk) ---
+ENSEMBLES = "results/ensembles/{model}/{condition}.h5"
+
+
+def ensemble_files():
+    mit = config["mitigation"]
+    return expand(ENSEMBLES, model=mit["models"], condition=mit["conditions"])
+
+
+def ensemble_targets():
+    if not config["mitigation"]["models"]:
+        return []
+    return ["results/tables/ensembles.csv", "results/figures/ensembles.png"]
+
+
+def ensemble_table_expect(wildcards, input):
+    out = metrics_expect(list(input.mitigation))
+    for p in input.ensembles:  # results/ensembles/{model}/{condition}.h5
+        parts = p.split("/")
+        out[p] = plan.ensembles_expect(config, parts[2], parts[3][: -len(".h5")])
+    return out

@@ -158,3 +158,83 @@ def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text("replicas: 3\n")
     assert cfg.main([str(REPO / "config.yaml"), str(good)]) == 0 and "valid" in capsys.readouterr().out
+
+
+# --- bitflip_tensor resolves against the built model when the config is read (issue 22) ---
+
+
+@pytest.mark.parametrize(
+    "arch, params",
+    [
+        ("linear", {}),
+        ("mlp", {}),
+        ("mlp", {"batchnorm": False, "hidden": 7}),
+        ("cnn1d", {"kernels": [5, 3]}),
+        ("resnet", {}),
+        ("resnet", {"blocks": 1, "shortcut": "option_a"}),
+        ("resnet", {"blocks": 3, "width": 8, "shortcut": "option_a"}),
+    ],
+)
+def test_parameter_names_match_the_built_models(arch, params):
+    """The torch-free names the config check uses are those of the model build_model builds."""
+    import torch
+
+    from nondet.bitflip import weight_tensors
+    from nondet.models import build_model
+    from nondet.paramnames import parameter_names, weight_names
+
+    params = {**cfg.ARCH_PARAMS[arch], **params}
+    shape = (1, 40) if arch in ("cnn1d", "linear", "mlp") else (3, 8, 8)
+    net = build_model({"arch": arch, **params}, shape, 10, torch.Generator().manual_seed(0))
+    assert parameter_names(arch, params) == [n for n, _ in net.named_parameters()]
+    assert weight_names(arch, params) == [n for n, _ in weight_tensors(net)]
+
+
+def _paper_config():
+    with open(REPO / "configs/paper.yaml") as f:
+        return cfg._merge(DEFAULT, yaml.safe_load(f))
+
+
+def test_a_bitflip_tensor_the_model_lacks_fails_when_the_config_is_read():
+    """configs/paper.yaml once set stem.0.weight for every model; its linear and MLP stability
+    jobs raised at their first step while the config check said "valid"."""
+    c = _paper_config()
+    for m in ("linear", "mlp"):
+        c["models"][m].pop("training", None)
+    with pytest.raises(
+        cfg.ConfigError, match=r"training.bitflip_tensor: .*'stem.0.weight'.* model 'linear' .*fc.weight"
+    ):
+        cfg.validate(c)
+    c = broken(models__cnn__training={"bitflip_tensor": "fc.weihgt"})
+    with pytest.raises(cfg.ConfigError, match=r"models.cnn.training.bitflip_tensor: .* model 'cnn' .*body.0.weight"):
+        cfg.validate(c)
+    c = broken(overrides={"mlp": {"bitflip": {"bitflip_tensor": "stem.0.weight"}}})
+    with pytest.raises(cfg.ConfigError, match=r"overrides.mlp.bitflip.bitflip_tensor: .*hidden.weight"):
+        cfg.validate(c)
+    # a comparison arm that removes the parameter (the MLP without BatchNorm has no bn.weight)
+    c = broken(
+        models__mlp__training={"bitflip_tensor": "bn.weight"},
+        comparisons={"nobn": {"model": "mlp", "condition": "bitflip", "candidate": {"params": {"batchnorm": False}}}},
+    )
+    with pytest.raises(cfg.ConfigError, match=r"comparisons.nobn.candidate .*'bn.weight'"):
+        cfg.validate(c)
+
+
+def test_every_paper_model_flips_a_tensor_it_has():
+    """configs/paper.yaml: the authors' targets, the stem conv of every ResNet and the first
+    weight of the linear model and the MLP, each a parameter of the model as built."""
+    import torch
+
+    from nondet.models import build_model
+
+    c = cfg.validate(_paper_config())
+    targets = {m: plan.recipe(c, m, "bitflip")["bitflip_tensor"] for m in c["models"]}
+    assert {m: t for m, t in targets.items() if not m.startswith("resnet")} == {
+        "linear": "fc.weight",
+        "mlp": "hidden.weight",
+        "mlp512": "hidden.weight",  # the authors' HiddenNet1 (no BatchNorm, so hidden.bias exists too)
+    }
+    assert {targets[m] for m in targets if m.startswith("resnet")} == {"stem.0.weight"}
+    for m, tensor in targets.items():
+        net = build_model(plan.model_spec(c, m), (3, 8, 8), 10, torch.Generator().manual_seed(0))
+        assert tensor == next(n for n, _ in net.named_parameters())  # the first weight

@@ -1,6 +1,9 @@
 """The protocol's guarantees on any CPU: absorbed one-ulp flips are counted, never assumed away;
 prediction always runs deterministic fp32 kernels."""
 
+import json
+
+import h5py
 import numpy as np
 import pytest
 
@@ -91,7 +94,11 @@ def test_bitflip_tensor_is_recorded_and_a_wrong_name_fails_before_training(tmp_p
     reps = files.load_replicas(tmp_path / "f.h5")
     assert {r["bitflip"]["tensor"] for r in reps} == {"fc.weight"}
     assert reps[0]["job"]["recipe"]["bitflip_tensor"] == "fc.weight"  # in the provenance
-    _, bad = _job(tmp_path, training={"epochs": 1, "bitflip_tensor": "conv1.weight"})
+    with h5py.File(tmp_path / "f.h5") as f:  # the hardware of the replicas (on CUDA: GPU name and capability)
+        assert json.loads(f.attrs["provenance"])["accelerator"] == {"name": "cpu"}
+    with pytest.raises(cfg.ConfigError, match="'conv1.weight' is not a parameter of model 'lin'"):
+        _job(tmp_path, training={"epochs": 1, "bitflip_tensor": "conv1.weight"})  # the config check
+    bad = {**job, "recipe": {**job["recipe"], "bitflip_tensor": "conv1.weight"}}  # a job made by hand
     with pytest.raises(ValueError, match="'conv1.weight' is not a parameter of the model.*fc.weight"):
         torch_stages.train(data, tmp_path / "x.h5", bad, checkpoint_every=0)
     assert not (tmp_path / "x.h5").exists()

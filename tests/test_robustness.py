@@ -408,3 +408,27 @@ def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, rec
                                       torch.device("cpu"), log=lambda _: None)  # fmt: skip
     for name in straight["state"]:
         assert np.array_equal(res["state"][name], straight["state"][name])
+
+
+def test_a_checkpoint_from_other_hardware_is_not_resumed(tmp_path, small_data, recipe, cnn_spec, monkeypatch):
+    """A run resumed on another GPU type (or moved between CPU and GPU) would round differently
+    from its first part: the checkpoint's key names the accelerator, so it is ignored, with why."""
+    import torch
+
+    from nondet import training
+    from nondet.seeds import replica_seeds
+
+    ckpt, seeds, cpu = tmp_path / "replica_0000.pt", replica_seeds("control", 0, 0), torch.device("cpu")
+    first = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu,
+                                   log=lambda _: None, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert ckpt.exists()
+    lines = []
+    training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append,
+                           checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert not any("ignoring checkpoint" in line for line in lines)  # same hardware: resumed
+    monkeypatch.setattr(training, "accelerator_name", lambda device: "NVIDIA H200")
+    again = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append,
+                                   checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    assert any("ignoring checkpoint" in line and "accelerator" in line for line in lines)
+    for name in first["state"]:  # trained again from the start, on the same CPU: the same bits
+        assert np.array_equal(again["state"][name], first["state"][name])

@@ -82,6 +82,7 @@ def test_mitigation_table_rows_for_several_specs():
     rows = [{"model": "m", "condition": "all", "method": m, "n_replicas": 4, "acc_mean": 90.0,
              "acc_sd": 0.2, "acc_sd_se": 0.01, "ce_mean": 0.3, "ce_sd": 0.01, "ce_sd_se": 0.001,
              "disagreement": 10.0 - i, "disagreement_se": 0.1, "pearson": 0.9, "pearson_se": 0.01,
+             "ens_acc_gain": 1.0, "ens_acc_gain_se": 0.1,
              "epochs": 10, "cycles": 1, "test_passes": 1} for i, m in enumerate(methods)]  # fmt: skip
     df = mitigation_table(rows)
     assert list(df["method"]) == ["plain", "tta:crop81", "tta:flip", "snapshot",

@@ -1,0 +1,310 @@
+"""Every shipped config's DAG runs: at least one job of every rule in it completes.
+
+For config.yaml, examples/config.yaml and every file under configs/ (found by glob, so a new
+config is covered without editing this file), the config is reduced to a CPU smoke size (2
+replicas, 2 epochs, tiny stand-in data in the real on-disk formats, narrow models, one model per
+architecture, one twin per source, one condition per kind, bitflip and dropout on every model
+that runs them) with the SAME sections and methods, so that its DAG has every rule of the full
+config's DAG (checked). The test runs it and checks that every rule the
+dry run of the full config plans was executed. A dry run of the full config alone does not show
+that its jobs can run: configs/paper.yaml once planned bitflip jobs of its linear model and MLP
+with the ResNets' stem conv as target, which raised at their first step.
+
+A file whose first comment block calls it "standalone" (configs/runs_example.yaml) is run on
+its own; every other one is merged over config.yaml, as their headers say.
+
+Cost, measured on the shared 2-core VM under a load average of 8-13 (other engineers' tests):
+16 min 40 s for the six configs (paper.yaml 267 s, config.yaml 238 s, compare_example 225 s,
+paper_cpu 115 s, examples 106 s, runs_example 49 s; 161 jobs, mostly process start-up), plus a
+few seconds per config for the HTML report. Not measured on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import gzip
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import REPO, default_config, snakemake
+
+from nondet import config as cfg
+from nondet import plan
+
+
+def shipped_configs() -> list[Path]:
+    return [REPO / "config.yaml", REPO / "examples/config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]
+
+
+def _header(path: Path) -> str:
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def full_config(path: Path) -> dict:
+    """The config a user runs with ``path`` (merged over config.yaml unless standalone)."""
+    from snakemake.utils import update_config
+
+    if path == REPO / "config.yaml" or "standalone" in _header(path).lower():
+        config = cfg.load_yaml(path)
+    else:
+        config = default_config()
+        update_config(config, cfg.load_yaml(path))
+    # folders relative to the repository (examples/), for a run in another working folder
+    for spec in [config.get("dataset", {}), *(m for m in (config.get("models") or {}).values() if m)]:
+        if spec.get("pythonpath") and (REPO / spec["pythonpath"]).is_dir():
+            spec["pythonpath"] = str(REPO / spec["pythonpath"])
+    return config
+
+
+# --- stand-ins for the data sets, in their release formats --------------------------------------
+
+
+def write_tiny_cifar(root: Path, n_train=16, n_test=24, seed=0) -> dict:
+    """A tiny CIFAR-10 in the release's pickle format (5 train batches); returns {file: md5}."""
+    from test_cifar import write_tiny_cifar as write
+
+    return write(root, n_train, n_test, seed)
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_tiny_idx(root: Path, n_train=60, n_test=40, seed=0) -> dict:
+    """A tiny MNIST-format set (the four gzipped idx files); returns {file: MD5 of its bytes}."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    md5 = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 128, (n, 28, 28)) + (y * 12)[:, None, None]
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            name = f"{split}-{kind}-ubyte"
+            raw = _idx(arr)
+            with gzip.open(root / f"{name}.gz", "wb") as f:
+                f.write(raw)
+            md5[name] = hashlib.md5(raw).hexdigest()
+    return md5
+
+
+def write_runs(workdir: Path, groups: dict, n_runs=4, n_examples=60, n_classes=10) -> None:
+    """Prediction files for each runs.groups entry at the paths its globs name: random logits
+    (one .npy per run), labels, features and a metadata CSV (file, replica)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, n_classes, n_examples)  # one test set: groups are compared
+    for spec in groups.values():
+        files = []
+        for i in range(n_runs):
+            path = workdir / spec["predictions"].replace("*", str(i))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, rng.normal(size=(n_examples, n_classes)).astype(np.float32) + 2 * np.eye(n_classes)[labels])
+            files.append(path.name)
+            if spec.get("features"):
+                feat = workdir / spec["features"].replace("*", str(i))
+                feat.parent.mkdir(parents=True, exist_ok=True)
+                np.save(feat, rng.normal(size=(n_examples, 8)).astype(np.float32))
+        np.save(workdir / spec["labels"], labels)
+        if spec.get("metadata"):
+            with open(workdir / spec["metadata"], "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["file", "replica"])
+                w.writerows([name, i] for i, name in enumerate(files))
+
+
+def stand_in_dataset(dataset: dict, root: Path) -> dict:
+    """The config's dataset replaced by a tiny stand-in of the same kind, written under root."""
+    name = dataset.get("name", "mnist1d")
+    if name == "mnist1d":
+        return {**dataset, "num_samples": 300}
+    if name == "cifar10":
+        md5 = write_tiny_cifar(root / "cifar")
+        return {**dataset, "path": str(root / "cifar"), "md5": md5, "download": False}
+    if name in ("fashion_mnist", "mnist"):
+        md5 = write_tiny_idx(root / "idx")
+        return {**dataset, "path": str(root / "idx"), "md5": md5, "download": False, "n_train": 60, "n_test": 40}
+    if name == "loader" and dataset["loader"] == "mypkg.data:load":  # examples/: a Fashion-MNIST loader
+        write_tiny_idx(root / "idx")
+        return {**dataset, "args": {"folder": str(root / "idx"), "n_train": 60, "n_test": 40}}  # fmt: skip
+    raise AssertionError(f"dataset {name!r}: add a tiny stand-in for it to tests/test_config_dags.py")
+
+
+# --- the reduction ------------------------------------------------------------------------------
+
+SMALL_PARAMS = {"resnet": {"width": 4}, "cnn1d": {"channels": 8}, "mlp": {"hidden": 16}}
+
+
+def _named_outside_stability(config: dict, model: str) -> bool:
+    sections = [*config["divergence"]["models"], *config["mitigation"]["models"], *config["budget"]["models"]]
+    sections += [s["model"] for section in ("comparisons", "factorial") for s in config[section].values()]
+    return model in sections
+
+
+def _keep_models(config: dict) -> list[str]:
+    """Every model a section names outside the stability sweep, and one model per architecture
+    among the rest (the sweep's depth and width variants run the same rules)."""
+    named = {m for m in config["models"] if _named_outside_stability(config, m)}
+    keep, archs = [], {config["models"][m]["arch"] for m in named}
+    for name, spec in config["models"].items():
+        if name in named or spec["arch"] not in archs:
+            keep.append(name)
+            archs.add(spec["arch"])
+    return keep
+
+
+def condition_kind(config: dict, condition: str) -> str:
+    """What a condition exercises: control (bitwise identical replicas), bitflip (the flip and its
+    unperturbed twin, per model: its tensor), dropout (per model: its dropout layers) or seeds
+    (seed-varying sources and the kernels stand-in, one code path whatever the set)."""
+    if condition in ("control", "bitflip"):
+        return condition
+    sources = plan.condition_sources(config, condition)
+    return "dropout" if "dropout" in sources and condition != "all" else "seeds"
+
+
+def _keep_conditions(config: dict, keep: list[str], covered=()) -> dict:
+    """Per kept model, the conditions that still train every kind of condition of the config
+    (:func:`condition_kind`): bitflip and dropout on every model that runs them, control and a
+    seed-varying condition once, and what the mitigation and budget studies need; a model of the
+    stability sweep keeps at least one of bitflip/init/all, any other model at least its first.
+    ``covered``: models an overlay leaves as config.yaml has them (its own case trains them)."""
+    out, seen = {}, set()
+    for name in sorted(keep, key=lambda m: -len(config["models"][m]["conditions"])):
+        conditions = config["models"][name]["conditions"]
+        if name in covered:
+            seen |= {condition_kind(config, c) for c in conditions}
+        need = set()
+        if name in config["mitigation"]["models"] or name in config["budget"]["models"]:
+            need = set(config["mitigation"]["conditions"])
+        seen |= {condition_kind(config, c) for c in need}
+        mine = set(need)
+        for c in conditions:
+            kind = condition_kind(config, c)
+            if kind in ("bitflip", "dropout") and name not in covered or kind not in seen:
+                mine.add(c)
+                seen.add(kind)
+        if name in config["stability"]["models"] and not {"init", "bitflip", "all"} & mine:
+            mine.add(next(c for c in ("bitflip", "init", "all") if c in conditions))
+        out[name] = [c for c in conditions if c in mine] or conditions[:1]
+    return out
+
+
+def _unchanged_models(path: Path, full: dict) -> set[str]:
+    """Models an overlay of config.yaml leaves exactly as config.yaml has them."""
+    if path == REPO / "config.yaml" or "standalone" in _header(path).lower():
+        return set()
+    default = cfg.validate(default_config())
+    return {m for m, spec in full["models"].items() if default["models"].get(m) == spec}
+
+
+def reduce_config(path: Path, root: Path) -> dict:
+    """``path``'s config at smoke size: every rule of its DAG and every kind of condition it
+    trains. One model per architecture, each kind of condition once, the first comparison and
+    factorial design, the last TTA spec, one budget, 2 replicas (all in one job), 2 epochs."""
+    raw = full_config(path)
+    full = cfg.validate(raw)  # the full config itself must be valid
+    c = copy.deepcopy(raw)
+    covered = _unchanged_models(path, full)
+    keep = _keep_models(full)
+    # an overlay's models that config.yaml has as they are and only the stability sweep names
+    # (config.yaml's own case runs them), while the sweep keeps another model
+    only_swept = [m for m in keep if m in covered and not _named_outside_stability(full, m)]
+    if [m for m in full["stability"]["models"] if m in keep and m not in only_swept]:
+        keep = [m for m in keep if m not in only_swept]
+    conditions = _keep_conditions(full, keep, covered)
+    c["models"] = {k: v for k, v in (c.get("models") or {}).items() if k in keep}
+    for name, spec in c["models"].items():
+        arch = full["models"][name]["arch"]
+        spec["params"] = {**spec.get("params", {}), **SMALL_PARAMS.get(arch, {})}
+        spec["conditions"] = conditions[name]
+    c["overrides"] = {m: {k: v for k, v in o.items() if k in conditions[m]}
+                      for m, o in full["overrides"].items() if m in keep}  # fmt: skip
+    c["overrides"] = {m: o for m, o in c["overrides"].items() if o}
+    c.update(device="cpu", replicas=2, replicas_per_job=8, threads_per_job=1, checkpoint_every=0)
+    t = c.setdefault("training", {})
+    t.update(epochs=2, cycles=1, eval_every=1, batch_size=32, warmup_epochs=min(t.get("warmup_epochs", 0), 1))
+    for per_condition in c["overrides"].values():
+        for override in per_condition.values():
+            override.update({k: v for k, v in (("epochs", 2), ("cycles", 1)) if k in override})
+    if full["models"]:
+        c["dataset"] = stand_in_dataset(full["dataset"], root)
+    for s in ("divergence", "stability", "mitigation", "budget"):
+        c[s] = {**full[s], "models": [m for m in full[s]["models"] if m in keep]}
+    c["divergence"]["twins"] = {k: min(v, 1) for k, v in full["divergence"]["twins"].items()}
+    c["divergence"]["record_points"] = 4
+    c["mitigation"]["snapshot_cycles"] = 2
+    if isinstance(c["mitigation"]["tta"], list):
+        c["mitigation"]["tta"] = c["mitigation"]["tta"][-1:]
+    c["budget"]["epochs"] = [2]
+    for section in ("comparisons", "factorial"):
+        c[section] = dict(list(full[section].items())[:1])
+    for spec in c["comparisons"].values():
+        spec["replicas"] = 3
+    for spec in c["factorial"].values():
+        spec.update(levels=2, bootstrap_resamples=20)
+    c["metrics"] = {**full["metrics"], "bootstrap_resamples": 50}
+    if full["runs"]["groups"]:
+        write_runs(root / "work", full["runs"]["groups"])
+    c.pop("max_jobs", None)
+    cfg.validate(c)
+    return c
+
+
+# --- the rules of a DAG -------------------------------------------------------------------------
+
+
+def dag_rules(out) -> set[str]:
+    """Rules of the jobs a dry run (or a run) lists in its 'Job stats' table."""
+    text = out.stdout + out.stderr
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rules = set(re.findall(r"^(\w+)\s+\d+\s*$", table, re.M)) - {"total"}
+    assert rules, text[-3000:]
+    return rules
+
+
+def executed_rules(out) -> set[str]:
+    text = out.stdout + out.stderr
+    return set(re.findall(r"^(?:local)?rule (\w+):\s*$", text, re.M))
+
+
+def full_dag_rules(path: Path, workdir: Path, targets) -> set[str]:
+    """The rules of the full (unreduced) config's DAG, by a dry run (data and runs are absent:
+    a dry run plans the dataset job and never reads them)."""
+    config = full_config(path)
+    if config.get("runs", {}).get("groups"):
+        write_runs(workdir, config["runs"]["groups"])
+    return dag_rules(snakemake(workdir, "-n", *targets, config=config))
+
+
+def extra_targets(config: dict) -> list[str]:
+    """Targets beside `all`: the paper side-by-side table (rules/paper.smk, not part of `all`)
+    wherever a mitigation study runs. (make budget's study: tests/test_budget.py.)"""
+    return ["results/tables/paper_comparison.csv"] if config["mitigation"]["models"] else []
+
+
+@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_rule_of_a_shipped_config_runs(path, tmp_path):
+    full = cfg.validate(full_config(path))
+    targets = ["all", *extra_targets(full)]
+    plan_dir, work = tmp_path / "plan", tmp_path / "work"
+    plan_dir.mkdir(), work.mkdir()
+    wanted = full_dag_rules(path, plan_dir, targets)
+    small = reduce_config(path, tmp_path)
+    out = snakemake(work, "--cores", "2", *targets, config=small)
+    planned = dag_rules(out)  # the run's own plan
+    assert planned == wanted, f"the reduction loses or adds rules: {sorted(planned ^ wanted)}"
+    assert executed_rules(out) == wanted
+    done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done", out.stdout + out.stderr, re.M)
+    assert done and done[-1][0] == done[-1][1], (out.stdout + out.stderr)[-2000:]
+    snakemake(work, "--report", "results/report.html", *targets, config=small)  # captions, report() outputs
+    assert (work / "results/report.html").stat().st_size > 0

@@ -1,0 +1,10 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.analysis_stages import ensemble_table
+
+out = snakemake.output
+ensemble_table(
+    list(snakemake.input.ensembles), list(snakemake.input.mitigation), out.csv, out.md, out.pdf, out.png,
+    snakemake.log[0], expect=snakemake.params.expect,
+)  # fmt: skip

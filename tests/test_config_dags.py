@@ -13,10 +13,10 @@ with the ResNets' stem conv as target, which raised at their first step.
 A file whose first comment block calls it "standalone" (configs/runs_example.yaml) is run on
 its own; every other one is merged over config.yaml, as their headers say.
 
-Cost, measured on the shared 2-core VM under a load average of 8-13 (other engineers' tests):
-16 min 40 s for the six configs (paper.yaml 267 s, config.yaml 238 s, compare_example 225 s,
-paper_cpu 115 s, examples 106 s, runs_example 49 s; 161 jobs, mostly process start-up), plus a
-few seconds per config for the HTML report. Not measured on a quiet machine.
+Cost on the shared 2-core VM (other engineers' tests running; docs/paper-scale.md): 6 min 1 s for
+the six configs and their reports at a load average of 4 falling to 1 (paper.yaml 102 s,
+config.yaml 90 s, paper_cpu 60 s, compare_example 45 s, examples 32 s, runs_example 30 s; 161 jobs,
+mostly process start-up); 16 min 40 s at a load average of 8-13.
 """
 
 from __future__ import annotations

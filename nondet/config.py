@@ -470,14 +470,14 @@ def _check_bitflip_tensors(config: dict) -> None:
 
     cases = []  # (key, model, params, tensor)
     for name, model in config["models"].items():
-        if is_user_arch(model["arch"]):
+        if "arch" not in model or is_user_arch(model["arch"]):  # a training script, or a user model
             continue
         for condition in [None, *model["conditions"], *config["overrides"].get(name, {})]:
             tensor = recipe(config, name, condition).get("bitflip_tensor")
             cases.append((_bitflip_key(config, name, condition), name, model["params"], tensor))
     for cname, spec in config["comparisons"].items():
         model = config["models"][spec["model"]]
-        if is_user_arch(model["arch"]):
+        if "arch" not in model or is_user_arch(model["arch"]):
             continue
         for arm in ("baseline", "candidate"):
             r = {**recipe(config, spec["model"], spec.get("condition")), **spec[arm]["training"]}

@@ -10,7 +10,6 @@ use rule train as train_budget with:
         "logs/budget/{model}/{condition}/e{epochs}/train/{run}/chunk{chunk}.log",
     params:
         job=budget_job,
-        checkpoint_every=config["checkpoint_every"],
 
 
 use rule predict_mitigation as predict_budget with:

@@ -8,7 +8,6 @@ use rule train as train_arm with:
         "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
     params:
         job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),
-        checkpoint_every=config["checkpoint_every"],
 
 
 use rule predict as predict_arm with:
@@ -74,7 +73,6 @@ use rule train as train_factorial with:
         "logs/factorial/{name}/train_chunk{chunk}.log",
     params:
         job=lambda w: plan.factorial_job(config, w.name, int(w.chunk)),
-        checkpoint_every=config["checkpoint_every"],
 
 
 use rule predict as predict_factorial with:

@@ -7,7 +7,6 @@ use rule train as train_snapshot with:
     priority: 2
     params:
         job=snapshot_job,
-        checkpoint_every=config["checkpoint_every"],
 
 
 use rule predict as predict_mitigation with:

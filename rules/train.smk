@@ -15,6 +15,5 @@ rule train:
         gpu=GPU_JOB,
     params:
         job=train_job,
-        checkpoint_every=config["checkpoint_every"],
     script:
         "../workflow_scripts/train.py"

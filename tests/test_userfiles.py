@@ -230,8 +230,13 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
     first = training.train_replica(cnn_spec, r, seeds, small_data, torch.device("cpu"),
                                    log=lambda _: None, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
     torch.load(ckpt, weights_only=True)  # raises on any pickled object
-    state = training.load_checkpoint(ckpt, {"seeds": seeds.as_dict(), "recipe": r, "model": cnn_spec},
-                                     "cpu", log=lambda _: None)  # fmt: skip
+    key = {
+        "seeds": seeds.as_dict(),
+        "recipe": r,
+        "model": cnn_spec,
+        "accelerator": training.accelerator_name(torch.device("cpu")),
+    }  # the training loop's key
+    state = training.load_checkpoint(ckpt, key, "cpu", log=lambda _: None)
     assert state is not None and len(state["snapshots"]) == 2
     for a, b in zip(state["snapshots"], first["snapshots"]):
         assert a.keys() == b.keys() and all(isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a)

@@ -155,6 +155,13 @@ def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
     }
 
 
+def test_changing_checkpoint_every_reruns_no_training(finished_run):
+    """How often to checkpoint changes no result: only provenance.csv (which records the whole
+    config) follows the edit; it was a param of the train rules and retrained everything."""
+    out = snakemake(finished_run, "-n", config={**TINY, "checkpoint_every": 7})
+    assert planned_outputs(out) == {"results/tables/provenance.csv"}
+
+
 def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run):
     changed = copy.deepcopy(TINY)
     changed["comparisons"]["lr"]["candidate"]["training"]["lr"] = 0.02

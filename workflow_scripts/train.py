@@ -9,5 +9,7 @@ train(
     snakemake.params.job,
     snakemake.log[0],
     snakemake.threads,
-    snakemake.params.checkpoint_every,
+    # read from the config, not a param: how often to checkpoint changes no result, so changing
+    # it must not rerun training (a param change would)
+    snakemake.config["checkpoint_every"],
 )

@@ -1,4 +1,7 @@
 # make run  - set up .venv on first use, run the default pipeline, build the HTML report
+#             (make run CONFIG=my.yaml: check my.yaml merged over config.yaml with
+#             python -m nondet.config, which names file and line of a YAML error, then run with
+#             --configfile my.yaml; budget and report take CONFIG too)
 # make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
 # make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
 #             the test suite, lint and format checks
@@ -7,6 +10,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
 SNAKEMAKE_ARGS ?=
+CONFIG ?=
+CONFIG_ARGS := $(if $(strip $(CONFIG)),--configfile $(CONFIG))
 
 .PHONY: run budget report test lint format clean slurm datasets
 
@@ -18,16 +23,22 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
-	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+ifneq ($(strip $(CONFIG)),)
+	$(BIN)/python -m nondet.config config.yaml $(CONFIG)
+endif
+	$(BIN)/snakemake $(CONFIG_ARGS) --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 	@echo "Table: results/tables/diversity.md  Figures: results/figures/  Report: results/report.html"
 
 budget: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) mitigation_budget
+ifneq ($(strip $(CONFIG)),)
+	$(BIN)/python -m nondet.config config.yaml $(CONFIG)
+endif
+	$(BIN)/snakemake $(CONFIG_ARGS) --cores $(CORES) $(SNAKEMAKE_ARGS) mitigation_budget
 	@echo "Table: results/tables/mitigation_budget.md  Figure: results/figures/mitigation_budget.png"
 
 report: $(VENV)/.installed
-	$(BIN)/snakemake --report results/report.html $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
 test: $(VENV)/.installed slurm datasets lint
 	$(BIN)/python -m pytest -q tests

@@ -66,8 +66,10 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "n_diverged": int(diverged.sum()),
         "n_absorbed": absorbed_count(pred["absorbed"][keep]),
         "n_identical_pairs": identical_pairs(pred["logits"][keep]),
+        **identical_pairs_by_job(pred["logits"][keep], pred["job_index"][keep]),
         **({"cka_on": pred["cka_on"]} if pred["cka_on"] else {}),  # imported runs: logits or features
     }
+    row["kernels_mode"] = measured_kernels_mode(row, job.get("sources"))
     prov = provenance(
         kind="metrics",
         params=params,
@@ -103,6 +105,40 @@ def identical_pairs(logits: np.ndarray) -> int:
     for d in digests:
         counts[d] = counts.get(d, 0) + 1
     return int(sum(c * (c - 1) // 2 for c in counts.values()))
+
+
+def identical_pairs_by_job(logits: np.ndarray, job_index: np.ndarray) -> dict:
+    """Bitwise-identical pairs of replicas trained in the same job and in different jobs, and
+    how many pairs there are of each: whether the kernels source moved replicas that shared a
+    process (on CUDA, cuDNN's autotuner picks its algorithms once per process)."""
+    digests = [hashlib.sha256(np.ascontiguousarray(z).tobytes()).hexdigest() for z in logits]
+    out = dict.fromkeys(("pairs_within_jobs", "identical_within_jobs", "pairs_across_jobs",
+                         "identical_across_jobs"), 0)  # fmt: skip
+    for i in range(len(digests)):
+        for j in range(i + 1, len(digests)):
+            where = "within" if job_index[i] == job_index[j] else "across"
+            out[f"pairs_{where}_jobs"] += 1
+            out[f"identical_{where}_jobs"] += int(digests[i] == digests[j])
+    return out
+
+
+def measured_kernels_mode(row: dict, sources=None) -> str:
+    """The kernels mode a table states, from what the replicas did, not from the flags alone:
+    when only the kernels source varies (``sources`` == {"kernels"}, or the built-in condition
+    ``kernels``) and the replicas asked for nondeterministic kernels, the mode says whether they
+    were measured to differ within jobs, only across jobs, or not at all."""
+    mode = row["kernels_mode"]
+    only_kernels = set(sources) == {"kernels"} if sources is not None else row["condition"] == "kernels"
+    if mode == "deterministic" or not only_kernels:
+        return mode
+    within, across = row["identical_within_jobs"], row["identical_across_jobs"]
+    if within + across == 0:
+        return mode  # every pair differs: measured nondeterministic
+    if within == row["pairs_within_jobs"] and across == row["pairs_across_jobs"]:
+        return f"{mode} (measured: no effect, every pair identical)"
+    if within == row["pairs_within_jobs"] and within:
+        return f"{mode} (measured: identical within a job, differs only across jobs)"
+    return f"{mode} (measured: {within + across} identical pairs)"
 
 
 def absorbed_count(absorbed: np.ndarray) -> float:

@@ -122,9 +122,14 @@ def _hint(e) -> str:
         )
     if isinstance(x, str):
         try:
-            float(x)
+            number = float(x)
         except ValueError:
             return ""
+        if "integer" in str(e.validator_value) and math.isfinite(number) and number.is_integer():
+            return (
+                f" (a whole number that arrived as the string {x!r}, as YAML 1.1 reads 1e7: "
+                f"write {int(number)}, without exponent or decimal point)"
+            )
         return (
             f" (a number in quotes, or one YAML reads as a string: write {_yaml_float(x)}; "
             "values given with --config arrive as strings, so put numbers in a --configfile)"

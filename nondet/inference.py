@@ -13,7 +13,8 @@ docs/comparisons.md. Tests (rows of ``compare``):
   (Welch-Satterthwaite degrees of freedom; scipy.stats.ttest_ind).
 - ``paired_runs``: this test set, runs paired by a shared seed: paired t-test and t interval.
 - ``permutation``: this test set, exact permutation test of the run means (p-value only; its
-  smallest reachable p is stated: 2 / C(2R, R), 1/3 with 2 runs per arm).
+  smallest reachable p is stated: 2 / C(2R, R), 1/3 with 2 runs per arm); above
+  ``PERMUTATION_EXACT_MAX`` arrangements a seeded Monte-Carlo test (floor 2 / (resamples + 1)).
 - ``joint_paired``: the data distribution (a new test set of this size) and new runs: the
   unbiased two-way variance (run means, example means, interaction; ``moment_variance``) read with
   a t quantile whose degrees of freedom come from its mean squares (Satterthwaite). Examples are
@@ -166,13 +167,55 @@ def _splits(ra: int, rb: int) -> np.ndarray:
     return out
 
 
+#: Above this many arrangements (C(2R, R) unpaired, 2^R paired) ``permutation`` stops
+#: enumerating (R = 12 per arm took 773 MB; R >= 14 ran out of memory) and draws
+#: ``PERMUTATION_RESAMPLES`` random arrangements from a fixed seed instead (Monte Carlo).
+PERMUTATION_EXACT_MAX = 100_000
+PERMUTATION_RESAMPLES = 9999
+PERMUTATION_SEED = 20210401  # fixed: the same data give the same p-value on every call
+
+
+def _monte_carlo_null(a, b, paired: bool) -> np.ndarray:
+    """The difference of means under ``PERMUTATION_RESAMPLES`` seeded random arrangements
+    (paired: random sign flips of the pair differences; unpaired: random relabellings), drawn
+    in batches so memory stays small at any number of runs."""
+    rng = np.random.default_rng(PERMUTATION_SEED)
+    out, done, batch = [], 0, 1000
+    pooled = a - b if paired else np.concatenate([a, b])
+    while done < PERMUTATION_RESAMPLES:
+        m = min(batch, PERMUTATION_RESAMPLES - done)
+        if paired:
+            signs = 1 - 2 * rng.integers(0, 2, (m, len(pooled)))
+            out.append((signs * pooled).mean(1))
+        else:
+            perm = rng.permuted(np.tile(np.arange(len(pooled)), (m, 1)), axis=1)
+            x = pooled[perm]
+            out.append(x[:, : len(a)].mean(1) - x[:, len(a) :].mean(1))
+        done += m
+    return np.concatenate(out)
+
+
 def permutation(candidate, baseline, paired: bool = False) -> dict:
     """Exact permutation test of the difference of run means (paired: sign flips of the pair
     differences), two-sided as scipy.stats.permutation_test (twice the smaller tail, at most 1;
     a test checks it against scipy, which enumerates ~100x slower). p-value only; ``min_p`` is
-    the smallest p the design can reach."""
+    the smallest p the design can reach. Above ``PERMUTATION_EXACT_MAX`` arrangements: a seeded
+    Monte-Carlo test of ``PERMUTATION_RESAMPLES`` arrangements, p = 2 min((k + 1) / (B + 1)) over
+    the tails as scipy's randomised test, smallest reachable p 2 / (B + 1)."""
     a, b = np.asarray(candidate, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
     est = _zero(a.mean() - b.mean(), _scale(a, b))
+    eps = 1e-12 * max(1.0, _scale(a, b))
+    n_arr = 2 ** len(a) if paired else math.comb(len(a) + len(b), len(a))
+    if n_arr > PERMUTATION_EXACT_MAX:
+        null = _monte_carlo_null(a, b, paired)
+        obs = (a - b).mean() if paired else a.mean() - b.mean()
+        k_hi, k_lo = np.sum(null >= obs - eps), np.sum(null <= obs + eps)
+        n = PERMUTATION_RESAMPLES + 1
+        p = min(1.0, 2 * min((k_hi + 1) / n, (k_lo + 1) / n))
+        min_p = min(1.0, 2.0 / n)
+        note = (f"Monte Carlo ({PERMUTATION_RESAMPLES} seeded resamples of {n_arr:.3g} arrangements); the "
+                f"smallest p it can report is {min_p:.3g}")  # fmt: skip
+        return _row("permutation", est, p=p, min_p=min_p, note=note)
     if paired:
         d = a - b
         signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
@@ -184,7 +227,6 @@ def permutation(candidate, baseline, paired: bool = False) -> dict:
         null = sum_a / len(a) - (pooled.sum() - sum_a) / len(b)
         obs = a.mean() - b.mean()
         min_p = min(1.0, 2.0 / len(split))
-    eps = 1e-12 * max(1.0, _scale(a, b))
     p = min(1.0, 2 * min(np.mean(null >= obs - eps), np.mean(null <= obs + eps)))
     note = f"exact; the smallest p this design can reach is {min_p:.3g}"
     return _row("permutation", est, p=p, min_p=min_p, note=note)
@@ -283,12 +325,15 @@ def p_better(candidate, baseline, higher_is_better: bool = True, alpha: float = 
     a, b = sign * np.asarray(candidate, dtype=np.float64), sign * np.asarray(baseline, dtype=np.float64)
     if paired:
         d = a - b
-        est = float(np.mean(d > 0) + 0.5 * np.mean(d == 0))
+        tie = np.abs(d) <= RESIDUE * max(_scale(a, b), 1e-300)  # float residue is a tie (``_zero``)
+        est = float(np.mean((d > 0) & ~tie) + 0.5 * np.mean(tie))
         n_eff, df, diff = len(d), len(d) - 1, _zero(d.mean(), _scale(a, b))
         sd = float(np.std(d, ddof=1)) if np.var(d, ddof=1) > _scale(a, b) * RESIDUE else 0.0
         k = 1 / math.sqrt(n_eff)
     else:
-        est = float(((a[:, None] > b[None]) + 0.5 * (a[:, None] == b[None])).mean())
+        d = a[:, None] - b[None]
+        tie = np.abs(d) <= RESIDUE * max(_scale(a, b), 1e-300)  # float residue is a tie (``_zero``)
+        est = float((((d > 0) & ~tie) + 0.5 * tie).mean())
         df, diff = len(a) + len(b) - 2, _zero(a.mean() - b.mean(), _scale(a, b))
         sd = math.sqrt(((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / df)
         k = math.sqrt(1 / len(a) + 1 / len(b))
@@ -353,6 +398,7 @@ def flips(candidate, baseline, alpha: float = 0.05, pairs=None) -> list[dict]:
         if row is None:
             row = _row(test, est, (est, est), note="the same count for every pair of runs", calibrated=False)
         row["p_value"] = math.nan
+        row["ci_low"] = max(0.0, row["ci_low"])  # a count of examples cannot be negative
         rows.append(row)
     return rows
 
@@ -373,8 +419,8 @@ def holm(p_values) -> np.ndarray:
 
 #: Tests withheld below a number of runs per arm, where benchmarks/calibration.py found their
 #: size above 6.5 % or their coverage below 93 % in some noise structure (docs/comparisons.md):
-#: joint_paired at 2 runs per arm rejects 6.6-8.5 % under no effect when per-example arm
-#: differences dominate (its run term then has 1-2 degrees of freedom, and Satterthwaite's
+#: joint_paired at 2 runs per arm rejects 7.0 % and 9.3 % under no effect (docs/calibration-table.md)
+#: when per-example arm differences dominate (its run term then has 1-2 degrees of freedom, and Satterthwaite's
 #: approximation is too optimistic). A withheld row keeps its estimate, not its interval or p.
 WITHHELD_BELOW: dict[str, int] = {"joint_paired": 3}
 
@@ -383,7 +429,8 @@ def _withhold(row: dict, runs: int) -> dict:
     need = WITHHELD_BELOW.get(row["test"])
     if need is not None and runs < need:
         row.update(ci_low=math.nan, ci_high=math.nan, p_value=math.nan, calibrated=False,
-                   note=f"withheld: not calibrated below {need} runs per arm (benchmarks/calibration.py)")  # fmt: skip
+                   note=f"withheld at {runs} runs per arm: not calibrated below {need} runs per arm "
+                   "(benchmarks/calibration.py)")  # fmt: skip
     return row
 
 
@@ -533,6 +580,7 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
             "diff_low": diff["ci_low"],
             "diff_high": diff["ci_high"],
             "diff_test": diff["test"],
+            "diff_note": diff["note"],
             "p_value": diff["p_value"],
             "p_better": pb["estimate"],
             "p_better_low": lo,
@@ -547,7 +595,8 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
         }
         if "joint_paired" in by:
             j = by["joint_paired"]
-            row.update(distribution_low=j["ci_low"], distribution_high=j["ci_high"], distribution_p=j["p_value"])
+            row.update(distribution_low=j["ci_low"], distribution_high=j["ci_high"], distribution_p=j["p_value"],
+                       distribution_note=j["note"])  # fmt: skip
         if "tost" in by:
             t = by["tost"]
             ok = t["p_value"] < alpha
@@ -561,16 +610,37 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
     return out
 
 
+def _finite(*xs) -> bool:
+    return all(np.isfinite(x) for x in xs)
+
+
+def _no_interval(note: str) -> str:
+    """What a line says in place of an interval and p-value that were withheld or cannot exist."""
+    if not note:
+        return "no interval"
+    if note.startswith("no run-to-run variation"):
+        return "no run-to-run variation: every run of an arm scores the same; no interval or p-value"
+    return note
+
+
 def verdict_lines(name: str, verdicts: list[dict], units=None) -> list[str]:
-    """The verdict as sentences, one block per metric (summary logs and verdict.md)."""
+    """The verdict as sentences, one block per metric (summary logs and verdict.md). An interval
+    that was withheld or cannot exist (no run-to-run variation) is replaced by the reason."""
     units = units or {"accuracy": " points", "cross_entropy": " nats"}
     lines = []
     for v in verdicts:
         u = units.get(v["metric"], "")
+        if _finite(v["diff_low"], v["diff_high"], v["p_value"]):
+            diff = f"[{v['diff_low']:+.4g}, {v['diff_high']:+.4g}] ({v['diff_test']}, p = {v['p_value']:.3g})"
+        else:
+            diff = f"({v['diff_test']}: {_no_interval(v.get('diff_note', ''))})"
+        if _finite(v["p_better_low"], v["p_better_high"]):
+            pb = f"{v['p_better']:.2f} [{v['p_better_low']:.2f}, {v['p_better_high']:.2f}]"
+        else:
+            pb = f"{v['p_better']:.2f} (no interval)"
         lines.append(
             f"{name} {v['metric']}: {v['decision'].upper()}. candidate - baseline = {v['difference']:+.4g}{u} "
-            f"[{v['diff_low']:+.4g}, {v['diff_high']:+.4g}] ({v['diff_test']}, p = {v['p_value']:.3g}); "
-            f"P(candidate better) = {v['p_better']:.2f} [{v['p_better_low']:.2f}, {v['p_better_high']:.2f}] "
+            f"{diff}; P(candidate better) = {pb} "
             f"({v['p_better_definition']}); {v['runs_baseline']} vs {v['runs_candidate']} runs; {v['why']}."
         )
         if "fixes" in v:
@@ -580,10 +650,12 @@ def verdict_lines(name: str, verdicts: list[dict], units=None) -> list[str]:
                 "per pair of runs"
             )
         if "distribution_low" in v:
-            lines.append(
-                f"  on the data distribution (a new test set of this size): [{v['distribution_low']:+.4g}, "
-                f"{v['distribution_high']:+.4g}], p = {v['distribution_p']:.3g}"
-            )
+            where = "  on the data distribution (a new test set of this size): "
+            if _finite(v["distribution_low"], v["distribution_high"], v["distribution_p"]):
+                lines.append(f"{where}[{v['distribution_low']:+.4g}, {v['distribution_high']:+.4g}], "
+                             f"p = {v['distribution_p']:.3g}")  # fmt: skip
+            else:
+                lines.append(where + _no_interval(v.get("distribution_note", "")))
         for key in ("equivalence", "small_sample", "held_fixed"):
             if v.get(key):
                 lines.append(f"  {v[key]}")
@@ -603,7 +675,11 @@ def power_two_sample(n: int, delta: float, sd: float, alpha: float) -> float:
     return float(stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc))
 
 
-def replicas_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_n: int = 100_000) -> int:
+#: The most replicas per arm a plan reports; more is labelled "cannot be reached" (-1).
+MAX_REPLICAS = 100_000
+
+
+def replicas_needed(delta: float, sd: float, alpha: float = 0.05, power: float = 0.8, max_n: int = MAX_REPLICAS) -> int:
     """Smallest replicas per arm for which the two-sided t-test detects ``delta`` with ``power``
     (bisection on the noncentral-t power); -1 when undefined (no difference, no noise) or above
     ``max_n``."""
@@ -692,6 +768,9 @@ def plan(baseline, candidate, effect=None, alpha: float = 0.05, power: float = 0
         room = (abs(effect) / zz) ** 2 - test_term
         need = max(2, math.ceil(2 * pooled / room)) if room > 0 and pooled > 0 else 2
         note = "normal approximation"
+        if need > MAX_REPLICAS:
+            need, note = -1, (f"cannot be reached by more runs: it needs more than {MAX_REPLICAS} replicas per "
+                              "arm (normal approximation)")  # fmt: skip
     rows.append({**common, "basis": "distribution", "sd": sd, "sd_low": math.nan, "sd_high": math.nan,
                  "replicas_needed": need, "replicas_low": math.nan, "replicas_high": math.nan,
                  "indep_share": math.nan, "note": note})  # fmt: skip

@@ -44,6 +44,12 @@ def table_notes(df: pd.DataFrame) -> list[str]:
                 f"{row['model']}/{row['condition']}: {k} of {n} one-ulp flips absorbed (final "
                 f"weights bitwise equal to the unperturbed run with the same seeds); {what}."
             )
+        if "(measured:" in str(row.get("kernels_mode", "")):
+            lines.append(
+                f"{row['model']}/{row['condition']}: kernels {row['kernels_mode']}; replicas that "
+                "share a process share its kernel choices (cuDNN autotuning), so set "
+                "replicas_per_job: 1 to train each kernels replica in its own process, as the authors did."
+            )
         if pd.isna(row.get("n_identical_pairs")):
             continue
         same, pairs = int(row["n_identical_pairs"]), n * (n - 1) // 2

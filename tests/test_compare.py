@@ -144,12 +144,29 @@ def test_comparison_over_chosen_sources_carries_explicit_seeds():
          "comparisons.x.candidate.training.lr"),
         ({"factorial": {"f": {"model": "cnn", "sources": ["init"]}}}, "factorial.f.sources"),
         ({"factorial": {"f": {"model": "linear", "sources": ["init", "dropout"]}}}, "no dropout"),
+        ({"comparisons": {"x": {"model": "cnn", "gamma": 1.2, "candidate": {"training": {"lr": 0.1}}}}},
+         "comparisons.x.gamma"),
+        ({"comparisons": {"x": {"model": "cnn", "gamma": 0.5, "candidate": {"training": {"lr": 0.1}}}}},
+         "comparisons.x.gamma"),
+        ({"comparisons": {"x": {"model": "cnn", "margin": -1.0, "candidate": {"training": {"lr": 0.1}}}}},
+         "comparisons.x.margin"),
+        ({"comparisons": {"x": {"model": "cnn", "margin": {"accuracy": -0.5},
+                                "candidate": {"training": {"lr": 0.1}}}}}, "comparisons.x.margin.accuracy"),
+        ({"comparisons": {"x": {"model": "cnn", "replicas": 1, "candidate": {"training": {"lr": 0.1}}}}},
+         "comparisons.x.replicas"),
     ],
 )  # fmt: skip
 def test_invalid_comparison_or_design_names_the_key(section, message):
     with pytest.raises(cfg.ConfigError) as err:
         with_sections(**section)
     assert message in str(err.value)
+
+
+def test_held_fixed_note_for_init_only_says_about_two_independent_runs():
+    note = plan.held_fixed_note(["init"], ["init", "shuffle", "augment"])
+    assert "held fixed: shuffle, augment" in note and "about 2 independent runs" in note
+    assert "about 2 independent runs" not in plan.held_fixed_note(["init", "shuffle"], ["init", "shuffle", "augment"])
+    assert plan.held_fixed_note(["init", "shuffle"], ["init", "shuffle"]).startswith("every source")
 
 
 def test_factorial_jobs_cover_the_grid_once():

@@ -238,3 +238,45 @@ def test_every_paper_model_flips_a_tensor_it_has():
     for m, tensor in targets.items():
         net = build_model(plan.model_spec(c, m), (3, 8, 8), 10, torch.Generator().manual_seed(0))
         assert tensor == next(n for n, _ in net.named_parameters())  # the first weight
+
+
+def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
+    """`python -m nondet.config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
+    non-zero naming file and line; Snakemake's own --configfile message names neither."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("replicas: 2\ntraining: lr: 0.1\n")  # line 2: mapping values are not allowed here
+    out = subprocess.run(
+        [sys.executable, "-m", "nondet.config", str(REPO / "config.yaml"), str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert f"{bad}, line 2" in out.stderr and "YAML syntax error" in out.stderr
+
+
+def test_make_run_config_checks_the_file_before_snakemake():
+    """`make -n run CONFIG=x.yaml` runs the config check, then both snakemake calls with
+    --configfile x.yaml; without CONFIG neither appears."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make not installed")
+
+    def dry_run(*args):
+        out = subprocess.run(["make", "-n", "-C", str(REPO), "run", *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    lines = dry_run("CONFIG=x.yaml")
+    check = [i for i, line in enumerate(lines) if "-m nondet.config config.yaml x.yaml" in line]
+    snakemake = [i for i, line in enumerate(lines) if "snakemake" in line and "nondet.config" not in line]
+    assert len(check) == 1 and len(snakemake) == 2 and check[0] < snakemake[0]
+    assert all("--configfile x.yaml" in lines[i] for i in snakemake)
+    plain = dry_run()
+    assert not any("nondet.config" in line or "--configfile" in line for line in plain)
+    assert sum("snakemake" in line for line in plain) == 2

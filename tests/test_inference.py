@@ -115,6 +115,35 @@ def test_permutation_is_scipys_exact_test_and_states_its_floor():
     assert stats.wilcoxon([1.0, 1, 1, 1, 0.5], method="exact").pvalue == 0.0625
 
 
+@pytest.mark.parametrize("runs, paired", [(20, False), (29, True)])
+def test_permutation_with_many_runs_is_seeded_monte_carlo(runs, paired):
+    """C(40, 20) ~ 1.4e11 splits and 2^29 sign flips: enumerating them ran out of memory (R = 12
+    per arm took 773 MB). Above PERMUTATION_EXACT_MAX arrangements: seeded Monte Carlo, the same
+    p on every call, its floor 2 / (resamples + 1)."""
+    rng = np.random.default_rng(12)
+    a, b = rng.normal(0.3, 1, runs), rng.normal(0, 1, runs)
+    row = inf.permutation(a, b, paired=paired)
+    assert 0 < row["p_value"] <= 1 and "Monte Carlo" in row["note"]
+    assert row["min_p"] == pytest.approx(2 / (inf.PERMUTATION_RESAMPLES + 1))
+    assert row["p_value"] >= row["min_p"]
+    assert inf.permutation(a, b, paired=paired)["p_value"] == row["p_value"]
+    # close to scipy's exact-free answers: the t-test agrees within Monte-Carlo noise and model error
+    ref = (stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b)).pvalue
+    assert row["p_value"] == pytest.approx(ref, abs=0.05)
+    # far apart: the floor, not 0
+    far = inf.permutation(a + 10, b, paired=paired)
+    assert far["p_value"] == pytest.approx(far["min_p"])
+
+
+def test_permutation_below_the_threshold_stays_exact():
+    rng = np.random.default_rng(13)
+    a, b = rng.normal(0.5, 1, 9), rng.normal(0, 1, 9)  # C(18, 9) = 48620 splits
+    assert math.comb(18, 9) <= inf.PERMUTATION_EXACT_MAX and 2**16 <= inf.PERMUTATION_EXACT_MAX
+    row = inf.permutation(a, b)
+    assert row["note"].startswith("exact") and row["min_p"] == 2 / math.comb(18, 9)
+    assert inf.permutation(a[:5], b[:5], paired=True)["note"].startswith("exact")
+
+
 def test_p_better_estimate_is_mann_whitney_u_over_nm_and_paired_wins():
     a, b = np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0])
     # by hand: 3 vs 2 wins twice, 2 vs 2 ties twice (half each), 1 loses: (2 + 1) / 6
@@ -128,6 +157,16 @@ def test_p_better_estimate_is_mann_whitney_u_over_nm_and_paired_wins():
         assert low["estimate"] == pytest.approx(stats.mannwhitneyu(b, a).statistic / (len(a) * len(b)))
     # paired (Bouthillier et al.): the share of seed pairs won, ties half
     assert inf.p_better([3.0, 1.0, 2.0, 5.0], [2.0, 2.0, 2.0, 1.0], paired=True)["estimate"] == pytest.approx(2.5 / 4)
+
+
+def test_p_better_counts_float_residue_as_a_tie():
+    """A 1e-14 difference is float residue (welch's estimate is 0.0): a tie, half a win."""
+    base, cand = np.array([1.0, 2.0]), np.array([1.0, 2.0]) + 1e-14
+    assert inf.welch(cand, base)["estimate"] == 0.0
+    # (1+e vs 1) tie, (1+e vs 2) loss, (2+e vs 1) win, (2+e vs 2) tie: (0.5 + 0 + 1 + 0.5) / 4
+    assert inf.p_better(cand, base)["estimate"] == 0.5
+    assert inf.p_better(cand, base, paired=True)["estimate"] == 0.5
+    assert inf.p_better(cand, base, higher_is_better=False)["estimate"] == 0.5
 
 
 def test_p_better_interval_is_the_noncentral_t_interval():
@@ -182,6 +221,16 @@ def test_flip_counts_by_hand():
     assert paired["fixes"]["estimate"] == pytest.approx(1.5) and paired["regressions"]["estimate"] == 1.0
 
 
+def test_flip_count_intervals_stop_at_zero():
+    # fixes: 0 for one pair of runs, 2 for the other: the t interval of 1 +- 12.7 would reach -11.7
+    cand = 100.0 * np.array([[0, 0, 1, 1], [1, 1, 1, 1]])
+    base = 100.0 * np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    rows = {r["test"]: r for r in inf.flips(cand, base, pairs=[(0, 0), (1, 1)])}
+    assert rows["fixes"]["estimate"] == 1.0 and rows["fixes"]["ci_low"] == 0.0 and rows["fixes"]["ci_high"] > 1
+    for r in inf.flips(cand, base) + list(rows.values()):
+        assert r["ci_low"] >= 0
+
+
 def test_noether_sizes_of_bouthillier_et_al():
     assert inf.noether_runs(0.75, alpha=0.05, power=0.95) == 29
     assert inf.noether_runs(0.55, alpha=0.05, power=0.95) == 722
@@ -231,6 +280,9 @@ def test_identical_arms_and_zero_sd():
     v = inf.verdict(inf.compare(base, cand))[0]
     assert v["decision"] == "exact difference (no run-to-run noise)"
     assert (v["p_better_low"], v["p_better_high"]) == (1.0, 1.0)
+    lines = inf.verdict_lines("x", [v])
+    assert not any("nan" in line for line in lines), lines
+    assert "no run-to-run variation: every run of an arm scores the same; no interval" in lines[0]
 
 
 def test_two_runs_per_arm_withholds_the_joint_test_and_says_so():
@@ -241,6 +293,8 @@ def test_two_runs_per_arm_withholds_the_joint_test_and_says_so():
     assert np.isfinite(rows["welch"]["p_value"]) and np.isfinite(rows["p_better"]["ci_low"])
     lines = inf.verdict_lines("x", inf.verdict(inf.compare(*simulate(rng, 2, 200))))
     assert any("smallest two-sided p: 0.333" in line for line in lines)
+    assert not any("nan" in line for line in lines), lines
+    assert any("data distribution" in line and "withheld at 2 runs per arm" in line for line in lines)
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -320,3 +374,13 @@ def test_plan_for_a_named_effect_and_the_distribution_question():
     assert far["replicas_needed"] == -1 and "larger test set" in far["note"]
     with pytest.raises(inf.VerdictError, match="2 pilot runs per arm"):
         inf.plan(base["accuracy"][:1], cand["accuracy"][:2], 1.0)
+
+
+def test_plan_distribution_row_is_capped():
+    """A tiny observed effect over run noise: the normal approximation asked for ~7.8e10 runs."""
+    base = np.array([[70.0, 70.0], [71.0, 71.0]])
+    cand = base + 1e-5
+    rows = {r["basis"]: r for r in inf.plan(base, cand)}
+    dist = rows["distribution"]
+    assert dist["replicas_needed"] == -1 and "cannot be reached" in dist["note"]
+    assert all(r["replicas_needed"] <= inf.MAX_REPLICAS for r in rows.values())

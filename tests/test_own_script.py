@@ -1,7 +1,7 @@
 """The own-script example (examples/own_script.yaml: a plain-PyTorch script with AdamW, label
 smoothing and a 2-worker DataLoader with torchvision transforms, and a command-template script
 that does not import nondet) through the real workflow, shrunk for CI (Fashion-MNIST 1000/500,
-1 epoch, 2 replicas, no comparison): its audits pass, control replicas are bitwise identical,
+1 epoch, 2 replicas; the two-recipe comparison at 2 runs per arm): its audits pass, control replicas are bitwise identical,
 every source it varies moves the predictions, and editing one script's params reruns only its
 jobs. About 2 minutes on 2 CPU cores (needs `make datasets`)."""
 
@@ -32,7 +32,7 @@ def example_config() -> dict:
     cmd["command"] = cmd["command"].replace("examples/train_cmd.py", str(REPO / "examples/train_cmd.py"))
     cmd["script"] = str(REPO / "examples/train_cmd.py")
     cmd["conditions"] = ["control", "init", "data"]
-    c["comparisons"] = {}
+    c["comparisons"]["smoothing"]["replicas"] = 2
     c["metrics"] = {"bootstrap_resamples": 200}
     return c
 
@@ -65,6 +65,18 @@ def test_audits_pass_and_every_source_moves_the_predictions(run):
             assert float(row["disagreement"]) > 0, (model, condition)
     assert rows[("myscript", "control")]["cka_on"] == "features"  # the script saved its features
     assert rows[("mycommand", "control")]["cka_on"] == "logits"
+
+
+def test_the_two_recipes_go_through_the_verdict_engine(run):
+    """The example's comparison (label smoothing 0 vs 0.1 of the script model) is trained by the
+    script's arm jobs and judged by the one verdict engine, at 2 runs per arm."""
+    out = run / "results/compare/smoothing"
+    for arm in ("baseline", "candidate"):
+        assert (out / arm / "predict_chunk0.h5").is_file(), arm
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert {r["metric"] for r in rows} >= {"accuracy", "cross_entropy"}, rows
+    verdict = (out / "verdict.md").read_text()
+    assert "smoothing" in verdict and "nan" not in verdict.lower(), verdict
 
 
 def test_editing_one_scripts_params_reruns_only_its_jobs(run):

@@ -251,7 +251,9 @@ TRAINED = {
     "metrics": {"bootstrap_resamples": 200},
 }
 #: Columns that describe where runs came from, not what they measured.
-ORIGIN = {"device", "kernels_mode", "epochs", "cycles", "method", "test_passes", "cka_on"}
+ORIGIN = {"device", "kernels_mode", "epochs", "cycles", "method", "test_passes", "cka_on",
+          # how replicas were packed into jobs (trained: chunks; imported: one group)
+          "pairs_within_jobs", "identical_within_jobs", "pairs_across_jobs", "identical_across_jobs"}  # fmt: skip
 
 
 def snakemake(workdir, config, *args):

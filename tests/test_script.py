@@ -231,6 +231,30 @@ def test_sources_api_init_flip_dropout_and_standin():
     assert set(data.sampler(50).order(0).tolist()) == set(data.train_index(50).tolist()) != set(range(50))
 
 
+def test_step_rng_keys_functional_and_attention_dropout_by_seed_and_step():
+    """``with src.step_rng(step):`` the global-RNG draws of F.dropout and nn.MultiheadAttention's
+    dropout (training mode) are a function of (dropout seed, step) alone; the caller's global RNG
+    is left as it was."""
+    attention = torch.nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True).train()
+    x = torch.ones(2, 5, 8)
+
+    def draw(src, step):
+        with src.step_rng(step):
+            return torch.nn.functional.dropout(x, 0.5, training=True), attention(x, x, x)[0]
+
+    state = torch.get_rng_state()
+    a = draw(Sources.for_replica("control", 0), 3)
+    b = draw(Sources.for_replica("control", 1), 3)  # another replica, the same dropout seed
+    other_step = draw(Sources.for_replica("control", 0), 4)
+    other_seed = draw(Sources.for_replica("dropout", 1), 3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's global RNG untouched
+    assert Sources.for_replica("control", 0).seed("dropout") != Sources.for_replica("dropout", 1).seed("dropout")
+    for i in range(2):  # 0: F.dropout, 1: attention output (dropout on its weights)
+        assert torch.equal(a[i], b[i])
+        assert not torch.equal(a[i], other_step[i]) and not torch.equal(a[i], other_seed[i])
+    assert (a[0] == 0).any() and (a[0] != 0).any()  # the masks do drop, at p = 0.5
+
+
 def test_a_comparison_of_two_script_recipes_trains_each_arm_with_its_params(tmp_path, data_file):
     c = cfg.validate({**make_config(), "comparisons": {"lr": {
         "model": "s", "condition": "init", "replicas": 2,

@@ -52,3 +52,32 @@ def test_plain_markdown_still_has_every_column(tmp_path):
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md", notes=["a note"])
     text = (tmp_path / "m.md").read_text()
     assert "acc_sd_se" in text.splitlines()[0] and "\na note\n" in text
+
+
+def test_kernels_mode_is_derived_from_what_the_replicas_did():
+    """Issue 22: the kernels mode in the table comes from identical pairs within and across jobs,
+    not from the flags alone (on CUDA, replicas sharing a process share cuDNN's autotuned kernels)."""
+    import numpy as np
+
+    from nondet.analysis_stages import identical_pairs_by_job, measured_kernels_mode
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    # four replicas in two jobs; within each job the replicas are bitwise identical
+    counts = identical_pairs_by_job(np.stack([a, a, b, b]), np.array([0, 0, 1, 1]))
+    assert counts == {"pairs_within_jobs": 2, "identical_within_jobs": 2, "pairs_across_jobs": 4,
+                      "identical_across_jobs": 0}  # fmt: skip
+    row = {"kernels_mode": "cuda-nondeterministic", "condition": "kernels", **counts}
+    assert "differs only across jobs" in measured_kernels_mode(row)
+    every = identical_pairs_by_job(np.stack([a, a, a, a]), np.array([0, 0, 1, 1]))
+    assert "no effect" in measured_kernels_mode({**row, **every})
+    none = identical_pairs_by_job(np.stack([a, b, a + 1, b + 1]), np.array([0, 0, 1, 1]))
+    assert measured_kernels_mode({**row, **none}) == "cuda-nondeterministic"
+    # other conditions, and deterministic kernels, keep the flag's mode
+    assert measured_kernels_mode({**row, **every, "condition": "all"}) == "cuda-nondeterministic"
+    assert measured_kernels_mode({**row, **every, "kernels_mode": "deterministic"}) == "deterministic"
+    # a config-defined condition that varies the kernels alone is measured too
+    assert "no effect" in measured_kernels_mode({**row, **every, "condition": "k2"}, ["kernels"])
+    notes = table_notes(pd.DataFrame([{**_row("resnet14", "kernels"), **row, **counts,
+                                       "kernels_mode": measured_kernels_mode(row)}]))  # fmt: skip
+    assert any("replicas_per_job: 1" in line for line in notes)

@@ -435,6 +435,19 @@ def test_npz_that_is_not_a_zip_names_the_file(tmp_path):
         ({"replicas": 10**7, "replicas_per_job": 10**7}, "more than max_replicas (default 10 x max_jobs) = 200000"),
         ({"vectorize": True}, 'quote the value, e.g. "on"'),
         ({"training": {"epochs": "3"}}, "write 3 in a --configfile"),
+        # `replicas_per_job: 1e7` in YAML arrives as the string '1e7'; "write 1.0e+7" was then refused
+        ({"replicas_per_job": "1e7"}, "write 10000000, without exponent"),
+        ({"replicas_per_job": 1e7}, "write 10000000, without the decimal point"),
+        # comparison and factorial names become folders results/compare/<name>/ etc.
+        ({"comparisons": {"../c": {"model": "mlp", "candidate": {}}}}, "config key comparisons: '../c' does not match"),
+        ({"comparisons": {"a/b": {"model": "mlp", "candidate": {}}}}, "config key comparisons: 'a/b' does not match"),
+        ({"comparisons": {"": {"model": "mlp", "candidate": {}}}}, "config key comparisons: '' does not match"),
+        ({"factorial": {"../c": {"model": "mlp", "sources": ["init", "shuffle"]}}}, "config key factorial: '../c'"),
+        ({"factorial": {"a/b": {"model": "mlp", "sources": ["init", "shuffle"]}}}, "config key factorial: 'a/b'"),
+        ({"factorial": {"": {"model": "mlp", "sources": ["init", "shuffle"]}}}, "config key factorial: '' does"),
+        ({"runs": {"comparisons": {"../c": {"baseline": "a", "candidate": "b"}}}}, "key runs.comparisons: '../c'"),
+        ({"runs": {"comparisons": {"a/b": {"baseline": "a", "candidate": "b"}}}}, "key runs.comparisons: 'a/b'"),
+        ({"runs": {"comparisons": {"": {"baseline": "a", "candidate": "b"}}}}, "key runs.comparisons: '' does"),
     ],
 )
 def test_config_guards_and_hints(change, message):
@@ -446,7 +459,7 @@ def test_config_guards_and_hints(change, message):
     with pytest.raises(cfg.ConfigError) as err:
         cfg.validate(c)
     assert message in str(err.value)
-    assert "write 3.0" not in str(err.value)
+    assert "write 3.0" not in str(err.value) and "1.0e+7" not in str(err.value)
 
 
 def test_yaml_merge_key_is_not_a_syntax_error(tmp_path):

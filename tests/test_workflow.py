@@ -2,6 +2,7 @@
 
 import copy
 import csv
+import json
 import os
 import subprocess
 
@@ -99,12 +100,35 @@ def test_end_to_end_outputs(finished_run):
     assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
     # plain against itself (its SD of accuracy may be 0 by chance with 3 replicas: not that one)
     assert float(mit[0]["disagreement_reduction"]) == 0.0
+    assert all(r["variability_reduction"] != "" for r in mit[1:])  # the paper's 5-metric column
+    # the ensemble stage: k = 1 (3 replicas leave no two disjoint pairs) is the single models,
+    # its row the diversity table's variability, beside the methods at one training run
+    import h5py
+    import numpy as np
+
+    from nondet.files import load_predictions
+
+    with h5py.File(res / "ensembles/cnn/all.h5") as f:
+        assert sorted(f) == ["k1", "labels"]
+        members, ens = f["k1/members"][()], f["k1/logits"][()]
+        k1 = json.loads(f["k1"].attrs["row"])
+    assert members.tolist() == [[0], [1], [2]]
+    single = load_predictions(sorted((res / "predict/cnn/all").glob("chunk*.h5")))
+    np.testing.assert_array_equal(ens, single["logits"][np.argsort(single["replicas"])])
+    assert k1["acc_sd"] == pytest.approx(float(rows[("cnn", "all")]["acc_sd"]))
+    assert k1["disagreement"] == pytest.approx(float(rows[("cnn", "all")]["disagreement"]))
+    ens_rows = list(csv.DictReader(open(res / "tables/ensembles.csv")))
+    assert [(r["method"], r["train_runs"]) for r in ens_rows] == [
+        ("ensemble", "1"),
+        ("tta", "1"),
+        ("snapshot", "1"),
+        ("snapshot+tta", "1"),
+    ]
+    assert (res / "figures/ensembles.png").stat().st_size > 0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/verdict.csv"))}
     assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["runs_candidate"] == "3"
     welch = next(r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))
                  if r["metric"] == "accuracy" and r["test"] == "welch")  # fmt: skip
-    from nondet.files import load_predictions
-
     acc = {}  # each arm's mean accuracy recomputed from its prediction files
     for arm in ("baseline", "candidate"):
         pred = load_predictions(sorted((res / f"compare/lr/{arm}").glob("predict_chunk*.h5")))

@@ -37,22 +37,22 @@ rule diversity_table:
         "../workflow_scripts/diversity_table.py"
 
 
-# made last, from every table and figure of rule all: a failed run leaves the provenance of the
-# last finished one, and --report refuses a mix of configs (nondet.reportcheck)
-rule provenance:
+rule plot_diversity:
     input:
-        provenance_inputs,
+        lambda w: metric_files(w.model),
     output:
-        report(
-            "results/tables/provenance.csv",
-            caption="../report/provenance.rst",
-            category="Provenance",
+        pdf="results/figures/diversity_{model}.pdf",
+        png=report(
+            "results/figures/diversity_{model}.png",
+            caption="../report/diversity_figure.rst",
+            category="Diversity",
+            labels={"model": "{model}", "figure": "diversity by source"},
         ),
     log:
-        "logs/provenance.log",
+        "logs/plots/diversity_{model}.log",
     conda:
         "../envs/analysis.yaml"
     params:
-        config=config,
+        expect=lambda w, input: metrics_expect(list(input)),
     script:
-        "../workflow_scripts/provenance.py"
+        "../workflow_scripts/plot_diversity.py"

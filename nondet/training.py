@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .augment import Augmenter
 from .bitflip import apply_bitflip
@@ -33,10 +32,8 @@ from .data import Dataset
 from .dropout import ExampleMasks, SeededDropout
 from .models import build_model, weight_decay_groups
 from .optim import SGD
-from .predict import predict
 from .resample import replica_index
 from .seeds import ReplicaSeeds, derive_seed, torch_generator
-from .usermodel import training_draws
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -127,7 +124,7 @@ SCHEDULES = {"cosine_restart": lr_at, "authors": lr_authors}
 
 def set_lr(opt, lr: float) -> None:
     """Set the step's learning rate, times each parameter group's ``lr_scale``
-    (nondet.models.weight_decay_groups); both training loops call this."""
+    (nondet.models.weight_decay_groups); the training loop (nondet.loop) calls this."""
     for group in opt.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
@@ -144,7 +141,7 @@ def state_to_numpy(model) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
-# --- the core both training loops share (sequential here, vectorised in nondet.vectorized) ------
+# --- the core every training path shares (the loop itself is nondet.loop) -----------------------
 
 
 class Schedule:
@@ -350,7 +347,7 @@ def build_replica(model_spec, recipe, seeds: ReplicaSeeds, data: Dataset, device
     return model, flipped
 
 
-# --- sequential training ----------------------------------------------------------------------
+# --- sequential training (nondet.loop.SequentialStep) -------------------------------------------
 
 
 def train_replica(
@@ -380,6 +377,8 @@ def train_replica(
     starts, training resumes from it. Every generator is re-derived from (seed, epoch, step), so a
     resumed run ends bitwise identical to an uninterrupted one (with deterministic kernels).
     """
+    from .loop import SequentialStep, run_epochs
+
     started = time.perf_counter()
     set_kernel_mode(seeds.deterministic, device)
     model, flipped = build_replica(model_spec, recipe, seeds, data, device)
@@ -397,86 +396,18 @@ def train_replica(
     )
     layers = dropout_layers(model)
     draws = ReplicaDraws(seeds, recipe, len(data.y_train), device, [m.p for m in layers])
-    n = draws.n  # examples per epoch: the training set, or this replica's resample of it
-    sched = Schedule(recipe, n)
+    sched = Schedule(recipe, draws.n)  # draws.n: the training set, or this replica's resample of it
     for m, masks in zip(layers, draws.masks):
         m.masks = masks
-    curve, snapshots, diverged, step = Curve(), [], False, 0
-    record_at, records = set(int(s) for s in record_steps), []
-
-    def record():
-        if step in record_at:
-            params = torch.cat([p.detach().flatten() for p in model.parameters()])
-            records.append((step, params.cpu().numpy().copy(), predict(model, data.x_test, bf16=bf16)[0]))
-
-    start_epoch, resume_key = 0, {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec,
-                                  "accelerator": accelerator_name(device)}  # fmt: skip
-    state = load_checkpoint(checkpoint, resume_key, device, log, label)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, step, curve = state["epoch"], state["step"], Curve(state["curve"])
-        snapshots, records, diverged = state["snapshots"], state["records"], state["diverged"]
-        if diverged:
-            start_epoch = sched.epochs
-
-    def save(epochs_done):
-        save_checkpoint(
-            checkpoint, resume_key, model=model.state_dict(), optimizer=opt.state_dict(),
-            epoch=epochs_done, step=step, curve=curve.values, snapshots=snapshots,
-            records=records, diverged=diverged,
-        )  # fmt: skip
-
-    for epoch in range(start_epoch, sched.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        order = draws.order(epoch)
-        loss_sum, correct, lr = torch.zeros((), device=device), torch.zeros((), device=device), 0.0
-        for b in range(sched.steps_per_epoch):
-            record()
-            _, x, y = draws.batch(order, epoch, b, data)
-            lr = sched.lr(step)
-            set_lr(opt, lr)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with (
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-                training_draws(model, seeds.dropout, step, device),  # user models' other draws
-            ):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            step += 1
-            if sched.snapshot_due(step):
-                snapshots.append(state_to_numpy(model))
-        train_loss = float(loss_sum) / n
-        test_loss = test_acc = float("nan")
-        if sched.eval_due(epoch + 1):
-            logits_test, _ = predict(model, data.x_test, bf16=bf16)
-            test_loss = float(F.cross_entropy(logits_test, data.y_test))
-            test_acc = 100.0 * float((logits_test.argmax(1) == data.y_test).float().mean())
-        curve.add(epoch + 1, lr, train_loss, 100.0 * float(correct) / n, test_loss, test_acc)
-        log(
-            f"{label} epoch {epoch + 1}/{sched.epochs} loss {train_loss:.4f} "
-            f"train_acc {curve.values['train_acc'][-1]:.1f}% test_acc {test_acc:.1f}% "
-            f"lr {lr:.3g} ({time.perf_counter() - t0:.2f}s)"
-        )
-        if not math.isfinite(train_loss):
-            diverged = True
-            log(f"{label} DIVERGED: training loss is {train_loss} in epoch {epoch + 1}; stopping")
-            break
-        if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
-            save(epoch + 1)
-
-    record()
-    if checkpoint is not None and start_epoch < sched.epochs:
-        save(len(curve))  # a finished replica is skipped on resume
-    result = replica_result(state_to_numpy(model), curve, snapshots, flipped, diverged, seeds,
+    stepper = SequentialStep(model, opt, seeds.dropout, device, data.x_test, bf16, channels_last, record_steps)
+    resume_key = {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec,
+                  "accelerator": accelerator_name(device)}  # fmt: skip
+    curves, snapshots, diverged = run_epochs(
+        stepper, sched, [draws], data, device, label, log, checkpoint, checkpoint_every, resume_key
+    )
+    result = replica_result(state_to_numpy(model), curves[0], snapshots[0], flipped, diverged[0], seeds,
                             device, recipe, time.perf_counter() - started)  # fmt: skip
+    records = stepper.records
     result["model"] = model
     result["records"] = {
         "steps": np.array([r[0] for r in records], dtype=np.int64),

@@ -33,12 +33,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nondet import metrics as M  # noqa: E402
-from nondet.augment import Augmenter  # noqa: E402
-from nondet.data import Dataset, from_arrays, make_mnist1d  # noqa: E402
-from nondet.models import build_model  # noqa: E402
+from nondet.analysis import metrics as M  # noqa: E402
 from nondet.seeds import replica_seeds, torch_generator  # noqa: E402
-from nondet.training import train_replica  # noqa: E402
+from nondet.training.augment import Augmenter  # noqa: E402
+from nondet.training.data import Dataset, from_arrays, make_mnist1d  # noqa: E402
+from nondet.training.models import build_model  # noqa: E402
+from nondet.training.replica import train_replica  # noqa: E402
 
 CNN = {"arch": "cnn1d", "channels": 32, "kernels": [5, 3, 3], "dropout": 0.1}
 RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16}
@@ -89,9 +89,9 @@ def e2e(repeats):
 CHILD = """
 import sys, time, torch
 sys.path.insert(0, {repo!r})
-from nondet.data import from_arrays, make_mnist1d
+from nondet.training.data import from_arrays, make_mnist1d
 from nondet.seeds import replica_seeds
-from nondet.training import train_replica
+from nondet.training.replica import train_replica
 torch.set_num_threads({threads})
 data = {data_expr}
 for r in range({replicas}):
@@ -117,9 +117,9 @@ def per_process_vs_per_job(spec, recipe, data_expr, n_images, replicas, threads)
 
 
 def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE, wide=False):
-    """img/s of vmap (or, ``wide``, of the wide CPU path, nondet.stacked) vs one replica after
+    """img/s of vmap (or, ``wide``, of the wide CPU path, nondet.training.stacked) vs one replica after
     another, in one process."""
-    from nondet.vectorized import train_replicas_vectorized
+    from nondet.training.vectorized import train_replicas_vectorized
 
     seeds = [replica_seeds("all", r, 0) for r in range(replicas)]
     dev, quiet = device(), (lambda *a: None)
@@ -309,7 +309,7 @@ def main():
     if dev.type == "cpu":
         wide, seq = vectorised_vs_sequential(data, 8, r, wide=True)
         print(f"| 2e | CNN on mnist1d, 8 replicas x 1 epoch in one process: one wide model "
-              f"(nondet.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
+              f"(nondet.training.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
               f"| {wide / seq:.2f}x |")  # fmt: skip
     res = cifar_like(1024)
     vec, seq = vectorised_vs_sequential(res, 2, 1, RESNET14, {**res_recipe, "batch_size": 256})

@@ -1,4 +1,4 @@
-"""Size and coverage of every test of the verdict engine (nondet.inference) at 2, 3, 5 and 8 runs
+"""Size and coverage of every test of the verdict engine (nondet.analysis.inference) at 2, 3, 5 and 8 runs
 per arm, by simulation; prints one markdown table (docs/comparisons.md holds its output).
 
     .venv/bin/python benchmarks/calibration.py [--trials 1000] [--examples 500] [--workers 2]
@@ -21,7 +21,7 @@ regressions) against the expectation over new runs on the trial's test set (Gaus
 the run effect); joint_paired / joint_unpaired against the data-distribution difference, 0.
 Rejection under no effect is counted where the true value is 0 (flips and runs; tost at its
 margin, the boundary of its null); coverage everywhere (tost's interval is the 1 - 2 alpha = 90 %
-one, by the TOST convention). A test withheld at some R (nondet.inference.WITHHELD_BELOW) is
+one, by the TOST convention). A test withheld at some R (nondet.analysis.inference.WITHHELD_BELOW) is
 still measured and marked "withheld". Monte-Carlo SE: sqrt(p (1 - p) / trials).
 """
 
@@ -36,7 +36,7 @@ from multiprocessing import Pool
 import numpy as np
 from scipy import stats
 
-from nondet.inference import WITHHELD_BELOW, compare
+from nondet.analysis.inference import WITHHELD_BELOW, compare
 
 STRUCTURES = {"flips": (0.0, 0.0), "runs": (0.15, 0.0), "mixed": (0.05, 0.5)}
 NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(40)

@@ -26,11 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench import RESNET14, authors_vs_ours, cifar_like  # noqa: E402
-from nondet.files import accelerator  # noqa: E402
+from nondet.io.files import accelerator  # noqa: E402
 from nondet.seeds import replica_seeds  # noqa: E402
-from nondet.torch_stages import same_weights  # noqa: E402
-from nondet.training import train_replica  # noqa: E402
-from nondet.vectorized import train_replicas_vectorized  # noqa: E402
+from nondet.training.replica import train_replica  # noqa: E402
+from nondet.training.vectorized import train_replicas_vectorized  # noqa: E402
+from nondet.workflow.torch_stages import same_weights  # noqa: E402
 
 
 def recipe(epochs: int, batch: int) -> dict:

@@ -26,7 +26,7 @@ CONDITIONS: dict[str, frozenset[str]] = {
     "all": frozenset({"init", "shuffle", "augment", "dropout", "kernels", "data"}),
     "bitflip": frozenset({"bitflip"}),
     # data resampling (Bouthillier et al. 2021): each replica trains on its own bootstrap (or
-    # subsample) of the training set, nondet.resample; the test set never changes
+    # subsample) of the training set, nondet.training.resample; the test set never changes
     "data": frozenset({"data"}),
 }
 
@@ -67,7 +67,7 @@ class ReplicaSeeds:
     ``bitflip`` is None for no flip; otherwise it picks which initial weight is nudged by one ulp.
     ``data`` is None for the full training set in its original order (every condition that does
     not vary it); otherwise the run trains on the resample of the training set it draws
-    (nondet.resample). It is left out of :meth:`as_dict` when None, so the job specs and files of
+    (nondet.training.resample). It is left out of :meth:`as_dict` when None, so the job specs and files of
     runs that do not vary it are those of the code before it existed.
     """
 

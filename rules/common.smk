@@ -1,7 +1,7 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
-from nondet import config as cfg
-from nondet import plan
-from nondet.h5io import CODE_VERSION
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
+from nondet.io.h5io import CODE_VERSION
 
 try:
     # duplicate keys: Snakemake's YAML loader silently keeps the last value
@@ -282,11 +282,11 @@ def script_audit(model):
     return []
 
 
-# --- one config per report (nondet.reportcheck) ---
+# --- one config per report (nondet.workflow.reportcheck) ---
 def provenance_inputs(wildcards):
     """Every table and figure of rule all, which provenance.csv lists with their SHA-256; under
     --report, refuses a report whose files do not all come from this config."""
-    from nondet import reportcheck
+    from nondet.workflow import reportcheck
 
     target = "results/tables/provenance.csv"
     if reportcheck.report_mode():
@@ -295,7 +295,7 @@ def provenance_inputs(wildcards):
             raise WorkflowError(f"cannot build the report: {stale}")
     files = [f for f in rules.all.input if f != target]
     if not reportcheck.report_mode():
-        from nondet.h5io import unwritable_folders
+        from nondet.io.h5io import unwritable_folders
 
         bad = unwritable_folders([target, *files])
         if bad:

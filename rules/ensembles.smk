@@ -1,5 +1,5 @@
 # k-model ensembles of a condition's replicas (disjoint groups, k = 1, 2, 4, ...), set beside
-# snapshot ensembles and TTA at one training run: analysis only, no training (nondet.ensembles).
+# snapshot ensembles and TTA at one training run: analysis only, no training (nondet.analysis.ensembles).
 rule ensembles:
     input:
         lambda w: predict_files(w.model, w.condition),

@@ -1,5 +1,5 @@
 # made last, from every table and figure of rule all: a failed run leaves the provenance of the
-# last finished one, and --report refuses a mix of configs (nondet.reportcheck)
+# last finished one, and --report refuses a mix of configs (nondet.workflow.reportcheck)
 rule provenance:
     input:
         provenance_inputs,

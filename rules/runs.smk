@@ -1,8 +1,8 @@
 # Bring your own runs (README "Bring your own runs"): prediction files trained anywhere are
 # imported into the predict stage's layout, then analysed like trained runs. No training.
 # Wildcards run_model/group (not model/condition) so these rules never compete with training;
-# helpers in nondet.runs (group_inputs, predictions_path, compare_params, targets).
-import nondet.runs as byo
+# helpers in nondet.workflow.runs (group_inputs, predictions_path, compare_params, targets).
+import nondet.workflow.runs as byo
 
 RUN_MODELS = sorted({m for m, _ in RUN_GROUPS})
 RUNS_TARGETS = byo.targets(config)

@@ -1,4 +1,4 @@
-# A researcher's own training script (models.<name>.train or .command, nondet.script): one job
+# A researcher's own training script (models.<name>.train or .command, nondet.workflow.script): one job
 # per chunk of replicas writes the predictions file the predict rule writes for other models, so
 # metrics, tables, figures, comparisons and the report read it unchanged. Its determinism audit
 # (results/checks/{model}.audit.json) runs first.

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nondet.data import from_arrays, make_mnist1d
+from nondet.training.data import from_arrays, make_mnist1d
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 import torch
 
-from nondet.augment import Augmenter, crop_flip, shift
+from nondet.training.augment import Augmenter, crop_flip, shift
 
 
 def test_shift_identity_and_direction():
@@ -38,9 +38,9 @@ def test_augmentation_of_an_example_does_not_depend_on_shuffle_order():
 
 def _augmented_by_example(keyed_by, shuffle_replica):
     """Each training example's augmented signal in epoch 0, from ReplicaDraws (batches of 16)."""
-    from nondet.data import Dataset
     from nondet.seeds import replica_seeds
-    from nondet.training import ReplicaDraws
+    from nondet.training.data import Dataset
+    from nondet.training.replica import ReplicaDraws
 
     n = 64
     g = torch.Generator().manual_seed(0)

@@ -11,8 +11,8 @@ import helpers
 import pytest
 from helpers import default_config, planned_outputs
 
-from nondet import config as cfg
-from nondet import plan
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
@@ -162,7 +162,7 @@ def study(tmp_path_factory):
 
 
 def test_tiny_study_builds_its_table_and_figure(study):
-    from nondet.files import load_replicas, load_rows
+    from nondet.io.files import load_replicas, load_rows
 
     res = study / "results"
     for path in ("tables/mitigation_budget.md", "figures/mitigation_budget.pdf", "figures/mitigation_budget.png"):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import snakemake
 
-from nondet import data as D
-from nondet.torch_stages import make_dataset, train
+from nondet.training import data as D
+from nondet.workflow.torch_stages import make_dataset, train
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nondet.compare import anova_components, variance_components
+from nondet.analysis.variance import anova_components, variance_components
 
 
 @pytest.mark.parametrize("planted", [(4.0, 1.0, 0.0, 0.5), (0.0, 2.0, 1.0, 0.25)])
@@ -53,10 +53,10 @@ import copy  # noqa: E402
 
 from helpers import default_config  # noqa: E402
 
-from nondet import config as cfg  # noqa: E402
-from nondet import plan  # noqa: E402
-from nondet.compare import per_example_split  # noqa: E402
+from nondet.analysis.variance import per_example_split  # noqa: E402
 from nondet.seeds import CONDITIONS, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
+from nondet.workflow import config as cfg  # noqa: E402
+from nondet.workflow import plan  # noqa: E402
 
 
 def test_per_example_split_is_exact_and_finds_independent_flips():
@@ -182,15 +182,15 @@ def test_factorial_jobs_cover_the_grid_once():
 
 
 def test_per_example_values_average_to_the_metrics_and_effect_is_honoured():
-    from nondet import metrics as M
-    from nondet.compare import per_example_values
+    from nondet.analysis import metrics as M
+    from nondet.analysis.variance import per_example_values
 
     rng = np.random.default_rng(7)
     logits, labels = rng.normal(size=(4, 50, 3)).astype(np.float32), rng.integers(0, 3, 50)
     v = per_example_values(logits, labels)
     assert v["accuracy"].mean(1) == pytest.approx(M.accuracy(logits, labels))
     assert v["cross_entropy"].mean(1) == pytest.approx(M.cross_entropy(logits, labels))
-    from nondet.inference import plan, replicas_needed
+    from nondet.analysis.inference import plan, replicas_needed
 
     a, b = rng.normal(0, 1, (6, 50)), rng.normal(0.3, 1, (6, 50))
     row = plan(b, a, effect=0.5)[0]

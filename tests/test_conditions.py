@@ -2,10 +2,10 @@
 
 import pytest
 
-from nondet import config as cfg
-from nondet import plan
+from nondet.analysis.tables import diversity_frame  # noqa: E402
 from nondet.seeds import SOURCES, ReplicaSeeds, replica_seeds
-from nondet.tables import diversity_frame  # noqa: E402
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 BASE = {
     "replicas": 4,
@@ -67,7 +67,7 @@ def test_condition_errors_name_the_key(change, key):
 def test_table_orders_config_conditions_after_built_ins_in_given_order():
     rows = [{"model": "m", "condition": c, "n_replicas": 2} for c in
             ["shuffle_augment_kernels", "all", "shuffle_kernels", "control", "bitflip"]]  # fmt: skip
-    from nondet.tables import COLUMNS
+    from nondet.analysis.tables import COLUMNS
 
     df = diversity_frame([{**dict.fromkeys(COLUMNS, 0.0), **r} for r in rows])
     assert list(df["condition"]) == ["control", "all", "bitflip", "shuffle_augment_kernels",

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from helpers import REPO, default_config
 
-from nondet import config as cfg
-from nondet import plan
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
@@ -179,9 +179,9 @@ def test_parameter_names_match_the_built_models(arch, params):
     """The torch-free names the config check uses are those of the model build_model builds."""
     import torch
 
-    from nondet.bitflip import weight_tensors
-    from nondet.models import build_model
-    from nondet.paramnames import parameter_names, weight_names
+    from nondet.training.bitflip import weight_tensors
+    from nondet.training.models import build_model
+    from nondet.workflow.paramnames import parameter_names, weight_names
 
     params = {**cfg.ARCH_PARAMS[arch], **params}
     shape = (1, 40) if arch in ("cnn1d", "linear", "mlp") else (3, 8, 8)
@@ -225,7 +225,7 @@ def test_every_paper_model_flips_a_tensor_it_has():
     weight of the linear model and the MLP, each a parameter of the model as built."""
     import torch
 
-    from nondet.models import build_model
+    from nondet.training.models import build_model
 
     c = cfg.validate(_paper_config())
     targets = {m: plan.recipe(c, m, "bitflip")["bitflip_tensor"] for m in c["models"]}
@@ -241,7 +241,7 @@ def test_every_paper_model_flips_a_tensor_it_has():
 
 
 def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
-    """`python -m nondet.config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
+    """`python -m nondet.workflow.config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
     non-zero naming file and line; Snakemake's own --configfile message names neither."""
     import subprocess
     import sys
@@ -249,7 +249,7 @@ def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("replicas: 2\ntraining: lr: 0.1\n")  # line 2: mapping values are not allowed here
     out = subprocess.run(
-        [sys.executable, "-m", "nondet.config", str(REPO / "config.yaml"), str(bad)],
+        [sys.executable, "-m", "nondet.workflow.config", str(REPO / "config.yaml"), str(bad)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -270,10 +270,10 @@ def test_make_run_config_checks_the_file_before_snakemake():
         return out.stdout.splitlines()
 
     lines = dry_run("CONFIG=x.yaml")
-    check = [i for i, line in enumerate(lines) if "-m nondet.config config.yaml x.yaml" in line]
-    snakemake = [i for i, line in enumerate(lines) if "snakemake" in line and "nondet.config" not in line]
+    check = [i for i, line in enumerate(lines) if "-m nondet.workflow.config config.yaml x.yaml" in line]
+    snakemake = [i for i, line in enumerate(lines) if "snakemake" in line and "nondet.workflow.config" not in line]
     assert len(check) == 1 and len(snakemake) == 2 and check[0] < snakemake[0]
     assert all("--configfile x.yaml" in lines[i] for i in snakemake)
     plain = dry_run()
-    assert not any("nondet.config" in line or "--configfile" in line for line in plain)
+    assert not any("nondet.workflow.config" in line or "--configfile" in line for line in plain)
     assert sum("snakemake" in line for line in plain) == 2

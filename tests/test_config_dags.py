@@ -31,8 +31,8 @@ import numpy as np
 import pytest
 from helpers import REPO, default_config, snakemake
 
-from nondet import config as cfg
-from nondet import plan
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 
 def shipped_configs() -> list[Path]:

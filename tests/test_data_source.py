@@ -1,16 +1,16 @@
 """The data source: each replica of a condition that varies it trains on its own resample of the
-training set (nondet.resample); every other condition trains on the full set, as before."""
+training set (nondet.training.resample); every other condition trains on the full set, as before."""
 
 import numpy as np
 import pytest
 import torch
 
-from nondet import config as cfg
-from nondet import plan
-from nondet.predict import predict
-from nondet.resample import replica_index, resample_index
 from nondet.seeds import CONDITIONS, derive_seed, replica_seeds, torch_generator
-from nondet.training import ReplicaDraws, train_replica
+from nondet.training.predict import predict
+from nondet.training.replica import ReplicaDraws, train_replica
+from nondet.training.resample import replica_index, resample_index
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 CPU = torch.device("cpu")
 

@@ -1,10 +1,10 @@
-"""k-model ensembles of a condition's replicas (nondet.ensembles) and their table."""
+"""k-model ensembles of a condition's replicas (nondet.analysis.ensembles) and their table."""
 
 import numpy as np
 import pytest
 
-from nondet.ensembles import ensemble_row, ensemble_sizes, make_ensembles
-from nondet.metrics import accuracy, disagreement_matrix, mean_over_pairs
+from nondet.analysis.ensembles import ensemble_row, ensemble_sizes, make_ensembles
+from nondet.analysis.metrics import accuracy, disagreement_matrix, mean_over_pairs
 
 
 def test_sizes_keep_at_least_two_disjoint_groups():

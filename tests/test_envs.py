@@ -150,8 +150,8 @@ def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
     code = (
         "import sys\n"
         "{pre}"
-        "import nondet.analysis_stages\n"
-        "from nondet.h5io import provenance\n"
+        "import nondet.workflow.analysis_stages\n"
+        "from nondet.io.h5io import provenance\n"
         "v = provenance(kind='metrics')['versions']\n"
         "print('torch' in sys.modules, 'torch' in v, 'scipy' in v)\n"
     )
@@ -178,7 +178,7 @@ def test_the_dataset_stage_makes_mnist1d_without_importing_torch(tmp_path):
     code = (
         "import sys\n"
         "from nondet import config, plan\n"
-        "from nondet.data import make_dataset\n"
+        "from nondet.training.data import make_dataset\n"
         "c = config.validate({'dataset': {'num_samples': 300}, 'models': {'m': {'arch': 'linear', 'conditions': ['init']}}})\n"
         f"make_dataset({str(tmp_path / 'd.h5')!r}, plan.data_spec(c), plan.data_hash(c))\n"
         "print('torch' in sys.modules)\n"

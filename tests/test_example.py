@@ -45,8 +45,8 @@ def example_run(tmp_path_factory):
 
 
 def test_example_runs_end_to_end(example_run):
-    from nondet.files import load_replicas
-    from nondet.torch_stages import same_weights
+    from nondet.io.files import load_replicas
+    from nondet.workflow.torch_stages import same_weights
 
     res = example_run / "results"
     for path in ("tables/diversity.csv", "tables/diversity.md", "tables/provenance.csv",
@@ -132,7 +132,7 @@ def test_example_loader_matches_the_pipelines_fashion_mnist_reader():
         from mypkg.data import load
     finally:
         sys.path.remove(EXAMPLES)
-    from nondet.data import make_dataset_arrays
+    from nondet.training.data import make_dataset_arrays
 
     ours = make_dataset_arrays({"name": "fashion_mnist"}, log=lambda *_: None)
     x_train, y_train, x_test, y_test = load(n_train=300, n_test=200)

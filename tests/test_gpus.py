@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from nondet import gpus
+from nondet.workflow import gpus
 
 
 def test_claims_distinct_gpus_and_waits_when_all_taken(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nondet import h5io
+from nondet.io import h5io
 
 
 def test_round_trip_with_provenance(tmp_path):

@@ -1,4 +1,4 @@
-"""The verdict engine (nondet.inference): references from scipy/statsmodels and hand-computed
+"""The verdict engine (nondet.analysis.inference): references from scipy/statsmodels and hand-computed
 cases, calibration at 3 runs per arm with fixed seeds (the full table at 2-8 runs is
 benchmarks/calibration.py's), degenerate inputs and bad input."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nondet import inference as inf
+from nondet.analysis import inference as inf
 
 
 def simulate(rng, runs, n, run_sd=0.15, tau=0.0, shared_seeds=False):

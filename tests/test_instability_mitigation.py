@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nondet.divergence import disagreement, log_steps, relative_distance, twin_runs
-from nondet.models import build_model
-from nondet.predict import predict
+from nondet.analysis.divergence import disagreement, log_steps, relative_distance, twin_runs
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import lr_at, train_replica
-from nondet.tta import make_views, predict_tta
+from nondet.training.models import build_model
+from nondet.training.predict import predict
+from nondet.training.replica import lr_at, train_replica
+from nondet.training.tta import make_views, predict_tta
 
 CPU = torch.device("cpu")
 
@@ -83,7 +83,7 @@ def test_divergence_bookkeeping(small_data, recipe, cnn_spec):
 
 
 def test_zero_from_step_marks_where_a_twin_returns_to_its_base_run():
-    from nondet.divergence import zero_from_step
+    from nondet.analysis.divergence import zero_from_step
 
     steps = np.array([0, 1, 2, 5, 10])
     assert zero_from_step(steps, [1e-8, 3e-9, 0, 0, 0]) == 2

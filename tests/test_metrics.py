@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nondet import metrics as M
+from nondet.analysis import metrics as M
 
 
 def onehot_logits(preds, k=3, scale=5.0):

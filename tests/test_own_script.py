@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 
 
 def test_audits_pass_and_every_source_moves_the_predictions(run):
-    from nondet.files import load_predictions
+    from nondet.io.files import load_predictions
 
     res = run / "results"
     for model in ("myscript", "mycommand"):

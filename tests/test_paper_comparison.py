@@ -1,4 +1,4 @@
-"""paper/expected.csv and the comparison of a run's tables with it (nondet.paper)."""
+"""paper/expected.csv and the comparison of a run's tables with it (nondet.analysis.paper)."""
 
 import math
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nondet.paper import paper_comparison
+from nondet.analysis.paper import paper_comparison
 
 EXPECTED = Path(__file__).resolve().parent.parent / "paper/expected.csv"
 
@@ -51,7 +51,7 @@ def test_the_papers_variability_reduction_is_recomputed_from_its_own_table():
     the other five methods) follow, to within a point, from its mitigation table's numbers:
     the mean relative reduction of SD of accuracy, SD of cross-entropy, disagreement, ensemble
     gain and 1 - correlation against the single model."""
-    from nondet.paper import VARIABILITY_METRICS, variability_reduction
+    from nondet.analysis.paper import VARIABILITY_METRICS, variability_reduction
 
     e = pd.read_csv(EXPECTED)
     plain = e[(e["table"] == "diversity") & (e["condition"] == "all")].set_index("metric")["value"]
@@ -70,7 +70,7 @@ def test_the_papers_variability_reduction_is_recomputed_from_its_own_table():
 
 
 def test_mitigation_table_has_the_five_metric_reduction():
-    from nondet.tables import budget_table, mitigation_table
+    from nondet.analysis.tables import budget_table, mitigation_table
 
     base = {"model": "m", "condition": "all", "n_replicas": 4, "acc_mean": 90.0, "acc_sd_se": 0.1,
             "ce_mean": 0.3, "ce_sd_se": 0.001, "disagreement_se": 0.1, "pearson_se": 0.01,

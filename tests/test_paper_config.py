@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from nondet import config as cfg
-from nondet import plan
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "configs/paper.yaml"
@@ -72,9 +72,9 @@ def test_paper_config_plans_table_1_and_its_combined_rows_vary_exactly_their_sou
 def test_paper_bitflip_changes_exactly_one_scalar_of_the_stem_conv():
     import torch
 
-    from nondet.bitflip import apply_bitflip
-    from nondet.models import build_model
     from nondet.seeds import replica_seeds, torch_generator
+    from nondet.training.bitflip import apply_bitflip
+    from nondet.training.models import build_model
 
     c = merged_paper_config()
     job = plan.train_job(c, "resnet14", "bitflip", 0)
@@ -97,9 +97,9 @@ def test_paper_bitflip_changes_exactly_one_scalar_of_the_stem_conv():
 def test_paper_job_spec_carries_the_authors_recipe():
     """The validated config's training job (its spec is the provenance) builds the authors'
     ResNet-14 and schedule; the defaults (config.yaml) keep ours."""
-    from nondet.models import build_model
     from nondet.seeds import torch_generator
-    from nondet.training import Schedule, param_groups
+    from nondet.training.models import build_model
+    from nondet.training.replica import Schedule, param_groups
 
     c = merged_paper_config()
     job = plan.train_job(c, "resnet14", "bitflip", 0)

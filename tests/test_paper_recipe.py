@@ -10,12 +10,12 @@ import torch
 from scipy import stats
 from torch import nn
 
-from nondet.augment import crop_flip
-from nondet.data import CIFAR_CONSTANTS, from_arrays
-from nondet.models import ShortcutA, build_model, weight_decay_groups
 from nondet.seeds import torch_generator
-from nondet.training import Schedule, lr_at, lr_authors, set_lr
-from nondet.tta import make_views
+from nondet.training.augment import crop_flip
+from nondet.training.data import CIFAR_CONSTANTS, from_arrays
+from nondet.training.models import ShortcutA, build_model, weight_decay_groups
+from nondet.training.replica import Schedule, lr_at, lr_authors, set_lr
+from nondet.training.tta import make_views
 
 RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16, "dropout": 0.0}
 
@@ -153,7 +153,7 @@ def test_cifar_constants_and_black_padding():
 
 
 def test_training_augmentation_pads_with_the_data_sets_fill():
-    from nondet.augment import Augmenter, crop_flip_params
+    from nondet.training.augment import Augmenter, crop_flip_params
 
     data = from_arrays("img", _images(), normalize="cifar_constants", pad_value="black")
     index = torch.arange(20).flip(0)
@@ -166,7 +166,7 @@ def test_training_augmentation_pads_with_the_data_sets_fill():
 
 
 def test_dataset_subset_keeps_the_first_examples(monkeypatch):
-    from nondet import data as D
+    from nondet.training import data as D
 
     full = _images(20)
     monkeypatch.setattr(D, "_dataset_arrays", lambda spec, log: dict(full))

@@ -7,11 +7,12 @@ import h5py
 import numpy as np
 import pytest
 
-import nondet.training as training
-from nondet import analysis_stages, files, plan, torch_stages
-from nondet import config as cfg
+import nondet.training.replica as training
+from nondet.analysis.tables import diversity_frame, table_notes
+from nondet.io import files
 from nondet.seeds import replica_seeds
-from nondet.tables import diversity_frame, table_notes
+from nondet.workflow import analysis_stages, plan, torch_stages
+from nondet.workflow import config as cfg
 
 
 def _job(tmp_path, condition="bitflip", **top):

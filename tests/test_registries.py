@@ -1,14 +1,17 @@
 """One vocabulary: every name the config schema allows has exactly one implementation, and the
 other way round. Each registry below is the one place its concept is listed in code; the schema
-(nondet/config.schema.yaml) repeats the names as enums so a config is checked before any job
+(nondet/workflow/config.schema.yaml) repeats the names as enums so a config is checked before any job
 runs, and this test keeps the two in step (adding a name to one and not the other fails here)."""
 
 import inspect
 
 import pytest
 
-from nondet import augment, data, models, plan, seeds, training, tta
-from nondet.config import ARCH_PARAMS, load_schema
+from nondet import seeds
+from nondet.training import augment, data, models, tta
+from nondet.training import replica as training
+from nondet.workflow import plan
+from nondet.workflow.config import ARCH_PARAMS, load_schema
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]
@@ -70,7 +73,7 @@ def test_tta_presets():
 
 @pytest.mark.parametrize("arch", sorted(ARCH_PARAMS))
 def test_schema_rejects_an_unknown_param_of_each_arch(arch):
-    from nondet.config import ConfigError, validate
+    from nondet.workflow.config import ConfigError, validate
 
     config = {"models": {"m": {"arch": arch, "conditions": ["init"], "params": {"no_such_param": 1}}}}
     with pytest.raises(ConfigError, match=r"models\.m\.params\.no_such_param: unknown key"):

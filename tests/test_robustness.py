@@ -12,9 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
-from nondet import analysis_stages, files, plan, torch_stages
-from nondet import config as cfg
-from nondet.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
+from nondet.io import files
+from nondet.io.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
+from nondet.workflow import analysis_stages, plan, torch_stages
+from nondet.workflow import config as cfg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +54,7 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
     out = tmp_path / "train" / "chunk0.h5"
     log = tmp_path / "train.log"
     code = (
-        "import json, sys, torch; from nondet.torch_stages import train; "
+        "import json, sys, torch; from nondet.workflow.torch_stages import train; "
         "train(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], 1, 1)"
     )
     cmd = [sys.executable, "-c", code, str(data), str(out), json.dumps(job), str(log)]
@@ -174,7 +175,7 @@ def test_predictions_with_wrong_shapes_or_other_experiment(tmp_path):
 def test_gpu_requested_but_absent():
     import torch
 
-    from nondet.training import resolve_device
+    from nondet.training.replica import resolve_device
 
     if torch.cuda.is_available():
         assert resolve_device("cuda").type == "cuda"
@@ -201,7 +202,7 @@ def small_config(lr=0.2, data_seed=42, **training):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.train_replica
+            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
             "dataset": {"num_samples": 600, "seed": data_seed},
             "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr, **training},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
@@ -253,7 +254,7 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
 
 def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
     """Item 2: kill a job mid-run, change dataset.seed, rerun: it must not resume old weights."""
-    from nondet import training
+    from nondet.training import replica as training
 
     c_old, c_new = small_config(epochs=2), small_config(epochs=2, data_seed=43)
     data_old, data_new = dataset_of(c_old, tmp_path), dataset_of(c_new, tmp_path)
@@ -310,8 +311,8 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
     """Item 5: torch.save failing mid-write (ENOSPC) must not leave .pt.tmp-* files."""
     import torch
 
-    from nondet import training
     from nondet.seeds import replica_seeds
+    from nondet.training import replica as training
 
     def full_disk(obj, path, *args, **kwargs):
         with open(path, "wb") as f:
@@ -330,7 +331,7 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
 
 def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatch):
     """Item 6: the log was reopened in write mode on failure, erasing it, and got two tracebacks."""
-    from nondet import training
+    from nondet.training import replica as training
 
     c = small_config()
     data = dataset_of(c, tmp_path)
@@ -393,8 +394,8 @@ def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
 def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, recipe, cnn_spec):
     import torch
 
-    from nondet import training
     from nondet.seeds import replica_seeds
+    from nondet.training import replica as training
 
     ckpt = tmp_path / "replica_0000.pt"
     ckpt.write_bytes(b"PK\x03\x04 not a whole checkpoint")
@@ -415,8 +416,8 @@ def test_a_checkpoint_from_other_hardware_is_not_resumed(tmp_path, small_data, r
     from its first part: the checkpoint's key names the accelerator, so it is ignored, with why."""
     import torch
 
-    from nondet import training
     from nondet.seeds import replica_seeds
+    from nondet.training import replica as training
 
     ckpt, seeds, cpu = tmp_path / "replica_0000.pt", replica_seeds("control", 0, 0), torch.device("cpu")
     first = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from scipy import special
 
-from nondet.compare import per_example_values
-from nondet.files import load_predictions
-from nondet.h5io import InputError
-from nondet.metrics import accuracy, cross_entropy
-from nondet.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
+from nondet.analysis.metrics import accuracy, cross_entropy
+from nondet.analysis.variance import per_example_values
+from nondet.io.files import load_predictions
+from nondet.io.h5io import InputError
+from nondet.workflow.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
 
 N, K = 50, 4
 
@@ -269,7 +269,7 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
         for condition in spec["conditions"]:
             files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
             out = imported / "exports" / condition
-            subprocess.run([sys.executable, "-m", "nondet.runs", "export", *files, "--out", str(out)],
+            subprocess.run([sys.executable, "-m", "nondet.workflow.runs", "export", *files, "--out", str(out)],
                            check=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
             groups[condition] = {"model": model, "predictions": f"exports/{condition}/run_*.npy",
                                  "labels": f"exports/{condition}/labels.npy",
@@ -316,7 +316,7 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
 
 
 def test_runs_config_errors_name_the_key():
-    from nondet.config import ConfigError, validate
+    from nondet.workflow.config import ConfigError, validate
 
     group = {"predictions": "x/*.npy", "labels": "y.npy"}
     ok = {"models": {}, "runs": {"groups": {"a": group, "b": group}}}
@@ -343,9 +343,9 @@ def test_runs_config_errors_name_the_key():
 
 
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
-    """The one comparison stage (nondet.analysis_stages.compare) on imported groups."""
-    from nondet.analysis_stages import compare
-    from nondet.runs import all_pairs_stage
+    """The one comparison stage (nondet.workflow.analysis_stages.compare) on imported groups."""
+    from nondet.workflow.analysis_stages import compare
+    from nondet.workflow.runs import all_pairs_stage
 
     logits, labels = make_runs(m=4)
     paths = {}
@@ -399,8 +399,8 @@ def test_trained_models_and_imported_runs_in_one_config_plan_without_ambiguity(t
 def test_comparisons_refused_before_any_job(tmp_path):
     """One run in a group, or groups with different label files: refused when the comparison's
     params are made (planning), naming the config key."""
-    from nondet.config import validate
-    from nondet.runs import check_comparison
+    from nondet.workflow.config import validate
+    from nondet.workflow.runs import check_comparison
 
     logits, labels = make_runs(m=3)
     one = write_npy(tmp_path / "one", logits[:1], labels)

@@ -1,5 +1,5 @@
-"""A researcher's own training script (nondet.script): the determinism audit, the checks of what
-the script writes and their messages, the job specs that decide reruns, and nondet.sources.
+"""A researcher's own training script (nondet.workflow.script): the determinism audit, the checks of what
+the script writes and their messages, the job specs that decide reruns, and nondet.training.sources.
 The scripts are tests/own_scripts.py (they draw logits, they do not train): about 10 s in all."""
 
 import json
@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from nondet import config as cfg
-from nondet import plan
-from nondet.data import make_dataset
-from nondet.files import load_predictions
-from nondet.script import ScriptError, audit_script, train_script
-from nondet.sources import Sources
+from nondet.io.files import load_predictions
+from nondet.training.data import make_dataset
+from nondet.training.sources import Sources
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
+from nondet.workflow.script import ScriptError, audit_script, train_script
 
 HERE = str(Path(__file__).parent)
 
@@ -156,7 +156,7 @@ def test_script_model_config_errors_name_the_key(model, key):
         cfg.validate({"models": {"s": {"command": "true", "conditions": ["init"]}}, "divergence": {"models": ["s"]}})
 
 
-# --- nondet.sources: each source's few lines, in a DataLoader with workers ------------------------
+# --- nondet.training.sources: each source's few lines, in a DataLoader with workers ------------------------
 
 
 class Noise:

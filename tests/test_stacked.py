@@ -1,16 +1,18 @@
-"""The wide CPU path (nondet.stacked): K cnn1d replicas as one grouped, channels-last model."""
+"""The wide CPU path (nondet.training.stacked): K cnn1d replicas as one grouped, channels-last model."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nondet import config as cfg
-from nondet import files, plan, stacked, torch_stages
-from nondet.models import build_model
+from nondet.io import files
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import train_replica
-from nondet.vectorized import train_replicas_vectorized
+from nondet.training import stacked
+from nondet.training.models import build_model
+from nondet.training.replica import train_replica
+from nondet.training.vectorized import train_replicas_vectorized
+from nondet.workflow import config as cfg
+from nondet.workflow import plan, torch_stages
 
 CPU = torch.device("cpu")
 

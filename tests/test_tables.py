@@ -3,7 +3,7 @@ Pure table code, no training (well under a second)."""
 
 import pandas as pd
 
-from nondet.tables import READER_COLUMNS, diversity_frame, table_notes, write_table
+from nondet.analysis.tables import READER_COLUMNS, diversity_frame, table_notes, write_table
 
 
 def _row(model, condition, **extra):
@@ -59,7 +59,7 @@ def test_kernels_mode_is_derived_from_what_the_replicas_did():
     not from the flags alone (on CUDA, replicas sharing a process share cuDNN's autotuned kernels)."""
     import numpy as np
 
-    from nondet.analysis_stages import identical_pairs_by_job, measured_kernels_mode
+    from nondet.workflow.analysis_stages import identical_pairs_by_job, measured_kernels_mode
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))

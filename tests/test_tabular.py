@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from nondet.data import DataError, from_arrays, validate_arrays
-from nondet.models import build_model
-from nondet.predict import predict
-from nondet.resample import replica_index
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import ReplicaDraws, train_replica
-from nondet.usermodel import check_model
+from nondet.training.data import DataError, from_arrays, validate_arrays
+from nondet.training.models import build_model
+from nondet.training.predict import predict
+from nondet.training.replica import ReplicaDraws, train_replica
+from nondet.training.resample import replica_index
+from nondet.training.usermodel import check_model
 
 CPU = torch.device("cpu")
 
@@ -85,7 +85,7 @@ def test_a_user_model_trains_on_tabular_features(recipe, tab_user_model):
     assert not run["diverged"] and len(run["curve"]["train_loss"]) == 2
     logits = predict(run["model"], data.x_test)[0]
     assert logits.shape == (60, 3) and bool(torch.isfinite(logits).all())
-    from nondet.training import build_replica
+    from nondet.training.replica import build_replica
 
     initial, _ = build_replica(tab_user_model, quick, replica_seeds("control", 0, 0), data, CPU)
     moved = [not torch.equal(torch.as_tensor(run["state"][k]), v) for k, v in initial.state_dict().items()]

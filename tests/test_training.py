@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nondet.bitflip import apply_bitflip
-from nondet.config import ARCH_PARAMS
-from nondet.models import ARCHITECTURES, build_model
-from nondet.predict import predict
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import lr_at, train_replica
+from nondet.training.bitflip import apply_bitflip
+from nondet.training.models import ARCHITECTURES, build_model
+from nondet.training.predict import predict
+from nondet.training.replica import lr_at, train_replica
+from nondet.workflow.config import ARCH_PARAMS
 
 CPU = torch.device("cpu")
 
@@ -37,7 +37,7 @@ def test_each_data_level_source_changes_the_trained_model(small_data, recipe, cn
 
 
 def test_kernels_standin_permutes_within_batches_only(small_data, recipe, cnn_spec, monkeypatch):
-    import nondet.training as training
+    import nondet.training.replica as training
 
     original = training.ReplicaDraws
 
@@ -165,7 +165,7 @@ def test_resnet_forward_shapes():
 
 def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
     g = torch.Generator().manual_seed(0)
-    from nondet.data import Dataset
+    from nondet.training.data import Dataset
 
     imgs = Dataset("img", torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
                    torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))  # fmt: skip
@@ -185,8 +185,8 @@ def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
 def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
     """Train one replica, recording for every (epoch, example index) the augmented input and the
     dropout keep-mask it saw (known where the dropout input is non-zero)."""
-    import nondet.training as training
-    from nondet.models import SeededDropout
+    import nondet.training.replica as training
+    from nondet.training.models import SeededDropout
 
     steps, outputs = [], []
 
@@ -227,7 +227,7 @@ def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders
     """One source per condition, per example: a new data order (shuffle) or within-batch order
     (the CPU kernels stand-in) must not hand any example another dropout mask or augmentation;
     the dropout condition must (the check can fail)."""
-    import nondet.training as training
+    import nondet.training.replica as training
 
     if not whole_epoch:  # the per-batch augmentation of large training sets
         monkeypatch.setattr(training.ReplicaDraws, "WHOLE_EPOCH_BYTES", 0)
@@ -260,7 +260,7 @@ def test_kernel_mode_turns_tf32_off_readably(deterministic):
 
     code = (
         "import torch\n"
-        "from nondet.training import set_kernel_mode\n"
+        "from nondet.training.replica import set_kernel_mode\n"
         f"set_kernel_mode({deterministic}, torch.device('cpu'))\n"
         "b = torch.backends\n"
         "assert b.cudnn.allow_tf32 is False and b.cuda.matmul.allow_tf32 is False\n"
@@ -281,12 +281,12 @@ def test_kernel_mode_turns_tf32_off_readably(deterministic):
     [(True, "weights", 1.0, False), (False, "all", 0.1, False), (True, "all", 0.1, True)],
 )  # foreach: the multi-tensor path CUDA takes, run here on CPU against torch's own
 def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec, nesterov, decay_on, scale, foreach):
-    """nondet.optim.SGD replaces torch.optim.SGD (whose first use imports TorchDynamo, ~1.2 s per
+    """nondet.training.optim.SGD replaces torch.optim.SGD (whose first use imports TorchDynamo, ~1.2 s per
     job): the same operations in the same order, so the same bits on the same machine."""
     import copy
 
-    from nondet.optim import SGD
-    from nondet.training import param_groups, set_lr
+    from nondet.training.optim import SGD
+    from nondet.training.replica import param_groups, set_lr
 
     recipe = {"weight_decay": 1e-2, "weight_decay_on": decay_on, "lr_scale_bias_bn": scale}
     x = torch.randn(64, 1, 40, generator=torch_generator(1))
@@ -331,9 +331,9 @@ def test_training_does_not_import_torchdynamo(tmp_path):
 
     code = (
         "import sys, torch\n"
-        "from nondet.data import Dataset\n"
+        "from nondet.training.data import Dataset\n"
         "from nondet.seeds import replica_seeds\n"
-        "from nondet.training import train_replica\n"
+        "from nondet.training.replica import train_replica\n"
         "g = torch.Generator().manual_seed(0)\n"
         "x, y = torch.randn(96, 1, 40, generator=g), torch.randint(0, 10, (96,), generator=g)\n"
         "data = Dataset('t', x, y, x[:32], y[:32])\n"
@@ -354,8 +354,8 @@ def test_whole_epoch_augmentation_gives_the_per_batch_rows_bitwise(small_data, r
     """Small training sets are augmented whole once per epoch and batches copy their rows: every
     batch is bitwise what augmenting it alone gives (signals shifted, images cropped and flipped
     with a non-zero padding value)."""
-    from nondet.data import Dataset
-    from nondet.training import ReplicaDraws
+    from nondet.training.data import Dataset
+    from nondet.training.replica import ReplicaDraws
 
     data = small_data
     if kind == "crop_flip":

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from nondet import config as cfg
-from nondet import plan
-from nondet.tables import mitigation_table
-from nondet.tta import PRESETS, make_views, predict_tta
+from nondet.analysis.tables import mitigation_table
+from nondet.training.tta import PRESETS, make_views, predict_tta
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 # The paper's counts of augmented views (the authors' evaluate.py aug_rep_factor), EXCLUDING the
 # original; their TTA averages the original's logits with them (one more pass).

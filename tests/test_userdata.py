@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from nondet import data as D
-from nondet.augment import Augmenter, crop_flip_params
+from nondet.training import data as D
+from nondet.training.augment import Augmenter, crop_flip_params
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -264,7 +264,7 @@ def test_crop_is_crop_flip_without_flips():
     index = torch.arange(n)
     params = crop_flip_params(3, 0, n, pad)
     assert params[:, 2].any()  # crop_flip would flip some of these images
-    from nondet.augment import crop_flip
+    from nondet.training.augment import crop_flip
 
     assert torch.equal(aug(x, index, 0), crop_flip(x, torch.cat([params[:, :2], 0 * params[:, 2:]], 1), pad))
 
@@ -290,7 +290,7 @@ def test_augmentation_must_fit_the_data_kind(kind, shape, message):
     ],
 )  # fmt: skip
 def test_tta_views_must_fit_the_data_kind(kind, shape, message):
-    from nondet.tta import check_fits
+    from nondet.training.tta import check_fits
 
     check_fits(None, torch.zeros(shape))  # no TTA: nothing to check
     with pytest.raises(ValueError, match=message):
@@ -298,7 +298,7 @@ def test_tta_views_must_fit_the_data_kind(kind, shape, message):
 
 
 def test_auto_augmentation_and_tta_follow_the_data_kind():
-    from nondet.tta import fit_kind
+    from nondet.training.tta import fit_kind
 
     n, index = 20, torch.arange(20)
     signals, images = torch.randn(n, 2, 12), torch.randn(n, 1, 6, 6)

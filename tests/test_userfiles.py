@@ -8,10 +8,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from nondet import analysis_stages, files, plan, torch_stages, training
-from nondet import config as cfg
-from nondet.data import make_mnist1d
-from nondet.h5io import InputError
+from nondet.io import files
+from nondet.io.h5io import InputError
+from nondet.training import replica as training
+from nondet.training.data import make_mnist1d
+from nondet.workflow import analysis_stages, plan, torch_stages
+from nondet.workflow import config as cfg
 
 
 def arrays_config(path, **training_):
@@ -19,7 +21,7 @@ def arrays_config(path, **training_):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.train_replica
+            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
             "dataset": {"name": "arrays", "path": str(path)},
             "training": {"epochs": 2, "batch_size": 64, "eval_every": 0, **training_},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
@@ -104,7 +106,7 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
 
 LOADER = """
 import numpy as np
-from nondet.data import make_mnist1d
+from nondet.training.data import make_mnist1d
 
 def load(seed):
     # what the researcher's loader returns can change without the config changing
@@ -161,7 +163,7 @@ def test_built_in_data_hash_is_that_of_the_config_section():
     """The default outputs are not retrained: a built-in data set's hash is unchanged."""
     from helpers import default_config
 
-    from nondet.h5io import spec_hash
+    from nondet.io.h5io import spec_hash
 
     c = cfg.validate(default_config())
     assert plan.data_hash(c) == spec_hash(dict(c["dataset"]))
@@ -294,7 +296,7 @@ def test_probabilities_given_without_kind_are_refused_naming_group_files_and_key
     (cross-entropy 2.05 instead of 1.19)."""
     from scipy import special
 
-    from nondet.runs import RunsError, load_group
+    from nondet.workflow.runs import RunsError, load_group
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 50)
@@ -386,7 +388,7 @@ def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
 
 def test_full_disk_while_writing_hdf5_names_the_output_and_free_space(tmp_path):
     """h5py reports ENOSPC as a raw RuntimeError naming only the temporary file."""
-    from nondet.h5io import OutputError, atomic_h5
+    from nondet.io.h5io import OutputError, atomic_h5
 
     out = tmp_path / "results" / "predict" / "chunk0.h5"
     h5py_error = RuntimeError(
@@ -404,7 +406,7 @@ def test_full_disk_while_writing_hdf5_names_the_output_and_free_space(tmp_path):
 
 
 def test_single_class_data_set_is_refused(tmp_path):
-    from nondet.data import DataError, make_dataset_arrays
+    from nondet.training.data import DataError, make_dataset_arrays
 
     a = make_mnist1d(seed=1, num_samples=200)
     a["y_train"][:] = 3
@@ -415,7 +417,7 @@ def test_single_class_data_set_is_refused(tmp_path):
 
 
 def test_npz_that_is_not_a_zip_names_the_file(tmp_path):
-    from nondet.data import DataError, make_dataset_arrays
+    from nondet.training.data import DataError, make_dataset_arrays
 
     bad = tmp_path / "mine.npz"
     np.save(tmp_path / "x.npy", np.zeros(3))
@@ -476,7 +478,7 @@ def test_yaml_merge_key_is_not_a_syntax_error(tmp_path):
 def test_user_model_returning_nan_fails_its_check(tmp_path):
     import torch
 
-    from nondet.usermodel import ModelError, check_model
+    from nondet.training.usermodel import ModelError, check_model
 
     (tmp_path / "nanmodel.py").write_text(
         textwrap.dedent(
@@ -507,7 +509,7 @@ def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch
     """With checkpoint_every 0 an unwritable folder was found only after training."""
     import os
 
-    from nondet.h5io import OutputError
+    from nondet.io.h5io import OutputError
 
     npz = tmp_path / "my.npz"
     write_npz(npz, seed=1)

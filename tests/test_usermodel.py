@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from nondet import config as cfg
-from nondet import plan
-from nondet.data import from_arrays
-from nondet.dropout import SeededDropout
-from nondet.models import build_model
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import build_replica, train_replica
-from nondet.usermodel import ModelError, check_model, forward_with_features
+from nondet.training.data import from_arrays
+from nondet.training.dropout import SeededDropout
+from nondet.training.models import build_model
+from nondet.training.replica import build_replica, train_replica
+from nondet.training.usermodel import ModelError, check_model, forward_with_features
+from nondet.workflow import config as cfg
+from nondet.workflow import plan
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
@@ -141,7 +141,7 @@ def test_dropout_seed_changes_only_dropout(images):
 
 def test_other_stochastic_layers_draw_from_the_dropout_seed_per_step(badpkg):
     """nn.Dropout1d draws from the global RNG: forked and seeded per step from the dropout seed."""
-    from nondet.data import make_mnist1d
+    from nondet.training.data import make_mnist1d
 
     data = from_arrays("mnist1d", make_mnist1d(seed=1, num_samples=300))
     spec = {"arch": "badpkg:noisy", "params": {}, "pythonpath": badpkg}
@@ -171,14 +171,14 @@ def test_features_come_from_the_named_module(images):
 
 
 def test_cka_on_column():
-    from nondet.metrics import cka_on
+    from nondet.analysis.metrics import cka_on
 
     assert cka_on(SPEC) == "features" and cka_on({**SPEC, "features": None}) == "logits"
     assert cka_on({"arch": "linear"}) == "logits" and cka_on({"arch": "cnn1d"}) == "features"
 
 
 def test_bitflip_lands_in_a_user_weight_or_the_named_tensor(images):
-    from nondet.bitflip import apply_bitflip
+    from nondet.training.bitflip import apply_bitflip
 
     a = build_model(SPEC, images.input_shape, 3, torch_generator(0))
     flipped = apply_bitflip(a, 3, "fc.weight")

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nondet import config as cfg
-from nondet import files, plan, torch_stages
+from nondet.io import files
 from nondet.seeds import replica_seeds
-from nondet.training import train_replica
-from nondet.vectorized import train_replicas_vectorized
+from nondet.training.replica import train_replica
+from nondet.training.vectorized import train_replicas_vectorized
+from nondet.workflow import config as cfg
+from nondet.workflow import plan, torch_stages
 
 CPU = torch.device("cpu")
 MLP = {"arch": "mlp", "hidden": 16, "dropout": 0.5, "batchnorm": False}
@@ -125,7 +126,7 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize
     job = plan.train_job(c, "cnn", "shuffle", 0)
     out, log = tmp_path / "train" / "chunk0.h5", tmp_path / "train.log"
     code = (
-        "import json, sys; from nondet.torch_stages import train; "
+        "import json, sys; from nondet.workflow.torch_stages import train; "
         "train(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], 1, 1)"
     )
     cmd = [sys.executable, "-c", code, str(data), str(out), json.dumps(job), str(log)]
@@ -161,7 +162,7 @@ AUTHORS = {"weight_decay_on": "all", "lr_scale_bias_bn": 0.1, "schedule": "autho
 @pytest.mark.parametrize("condition", ["control", "all"])
 def test_authors_recipe_vectorised_matches_sequential_bitwise(small_data, recipe, condition):
     """The authors' parameter groups (decay on all, 0.1 x lr for biases and BN) and schedule are
-    applied identically in both loops (nondet.training.set_lr, param_groups)."""
+    applied identically in both loops (nondet.training.replica.set_lr, param_groups)."""
     # the MLP without BatchNorm (batch statistics are not bitwise equal under vmap); its biases get
     # the 0.1 scale
     vec, seq = both(MLP, {**recipe, **AUTHORS}, condition, small_data, k=2)

@@ -86,8 +86,8 @@ def test_end_to_end_outputs(finished_run):
     assert "cpu-standin" in rows[("cnn", "all")]["kernels_mode"]
     # absorbed one-ulp flips: the table's count is exactly bitwise equality with control replica 0
     # (same seeds, no flip), whatever this CPU's rounding made of the flips
-    from nondet.files import load_replicas
-    from nondet.torch_stages import same_weights
+    from nondet.io.files import load_replicas
+    from nondet.workflow.torch_stages import same_weights
 
     control = load_replicas(res / "train/linear/control/chunk0.h5")[0]["weights"]
     flipped = [r for p in sorted((res / "train/linear/bitflip").glob("chunk*.h5")) for r in load_replicas(p)]
@@ -106,7 +106,7 @@ def test_end_to_end_outputs(finished_run):
     import h5py
     import numpy as np
 
-    from nondet.files import load_predictions
+    from nondet.io.files import load_predictions
 
     with h5py.File(res / "ensembles/cnn/all.h5") as f:
         assert sorted(f) == ["k1", "labels"]

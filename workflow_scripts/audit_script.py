@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.script import audit_script
+from nondet.workflow.script import audit_script
 
 audit_script(
     snakemake.input.data,

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import compare
+from nondet.workflow.analysis_stages import compare
 
 inp, out = snakemake.input, snakemake.output
 paths = {k: out[k] for k in ("verdict", "md", "csv", "plan", "pdf", "png")}

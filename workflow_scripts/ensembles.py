@@ -1,6 +1,6 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import ensembles
+from nondet.workflow.analysis_stages import ensembles
 
 ensembles(list(snakemake.input), snakemake.output[0], snakemake.params.ensembles, snakemake.log[0])

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import paper_comparison
+from nondet.workflow.analysis_stages import paper_comparison
 
 mitigation = list(snakemake.input.mitigation)  # empty when the run has no mitigation study
 paper_comparison(

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import plot_divergence
+from nondet.workflow.analysis_stages import plot_divergence
 
 plot_divergence(
     snakemake.input[0],

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.torch_stages import predict
+from nondet.workflow.torch_stages import predict
 
 predict(
     snakemake.input.data,

@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.analysis_stages import stability
+from nondet.workflow.analysis_stages import stability
 
 out = snakemake.output
 stability(

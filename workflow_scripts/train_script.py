@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.script import train_script
+from nondet.workflow.script import train_script
 
 train_script(
     snakemake.input.data,

@@ -1,0 +1,221 @@
+"""The tables, as CSV and Markdown: diversity (one row per (model, condition)), mitigation,
+mitigation versus training budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from nondet.io.h5io import atomic_path
+from nondet.seeds import CONDITIONS
+
+#: Columns promised by the README, in order; more follow them.
+COLUMNS = [
+    "model", "condition", "device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se",
+    "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman",
+    "ens_acc_gain", "ens_ce_gain", "cka", "n_absorbed", "n_identical_pairs",
+]  # fmt: skip
+
+
+def diversity_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    # config-defined conditions and imported runs: after the built-ins, in the order given
+    df["_order"] = df["condition"].map(order).fillna(len(order))
+    df = df.sort_values(["model", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    for column in ("n_absorbed", "n_identical_pairs"):
+        if column not in df:
+            df[column] = float("nan")
+    rest = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + rest]
+
+
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """Lines to print under a diversity table: how many one-ulp flips were absorbed, and any row
+    where the protocol's expectation about bitwise-identical replicas does not hold."""
+    lines = []
+    for _, row in df.iterrows():
+        n = int(row["n_replicas"])
+        if pd.notna(row.get("n_absorbed")):
+            k = int(row["n_absorbed"])
+            what = "they add no diversity" if k else "every flip changed the trained model"
+            lines.append(
+                f"{row['model']}/{row['condition']}: {k} of {n} one-ulp flips absorbed (final "
+                f"weights bitwise equal to the unperturbed run with the same seeds); {what}."
+            )
+        if "(measured:" in str(row.get("kernels_mode", "")):
+            lines.append(
+                f"{row['model']}/{row['condition']}: kernels {row['kernels_mode']}; replicas that "
+                "share a process share its kernel choices (cuDNN autotuning), so set "
+                "replicas_per_job: 1 to train each kernels replica in its own process, as the authors did."
+            )
+        if pd.isna(row.get("n_identical_pairs")):
+            continue
+        same, pairs = int(row["n_identical_pairs"]), n * (n - 1) // 2
+        if row["condition"] == "control" and same != pairs:
+            lines.append(
+                f"WARNING {row['model']}/control: only {same} of {pairs} pairs of replicas are "
+                "bitwise identical; deterministic training did not repeat itself on this setup."
+            )
+        elif row["condition"] != "control" and same:
+            lines.append(
+                f"WARNING {row['model']}/{row['condition']}: {same} of {pairs} pairs of replicas "
+                "have bitwise identical test logits; this source produced no diversity between "
+                "them on this device."
+            )
+    return lines
+
+
+def _pm(mean, spread, digits: int) -> str:
+    """``mean ± spread`` with ``digits`` decimals; empty when the mean is missing."""
+    if pd.isna(mean):
+        return ""
+    return f"{mean:.{digits}f}" + ("" if pd.isna(spread) else f" ± {spread:.{digits}f}")
+
+
+def _num(value, digits: int, sign: bool = False) -> str:
+    return "" if pd.isna(value) else f"{value:{'+' if sign else ''}.{digits}f}"
+
+
+#: The Markdown diversity table's columns, for a reader: header -> cell of a row.
+READER_COLUMNS = {
+    "model": lambda r: r["model"],
+    "condition": lambda r: r["condition"] + ("*" if "standin" in str(r.get("kernels_mode", "")) else ""),
+    "replicas": lambda r: str(int(r["n_replicas"])),
+    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
+    "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
+    "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
+    "Pearson": lambda r: _num(r["pearson"], 3),
+    "ensemble gain (pp)": lambda r: _num(r["ens_acc_gain"], 2, sign=True),
+    "CKA": lambda r: _num(r["cka"], 3) + (" †" if r.get("cka_on") == "logits" else ""),
+    "flips absorbed": lambda r: "" if pd.isna(r["n_absorbed"]) else f"{int(r['n_absorbed'])} of {int(r['n_replicas'])}",
+}  # fmt: skip
+
+
+def reader_markdown(df: pd.DataFrame, csv_name: str) -> str:
+    """A diversity-like table (one row per (model, condition)) as the few columns a person reads,
+    with the legend of its marks; ``csv_name`` (beside it) keeps every column."""
+    rows = [{h: cell(r) for h, cell in READER_COLUMNS.items()} for r in df.to_dict("records")]
+    text = pd.DataFrame(rows, columns=list(READER_COLUMNS)).to_markdown(index=False, disable_numparse=True)
+    legend = [
+        "Accuracy and cross-entropy (CE) over the test set, mean ± SD over replicas; disagreement "
+        "(% of test examples whose predicted class differs), Pearson correlation of the logits, "
+        "ensemble gain (2-model ensemble accuracy minus its members', percentage points) and "
+        "linear CKA averaged over pairs of replicas; disagreement ± its bootstrap SE over models."
+    ]
+    if "kernels_mode" in df and df["kernels_mode"].astype(str).str.contains("standin").any():
+        legend.append("* kernels: a CPU stand-in for nondeterministic kernels (examples permuted within each batch).")
+    if "cka_on" in df and (df["cka_on"] == "logits").any():
+        legend.append("† CKA computed on the logits (no penultimate features for this model).")
+    devices = ", ".join(sorted(df["device"].astype(str).unique())) if "device" in df else ""
+    legend.append(
+        f"Device: {devices}. Every column ({len(df.columns)}: bootstrap SEs, Spearman, the cross-entropy "
+        f"gain, the noise decomposition of acc_var, kernels_mode, ...) is in {csv_name}."
+    )
+    return text + "\n\n" + "\n\n".join(legend) + "\n"
+
+
+def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes=(), reader: bool = False) -> None:
+    """``df`` as CSV and, with ``md_path``, as Markdown followed by ``notes``: every column, or with
+    ``reader`` (a diversity-like table) only the columns of :func:`reader_markdown`."""
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False)
+    if md_path:
+        if reader:
+            text = reader_markdown(df, Path(csv_path).name)
+        else:
+            text = df.to_markdown(index=False, floatfmt=f".{digits}g") + "\n"
+        with atomic_path(md_path) as tmp:
+            with open(tmp, "w") as f:
+                f.write(text)
+                for line in notes:
+                    f.write(f"\n{line}\n")
+
+
+METHODS = ["plain", "tta", "snapshot", "snapshot+tta"]
+
+MITIGATION_COLUMNS = [
+    "model", "condition", "method", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean",
+    "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "pearson_se", "epochs",
+    "cycles", "test_passes", "acc_sd_reduction", "ce_sd_reduction", "disagreement_reduction",
+    "ens_acc_gain", "ens_acc_gain_se", "variability_reduction",
+]  # fmt: skip
+
+
+def _by_method(rows: list[dict], by: list[str]) -> pd.DataFrame:
+    """``rows`` sorted by ``by``, then method (plain, tta, snapshot, snapshot+tta)."""
+    df = pd.DataFrame(rows)
+    # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
+    df["_m"] = df["method"].map(lambda m: METHODS.index(m.partition(":")[0]))
+    return df.sort_values([*by, "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
+
+
+def _ratio_to_plain(df: pd.DataFrame, by: list[str], metric: str) -> pd.Series:
+    """``metric`` of each row over that of the plain row with the same ``by`` values."""
+    plain = df[df["method"] == "plain"].set_index(by)[metric]
+    ref = df.set_index(by).index.map(plain.get)
+    return df[metric] / ref.astype(float)
+
+
+def _variability_reduction(df: pd.DataFrame, by: list[str]) -> pd.Series:
+    """The paper's 5-metric variability reduction (nondet.analysis.paper) of each row against the plain
+    row with the same ``by`` values."""
+    from nondet.analysis.paper import variability_reduction
+
+    plain = df[df["method"] == "plain"].set_index(by)
+    return pd.Series([variability_reduction(plain.loc[tuple(r[k] for k in by)], r) for _, r in df.iterrows()],
+                     index=df.index, dtype=float)  # fmt: skip
+
+
+def mitigation_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per (model, condition, method); ``*_reduction`` = % reduction against plain;
+    ``variability_reduction`` = the paper's mean relative reduction over five metrics."""
+    by = ["model", "condition"]
+    df = _by_method(rows, by)
+    for metric in ("acc_sd", "ce_sd", "disagreement"):
+        df[f"{metric}_reduction"] = 100.0 * (1.0 - _ratio_to_plain(df, by, metric))
+    df["variability_reduction"] = _variability_reduction(df, by)
+    return df[MITIGATION_COLUMNS]
+
+
+BUDGET_COLUMNS = [
+    "model", "condition", "epochs", "method", "cycles", "test_passes", "n_replicas", "acc_mean",
+    "acc_mean_se", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement",
+    "disagreement_se", "acc_sd_vs_plain", "ce_sd_vs_plain", "disagreement_vs_plain",
+    "variability_reduction",
+]  # fmt: skip
+
+
+def budget_table(rows: list[dict]) -> pd.DataFrame:
+    """Mitigation versus training budget: one row per (model, condition, epochs, method).
+    ``*_vs_plain`` = % change against plain at the same budget (negative: less variable than
+    plain); ``acc_mean_se`` = acc_sd / sqrt(n_replicas), the standard error of the mean;
+    ``variability_reduction``: the paper's 5-metric reduction against plain (positive: less)."""
+    by = ["model", "condition", "epochs"]
+    df = _by_method(rows, by)
+    df["acc_mean_se"] = df["acc_sd"] / df["n_replicas"].astype(float) ** 0.5
+    for metric in ("acc_sd", "ce_sd", "disagreement"):
+        df[f"{metric}_vs_plain"] = 100.0 * (_ratio_to_plain(df, by, metric) - 1.0)
+    df["variability_reduction"] = _variability_reduction(df, by)
+    return df[BUDGET_COLUMNS]
+
+
+def budget_notes(df: pd.DataFrame) -> list[str]:
+    """Per (model, condition, method): its disagreement against plain at each budget, and the
+    smallest budget from which it stays below plain (or that it never does)."""
+    lines = []
+    for (model, condition, method), g in df[df["method"] != "plain"].groupby(
+        ["model", "condition", "method"], sort=False
+    ):
+        g = g.sort_values("epochs")
+        changes = ", ".join(f"{c:+.0f} % at {e}" for e, c in zip(g["epochs"], g["disagreement_vs_plain"]))
+        below = list(g["disagreement_vs_plain"] < 0)
+        start = next((i for i in range(len(below)) if all(below[i:])), None)
+        verdict = (
+            f"below plain from {g['epochs'].iloc[start]} epochs on"
+            if start is not None
+            else "not below plain at the largest budget"
+        ) + " (point estimates: see disagreement_se)"
+        lines.append(f"{model}/{condition} {method}: disagreement vs plain {changes} epochs; {verdict}.")
+    return lines

@@ -1,0 +1,291 @@
+"""The one training loop: the epoch/batch skeleton over K >= 1 replicas with a pluggable step.
+
+:func:`run_epochs` holds what every training path shares: resuming from a checkpoint, the epochs,
+each step's learning rate, the batches (from each replica's :class:`nondet.training.replica.ReplicaDraws`),
+the snapshots, the test-set evaluation, the curves, the log, the divergence stop and the checkpoint
+saves. A *stepper* holds the replicas and does the rest:
+
+- :class:`SequentialStep`: one ``nn.Module`` (bf16 autocast, channels_last, user models' other
+  draws, recorded steps for the divergence twins), used by :func:`nondet.training.replica.train_replica`;
+- :class:`StackedStep`: K replicas' parameters stacked, stepped by ``torch.func.vmap`` or by the
+  wide model of :mod:`nondet.training.stacked`, used by :func:`nondet.training.vectorized.train_replicas_vectorized`.
+
+The loss (:func:`loss`) and the evaluation (:func:`evaluate`) are written once for all of them.
+Each path keeps its arithmetic (and so its results, bitwise) and its checkpoint layout: the
+sequential one reduces the epoch's metrics in Python floats, the stacked one in float32 tensors.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad_and_value, vmap
+
+from nondet.training import stacked
+from nondet.training.predict import predict
+from nondet.training.replica import Curve, load_checkpoint, save_checkpoint, set_lr, state_to_numpy
+from nondet.training.usermodel import training_draws
+
+
+def loss(logits: torch.Tensor, y: torch.Tensor, replicas: bool = False) -> torch.Tensor:
+    """Mean cross-entropy of ``logits`` (B, C) against ``y`` (B,); with ``replicas``, of the K
+    replicas' logits (K, B, C) against ``y`` (K, B), one mean per replica (K,)."""
+    if replicas:
+        k = len(logits)
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
+    return F.cross_entropy(logits.float(), y)
+
+
+@torch.no_grad()
+def evaluate(z: torch.Tensor, y: torch.Tensor, scalar: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(test loss, test accuracy in %) of each replica from its logits ``z`` (K, N, C);
+    ``scalar``: the accuracy's percentage taken in a Python float (the sequential path)."""
+    test_loss = torch.stack([loss(z[r], y) for r in range(len(z))]).cpu().numpy()
+    hit = (z.argmax(-1) == y).float().mean(-1)
+    if scalar:
+        return test_loss, np.array([100.0 * float(h) for h in hit])
+    return test_loss, (100.0 * hit).cpu().numpy()
+
+
+def _finite_mean(values) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint, checkpoint_every, key):
+    """Train ``stepper``'s K replicas (draws ``draws_list``) on the schedule ``sched``, resuming from
+    and saving to ``checkpoint`` (job key ``key``); returns (curves, snapshots, diverged), one each
+    per replica."""
+    k, n = stepper.k, sched.n
+    curves, snapshots = [Curve() for _ in range(k)], [[] for _ in range(k)]
+    diverged, start_epoch, step = np.zeros(k, dtype=bool), 0, 0
+    state = load_checkpoint(checkpoint, key, device, log, label)
+    if state is not None:
+        start_epoch, step, curves, snapshots, diverged = stepper.load(state)
+        if diverged.all():
+            start_epoch = sched.epochs
+
+    def save(epochs_done):
+        save_checkpoint(checkpoint, key, **stepper.state(epochs_done, step, curves, snapshots, diverged))
+
+    for epoch in range(start_epoch, sched.epochs):
+        stepper.train()
+        t0 = time.perf_counter()
+        orders = [d.order(epoch) for d in draws_list]
+        loss_sum, correct, lr = torch.zeros(k, device=device), torch.zeros(k, device=device), 0.0
+        for b in range(sched.steps_per_epoch):
+            stepper.at_step(step)
+            x, y, masks = stepper.batch(draws_list, orders, epoch, b, data)
+            lr = sched.lr(step)
+            set_lr(stepper.opt, lr)
+            losses, logits = stepper.step(x, y, masks, step)
+            loss_sum += losses.detach() * y.shape[-1]
+            correct += (logits.argmax(-1) == y).sum(-1)
+            step += 1
+            if sched.snapshot_due(step):
+                for r in range(k):
+                    snapshots[r].append(stepper.replica_state(r))
+        if stepper.scalar:
+            train_loss = np.array([float(loss_sum[0]) / n])
+            train_acc = np.array([100.0 * float(correct[0]) / n])
+        else:
+            train_loss = (loss_sum / n).cpu().numpy()
+            train_acc = (100.0 * correct / n).cpu().numpy()
+        test_loss = test_acc = np.full(k, np.nan)
+        if sched.eval_due(epoch + 1):
+            test_loss, test_acc = evaluate(stepper.predict(data.x_test), data.y_test, stepper.scalar)
+        for r in range(k):
+            curves[r].add(epoch + 1, lr, train_loss[r], train_acc[r], test_loss[r], test_acc[r])
+        diverged |= ~np.isfinite(train_loss)
+        took = time.perf_counter() - t0
+        if stepper.scalar:
+            log(
+                f"{label} epoch {epoch + 1}/{sched.epochs} loss {train_loss[0]:.4f} "
+                f"train_acc {curves[0].values['train_acc'][-1]:.1f}% test_acc {test_acc[0]:.1f}% "
+                f"lr {lr:.3g} ({took:.2f}s)"
+            )
+        else:
+            log(
+                f"{label} epoch {epoch + 1}/{sched.epochs} ({k} replicas vectorised) loss "
+                f"{_finite_mean(train_loss):.4f} test_acc {_finite_mean(test_acc):.1f}% lr {lr:.3g} "
+                f"({took:.2f}s)"
+            )
+        if diverged.all():
+            if stepper.scalar:
+                log(f"{label} DIVERGED: training loss is {train_loss[0]} in epoch {epoch + 1}; stopping")
+            else:
+                log(f"{label} DIVERGED: every replica's training loss is NaN/inf; stopping")
+            break
+        if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+            save(epoch + 1)
+
+    stepper.at_step(step)
+    if checkpoint is not None and start_epoch < sched.epochs:
+        save(len(curves[0]))  # a finished run is skipped on resume
+    return curves, snapshots, diverged
+
+
+class SequentialStep:
+    """One replica as an ``nn.Module`` (K = 1); checkpoint layout: model, optimizer, epoch, step,
+    curve, snapshots, records, diverged."""
+
+    k, scalar = 1, True
+
+    def __init__(self, model, opt, dropout_seed, device, x_test, bf16=False, channels_last=False,
+                 record_steps=()):  # fmt: skip
+        self.model, self.opt, self.dropout_seed, self.device = model, opt, dropout_seed, device
+        self.x_test, self.bf16, self.channels_last = x_test, bf16, channels_last
+        self.record_at, self.records = set(int(s) for s in record_steps), []
+
+    def train(self):
+        self.model.train()
+
+    def at_step(self, step):
+        """Record the flat parameters and the test logits after ``step`` steps, if asked to."""
+        if step in self.record_at:
+            params = torch.cat([p.detach().flatten() for p in self.model.parameters()])
+            logits = predict(self.model, self.x_test, bf16=self.bf16)[0]
+            self.records.append((step, params.cpu().numpy().copy(), logits))
+
+    def batch(self, draws_list, orders, epoch, b, data):
+        _, x, y = draws_list[0].batch(orders[0], epoch, b, data)
+        return x, y, None
+
+    def step(self, x, y, masks, step):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+            training_draws(self.model, self.dropout_seed, step, self.device),  # user models' other draws
+        ):
+            logits = self.model(x)
+            value = loss(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        value.backward()
+        self.opt.step()
+        return value, logits
+
+    def predict(self, x):
+        return predict(self.model, x, bf16=self.bf16)[0].unsqueeze(0)
+
+    def replica_state(self, r):
+        return state_to_numpy(self.model)
+
+    def state(self, epoch, step, curves, snapshots, diverged) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": epoch,
+            "step": step, "curve": curves[0].values, "snapshots": snapshots[0], "records": self.records,
+            "diverged": bool(diverged[0]),
+        }  # fmt: skip
+
+    def load(self, state):
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.records = state["records"]
+        diverged = np.array([bool(state["diverged"])])
+        return state["epoch"], state["step"], [Curve(state["curve"])], [state["snapshots"]], diverged
+
+
+class StackedStep:
+    """K replicas' parameters and buffers stacked (K, ...), one step for all of them, by
+    ``torch.func.vmap`` over the model ``base`` (on the meta device) or, ``wide``, as one wide model
+    (nondet.training.stacked); checkpoint layout: params, buffers, optimizer, epoch, step, curves, snapshots,
+    diverged."""
+
+    scalar = False
+
+    def __init__(self, base, params, buffers, opt, drop_shapes, model_spec, device, wide=False,
+                 eval_batch_size=1000):  # fmt: skip
+        self.base, self.params, self.buffers, self.opt = base, params, buffers, opt
+        self.drop_shapes, self.model_spec, self.device = drop_shapes, model_spec, device
+        self.wide, self.eval_batch_size = wide, eval_batch_size
+        self.k = len(next(iter(params.values())))
+
+        def loss_fn(p, b, masks, x, y):
+            out = functional_call(base, {**p, **b, **masks}, (x,))
+            return loss(out, y), out
+
+        self.vmapped = vmap(grad_and_value(loss_fn, has_aux=True))
+        if wide:
+            for p in params.values():
+                p.requires_grad_(True)
+
+    def train(self):
+        pass
+
+    def at_step(self, step):
+        pass
+
+    def batch(self, draws_list, orders, epoch, b, data):
+        xs, ys, masks = [], [], {name: [] for name in self.drop_shapes}
+        for d, order in zip(draws_list, orders):
+            _, x, y = d.batch(order, epoch, b, data)
+            xs.append(x)
+            ys.append(y)
+            for (name, shape), m in zip(self.drop_shapes.items(), d.masks):
+                masks[name].append(m.lookup(shape, self.device))
+        masks = {f"{name}.external_mask": torch.stack(v) for name, v in masks.items()}
+        return torch.stack(xs), torch.stack(ys), masks
+
+    def step(self, x, y, masks, step):
+        """Each replica's loss and logits for its batch ``x[r]``, ``y[r]``, after its update."""
+        params = self.params
+        if self.wide:
+            out = stacked.forward(params, self.buffers, masks, x, True, self.model_spec)
+            value = loss(out, y, replicas=True)
+            grads = dict(zip(params, torch.autograd.grad(value.sum(), list(params.values()))))
+            value, out = value.detach(), out.detach()
+        else:
+            grads, (value, out) = self.vmapped(params, self.buffers, masks, x, y)
+        for name, p in params.items():
+            p.grad = grads[name]
+        self.opt.step()
+        return value, out
+
+    @torch.no_grad()
+    def predict(self, x):
+        """Logits of every replica on ``x``, (k, len(x), classes), in batches like predict."""
+        size, params, buffers = self.eval_batch_size, self.params, self.buffers
+        if self.wide:
+            return torch.cat([
+                stacked.forward(params, buffers, None, x[i : i + size].expand(self.k, -1, -1, -1), False,
+                                self.model_spec)
+                for i in range(0, len(x), size)
+            ], dim=1)  # fmt: skip
+        base = self.base
+        base.eval()
+        out = torch.cat(
+            [
+                vmap(lambda p, b: functional_call(base, {**p, **b}, (x[i : i + size],)))(params, buffers)
+                for i in range(0, len(x), size)
+            ],
+            dim=1,
+        )
+        base.train()
+        return out
+
+    def replica_state(self, r):
+        return {
+            **{name: p[r].detach().cpu().numpy().copy() for name, p in self.params.items()},
+            **{name: b[r].cpu().numpy().copy() for name, b in self.buffers.items()},
+        }
+
+    def state(self, epoch, step, curves, snapshots, diverged) -> dict:
+        return {
+            "params": self.params, "buffers": self.buffers, "optimizer": self.opt.state_dict(),
+            "epoch": epoch, "step": step, "curves": [c.values for c in curves], "snapshots": snapshots,
+            "diverged": diverged,
+        }  # fmt: skip
+
+    def load(self, state):
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                self.params[name].copy_(value)
+            for name, value in state["buffers"].items():
+                self.buffers[name].copy_(value)
+        self.opt.load_state_dict(state["optimizer"])
+        curves = [Curve(c) for c in state["curves"]]
+        return state["epoch"], state["step"], curves, state["snapshots"], state["diverged"]

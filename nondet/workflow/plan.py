@@ -1,0 +1,553 @@
+"""The job plan: every job's parameters, as pure functions of a validated config.
+
+The Snakefile's rules pass these dicts as ``params`` (so changing one reruns exactly the jobs it
+describes), and each output carries the ``spec_hash`` of the dict that made it: the stage that
+reads it checks that hash against what the plan says it must be (``*_expect`` below).
+
+Every training job is one base job (:func:`base_job`: the model, its recipe, the seeds' base, the
+device, the data and code versions) plus what its kind adds: replica indices for a protocol
+condition, a cycle count for a snapshot run, a number of epochs for the budget study (on either),
+twins for the divergence study, an arm for a comparison, cells for a factorial design.
+Validation (nondet.workflow.config) comes first; nothing here checks the config, and nothing here imports
+torch (the Snakefile imports it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from nondet.io.h5io import CODE_VERSION, spec_hash
+from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, source_seeds
+
+# --- what the config names --------------------------------------------------------------------
+
+
+def is_user_arch(arch: str) -> bool:
+    """A researcher's own model: ``"pkg.module:callable"`` (nondet.training.usermodel)."""
+    return ":" in str(arch)
+
+
+def user_models(config: dict) -> list[str]:
+    """Models whose arch is a user's callable (each gets a check_model job before training)."""
+    return [m for m, spec in config["models"].items() if is_user_arch(spec.get("arch", ""))]
+
+
+def is_script_model(spec: dict) -> bool:
+    """A model trained by the researcher's own script (``train`` or ``command``, nondet.workflow.script)."""
+    return "train" in spec or "command" in spec
+
+
+def script_models(config: dict) -> list[str]:
+    return [m for m, spec in config["models"].items() if is_script_model(spec)]
+
+
+def audited_models(config: dict) -> list[str]:
+    """Script models whose training jobs wait for a determinism audit."""
+    return [m for m in script_models(config) if config["models"][m].get("audit", "fail") != "off"]
+
+
+def script_files(spec: dict) -> list[str]:
+    """The files whose content a script model's jobs depend on: ``script`` (files or folders), the
+    module of ``train`` (found without importing it), and every existing file a ``command``
+    names (e.g. train.py)."""
+    import os
+    import re
+    import shlex
+    import sys
+
+    named = spec.get("script") or []
+    files = [named] if isinstance(named, str) else list(named)
+    if "train" in spec:
+        parts = spec["train"].split(":")[0].split(".")
+        roots = ([spec["pythonpath"]] if spec.get("pythonpath") else []) + ["."] + sys.path
+        for root in roots:
+            base = os.path.join(root, *parts)
+            found = [p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)]
+            if found:
+                files.append(os.path.normpath(found[0]))
+                break
+    if "command" in spec:
+        words = shlex.split(re.sub(r"\{[a-z_]+\}", "X", spec["command"]))
+        files += [w for w in words if os.path.isfile(w) and not os.path.isabs(w)]
+    return list(dict.fromkeys(files))
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file, or of every file under a folder (names and contents; no caches)."""
+    import hashlib
+    import os
+
+    if os.path.isdir(path):
+        h = hashlib.sha256()
+        for folder, dirs, names in sorted(os.walk(path)):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(n for n in names if not n.endswith(".pyc")):
+                full = os.path.join(folder, name)
+                h.update(f"{os.path.relpath(full, path)}\0{_file_digest(full)}\0".encode())
+        return h.hexdigest()
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "missing"
+
+
+def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What a script model's jobs depend on: its entry point or command, params (``changes``: a
+    comparison arm's), pythonpath, and the SHA-256 of its script files (editing one reruns
+    exactly its jobs)."""
+    spec = config["models"][model]
+    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath") if spec.get(k)}}
+    out["params"] = {**spec.get("params", {}), **(changes or {})}
+    out["files"] = {p: _file_digest(p) for p in script_files(spec)}
+    return out
+
+
+def condition_sources(config: dict, condition: str) -> frozenset:
+    """The sources that vary across the replicas of ``condition`` (built-in or config's)."""
+    if condition in CONDITIONS:
+        return CONDITIONS[condition]
+    return frozenset(config["conditions"][condition])
+
+
+def groups(config: dict) -> list[tuple[str, str]]:
+    """Every (model, condition) pair the experiment trains."""
+    return [(m, c) for m, spec in config["models"].items() for c in spec["conditions"]]
+
+
+def run_groups(config: dict) -> list[tuple[str, str]]:
+    """(model label, group name) of every imported group of runs (rules/runs.smk)."""
+    return [(spec["model"], name) for name, spec in config["runs"]["groups"].items()]
+
+
+def _chunked(n: int, per: int) -> list[list[int]]:
+    return [list(range(i, min(i + per, n))) for i in range(0, n, per)]
+
+
+def chunks(config: dict) -> list[list[int]]:
+    """Replica indices trained by each job of a (model, condition)."""
+    return _chunked(config["replicas"], config["replicas_per_job"])
+
+
+def n_chunks(config: dict) -> int:
+    return -(-config["replicas"] // config["replicas_per_job"])
+
+
+def recipe(config: dict, model: str, condition: str | None = None) -> dict:
+    """The training recipe of (model, condition): defaults, then model, then condition overrides
+    (``condition`` None: the model's recipe without any condition's overrides)."""
+    return {
+        **config["training"],
+        **config["models"][model]["training"],
+        **(config["overrides"].get(model, {}).get(condition, {}) if condition else {}),
+    }
+
+
+def model_spec(config: dict, model: str, changes: dict | None = None) -> dict:
+    """What builds the model: a built-in arch with its parameters (defaults filled by
+    validation), or a user's callable with its params, feature module and folder. ``changes``:
+    parameters of a comparison arm."""
+    spec = config["models"][model]
+    if is_script_model(spec):
+        return script_spec(config, model, changes)
+    if is_user_arch(spec["arch"]):
+        out = {"arch": spec["arch"], "params": {**spec["params"], **(changes or {})}}
+        return {**out, **{k: spec[k] for k in ("features", "pythonpath") if spec.get(k)}}
+    return {"arch": spec["arch"], **spec["params"], **(changes or {})}
+
+
+def data_spec(config: dict) -> dict:
+    return dict(config["dataset"])
+
+
+def data_inputs(config: dict) -> list[str]:
+    """Files the dataset rule reads that Snakemake should watch (a user's array file)."""
+    spec = config["dataset"]
+    return [spec["path"]] if spec["name"] == "arrays" else []
+
+
+def data_hash(config: dict) -> str:
+    """The data set's identity: the hash of the config's dataset section and, for ``arrays``, of
+    the file's SHA-256 (nondet.training.data.dataset_hash: the file is read, the hash kept while its stat
+    is unchanged), so regenerating the file at the same path retrains from scratch."""
+    from nondet.training.data import dataset_hash
+
+    return dataset_hash(data_spec(config))
+
+
+# --- training jobs: one base job, and what each kind adds --------------------------------------
+
+
+def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None = None,
+             base_seed: int | None = None, changes: dict | None = None) -> dict:  # fmt: skip
+    """The keys every training job has. ``recipe_``: instead of (model, condition)'s recipe;
+    ``base_seed``: instead of the config's; ``changes``: architecture parameters to change.
+    A script model has no recipe of ours (its params are in its model_spec)."""
+    script = is_script_model(config["models"][model])
+    job = {
+        "experiment": config["experiment"],
+        "model": model,
+        "condition": condition,
+        "base_seed": config["base_seed"] if base_seed is None else base_seed,
+        "device": config["device"],
+        "vectorize": config["vectorize"],
+        "model_spec": model_spec(config, model, changes),
+        "recipe": recipe(config, model, condition) if recipe_ is None else recipe_,
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+    if script:  # its own loop and recipe: no vectorised path or recipe of ours
+        del job["vectorize"]
+        job["recipe"] = _script_recipe(config, model, changes)
+    return job
+
+
+def _script_recipe(config: dict, model: str, changes: dict | None = None) -> dict:
+    """A script's recipe is its own: the table's epochs column shows its params' epochs, if any."""
+    epochs = {**config["models"][model].get("params", {}), **(changes or {})}.get("epochs")
+    return {"epochs": epochs if isinstance(epochs, int) else None, "cycles": None}
+
+
+def resampled(config: dict, job: dict, sources) -> dict:
+    """``job`` whose recipe says how the ``data`` source resamples the training set, when
+    ``sources`` vary it; any other job is left as it was (and keeps its hash)."""
+    if "data" in sources:
+        job["recipe"] = {**job["recipe"], "resample": dict(config["data_resampling"])}
+    return job
+
+
+def sealed(job: dict) -> dict:
+    """``job`` with its ``spec_hash`` (the hash of everything else in it)."""
+    job = {k: v for k, v in job.items() if k != "spec_hash"}
+    return {**job, "spec_hash": spec_hash(job)}
+
+
+def _explicit_seeds(sources, replicas, base_seed: int) -> list[dict]:
+    """Per replica, a new seed for every source in ``sources``; the others at their base."""
+    return [source_seeds(dict.fromkeys(sources, r), base_seed).as_dict() for r in replicas]
+
+
+def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
+    if not 0 <= chunk < n_chunks(config):
+        raise ValueError(f"chunk {chunk} does not exist ({n_chunks(config)} chunks)")
+    job = base_job(config, model, condition)
+    job["replicas"] = chunks(config)[chunk]
+    if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
+        job["sources"] = sorted(config["conditions"][condition])
+        job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
+    return sealed(resampled(config, job, condition_sources(config, condition)))
+
+
+def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """The training job of the snapshot-ensemble run: same budget, ``snapshot_cycles`` cycles."""
+    job = train_job(config, model, condition, chunk)
+    job["recipe"] = {**job["recipe"], "cycles": config["mitigation"]["snapshot_cycles"]}
+    return sealed(job)
+
+
+def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int, run="plain") -> dict:
+    """A training job of the budget study (rules/budget.smk): the protocol's job (``run`` plain)
+    or the snapshot job (``run`` snapshot), with the recipe's epochs replaced by ``epochs``."""
+    job = (snapshot_job if run == "snapshot" else train_job)(config, model, condition, chunk)
+    job["recipe"] = {**job["recipe"], "epochs": epochs}
+    return sealed(job)
+
+
+def audit_job(config: dict, model: str) -> dict:
+    """The determinism audit of a script model: control twice, then each source its conditions
+    vary, alone (nondet.workflow.script.audit_script)."""
+    job = base_job(config, model, "audit")
+    sources = set().union(*(condition_sources(config, c) for c in config["models"][model]["conditions"]))
+    job["sources"] = [s for s in SOURCES if s in sources]
+    job["on_failure"] = config["models"][model].get("audit", "fail")
+    return sealed(resampled(config, job, job["sources"]))
+
+
+def divergence_job(config: dict, model: str) -> dict:
+    """The twin-divergence job of ``model`` (base run = replica 0 of control)."""
+    job = base_job(config, model, "control")
+    del job["vectorize"]  # twins always train one after another
+    job["twins"] = config["divergence"]["twins"]
+    job["record_points"] = config["divergence"]["record_points"]
+    return sealed(job)
+
+
+def comparison_chunks(config: dict, name: str) -> list[list[int]]:
+    return _chunked(config["comparisons"][name]["replicas"], config["replicas_per_job"])
+
+
+def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
+    """Training job of one arm of a comparison; the arms draw independent seeds."""
+    spec = config["comparisons"][name]
+    model = spec["model"]
+    # sources: an arbitrary set varies, with explicit seeds (no per-condition recipe overrides)
+    condition = spec.get("condition") or "sources:" + "+".join(spec["sources"])
+    job = base_job(
+        config, model, condition,
+        recipe_={**recipe(config, model, condition), **spec[arm]["training"]},
+        base_seed=derive_seed(config["base_seed"], 1 + ["baseline", "candidate"].index(arm)),
+        changes=spec[arm]["params"],
+    )  # fmt: skip
+    job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
+    if "sources" in spec:
+        job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
+    varying = spec["sources"] if "sources" in spec else condition_sources(config, condition)
+    return sealed(resampled(config, job, varying))
+
+
+def factorial_cells(config: dict, name: str) -> list[tuple[int, ...]]:
+    spec = config["factorial"][name]
+    return list(itertools.product(*(range(n) for n in spec["levels"])))
+
+
+def factorial_chunks(config: dict, name: str) -> list[list[int]]:
+    return _chunked(len(factorial_cells(config, name)), config["replicas_per_job"])
+
+
+def factorial_job(config: dict, name: str, chunk: int) -> dict:
+    """Training job of some cells of a factorial design; explicit seeds per replica."""
+    spec = config["factorial"][name]
+    cells = factorial_cells(config, name)
+    replicas = factorial_chunks(config, name)[chunk]
+    # the model's recipe, without any condition's overrides
+    job = base_job(config, spec["model"], "factorial", recipe_=recipe(config, spec["model"]))
+    job.update(
+        factorial=name,
+        sources=spec["sources"],
+        replicas=replicas,
+        cells=[list(cells[r]) for r in replicas],
+        seeds=[factorial_seeds(spec["sources"], cells[r], config["base_seed"]).as_dict() for r in replicas],
+    )
+    return sealed(resampled(config, job, spec["sources"]))
+
+
+# --- mitigation: TTA specs and method names ----------------------------------------------------
+
+#: The authors' TTA sets (their evaluate.py): name -> spec. Their counts of augmented views,
+#: excluding the original, are 1 / 25 / 81 / 50 / 162; they average the original's logits with
+#: them (``original: extra``), so 2 / 26 / 82 / 51 / 163 passes, the crop sets' centre crop
+#: repeating the original.
+TTA_PRESETS = {
+    "flip": {"kind": "flip", "size": 4, "stride": 1, "original": "extra"},
+    "crop25": {"kind": "crops", "size": 4, "stride": 2, "original": "extra"},
+    "crop81": {"kind": "crops", "size": 4, "stride": 1, "original": "extra"},
+    "flip-crop25": {"kind": "flip+crops", "size": 4, "stride": 2, "original": "extra"},
+    "flip-crop81": {"kind": "flip+crops", "size": 4, "stride": 1, "original": "extra"},
+}
+
+
+def tta_specs(config: dict) -> dict[str, dict] | None:
+    """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
+    None (one spec: methods tta and snapshot+tta). Names are unique (nondet.workflow.config checks)."""
+    tta = config["mitigation"]["tta"]
+    if isinstance(tta, dict):
+        return None
+    out = {}
+    for item in tta:
+        name, spec = (item, TTA_PRESETS[item]) if isinstance(item, str) else (item["name"], item)
+        out.setdefault(name, {k: v for k, v in spec.items() if k != "name"})
+    return out
+
+
+def mitigation_methods(config: dict | None = None) -> dict[str, str]:
+    """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
+    TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
+    specs = tta_specs(config) if config is not None else None
+    if specs is None:
+        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
+    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
+    methods["snapshot"] = "snapshot"
+    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
+    return methods
+
+
+def budget_methods(config: dict) -> dict[str, str]:
+    """Method name -> path tag of the budget study: plain, then the mitigation methods."""
+    return {"plain": "plain", **mitigation_methods(config)}
+
+
+def trained_run(method: str) -> str:
+    """The training run a method predicts with: ``snapshot`` (snapshot, snapshot+tta[:<name>])
+    or ``plain`` (plain, tta[:<name>]: the protocol's replicas)."""
+    return "snapshot" if method.startswith("snapshot") else "plain"
+
+
+def tta_spec(config: dict, method: str) -> dict | None:
+    """The TTA spec a mitigation method uses (None: no TTA)."""
+    base, _, name = method.partition(":")
+    if base not in ("tta", "snapshot+tta"):
+        return None
+    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
+
+
+# --- what each stage expects of its inputs ----------------------------------------------------
+# Every output carries spec_hash, data_hash and code_version (nondet.io.h5io.atomic_h5); the rules
+# pass the values each input must carry, and nondet.io.h5io.open_input refuses any other file.
+
+
+def job_expect(job: dict, **extra) -> dict:
+    """What an output made from ``job`` carries."""
+    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
+            "code_version": job["code_version"], **extra}  # fmt: skip
+
+
+def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain", epochs=None) -> dict:
+    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries; ``epochs``:
+    that of the budget study at this many epochs (results/budget/...)."""
+    if epochs is not None:
+        job = budget_job(config, model, condition, epochs, chunk, trained_run(method))
+    elif trained_run(method) == "plain":  # plain, tta or tta:<name> (a list of specs)
+        job = train_job(config, model, condition, chunk)
+    else:
+        job = snapshot_job(config, model, condition, chunk)
+    return job_expect(job, method=method, tta=tta_spec(config, method))
+
+
+def metrics_params(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
+    """Params of a metrics job, including what each of its prediction files must carry
+    (``epochs``: a metrics job of the budget study)."""
+    params = {
+        "model": model,
+        "condition": condition,
+        **config["metrics"],
+        "code_version": CODE_VERSION,
+    }
+    if method != "plain":
+        params["method"] = method
+    params["inputs"] = [predict_expect(config, model, condition, k, method, epochs) for k in range(n_chunks(config))]
+    return params
+
+
+def metrics_expect(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
+    """What the metrics file of (model, condition, method) carries: the hash of its params."""
+    return {
+        "spec_hash": spec_hash(metrics_params(config, model, condition, method, epochs)),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }
+
+
+def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
+    """Params of the metrics job of an imported group (rules/runs.smk): as metrics_params, same
+    bootstrap seeds; its input's hashes come from the imported files, so none are listed."""
+    return {"model": run_model, "condition": group, **config["metrics"], "code_version": CODE_VERSION}
+
+
+def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
+    """What the metrics file of an imported group carries (its data_hash comes from the labels
+    of the imported files, so it is not known from the config)."""
+    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)),
+            "code_version": CODE_VERSION}  # fmt: skip
+
+
+def comparison_expect(config: dict, name: str) -> dict:
+    """Per arm, what each prediction file of a comparison carries."""
+    n = len(comparison_chunks(config, name))
+    return {arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None)
+                  for k in range(n)] for arm in ("baseline", "candidate")}  # fmt: skip
+
+
+def factorial_expect(config: dict, name: str) -> list[dict]:
+    n = len(factorial_chunks(config, name))
+    return [job_expect(factorial_job(config, name, k), method="plain", tta=None) for k in range(n)]
+
+
+def per_metric(value) -> dict:
+    """A config's effect or margin: a number is accuracy points; a mapping gives one per metric."""
+    if value is None:
+        return {}
+    return dict(value) if isinstance(value, dict) else {"accuracy": float(value)}
+
+
+def held_fixed_note(varying, sources) -> str:
+    """What the verdict says of the sources held fixed within the arms (Bouthillier et al. 2021)."""
+    fixed = [s for s in sources if s not in set(varying)]
+    if not fixed:
+        return "every source of randomness varies between runs: the intervals are those of independent runs"
+    note = (f"only {', '.join(varying)} varies between runs; held fixed: {', '.join(fixed)}. The intervals are "
+            "conditional on the fixed values and narrower than those of fully independent runs")  # fmt: skip
+    if list(varying) == ["init"]:
+        note += " (Bouthillier et al. 2021: varying only the initialisation is worth about 2 independent runs)"
+    return note
+
+
+def compare_params(config: dict, name: str) -> dict:
+    """Params of a comparison's summary job (rules/compare.smk): the verdict engine's."""
+    spec = config["comparisons"][name]
+    varying = spec["sources"] if "sources" in spec else CONDITIONS[spec["condition"]]
+    every = [s for s in SOURCES if s in CONDITIONS["all"]]
+    return {
+        "name": name,
+        "baseline": "baseline",
+        "candidate": "candidate",
+        "alpha": spec["alpha"],
+        "power": spec["power"],
+        "effect": per_metric(spec["effect"]),
+        "gamma": spec["gamma"],
+        "margin": per_metric(spec["margin"]),
+        "margin_kind": spec["margin_kind"],
+        "held_fixed": held_fixed_note([s for s in every if s in varying], every)
+        if spec.get("condition") != "bitflip"
+        else "only one weight's one-ulp nudge varies between runs (condition bitflip)",
+        "code_version": CODE_VERSION,
+        "inputs": comparison_expect(config, name),
+    }
+
+
+def factorial_params(config: dict, name: str) -> dict:
+    """Params of a factorial design's variance-components job (rules/compare.smk)."""
+    spec = config["factorial"][name]
+    return {
+        "name": name,
+        "sources": spec["sources"],
+        "levels": spec["levels"],
+        "cells": [list(c) for c in factorial_cells(config, name)],
+        "bootstrap_resamples": spec["bootstrap_resamples"],
+        "seed": config["metrics"]["seed"],
+        "code_version": CODE_VERSION,
+        "inputs": factorial_expect(config, name),
+    }
+
+
+# --- the plan's size ---------------------------------------------------------------------------
+
+
+def plan_size(config: dict) -> int:
+    """How many jobs the full workflow plans (an upper bound, by arithmetic: no lists built)."""
+    per = config["replicas_per_job"]
+    ch = n_chunks(config)
+    n = 10 + len(config["models"])  # data set, tables, figures, provenance
+    n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
+    mit = config["mitigation"]
+    n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    n += len(mit["models"]) * len(mit["conditions"]) + bool(mit["models"])  # ensembles, their table
+    budget = config["budget"]
+    n_budget = len(budget["models"]) * len(mit["conditions"]) * len(budget["epochs"])
+    n += n_budget * (2 * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table
+    n += 2 * len(config["divergence"]["models"])
+    for spec in config["comparisons"].values():
+        n += 4 * -(-spec["replicas"] // per) + 1
+    for spec in config["factorial"].values():
+        n += 2 * -(-math.prod(spec["levels"]) // per) + 1
+    runs = config.get("runs", {})
+    n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
+    return n
+
+
+# --- k-model ensembles of a condition's replicas (rules/ensembles.smk) --------------------------
+
+
+def ensembles_params(config: dict, model: str, condition: str) -> dict:
+    """Params of the ensembles job of (model, condition): what its prediction files carry."""
+    params = metrics_params(config, model, condition)
+    return {k: params[k] for k in ("model", "condition", "code_version", "inputs")}
+
+
+def ensembles_expect(config: dict, model: str, condition: str) -> dict:
+    return {
+        "spec_hash": spec_hash(ensembles_params(config, model, condition)),
+        "data_hash": data_hash(config),
+        "code_version": CODE_VERSION,
+    }

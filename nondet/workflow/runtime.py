@@ -1,0 +1,76 @@
+"""What every stage needs at run time: a log that survives failures, and torch set up for the
+job (threads, device, CUDA workspace, a free GPU when the machine has several)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def get_logger(log_path=None, name="nondet", mode="w") -> logging.Logger:
+    """Log lines to the rule's log file and to stderr (plain lines: safe without a terminal)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    for h in logger.handlers:
+        h.close()
+    logger.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode=mode))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    return logger
+
+
+def _logs_to(logger: logging.Logger, log_path) -> bool:
+    """Whether ``logger`` already writes to ``log_path`` (None: to stderr only)."""
+    files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    if not log_path:
+        return bool(logger.handlers) and not files
+    return str(Path(log_path).resolve()) in {str(Path(f).resolve()) for f in files}
+
+
+def stage(func):
+    """Log any exception of a stage, with its traceback, to the rule's log file before raising:
+    once, appended after what the stage logged (never truncating the log)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        bound = inspect.signature(func).bind(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            log_path = bound.arguments.get("log_path")
+            logger = logging.getLogger("nondet")
+            if not _logs_to(logger, log_path):
+                logger = get_logger(log_path, mode="a")
+            logger.exception(f"{func.__name__} failed")
+            raise
+
+    return wrapper
+
+
+def setup_torch(threads: int, device_name: str):
+    """Threads and device of a torch job; with several local GPUs, a free one (nondet.workflow.gpus).
+    torch is imported here, not at module level: the analysis stages use this module too."""
+    # cuBLAS reads this when it creates its handle: set it before anything touches CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    import torch
+
+    from nondet.training.replica import resolve_device
+
+    torch.set_num_threads(max(1, int(threads)))
+    device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        from nondet.workflow.gpus import claim_gpu  # several local GPUs: take a free one, not always cuda:0
+
+        device = torch.device("cuda", claim_gpu(torch.cuda.device_count()))
+        torch.cuda.set_device(device)
+    return device

@@ -1,6 +1,6 @@
 # make run  - set up .venv on first use, run the default pipeline, build the HTML report
 #             (make run CONFIG=my.yaml: check my.yaml merged over config.yaml with
-#             python -m nondet.workflow.config, which names file and line of a YAML error, then run with
+#             python -m nondet check-config, which names file and line of a YAML error, then run with
 #             --configfile my.yaml; budget and report take CONFIG too)
 # make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
 # make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 run: $(VENV)/.installed
 ifneq ($(strip $(CONFIG)),)
-	$(BIN)/python -m nondet.workflow.config config.yaml $(CONFIG)
+	$(BIN)/python -m nondet check-config config.yaml $(CONFIG)
 endif
 	$(BIN)/snakemake $(CONFIG_ARGS) --cores $(CORES) $(SNAKEMAKE_ARGS)
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
@@ -32,7 +32,7 @@ endif
 
 budget: $(VENV)/.installed
 ifneq ($(strip $(CONFIG)),)
-	$(BIN)/python -m nondet.workflow.config config.yaml $(CONFIG)
+	$(BIN)/python -m nondet check-config config.yaml $(CONFIG)
 endif
 	$(BIN)/snakemake $(CONFIG_ARGS) --cores $(CORES) $(SNAKEMAKE_ARGS) mitigation_budget
 	@echo "Table: results/tables/mitigation_budget.md  Figure: results/figures/mitigation_budget.png"

@@ -10,7 +10,8 @@ import torch
 from helpers import snakemake
 
 from nondet.training import data as D
-from nondet.workflow.torch_stages import make_dataset, train
+from nondet.workflow.analysis_stages import make_dataset
+from nondet.workflow.torch_stages import train
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):

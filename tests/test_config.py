@@ -154,10 +154,10 @@ def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
     bad.write_text("models:\n  cnn:\n    arch: cnn1d\n    conditions: [control\n")
     with pytest.raises(cfg.ConfigError, match=r"bad.yaml, line \d+, column \d+: YAML syntax error"):
         cfg.load_yaml(bad)
-    assert cfg.main([str(bad)]) == 1 and "bad.yaml, line" in capsys.readouterr().err
+    assert cfg.check_files([str(bad)]) == 1 and "bad.yaml, line" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
     good.write_text("replicas: 3\n")
-    assert cfg.main([str(REPO / "config.yaml"), str(good)]) == 0 and "valid" in capsys.readouterr().out
+    assert cfg.check_files([str(REPO / "config.yaml"), str(good)]) == 0 and "valid" in capsys.readouterr().out
 
 
 # --- bitflip_tensor resolves against the built model when the config is read (issue 22) ---
@@ -241,7 +241,7 @@ def test_every_paper_model_flips_a_tensor_it_has():
 
 
 def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
-    """`python -m nondet.workflow.config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
+    """`python -m nondet check-config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
     non-zero naming file and line; Snakemake's own --configfile message names neither."""
     import subprocess
     import sys
@@ -249,7 +249,7 @@ def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("replicas: 2\ntraining: lr: 0.1\n")  # line 2: mapping values are not allowed here
     out = subprocess.run(
-        [sys.executable, "-m", "nondet.workflow.config", str(REPO / "config.yaml"), str(bad)],
+        [sys.executable, "-m", "nondet", "check-config", str(REPO / "config.yaml"), str(bad)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -270,10 +270,10 @@ def test_make_run_config_checks_the_file_before_snakemake():
         return out.stdout.splitlines()
 
     lines = dry_run("CONFIG=x.yaml")
-    check = [i for i, line in enumerate(lines) if "-m nondet.workflow.config config.yaml x.yaml" in line]
-    snakemake = [i for i, line in enumerate(lines) if "snakemake" in line and "nondet.workflow.config" not in line]
+    check = [i for i, line in enumerate(lines) if "-m nondet check-config config.yaml x.yaml" in line]
+    snakemake = [i for i, line in enumerate(lines) if "snakemake" in line and "check-config" not in line]
     assert len(check) == 1 and len(snakemake) == 2 and check[0] < snakemake[0]
     assert all("--configfile x.yaml" in lines[i] for i in snakemake)
     plain = dry_run()
-    assert not any("nondet.workflow.config" in line or "--configfile" in line for line in plain)
+    assert not any("check-config" in line or "--configfile" in line for line in plain)
     assert sum("snakemake" in line for line in plain) == 2

@@ -177,8 +177,8 @@ def test_the_dataset_stage_makes_mnist1d_without_importing_torch(tmp_path):
     torch import (~1.7 s at the head of every run)."""
     code = (
         "import sys\n"
-        "from nondet import config, plan\n"
-        "from nondet.training.data import make_dataset\n"
+        "from nondet.workflow import config, plan\n"
+        "from nondet.workflow.analysis_stages import make_dataset\n"
         "c = config.validate({'dataset': {'num_samples': 300}, 'models': {'m': {'arch': 'linear', 'conditions': ['init']}}})\n"
         f"make_dataset({str(tmp_path / 'd.h5')!r}, plan.data_spec(c), plan.data_hash(c))\n"
         "print('torch' in sys.modules)\n"

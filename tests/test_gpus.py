@@ -14,7 +14,7 @@ def test_claims_distinct_gpus_and_waits_when_all_taken(tmp_path, monkeypatch):
     try:
         assert gpus.claim_gpu(2) == 0
         # another process sees GPU 0 taken and gets GPU 1
-        code = "from nondet import gpus; print(gpus.claim_gpu(2, timeout=0))"
+        code = "from nondet.workflow import gpus; print(gpus.claim_gpu(2, timeout=0))"
         env = {"NONDET_GPU_LOCK_DIR": str(tmp_path), "PATH": ""}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=env, timeout=60)  # fmt: skip

@@ -13,8 +13,9 @@ from torch import nn
 from nondet.seeds import torch_generator
 from nondet.training.augment import crop_flip
 from nondet.training.data import CIFAR_CONSTANTS, from_arrays
+from nondet.training.loop import set_lr
 from nondet.training.models import ShortcutA, build_model, weight_decay_groups
-from nondet.training.replica import Schedule, lr_at, lr_authors, set_lr
+from nondet.training.replica import Schedule, lr_at, lr_authors
 from nondet.training.tta import make_views
 
 RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16, "dropout": 0.0}

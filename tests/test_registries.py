@@ -1,6 +1,6 @@
 """One vocabulary: every name the config schema allows has exactly one implementation, and the
 other way round. Each registry below is the one place its concept is listed in code; the schema
-(nondet/workflow/config.schema.yaml) repeats the names as enums so a config is checked before any job
+(nondet/config.schema.yaml) repeats the names as enums so a config is checked before any job
 runs, and this test keeps the two in step (adding a name to one and not the other fails here)."""
 
 import inspect
@@ -8,10 +8,11 @@ import inspect
 import pytest
 
 from nondet import seeds
+from nondet.schema import load_schema
 from nondet.training import augment, data, models, tta
 from nondet.training import replica as training
 from nondet.workflow import plan
-from nondet.workflow.config import ARCH_PARAMS, load_schema
+from nondet.workflow.config import ARCH_PARAMS
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]

@@ -14,6 +14,7 @@ import pytest
 
 from nondet.io import files
 from nondet.io.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
+from nondet.training.data import load_dataset
 from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
 
@@ -40,7 +41,7 @@ def make_config(**training):
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    torch_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path, c
 
 
@@ -122,13 +123,13 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
 
 def test_missing_dataset(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        files.load_dataset(tmp_path / "nope.h5", "abc")
+        load_dataset(tmp_path / "nope.h5", "abc")
 
 
 def test_dataset_from_another_config(data_file):
     data, _ = data_file
     with pytest.raises(InputError, match="different dataset config"):
-        files.load_dataset(data, "0123456789abcdef")
+        load_dataset(data, "0123456789abcdef")
 
 
 def test_corrupt_training_file(tmp_path):
@@ -214,7 +215,7 @@ def small_config(lr=0.2, data_seed=42, **training):
 def dataset_of(c, folder):
     path = folder / f"data_{plan.data_hash(c)}.h5"
     if not path.exists():
-        torch_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
+        analysis_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path
 
 

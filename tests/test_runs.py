@@ -18,7 +18,8 @@ from nondet.analysis.metrics import accuracy, cross_entropy
 from nondet.analysis.variance import per_example_values
 from nondet.io.files import load_predictions
 from nondet.io.h5io import InputError
-from nondet.workflow.runs import RunsError, export, import_group, load_group, run_metadata, seed_pairs
+from nondet.io.runs import RunsError, export, import_group, load_group, run_metadata
+from nondet.workflow.analysis_stages import seed_pairs
 
 N, K = 50, 4
 
@@ -269,7 +270,7 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
         for condition in spec["conditions"]:
             files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
             out = imported / "exports" / condition
-            subprocess.run([sys.executable, "-m", "nondet.workflow.runs", "export", *files, "--out", str(out)],
+            subprocess.run([sys.executable, "-m", "nondet", "export-runs", *files, "--out", str(out)],
                            check=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
             groups[condition] = {"model": model, "predictions": f"exports/{condition}/run_*.npy",
                                  "labels": f"exports/{condition}/labels.npy",
@@ -344,8 +345,7 @@ def test_runs_config_errors_name_the_key():
 
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     """The one comparison stage (nondet.workflow.analysis_stages.compare) on imported groups."""
-    from nondet.workflow.analysis_stages import compare
-    from nondet.workflow.runs import all_pairs_stage
+    from nondet.workflow.analysis_stages import all_pairs_stage, compare
 
     logits, labels = make_runs(m=4)
     paths = {}

@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from nondet.io.files import load_predictions
-from nondet.training.data import make_dataset
 from nondet.training.sources import Sources
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
+from nondet.workflow.analysis_stages import make_dataset
 from nondet.workflow.script import ScriptError, audit_script, train_script
 
 HERE = str(Path(__file__).parent)

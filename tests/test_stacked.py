@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from nondet.io import files
 from nondet.seeds import replica_seeds, torch_generator
 from nondet.training import stacked
+from nondet.training.data import load_dataset
 from nondet.training.models import build_model
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
+from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
-from nondet.workflow import plan, torch_stages
 
 CPU = torch.device("cpu")
 
@@ -114,7 +115,7 @@ def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
         "models": {"m": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["init"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
     assert job["vectorize"] == "auto"
     torch_stages.train(data, tmp_path / "wide.h5", job, tmp_path / "wide.log", checkpoint_every=0)
@@ -123,7 +124,7 @@ def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
     assert "as one wide model" in (tmp_path / "wide.log").read_text()
     assert "together" not in (tmp_path / "seq.log").read_text()
     wide, seq = files.load_replicas(tmp_path / "wide.h5"), files.load_replicas(tmp_path / "seq.h5")
-    spec, recipe, d = job["model_spec"], job["recipe"], files.load_dataset(data, job["data_hash"])
+    spec, recipe, d = job["model_spec"], job["recipe"], load_dataset(data, job["data_hash"])
     alone = train_replica(spec, recipe, replica_seeds("init", 1, 0), d, CPU, log=lambda *a: None)
     assert same(seq[1]["weights"], alone["state"])
     together = train_replicas_vectorized(spec, recipe, [replica_seeds("init", r, 0) for r in (0, 1)], d, CPU,

@@ -285,8 +285,9 @@ def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec,
     job): the same operations in the same order, so the same bits on the same machine."""
     import copy
 
+    from nondet.training.loop import set_lr
     from nondet.training.optim import SGD
-    from nondet.training.replica import param_groups, set_lr
+    from nondet.training.replica import param_groups
 
     recipe = {"weight_decay": 1e-2, "weight_decay_on": decay_on, "lr_scale_bias_bn": scale}
     x = torch.randn(64, 1, 40, generator=torch_generator(1))

@@ -10,8 +10,9 @@ import pytest
 
 from nondet.io import files
 from nondet.io.h5io import InputError
+from nondet.training import loop
 from nondet.training import replica as training
-from nondet.training.data import make_mnist1d
+from nondet.training.data import load_dataset, make_mnist1d
 from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
 
@@ -70,7 +71,7 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
     write_npz(npz, seed=1)
     c_old = arrays_config(npz)
     data = tmp_path / "results" / "data" / "arrays.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c_old), plan.data_hash(c_old))
+    analysis_stages.make_dataset(data, plan.data_spec(c_old), plan.data_hash(c_old))
     job_old = plan.train_job(c_old, "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "old.h5", job_old, checkpoint_every=0)
     old_pred = tmp_path / "old_pred.h5"
@@ -84,8 +85,8 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
     assert plan.data_hash(c_new) != job_old["data_hash"]
     # a dataset job planned before the file changed refuses to write the new contents as the old
     with pytest.raises(Exception, match="changed after this workflow was planned"):
-        torch_stages.make_dataset(tmp_path / "stale.h5", plan.data_spec(c_old), job_old["data_hash"])
-    torch_stages.make_dataset(data, plan.data_spec(c_new), plan.data_hash(c_new))
+        analysis_stages.make_dataset(tmp_path / "stale.h5", plan.data_spec(c_old), job_old["data_hash"])
+    analysis_stages.make_dataset(data, plan.data_spec(c_new), plan.data_hash(c_new))
     job_new = plan.train_job(c_new, "cnn", "control", 0)
     log = tmp_path / "train.log"
     torch_stages.train(data, out, job_new, log_path=log, checkpoint_every=1)
@@ -125,14 +126,14 @@ def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
                           "args": {"seed": str(seed_file)}}}  # fmt: skip
     c = cfg.validate(c)
     data = tmp_path / "data.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "old.h5", job, checkpoint_every=0)
     out = tmp_path / "train" / "chunk0.h5"
     kill_on_second_replica(monkeypatch, lambda: torch_stages.train(data, out, job, checkpoint_every=1))
 
     seed_file.write_text("2")
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     log = tmp_path / "train.log"
     torch_stages.train(data, out, job, log_path=log, checkpoint_every=1)
     text = log.read_text()
@@ -151,11 +152,11 @@ def test_a_damaged_data_set_file_is_refused(tmp_path):
     write_npz(npz, seed=1)
     c = arrays_config(npz)
     data = tmp_path / "data.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     with h5py.File(data, "r+") as f:
         f["y_test"][0] = (f["y_test"][0] + 1) % 10
     with pytest.raises(InputError, match="is damaged") as err:
-        files.load_dataset(data, plan.data_hash(c))
+        load_dataset(data, plan.data_hash(c))
     assert str(data) in str(err.value)
 
 
@@ -238,7 +239,7 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
         "model": cnn_spec,
         "accelerator": training.accelerator_name(torch.device("cpu")),
     }  # the training loop's key
-    state = training.load_checkpoint(ckpt, key, "cpu", log=lambda _: None)
+    state = loop.load_checkpoint(ckpt, key, "cpu", log=lambda _: None)
     assert state is not None and len(state["snapshots"]) == 2
     for a, b in zip(state["snapshots"], first["snapshots"]):
         assert a.keys() == b.keys() and all(isinstance(a[k], np.ndarray) and np.array_equal(a[k], b[k]) for k in a)
@@ -296,7 +297,7 @@ def test_probabilities_given_without_kind_are_refused_naming_group_files_and_key
     (cross-entropy 2.05 instead of 1.19)."""
     from scipy import special
 
-    from nondet.workflow.runs import RunsError, load_group
+    from nondet.io.runs import RunsError, load_group
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 50)
@@ -359,7 +360,7 @@ def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
         }
     )
     data = tmp_path / "data.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "lin", "init", 0)
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     pred = tmp_path / "p.h5"
@@ -515,7 +516,7 @@ def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch
     write_npz(npz, seed=1)
     c = arrays_config(npz)
     data = tmp_path / "data.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     folder = tmp_path / "ro"
     folder.mkdir()
     real_access = os.access

@@ -8,8 +8,8 @@ from nondet.io import files
 from nondet.seeds import replica_seeds
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
+from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
-from nondet.workflow import plan, torch_stages
 
 CPU = torch.device("cpu")
 MLP = {"arch": "mlp", "hidden": 16, "dropout": 0.5, "batchnorm": False}
@@ -73,7 +73,7 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
         "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
     torch_stages.train(data, tmp_path / "vec.h5", job, tmp_path / "vec.log")
     torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, checkpoint_every=0)
@@ -122,7 +122,7 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize
         "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    torch_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "cnn", "shuffle", 0)
     out, log = tmp_path / "train" / "chunk0.h5", tmp_path / "train.log"
     code = (
@@ -162,7 +162,7 @@ AUTHORS = {"weight_decay_on": "all", "lr_scale_bias_bn": 0.1, "schedule": "autho
 @pytest.mark.parametrize("condition", ["control", "all"])
 def test_authors_recipe_vectorised_matches_sequential_bitwise(small_data, recipe, condition):
     """The authors' parameter groups (decay on all, 0.1 x lr for biases and BN) and schedule are
-    applied identically in both loops (nondet.training.replica.set_lr, param_groups)."""
+    applied identically in both loops (nondet.training.loop.set_lr, nondet.training.replica.param_groups)."""
     # the MLP without BatchNorm (batch statistics are not bitwise equal under vmap); its biases get
     # the 0.1 scale
     vec, seq = both(MLP, {**recipe, **AUTHORS}, condition, small_data, k=2)

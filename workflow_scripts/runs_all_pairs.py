@@ -1,7 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.workflow.runs import all_pairs_stage
+from nondet.workflow.analysis_stages import all_pairs_stage
 
 p = snakemake.params
 paths = dict(zip(p.groups, snakemake.input))

@@ -39,7 +39,7 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
     from nondet.seeds import CONDITIONS
 
     order = list(CONDITIONS)
-    # imported groups of runs (nondet.workflow.runs) are named freely: after the conditions, in given order
+    # imported groups of runs (nondet.io.runs) are named freely: after the conditions, in given order
     rows = sorted(rows, key=lambda r: order.index(r["condition"]) if r["condition"] in order else len(order))
     labels = [condition_label(r) for r in rows]
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)

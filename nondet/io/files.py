@@ -5,6 +5,7 @@ No torch here: the analysis environment reads these files too."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,9 @@ import numpy as np
 
 from nondet.io import h5io
 from nondet.io.h5io import InputError, atomic_h5, open_input, provenance
+
+#: The arrays of a data set file, in the order its contents hash reads them.
+DATASET_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _expectations(paths, expect) -> list:
@@ -58,28 +62,36 @@ def write_dataset(out_path, prov: dict, arrays: dict) -> None:
             f.create_dataset(key, data=value)
 
 
-def load_dataset(path, expected_hash: str, device="cpu"):
-    from nondet.training.data import arrays_sha256, from_arrays  # torch: only the torch stages read the data set
+def arrays_sha256(arrays: dict) -> str:
+    """SHA-256 of a data set's contents: every array's name, dtype, shape and bytes, in
+    DATASET_KEYS order (the identity of a data set whatever file or loader it came from)."""
+    h = hashlib.sha256()
+    for k in DATASET_KEYS:
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.reshape(-1).view(np.uint8))  # the bytes, without a copy
+    return h.hexdigest()
 
+
+def read_dataset(path, expected_hash: str) -> tuple[dict, dict, str]:
+    """The data set file's (dataset spec, arrays, contents SHA-256), checked against the
+    data_hash this run expects and against the contents hash recorded when it was made
+    (nondet.training.data.load_dataset turns it into tensors)."""
     with open_input(path, "dataset") as f:
         if str(f.attrs.get("data_hash")) != expected_hash:
             raise InputError(
                 f"data set {path} was made from a different dataset config "
                 f"(data_hash {f.attrs.get('data_hash')} != {expected_hash}); rerun its rule"
             )
-        arrays = {k: f[k][()] for k in ("x_train", "y_train", "x_test", "y_test")}
+        arrays = {k: f[k][()] for k in DATASET_KEYS}
         prov = json.loads(f.attrs["provenance"])
-    spec = prov["dataset"]
     content = arrays_sha256(arrays)
     if prov.get("content_sha256", content) != content:
         raise InputError(
             f"data set {path} is damaged: its arrays' SHA-256 {content} differs from the "
             f"{prov['content_sha256']} recorded when it was made; " + h5io.remake_hint(path)
         )
-    data = from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"),
-                       spec.get("pad_value", "mean"))  # fmt: skip
-    data.content_sha256 = content
-    return data
+    return prov["dataset"], arrays, content
 
 
 def checkpoint_dir(out_path) -> Path:
@@ -218,7 +230,7 @@ def load_predictions(paths, expect=None) -> dict:
                     "kernels_mode": str(f.attrs["kernels_mode"]),
                     "method": str(f.attrs.get("method", "plain")),
                     "test_passes": int(f.attrs.get("test_passes", 1)),
-                    "cka_on": str(f.attrs.get("cka_on", "")),  # set by imported runs (nondet.workflow.runs)
+                    "cka_on": str(f.attrs.get("cka_on", "")),  # set by imported runs (nondet.io.runs)
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )

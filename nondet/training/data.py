@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nondet.workflow.runtime import get_logger, stage
+from nondet.io.files import DATASET_KEYS, read_dataset
 
 if TYPE_CHECKING:
     import torch
@@ -146,17 +146,6 @@ def file_sha256(path) -> str | None:
     return digest
 
 
-def arrays_sha256(arrays: dict) -> str:
-    """SHA-256 of a data set's contents: every array's name, dtype, shape and bytes, in KEYS order
-    (the identity of a data set whatever file or loader it came from)."""
-    h = hashlib.sha256()
-    for k in KEYS:
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.reshape(-1).view(np.uint8))  # the bytes, without a copy
-    return h.hexdigest()
-
-
 def dataset_hash(spec: dict, file_sha: str | None = None) -> str:
     """The ``data_hash`` of the data set ``spec`` describes: the hash of the config section, and
     for ``arrays`` also of the file's contents (``file_sha``: its SHA-256; None = read it now), so
@@ -253,7 +242,7 @@ def write_cifar_batches(folder, x: np.ndarray, y: np.ndarray, name: str) -> None
 
 # --- a researcher's own data and torchvision's classic image sets ------------------------------
 
-KEYS = ("x_train", "y_train", "x_test", "y_test")
+KEYS = DATASET_KEYS
 
 #: Where Debian's dataset-fashion-mnist package puts the four idx files (gzipped).
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -640,34 +629,10 @@ def from_arrays(name: str, arrays: dict, device="cpu", normalize: str = "exact",
     return Dataset(name, t["x_train"], t["y_train"], t["x_test"], t["y_test"], fill)
 
 
-@stage
-def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
-    """The dataset stage: make the arrays of ``spec`` and write them, with provenance, to
-    ``out_path`` (nondet.io.files.write_dataset)."""
-    import time
-
-    from nondet.io.files import write_dataset
-    from nondet.io.h5io import provenance
-
-    log = get_logger(log_path)
-    t0 = time.perf_counter()
-    raw = None
-    if spec["name"] == "arrays":
-        # the file's bytes are read once, hashed and parsed: what is written is what was hashed
-        path = Path(spec["path"])
-        if not path.is_file():
-            raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
-        raw = path.read_bytes()
-        sha = sha256_bytes(raw)
-        if dataset_hash(spec, sha) != data_hash:
-            raise DataError(
-                f"dataset.path: {path} changed after this workflow was planned (its SHA-256 is "
-                f"now {sha}): run the workflow again, which plans with the new contents"
-            )
-        log.info(f"{path}: SHA-256 {sha}")
-    arrays = make_dataset_arrays(spec, log=log.info, raw=raw)
-    content = arrays_sha256(arrays)
-    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash, content_sha256=content)
-    write_dataset(out_path, prov, arrays)
-    shapes = {k: v.shape for k, v in arrays.items()}
-    log.info(f"wrote {out_path}: {shapes}, contents SHA-256 {content}, in {time.perf_counter() - t0:.1f}s")
+def load_dataset(path, expected_hash: str, device="cpu") -> Dataset:
+    """The data set file written by the dataset stage, checked (nondet.io.files.read_dataset),
+    as tensors on ``device``."""
+    spec, arrays, content = read_dataset(path, expected_hash)
+    data = from_arrays(spec["name"], arrays, device, spec.get("normalize", "exact"), spec.get("pad_value", "mean"))
+    data.content_sha256 = content
+    return data

@@ -208,7 +208,7 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, decay_on: str = "
 
     ``decay_on``: ``weights`` = weight decay on conv/linear weights only (none on biases and
     BatchNorm parameters); ``all`` = on every parameter (the authors' code). Every group has an
-    ``lr_scale``: the step's learning rate is multiplied by it (nondet.training.replica.set_lr); biases
+    ``lr_scale``: the step's learning rate is multiplied by it (nondet.training.loop.set_lr); biases
     and BatchNorm scales get ``lr_scale_bias_bn`` (the authors: 0.1), everything else 1.
     The first two groups are always the decayed and the undecayed parameters at scale 1.
     """

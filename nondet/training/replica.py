@@ -31,6 +31,7 @@ from nondet.training.augment import Augmenter
 from nondet.training.bitflip import apply_bitflip
 from nondet.training.data import Dataset
 from nondet.training.dropout import ExampleMasks, SeededDropout
+from nondet.training.loop import Curve, SequentialStep, run_epochs, state_to_numpy
 from nondet.training.models import build_model, weight_decay_groups
 from nondet.training.optim import SGD
 from nondet.training.resample import replica_index
@@ -122,23 +123,12 @@ def lr_authors(step: int, total_steps: int, peak: float, warmup_steps: int = 0, 
 SCHEDULES = {"cosine_restart": lr_at, "authors": lr_authors}
 
 
-def set_lr(opt, lr: float) -> None:
-    """Set the step's learning rate, times each parameter group's ``lr_scale``
-    (nondet.training.models.weight_decay_groups); the training loop (nondet.training.loop) calls this."""
-    for group in opt.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)
-
-
 def param_groups(model, recipe: dict):
     """The optimiser's parameter groups for ``recipe`` (weight decay and learning-rate scales)."""
     return weight_decay_groups(
         model, recipe["weight_decay"], recipe.get("weight_decay_on", "weights"),
         recipe.get("lr_scale_bias_bn", 1.0),
     )  # fmt: skip
-
-
-def state_to_numpy(model) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
 
 
 # --- the core every training path shares (the loop itself is nondet.training.loop) -----------------------
@@ -239,85 +229,6 @@ def dropout_layers(model) -> list[SeededDropout]:
     return [m for m in model.modules() if isinstance(m, SeededDropout) and m.p > 0]
 
 
-class Curve:
-    """Per-epoch training curve."""
-
-    KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-
-    def __init__(self, values: dict | None = None):
-        self.values = values if values is not None else {k: [] for k in self.KEYS}
-
-    def add(self, epoch, lr, train_loss, train_acc, test_loss, test_acc) -> None:
-        for key, value in zip(self.KEYS, (epoch, lr, train_loss, train_acc, test_loss, test_acc)):
-            self.values[key].append(float(value))
-
-    def __len__(self) -> int:
-        return len(self.values["epoch"])
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in self.values.items()}
-
-
-def _plain(obj):
-    """``obj`` with every NumPy array as a tagged tensor and NumPy scalars as Python ones, so a
-    checkpoint holds only what ``torch.load(weights_only=True)`` reads (no pickled objects)."""
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.array(obj, copy=True))}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
-def _unplain(obj):
-    """The inverse of :func:`_plain` (tagged tensors back to NumPy arrays, bitwise)."""
-    if isinstance(obj, dict):
-        if obj.keys() == {"__ndarray__"}:
-            return obj["__ndarray__"].cpu().numpy()
-        return {k: _unplain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_unplain(v) for v in obj)
-    return obj
-
-
-def load_checkpoint(path, key: dict, device, log=print, label: str = "") -> dict | None:
-    """The checkpoint at ``path`` if it was written by the run ``key`` describes, else None.
-
-    Read with ``torch.load(weights_only=True)``: a file holding pickled objects (from a colleague,
-    a cluster, anyone) is refused without running any of its code. Any file that cannot be read
-    so (damaged, truncated, random bytes, pickled objects, another layout) is ignored, saying so,
-    and the replica is trained from the start."""
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        state = _unplain(torch.load(path, map_location=device, weights_only=True))
-        if not isinstance(state, dict) or not isinstance(state.get("key"), dict):
-            raise ValueError("not a nondet checkpoint (no job key)")
-    except Exception as e:  # noqa: BLE001 (anything unreadable: start over, say so)
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        log(f"{label} ignoring checkpoint {path}: it cannot be read ({reason}); retraining")
-        return None
-    if state["key"] != key:
-        differs = sorted(k for k in {*key, *state["key"]} if key.get(k) != state["key"].get(k))
-        log(f"{label} ignoring checkpoint {path}: it belongs to a different run ({', '.join(differs)} differ)")
-        return None
-    log(f"{label} resuming from checkpoint {path} after epoch {state['epoch']}")
-    return state
-
-
-def save_checkpoint(path, key: dict, **state) -> None:
-    """Write resumable state atomically (a kill mid-write leaves the previous checkpoint; a
-    failed write, e.g. a full disk, leaves no temporary file and says which file and why).
-    Only tensors and plain types are stored (NumPy arrays as tagged tensors, :func:`_plain`)."""
-    from nondet.io.h5io import atomic_write
-
-    payload = _plain({"key": key, **state})
-    atomic_write(path, lambda tmp: torch.save(payload, tmp), "checkpoint")
-
-
 def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe,
                    seconds) -> dict:  # fmt: skip
     return {
@@ -377,7 +288,6 @@ def train_replica(
     starts, training resumes from it. Every generator is re-derived from (seed, epoch, step), so a
     resumed run ends bitwise identical to an uninterrupted one (with deterministic kernels).
     """
-    from nondet.training.loop import SequentialStep, run_epochs
 
     started = time.perf_counter()
     set_kernel_mode(seeds.deterministic, device)

@@ -1,6 +1,7 @@
-"""The stages that need no torch (rules in envs/analysis.yaml): pairwise metrics, tables,
-figures, provenance, mitigation (also versus training budget) and stability tables, comparisons
-and factorial designs.
+"""The stages that need no torch: the data set (the one job every other job waits for), and the
+rules in envs/analysis.yaml: pairwise metrics, tables, figures, provenance, mitigation (also
+versus training budget) and stability tables, ensembles, comparisons, factorial designs and
+imported runs (import, all pairs).
 pandas, the table writers and matplotlib are imported by the stages that use them: they cost
 about half a second per job, and most jobs here (one per model and condition) draw nothing."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -16,8 +18,40 @@ from nondet.analysis.metrics import accuracy, cka_on, cross_entropy, summarize
 from nondet.analysis.variance import per_example_split, per_example_values, variance_components
 from nondet.io import h5io
 from nondet.io.files import load_divergence, load_predictions, load_rows, write_metrics
-from nondet.io.h5io import InputError, provenance
+from nondet.io.h5io import InputError, atomic_path, provenance
+from nondet.io.runs import RunsError, array_checksum, import_group
 from nondet.workflow.runtime import get_logger, stage
+
+
+@stage
+def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
+    """The dataset stage: make the arrays of ``spec`` and write them, with provenance, to
+    ``out_path`` (nondet.io.files.write_dataset); no torch."""
+    log = get_logger(log_path)
+    from nondet.io.files import arrays_sha256, write_dataset
+    from nondet.training.data import DataError, dataset_hash, make_dataset_arrays, sha256_bytes
+
+    t0 = time.perf_counter()
+    raw = None
+    if spec["name"] == "arrays":
+        # the file's bytes are read once, hashed and parsed: what is written is what was hashed
+        path = Path(spec["path"])
+        if not path.is_file():
+            raise DataError(f"dataset.path: {path} not found (name: arrays needs a .npz or .h5 file)")
+        raw = path.read_bytes()
+        sha = sha256_bytes(raw)
+        if dataset_hash(spec, sha) != data_hash:
+            raise DataError(
+                f"dataset.path: {path} changed after this workflow was planned (its SHA-256 is "
+                f"now {sha}): run the workflow again, which plans with the new contents"
+            )
+        log.info(f"{path}: SHA-256 {sha}")
+    arrays = make_dataset_arrays(spec, log=log.info, raw=raw)
+    content = arrays_sha256(arrays)
+    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash, content_sha256=content)
+    write_dataset(out_path, prov, arrays)
+    shapes = {k: v.shape for k, v in arrays.items()}
+    log.info(f"wrote {out_path}: {shapes}, contents SHA-256 {content}, in {time.perf_counter() - t0:.1f}s")
 
 
 @stage
@@ -287,7 +321,7 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
     values = _per_example_arms(paths, params.get("inputs", {}), log)
     pairs = None
     if params.get("paired_by"):
-        from nondet.workflow.runs import run_metadata, seed_pairs
+        from nondet.io.runs import run_metadata
 
         meta = {arm: [m for p in ps for m in run_metadata(p)] for arm, ps in paths.items()}
         pairs = seed_pairs(meta["candidate"], meta["baseline"], params["paired_by"], log.info)
@@ -476,3 +510,68 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
     for line in notes:
         log.info(line)
     log.info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
+
+
+# --- imported runs (rules/runs.smk) ------------------------------------------------------------
+
+
+@stage
+def import_stage(out_path, group: str, params: dict, log_path=None) -> None:
+    """Rule import_runs: one group of runs -> a predictions HDF5 like the predict stage's."""
+    log = get_logger(log_path)
+    import_group(params["spec"], group, out_path, params["experiment"], log=log.info)
+
+
+def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
+    """name -> per-example values, name -> predictions; all groups on the same test set."""
+    from nondet.analysis.variance import per_example_values
+    from nondet.io.files import load_predictions
+
+    preds = {name: load_predictions([p]) for name, p in paths.items()}
+    first = next(iter(preds))
+    ref = preds[first]["labels"]
+    for name, pred in preds.items():
+        if pred["labels"].shape != ref.shape or not np.array_equal(pred["labels"], ref):
+            raise RunsError(
+                f"groups {first!r} and {name!r} were scored on different test sets (labels "
+                f"checksum {array_checksum(ref)[:12]} != {array_checksum(pred['labels'])[:12]}): "
+                "comparisons need the same examples in the same order"
+            )
+    values = {name: per_example_values(p["logits"][~p["diverged"]], p["labels"]) for name, p in preds.items()}
+    return values, preds, ref
+
+
+def seed_pairs(meta_candidate: list[dict], meta_baseline: list[dict], column: str, log=print):
+    """(candidate row, baseline row) of runs sharing a value of metadata ``column``."""
+    keys = {}
+    for arm, meta in (("candidate", meta_candidate), ("baseline", meta_baseline)):
+        values = []
+        for i, row in enumerate(meta):
+            if column not in row or row[column] in ("", None):
+                raise RunsError(f"paired_by {column!r}: run {i} of the {arm} has no value in its metadata")
+            values.append(row[column])
+        if len(set(values)) != len(values):
+            raise RunsError(f"paired_by {column!r}: values repeat within the {arm} ({values})")
+        keys[arm] = {v: i for i, v in enumerate(values)}
+    common = [v for v in keys["candidate"] if v in keys["baseline"]]
+    dropped = sorted(set(keys["candidate"]) ^ set(keys["baseline"]))
+    if dropped:
+        log(f"paired_by {column!r}: {len(dropped)} run(s) without a partner left out of the paired tests: {dropped}")
+    if len(common) < 2:
+        raise RunsError(f"paired_by {column!r}: {len(common)} pair(s) of runs share a value; need >= 2")
+    return [(keys["candidate"][v], keys["baseline"][v]) for v in common]
+
+
+@stage
+def all_pairs_stage(paths: dict, csv_path, params: dict, log_path=None) -> None:
+    """Rule runs_all_pairs: every pair of groups on every metric, Holm-corrected."""
+    import pandas as pd
+
+    from nondet.analysis.inference import all_pairs
+
+    log = get_logger(log_path)
+    values, _, _ = _per_example_groups(paths)
+    rows = all_pairs(values, params["alpha"])
+    with atomic_path(csv_path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    log.info(f"wrote {csv_path}: {len(rows)} rows for {len(paths)} groups")

@@ -6,58 +6,27 @@ Imported by the Snakefile, so it must stay light (no torch).
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import re
-from pathlib import Path
 
 import jsonschema
 import yaml
 
+from nondet.schema import cached_schema, defaults, load_schema, resolve
 from nondet.seeds import CONDITIONS
 from nondet.workflow.plan import condition_sources, groups, is_user_arch, plan_size, recipe
-
-SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the offending key."""
 
 
-@functools.cache
-def _schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
-
-
-def load_schema() -> dict:
-    """The config schema (a fresh copy): every key, its type, its default and what it means."""
-    return copy.deepcopy(_schema())
-
-
-def _resolve(node: dict, schema: dict) -> dict:
-    return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else node
-
-
-def _defaults(node: dict) -> dict:
-    return {k: copy.deepcopy(v["default"]) for k, v in node["properties"].items() if "default" in v}
-
-
-def schema_defaults(*path: str) -> dict:
-    """The defaults of the object at ``path`` in the config schema, e.g. ``("runs", "groups",
-    "*")`` for every entry of runs.groups (``*``: an entry of a named mapping)."""
-    schema = _schema()
-    node = schema
-    for key in path:
-        node = _resolve(node, schema)
-        node = node["additionalProperties"] if key == "*" else node["properties"][key]
-    return _defaults(_resolve(node, schema))
-
-
 #: Keyword arguments of each built-in architecture, with their defaults: the schema's
 #: ``$defs.params_<arch>`` (tests check them against the model classes, so they cannot drift).
 ARCH_PARAMS = {
-    name[len("params_") :]: _defaults(node) for name, node in _schema()["$defs"].items() if name.startswith("params_")
+    name[len("params_") :]: defaults(node)
+    for name, node in cached_schema()["$defs"].items()
+    if name.startswith("params_")
 }
 
 
@@ -72,14 +41,14 @@ _NO_FILL = "#/$defs/recipe_override"
 def _fill_defaults(node: dict, instance: dict, schema: dict) -> None:
     """Fill the schema's ``default`` values of declared properties, recursively, also in every
     entry of a named mapping (models.<name>, comparisons.<name>, runs.groups.<name>, ...)."""
-    node = _resolve(node, schema)
+    node = resolve(node, schema)
     for name, sub in node.get("properties", {}).items():
         if name not in instance and "default" in sub:
             instance[name] = copy.deepcopy(sub["default"])
         if isinstance(instance.get(name), dict) and sub.get("$ref") != _NO_FILL:
             _fill_defaults(sub, instance[name], schema)
     entry = node.get("additionalProperties")
-    if isinstance(entry, dict) and entry.get("$ref") != _NO_FILL and "properties" in _resolve(entry, schema):
+    if isinstance(entry, dict) and entry.get("$ref") != _NO_FILL and "properties" in resolve(entry, schema):
         for value in instance.values():
             if isinstance(value, dict):
                 _fill_defaults(entry, value, schema)
@@ -243,7 +212,7 @@ def _check_conditions(config: dict) -> None:
 
 def _check_arm_params(key: str, arch: str, params: dict) -> None:
     """A comparison arm's parameter changes, against the schema's ``$defs.params_<arch>``."""
-    schema = _schema()
+    schema = cached_schema()
     sub = {**schema["$defs"][f"params_{arch}"], "$defs": schema["$defs"]}
     for e in sorted(_STRICT(sub).iter_errors(params), key=lambda e: list(e.absolute_path)):
         if e.validator == "additionalProperties":
@@ -614,16 +583,13 @@ def _merge(base: dict, new: dict) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    """``python -m nondet.workflow.config FILE...``: check config files, merged in order as Snakemake does
-    (list config.yaml first when your run merges over it), before any workflow starts. Snakemake
-    itself reports a YAML syntax error of a --configfile without file or line."""
+def check_files(paths) -> int:
+    """Check config files, merged in order as Snakemake does (list config.yaml first when your run
+    merges over it), before any workflow starts, naming file and line of a YAML error (Snakemake
+    itself reports a YAML syntax error of a --configfile without file or line). Prints the
+    verdict; returns the exit status."""
     import sys
 
-    paths = sys.argv[1:] if argv is None else argv
-    if not paths:
-        print(main.__doc__)
-        return 2
     try:
         merged = {}
         for path in paths:
@@ -634,7 +600,3 @@ def main(argv=None) -> int:
         return 1
     print(f"valid: {len(groups(config))} (model, condition) groups, about {plan_size(config)} jobs")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,8 +17,9 @@ from __future__ import annotations
 import itertools
 import math
 
+from nondet.analysis.divergence import twin_runs
 from nondet.io.h5io import CODE_VERSION, spec_hash
-from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, source_seeds
+from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
 
@@ -237,6 +238,8 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
         job["sources"] = sorted(config["conditions"][condition])
         job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
+    else:
+        job["seeds"] = [replica_seeds(condition, r, job["base_seed"]).as_dict() for r in job["replicas"]]
     return sealed(resampled(config, job, condition_sources(config, condition)))
 
 
@@ -262,6 +265,9 @@ def audit_job(config: dict, model: str) -> dict:
     sources = set().union(*(condition_sources(config, c) for c in config["models"][model]["conditions"]))
     job["sources"] = [s for s in SOURCES if s in sources]
     job["on_failure"] = config["models"][model].get("audit", "fail")
+    control = replica_seeds("control", 0, job["base_seed"]).as_dict()
+    job["runs"] = [{"name": "control", "seeds": control}, {"name": "control again", "seeds": control}]
+    job["runs"] += [{"name": s, "seeds": source_seeds({s: 0}, job["base_seed"]).as_dict()} for s in job["sources"]]
     return sealed(resampled(config, job, job["sources"]))
 
 
@@ -270,6 +276,10 @@ def divergence_job(config: dict, model: str) -> dict:
     job = base_job(config, model, "control")
     del job["vectorize"]  # twins always train one after another
     job["twins"] = config["divergence"]["twins"]
+    job["runs"] = [
+        {"name": name, "condition": condition, "seeds": replica_seeds(condition, r, job["base_seed"]).as_dict()}
+        for name, condition, r in twin_runs(job["twins"])
+    ]
     job["record_points"] = config["divergence"]["record_points"]
     return sealed(job)
 

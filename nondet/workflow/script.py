@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nondet.io.files import job_provenance, load_dataset
+from nondet.io.files import job_provenance
 from nondet.io.h5io import atomic_h5
-from nondet.seeds import SOURCES, ReplicaSeeds, replica_seeds, source_seeds
+from nondet.seeds import SOURCES, ReplicaSeeds
+from nondet.training.data import load_dataset
 from nondet.training.resample import DEFAULT as RESAMPLE_DEFAULT
 from nondet.training.sources import Sources
 from nondet.training.usermodel import resolve
@@ -104,7 +105,7 @@ def sniff_format(path) -> str:
 
 def read_outputs(path, n_test: int, num_classes: int, y_test: np.ndarray, what: str) -> tuple:
     """(logits, features or None) of one replica, checked; ScriptError naming ``what``."""
-    from nondet.workflow.runs import RunsError, read_array
+    from nondet.io.runs import RunsError, read_array
 
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
@@ -209,9 +210,8 @@ def _kernels_mode(seeds: ReplicaSeeds, device, uses_api: bool) -> str:
 
 
 def job_seeds(job: dict) -> list[ReplicaSeeds]:
-    if "seeds" in job:
-        return [ReplicaSeeds(**s) for s in job["seeds"]]
-    return [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
+    """The seeds of each replica of ``job``, chosen by the plan (nondet.workflow.plan)."""
+    return [ReplicaSeeds(**s) for s in job["seeds"]]
 
 
 def write_script_predictions(out_path, prov: dict, replicas, results, labels) -> None:
@@ -255,13 +255,6 @@ def train_script(data_path, out_path, job: dict, log_path=None, threads: int = 1
 
 
 # --- the determinism audit ----------------------------------------------------------------------
-
-
-def audit_runs(sources, base_seed: int) -> list[tuple[str, ReplicaSeeds]]:
-    """(name, seeds) of the audit's runs: control twice, then each source alone varied."""
-    control = replica_seeds("control", 0, base_seed)
-    runs = [("control", control), ("control again", control)]
-    return runs + [(s, source_seeds({s: 0}, base_seed)) for s in sources]
 
 
 def judge(outputs: dict, sources, device_type: str) -> dict:
@@ -312,7 +305,8 @@ def audit_script(data_path, out_path, job: dict, log_path=None, threads: int = 1
              f"{', '.join(sources) or 'no source'} one at a time")  # fmt: skip
     outputs = {}
     with tempfile.TemporaryDirectory(prefix=".audit-", dir=Path(out_path).parent) as work:
-        for i, (name, seeds) in enumerate(audit_runs(sources, job["base_seed"])):
+        for i, run in enumerate(job["runs"]):  # control twice, then each source alone (the plan's seeds)
+            name, seeds = run["name"], ReplicaSeeds(**run["seeds"])
             run_job = {**job, "condition": f"audit: {name}"}
             res = run_replica(spec, run_job, i, seeds, data, data_path, device, work, log.info, log_path)
             outputs[name] = res["logits"]

@@ -1,6 +1,7 @@
-"""The stages that need torch (rules in envs/torch.yaml): data set, user-model check, training,
-prediction and twin runs. Each rule's script in workflow_scripts/ unpacks ``snakemake`` and calls
-one function here, so the logic is importable, testable and the same by hand."""
+"""The stages that need torch (rules in envs/torch.yaml): user-model check, training, prediction
+and twin runs (the data set stage needs no torch: nondet.workflow.analysis_stages). Each rule's
+script in workflow_scripts/ unpacks ``snakemake`` and calls one function here, so the logic is
+importable, testable and the same by hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nondet.analysis.divergence import disagreement, log_steps, relative_distance, twin_runs, zero_from_step
+from nondet.analysis.divergence import disagreement, log_steps, relative_distance, zero_from_step
 from nondet.io import h5io
 from nondet.io.files import (
     _job_expect,
@@ -21,17 +22,16 @@ from nondet.io.files import (
     checkpoint_dir,
     checkpoints_for,
     job_provenance,
-    load_dataset,
     load_replicas,
     write_divergence,
     write_predictions,
     write_replicas,
 )
 from nondet.io.h5io import InputError
-from nondet.seeds import ReplicaSeeds, replica_seeds, torch_generator
+from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training import replica as training
 from nondet.training import stacked
-from nondet.training.data import make_dataset  # noqa: F401 (the dataset stage needs no torch; here for callers)
+from nondet.training.data import load_dataset
 from nondet.training.models import build_model
 from nondet.training.tta import check_fits, fit_kind, make_views, predict_tta
 from nondet.training.usermodel import check_model as check
@@ -78,10 +78,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         f"training {label} replicas {job['replicas']} on {device} "
         f"({job['recipe']['epochs']} epochs, {len(data.y_train)} examples)"
     )
-    if "seeds" in job:  # explicit seeds per replica (factorial designs)
-        seeds_list = [ReplicaSeeds(**s) for s in job["seeds"]]
-    else:
-        seeds_list = [replica_seeds(job["condition"], r, job["base_seed"]) for r in job["replicas"]]
+    seeds_list = [ReplicaSeeds(**s) for s in job["seeds"]]  # chosen by the plan, one per replica
     ckpt_dir = checkpoint_dir(out_path)
     # One-ulp flips can be absorbed by rounding: train the unperturbed run with the same seeds in
     # this job (same process, machine and kernels) and compare final weights bitwise.
@@ -248,8 +245,8 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
     total = math.ceil(len(data.y_train) / recipe["batch_size"]) * recipe["epochs"]
     steps = log_steps(total, job["record_points"])
     runs = {}
-    for name, condition, replica in twin_runs(job["twins"]):
-        seeds = replica_seeds(condition, replica, job["base_seed"])
+    for run in job["runs"]:  # the base run and its twins, seeds chosen by the plan
+        name, condition, seeds = run["name"], run["condition"], ReplicaSeeds(**run["seeds"])
         res = training.train_replica(
             job["model_spec"], recipe, seeds, data, device, f"[{job['model']} {name}]",
             log.info, record_steps=steps,

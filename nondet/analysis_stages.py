@@ -16,6 +16,7 @@ from . import h5io
 from .compare import per_example_split, per_example_values, variance_components
 from .files import load_divergence, load_predictions, load_rows, write_metrics
 from .h5io import InputError, provenance
+from .methods import Method
 from .metrics import accuracy, cka_on, cross_entropy, summarize
 from .runtime import get_logger, stage
 
@@ -453,7 +454,7 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
         if r["method"] == "plain":  # the k = 1 row
             continue
         rows.append({"model": r["model"], "condition": r["condition"], "method": r["method"],
-                     "models_averaged": r["cycles"] if r["method"].startswith("snapshot") else 1,
+                     "models_averaged": r["cycles"] if Method.parse(r["method"]).snapshot else 1,
                      "train_runs": 1, "test_passes": r["test_passes"], "epochs": r["epochs"],
                      "n_ensembles": r["n_replicas"], **{k: r[k] for k in ("acc_mean", "acc_sd", "ce_mean",
                                                                           "ce_sd", "disagreement")}})  # fmt: skip

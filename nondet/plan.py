@@ -18,6 +18,7 @@ import itertools
 import math
 
 from .h5io import CODE_VERSION, spec_hash
+from .methods import Method
 from .seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
@@ -355,12 +356,10 @@ def mitigation_methods(config: dict | None = None) -> dict[str, str]:
     """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
     TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
     specs = tta_specs(config) if config is not None else None
-    if specs is None:
-        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
-    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
-    methods["snapshot"] = "snapshot"
-    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
-    return methods
+    names = [None] if specs is None else list(specs)
+    methods = [Method(tta=True, spec=n) for n in names] + [Method(snapshot=True)]
+    methods += [Method(snapshot=True, tta=True, spec=n) for n in names]
+    return {m.name: m.tag for m in methods}
 
 
 def budget_methods(config: dict) -> dict[str, str]:
@@ -371,15 +370,16 @@ def budget_methods(config: dict) -> dict[str, str]:
 def trained_run(method: str) -> str:
     """The training run a method predicts with: ``snapshot`` (snapshot, snapshot+tta[:<name>])
     or ``plain`` (plain, tta[:<name>]: the protocol's replicas)."""
-    return "snapshot" if method.startswith("snapshot") else "plain"
+    return Method.parse(method).trained_run
 
 
 def tta_spec(config: dict, method: str) -> dict | None:
     """The TTA spec a mitigation method uses (None: no TTA)."""
-    base, _, name = method.partition(":")
-    if base not in ("tta", "snapshot+tta"):
+    m = Method.parse(method)
+    if not m.tta:
         return None
-    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
+    Method.parse(m, budget_methods(config))  # one of this config's specs
+    return tta_specs(config)[m.spec] if m.spec else config["mitigation"]["tta"]
 
 
 # --- what each stage expects of its inputs ----------------------------------------------------

@@ -37,6 +37,7 @@ import numpy as np
 
 from .config import schema_defaults
 from .h5io import InputError, atomic_h5, atomic_path, open_input, provenance, spec_hash
+from .methods import predictions_path as method_predictions_path
 from .runtime import get_logger, stage
 
 FORMATS = {".npy": "npy", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".pt": "pt", ".pth": "pt"}
@@ -416,7 +417,7 @@ def group_inputs(config: dict, group: str) -> dict:
 
 def predictions_path(config: dict, group: str) -> str:
     """Where a group is imported: the predict stage's layout, model label / group name."""
-    return f"results/predict/{config['runs']['groups'][group]['model']}/{group}/chunk0.h5"
+    return method_predictions_path("plain", config["runs"]["groups"][group]["model"], group, 0)
 
 
 def _npy_runs(spec: dict) -> int | None:

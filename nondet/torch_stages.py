@@ -29,6 +29,7 @@ from .files import (
     write_replicas,
 )
 from .h5io import InputError
+from .methods import Method
 from .models import build_model
 from .runtime import get_logger, setup_torch, stage
 from .seeds import ReplicaSeeds, replica_seeds, torch_generator
@@ -203,8 +204,8 @@ def predict(
             f"regenerated since; {h5io.remake_hint(train_path)}"
         )
     # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.plan.tta_spec)
-    use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
-    use_snapshots = method.startswith("snapshot")
+    parsed = Method.parse(method)
+    use_tta, use_snapshots = parsed.tta, parsed.snapshot
     tta = fit_kind(tta if use_tta else None, data.x_test)
     check_fits(tta, data.x_test)
     views = make_views(tta, data.pad_fill)

@@ -2,7 +2,7 @@
 
 The protocol: seeds, bitflip, dropout, augment, training (+ vectorized, stacked, optim), predict, tta. Models and
 data: models, usermodel, data. Measurements: metrics, divergence, compare, inference, runs, paper. The
-pipeline: config, plan, runtime, gpus, files, h5io, torch_stages, analysis_stages, tables, plots.
+pipeline: config, plan, methods, runtime, gpus, files, h5io, torch_stages, analysis_stages, tables, plots.
 See README.md ("Layout") and docs/protocol.md.
 """
 

@@ -2,6 +2,7 @@
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
 from nondet.io.h5io import CODE_VERSION
+from nondet.methods import Method, predictions_path
 
 try:
     # duplicate keys: Snakemake's YAML loader silently keeps the last value
@@ -19,19 +20,15 @@ MODELS = list(config["models"])
 DATA = f"results/data/{config['dataset']['name']}.h5"
 # Every intermediate file pattern, named once: rules and the helpers below use these names.
 TRAIN = "results/train/{model}/{condition}/chunk{chunk}.h5"
-PREDICT = "results/predict/{model}/{condition}/chunk{chunk}.h5"
+PREDICT = predictions_path("plain")
 METRICS = "results/metrics/{model}/{condition}.h5"
 SNAPSHOT_TRAIN = "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5"
-MITIGATION_PREDICT = (
-    "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5"
-)
+MITIGATION_PREDICT = predictions_path("{method}")
 MITIGATION_METRICS = "results/mitigation/metrics/{model}/{condition}/{method}.h5"
 BUDGET_TRAIN = (
     "results/budget/{model}/{condition}/e{epochs}/train/{run}/chunk{chunk}.h5"
 )
-BUDGET_PREDICT = (
-    "results/budget/{model}/{condition}/e{epochs}/predict/{method}/chunk{chunk}.h5"
-)
+BUDGET_PREDICT = predictions_path("{method}", epochs="{epochs}")
 BUDGET_METRICS = "results/budget/{model}/{condition}/e{epochs}/metrics/{method}.h5"
 DIVERGENCE = "results/divergence/{model}.h5"
 ARM_TRAIN = "results/compare/{name}/{arm}/train_chunk{chunk}.h5"
@@ -165,7 +162,7 @@ def snapshot_job(wildcards):
 
 
 def method_of(tag):
-    return {t: m for m, t in METHOD_TAGS.items()}[tag]
+    return Method.from_tag(tag, METHOD_TAGS).name
 
 
 def tta_of(wildcards):
@@ -174,13 +171,13 @@ def tta_of(wildcards):
 
 def mitigation_train_file(wildcards):
     # TTA reuses the plain replicas of the protocol
-    if method_of(wildcards.method).startswith("tta"):
+    if plan.trained_run(method_of(wildcards.method)) == "plain":
         return TRAIN.format(**wildcards)
     return SNAPSHOT_TRAIN.format(**wildcards)
 
 
 def mitigation_predict_job(wildcards):
-    if method_of(wildcards.method).startswith("tta"):
+    if plan.trained_run(method_of(wildcards.method)) == "plain":
         return train_job(wildcards)
     return snapshot_job(wildcards)
 
@@ -190,7 +187,7 @@ BUDGET_TAGS = plan.budget_methods(config)
 
 
 def budget_method_of(tag):
-    return {t: m for m, t in BUDGET_TAGS.items()}[tag]
+    return Method.from_tag(tag, BUDGET_TAGS).name
 
 
 def budget_metric_files(wildcards):

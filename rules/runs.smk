@@ -24,7 +24,7 @@ rule import_runs:
     input:
         unpack(lambda w: byo.group_inputs(config, w.group)),
     output:
-        "results/predict/{run_model}/{group}/chunk0.h5",
+        predictions_path("plain", "{run_model}", "{group}", 0),
     log:
         "logs/runs/import/{run_model}/{group}.log",
     conda:
@@ -41,7 +41,7 @@ rule import_runs:
 
 rule runs_metrics:
     input:
-        "results/predict/{run_model}/{group}/chunk0.h5",
+        predictions_path("plain", "{run_model}", "{group}", 0),
     output:
         "results/metrics/{run_model}/{group}.h5",
     log:

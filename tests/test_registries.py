@@ -8,10 +8,10 @@ import inspect
 import pytest
 
 from nondet import seeds
+from nondet.methods import TTA_PRESETS
 from nondet.schema import load_schema
 from nondet.training import augment, data, models, tta
 from nondet.training import replica as training
-from nondet.workflow import plan
 from nondet.workflow.config import ARCH_PARAMS
 
 SCHEMA = load_schema()
@@ -67,8 +67,8 @@ def test_recipe_vocabularies():
 def test_tta_presets():
     items = PROPS["mitigation"]["properties"]["tta"]["oneOf"][1]["items"]["oneOf"]
     names = next(enum(i) for i in items if i.get("type") == "string")
-    assert names == set(plan.TTA_PRESETS)
-    for spec in plan.TTA_PRESETS.values():
+    assert names == set(TTA_PRESETS)
+    for spec in TTA_PRESETS.values():
         assert spec["kind"] in tta.KINDS
 
 

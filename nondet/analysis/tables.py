@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from nondet.io.h5io import atomic_path
+from nondet.methods import BASES, Method
 from nondet.seeds import CONDITIONS
 
 #: Columns promised by the README, in order; more follow them.
@@ -133,7 +134,7 @@ def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes
                     f.write(f"\n{line}\n")
 
 
-METHODS = ["plain", "tta", "snapshot", "snapshot+tta"]
+METHODS = list(BASES)
 
 MITIGATION_COLUMNS = [
     "model", "condition", "method", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean",
@@ -147,7 +148,7 @@ def _by_method(rows: list[dict], by: list[str]) -> pd.DataFrame:
     """``rows`` sorted by ``by``, then method (plain, tta, snapshot, snapshot+tta)."""
     df = pd.DataFrame(rows)
     # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
-    df["_m"] = df["method"].map(lambda m: METHODS.index(m.partition(":")[0]))
+    df["_m"] = df["method"].map(lambda m: Method.parse(m).rank)
     return df.sort_values([*by, "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
+from nondet.methods import TTA_PRESETS
 from nondet.training.augment import crop_flip, shift
-from nondet.workflow.plan import TTA_PRESETS
 
-#: The authors' TTA sets by name (nondet.workflow.plan.TTA_PRESETS, kept light for the Snakefile).
+#: The authors' TTA sets by name (nondet.methods.TTA_PRESETS, kept light for the Snakefile).
 PRESETS = TTA_PRESETS
 
 #: TTA kinds (a spec's kind; auto is resolved per data kind by :func:`fit_kind`).

@@ -20,6 +20,7 @@ from nondet.io import h5io
 from nondet.io.files import load_divergence, load_predictions, load_rows, write_metrics
 from nondet.io.h5io import InputError, atomic_path, provenance
 from nondet.io.runs import RunsError, array_checksum, import_group
+from nondet.methods import Method
 from nondet.workflow.runtime import get_logger, stage
 
 
@@ -487,7 +488,7 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
         if r["method"] == "plain":  # the k = 1 row
             continue
         rows.append({"model": r["model"], "condition": r["condition"], "method": r["method"],
-                     "models_averaged": r["cycles"] if r["method"].startswith("snapshot") else 1,
+                     "models_averaged": r["cycles"] if Method.parse(r["method"]).snapshot else 1,
                      "train_runs": 1, "test_passes": r["test_passes"], "epochs": r["epochs"],
                      "n_ensembles": r["n_replicas"], **{k: r[k] for k in ("acc_mean", "acc_sd", "ce_mean",
                                                                           "ce_sd", "disagreement")}})  # fmt: skip

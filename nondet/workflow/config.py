@@ -12,6 +12,7 @@ import re
 import jsonschema
 import yaml
 
+from nondet.methods import Method, MethodError
 from nondet.schema import cached_schema, defaults, load_schema, resolve
 from nondet.seeds import CONDITIONS
 from nondet.workflow.plan import condition_sources, groups, is_user_arch, plan_size, recipe
@@ -322,6 +323,11 @@ def _check_sections(config: dict) -> None:
         names = [item if isinstance(item, str) else item["name"] for item in mit["tta"]]
         for name in {n for n in names if names.count(n) > 1}:
             raise ConfigError(f"config key mitigation.tta: two specs are named {name!r}")
+        for name in names:  # each names the methods tta:<name> and snapshot+tta:<name>
+            try:
+                Method.parse(f"tta:{name}")
+            except MethodError as e:
+                raise ConfigError(f"config key mitigation.tta: spec name {name!r}: {e}") from None
     for name in mit["models"]:
         _check_runs_conditions(config, name, "mitigation.conditions", "its plain replicas are the baseline")
         for condition in mit["conditions"]:

@@ -19,6 +19,7 @@ import math
 
 from nondet.analysis.divergence import twin_runs
 from nondet.io.h5io import CODE_VERSION, spec_hash
+from nondet.methods import TTA_PRESETS, Method
 from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
@@ -335,18 +336,6 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
 
 # --- mitigation: TTA specs and method names ----------------------------------------------------
 
-#: The authors' TTA sets (their evaluate.py): name -> spec. Their counts of augmented views,
-#: excluding the original, are 1 / 25 / 81 / 50 / 162; they average the original's logits with
-#: them (``original: extra``), so 2 / 26 / 82 / 51 / 163 passes, the crop sets' centre crop
-#: repeating the original.
-TTA_PRESETS = {
-    "flip": {"kind": "flip", "size": 4, "stride": 1, "original": "extra"},
-    "crop25": {"kind": "crops", "size": 4, "stride": 2, "original": "extra"},
-    "crop81": {"kind": "crops", "size": 4, "stride": 1, "original": "extra"},
-    "flip-crop25": {"kind": "flip+crops", "size": 4, "stride": 2, "original": "extra"},
-    "flip-crop81": {"kind": "flip+crops", "size": 4, "stride": 1, "original": "extra"},
-}
-
 
 def tta_specs(config: dict) -> dict[str, dict] | None:
     """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
@@ -365,12 +354,10 @@ def mitigation_methods(config: dict | None = None) -> dict[str, str]:
     """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
     TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
     specs = tta_specs(config) if config is not None else None
-    if specs is None:
-        return {"tta": "tta", "snapshot": "snapshot", "snapshot+tta": "snapshot_tta"}
-    methods = {f"tta:{n}": f"tta_{n}" for n in specs}
-    methods["snapshot"] = "snapshot"
-    methods.update({f"snapshot+tta:{n}": f"snapshot_tta_{n}" for n in specs})
-    return methods
+    names = [None] if specs is None else list(specs)
+    methods = [Method(tta=True, spec=n) for n in names] + [Method(snapshot=True)]
+    methods += [Method(snapshot=True, tta=True, spec=n) for n in names]
+    return {m.name: m.tag for m in methods}
 
 
 def budget_methods(config: dict) -> dict[str, str]:
@@ -381,15 +368,16 @@ def budget_methods(config: dict) -> dict[str, str]:
 def trained_run(method: str) -> str:
     """The training run a method predicts with: ``snapshot`` (snapshot, snapshot+tta[:<name>])
     or ``plain`` (plain, tta[:<name>]: the protocol's replicas)."""
-    return "snapshot" if method.startswith("snapshot") else "plain"
+    return Method.parse(method).trained_run
 
 
 def tta_spec(config: dict, method: str) -> dict | None:
     """The TTA spec a mitigation method uses (None: no TTA)."""
-    base, _, name = method.partition(":")
-    if base not in ("tta", "snapshot+tta"):
+    m = Method.parse(method)
+    if not m.tta:
         return None
-    return tta_specs(config)[name] if name else config["mitigation"]["tta"]
+    Method.parse(m, budget_methods(config))  # one of this config's specs
+    return tta_specs(config)[m.spec] if m.spec else config["mitigation"]["tta"]
 
 
 # --- what each stage expects of its inputs ----------------------------------------------------

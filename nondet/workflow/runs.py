@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from nondet.io.runs import DEFAULT_LABELS_KEY, RunsError, file_format, match_files, read_array
+from nondet.methods import predictions_path as method_predictions_path
 
 
 def group_inputs(config: dict, group: str) -> dict:
@@ -31,7 +32,7 @@ def group_inputs(config: dict, group: str) -> dict:
 
 def predictions_path(config: dict, group: str) -> str:
     """Where a group is imported: the predict stage's layout, model label / group name."""
-    return f"results/predict/{config['runs']['groups'][group]['model']}/{group}/chunk0.h5"
+    return method_predictions_path("plain", config["runs"]["groups"][group]["model"], group, 0)
 
 
 def _npy_runs(spec: dict) -> int | None:

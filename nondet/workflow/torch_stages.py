@@ -28,6 +28,7 @@ from nondet.io.files import (
     write_replicas,
 )
 from nondet.io.h5io import InputError
+from nondet.methods import Method
 from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training import replica as training
 from nondet.training import stacked
@@ -202,8 +203,8 @@ def predict(
             f"regenerated since; {h5io.remake_hint(train_path)}"
         )
     # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.workflow.plan.tta_spec)
-    use_tta = method.partition(":")[0] in ("tta", "snapshot+tta")
-    use_snapshots = method.startswith("snapshot")
+    parsed = Method.parse(method)
+    use_tta, use_snapshots = parsed.tta, parsed.snapshot
     tta = fit_kind(tta if use_tta else None, data.x_test)
     check_fits(tta, data.x_test)
     views = make_views(tta, data.pad_fill)

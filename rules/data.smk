@@ -15,4 +15,4 @@ rule dataset:
         data_hash=plan.data_hash(config),
         code_version=CODE_VERSION,
     script:
-        "../workflow_scripts/make_dataset.py"
+        "../workflow_scripts/dataset.py"

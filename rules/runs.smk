@@ -36,7 +36,7 @@ rule import_runs:
             "code_version": CODE_VERSION,
         },
     script:
-        "../workflow_scripts/runs_import.py"
+        "../workflow_scripts/import_runs.py"
 
 
 rule runs_metrics:
@@ -70,7 +70,7 @@ rule runs_plot_diversity:
     conda:
         "../envs/analysis.yaml"
     script:
-        "../workflow_scripts/runs_plot.py"
+        "../workflow_scripts/runs_plot_diversity.py"
 
 
 rule runs_compare:

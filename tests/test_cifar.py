@@ -10,7 +10,7 @@ import torch
 from helpers import snakemake
 
 from nondet.training import data as D
-from nondet.workflow.analysis_stages import make_dataset
+from nondet.workflow import analysis_stages
 from nondet.workflow.torch_stages import train
 
 
@@ -97,7 +97,7 @@ def test_uint8_images_normalised_per_channel_on_device(tmp_path):
 def test_data_stage_writes_uint8_h5(tmp_path):
     md5 = write_tiny_cifar(tmp_path)
     spec = {"name": "cifar10", "path": str(tmp_path), "md5": md5}
-    make_dataset(tmp_path / "cifar10.h5", spec, "h")
+    analysis_stages.dataset(tmp_path / "cifar10.h5", spec, "h")
     import h5py
 
     with h5py.File(tmp_path / "cifar10.h5") as f:

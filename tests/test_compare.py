@@ -109,7 +109,7 @@ def test_comparison_defaults_and_jobs():
     assert spec["baseline"] is not c["comparisons"]["w"]["baseline"]  # defaults not shared
     base, cand = (plan.comparison_job(c, "lr", arm, 0) for arm in ("baseline", "candidate"))
     assert base["recipe"]["lr"] == DEFAULT["training"]["lr"] and cand["recipe"]["lr"] == 0.1
-    assert {k for k in base if base[k] != cand[k]} == {"arm", "base_seed", "recipe", "spec_hash"}
+    assert {k for k in base if base[k] != cand[k]} == {"arm", "base_seed", "seeds", "recipe", "spec_hash"}
     assert base["base_seed"] != cand["base_seed"]  # the arms draw independent seeds
     assert base["model_spec"] == plan.model_spec(c, "cnn")
     assert plan.comparison_job(c, "w", "candidate", 0)["model_spec"]["channels"] == 16

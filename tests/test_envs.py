@@ -178,9 +178,9 @@ def test_the_dataset_stage_makes_mnist1d_without_importing_torch(tmp_path):
     code = (
         "import sys\n"
         "from nondet.workflow import config, plan\n"
-        "from nondet.workflow.analysis_stages import make_dataset\n"
+        "from nondet.workflow.analysis_stages import dataset\n"
         "c = config.validate({'dataset': {'num_samples': 300}, 'models': {'m': {'arch': 'linear', 'conditions': ['init']}}})\n"
-        f"make_dataset({str(tmp_path / 'd.h5')!r}, plan.data_spec(c), plan.data_hash(c))\n"
+        f"dataset({str(tmp_path / 'd.h5')!r}, plan.data_spec(c), plan.data_hash(c))\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

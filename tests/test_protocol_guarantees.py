@@ -23,7 +23,7 @@ def _job(tmp_path, condition="bitflip", **top):
     })  # fmt: skip
     data = tmp_path / "d.h5"
     if not data.exists():
-        analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+        analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     return data, plan.train_job(c, "lin", condition, 0)
 
 

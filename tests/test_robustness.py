@@ -41,7 +41,7 @@ def make_config(**training):
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    analysis_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path, c
 
 
@@ -215,7 +215,7 @@ def small_config(lr=0.2, data_seed=42, **training):
 def dataset_of(c, folder):
     path = folder / f"data_{plan.data_hash(c)}.h5"
     if not path.exists():
-        analysis_stages.make_dataset(path, plan.data_spec(c), plan.data_hash(c))
+        analysis_stages.dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path
 
 

@@ -345,7 +345,7 @@ def test_runs_config_errors_name_the_key():
 
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     """The one comparison stage (nondet.workflow.analysis_stages.compare) on imported groups."""
-    from nondet.workflow.analysis_stages import all_pairs_stage, compare
+    from nondet.workflow.analysis_stages import compare, runs_all_pairs
 
     logits, labels = make_runs(m=4)
     paths = {}
@@ -376,7 +376,7 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     other = write_npy(tmp_path / "other", logits[:, perm], labels[perm])
     import_group(other, "other", tmp_path / "other.h5", log=lambda *_: None)
     with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
-        all_pairs_stage({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv", {"alpha": 0.05})
+        runs_all_pairs({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv", {"alpha": 0.05})
     with pytest.raises(InputError, match="different test sets"):
         compare([paths["base"]], [tmp_path / "other.h5"], out, {**params, "paired_by": None})
 

@@ -13,9 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nondet.io.files import load_predictions
 from nondet.training.sources import Sources
+from nondet.workflow import analysis_stages, plan
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
-from nondet.workflow.analysis_stages import make_dataset
 from nondet.workflow.script import ScriptError, audit_script, train_script
 
 HERE = str(Path(__file__).parent)
@@ -33,7 +32,7 @@ def make_config(train="own_scripts:honest", conditions=("control", "init", "shuf
 def data_file(tmp_path_factory):
     c = make_config()
     path = tmp_path_factory.mktemp("data") / "mnist1d.h5"
-    make_dataset(path, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(path, plan.data_spec(c), plan.data_hash(c))
     return path
 
 

@@ -115,7 +115,7 @@ def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
         "models": {"m": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["init"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
     assert job["vectorize"] == "auto"
     torch_stages.train(data, tmp_path / "wide.h5", job, tmp_path / "wide.log", checkpoint_every=0)

@@ -71,7 +71,7 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
     write_npz(npz, seed=1)
     c_old = arrays_config(npz)
     data = tmp_path / "results" / "data" / "arrays.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c_old), plan.data_hash(c_old))
+    analysis_stages.dataset(data, plan.data_spec(c_old), plan.data_hash(c_old))
     job_old = plan.train_job(c_old, "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "old.h5", job_old, checkpoint_every=0)
     old_pred = tmp_path / "old_pred.h5"
@@ -85,8 +85,8 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
     assert plan.data_hash(c_new) != job_old["data_hash"]
     # a dataset job planned before the file changed refuses to write the new contents as the old
     with pytest.raises(Exception, match="changed after this workflow was planned"):
-        analysis_stages.make_dataset(tmp_path / "stale.h5", plan.data_spec(c_old), job_old["data_hash"])
-    analysis_stages.make_dataset(data, plan.data_spec(c_new), plan.data_hash(c_new))
+        analysis_stages.dataset(tmp_path / "stale.h5", plan.data_spec(c_old), job_old["data_hash"])
+    analysis_stages.dataset(data, plan.data_spec(c_new), plan.data_hash(c_new))
     job_new = plan.train_job(c_new, "cnn", "control", 0)
     log = tmp_path / "train.log"
     torch_stages.train(data, out, job_new, log_path=log, checkpoint_every=1)
@@ -126,14 +126,14 @@ def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
                           "args": {"seed": str(seed_file)}}}  # fmt: skip
     c = cfg.validate(c)
     data = tmp_path / "data.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "cnn", "control", 0)
     torch_stages.train(data, tmp_path / "old.h5", job, checkpoint_every=0)
     out = tmp_path / "train" / "chunk0.h5"
     kill_on_second_replica(monkeypatch, lambda: torch_stages.train(data, out, job, checkpoint_every=1))
 
     seed_file.write_text("2")
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     log = tmp_path / "train.log"
     torch_stages.train(data, out, job, log_path=log, checkpoint_every=1)
     text = log.read_text()
@@ -152,7 +152,7 @@ def test_a_damaged_data_set_file_is_refused(tmp_path):
     write_npz(npz, seed=1)
     c = arrays_config(npz)
     data = tmp_path / "data.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     with h5py.File(data, "r+") as f:
         f["y_test"][0] = (f["y_test"][0] + 1) % 10
     with pytest.raises(InputError, match="is damaged") as err:
@@ -360,7 +360,7 @@ def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
         }
     )
     data = tmp_path / "data.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "lin", "init", 0)
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     pred = tmp_path / "p.h5"
@@ -516,7 +516,7 @@ def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch
     write_npz(npz, seed=1)
     c = arrays_config(npz)
     data = tmp_path / "data.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     folder = tmp_path / "ro"
     folder.mkdir()
     real_access = os.access

@@ -73,7 +73,7 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
         "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
     torch_stages.train(data, tmp_path / "vec.h5", job, tmp_path / "vec.log")
     torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, checkpoint_every=0)
@@ -122,7 +122,7 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize
         "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
     })  # fmt: skip
     data = tmp_path / "d.h5"
-    analysis_stages.make_dataset(data, plan.data_spec(c), plan.data_hash(c))
+    analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "cnn", "shuffle", 0)
     out, log = tmp_path / "train" / "chunk0.h5", tmp_path / "train.log"
     code = (

@@ -1,9 +1,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.workflow.analysis_stages import plot
+from nondet.workflow.analysis_stages import plot_diversity
 
-plot(
+plot_diversity(
     list(snakemake.input),
     snakemake.output.pdf,
     snakemake.output.png,

@@ -1,9 +1,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.workflow.analysis_stages import all_pairs_stage
+from nondet.workflow.analysis_stages import runs_all_pairs
 
 p = snakemake.params
 paths = dict(zip(p.groups, snakemake.input))
 params = {"alpha": p.alpha}
-all_pairs_stage(paths, snakemake.output[0], params, snakemake.log[0])
+runs_all_pairs(paths, snakemake.output[0], params, snakemake.log[0])

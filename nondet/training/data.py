@@ -7,7 +7,7 @@ when asked to, and every file's MD5 is checked. Its images are stored as uint8 a
 channel on the device when loaded (:func:`from_arrays`).
 
 torch is imported by :func:`from_arrays` only: the dataset stage
-(:func:`make_dataset`, one job that every other job waits for) makes and writes the arrays without
+(nondet.workflow.analysis_stages.dataset, one job that every other job waits for) makes and writes the arrays without
 it, which saves the 1.6-1.8 s torch import at the head of every run.
 """
 

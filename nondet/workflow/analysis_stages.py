@@ -18,14 +18,14 @@ from nondet.analysis.metrics import accuracy, cka_on, cross_entropy, summarize
 from nondet.analysis.variance import per_example_split, per_example_values, variance_components
 from nondet.io import h5io
 from nondet.io.files import load_divergence, load_predictions, load_rows, write_metrics
-from nondet.io.h5io import InputError, atomic_path, provenance
+from nondet.io.h5io import InputError, atomic_path
 from nondet.io.runs import RunsError, array_checksum, import_group
 from nondet.methods import Method
 from nondet.workflow.runtime import get_logger, stage
 
 
 @stage
-def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
+def dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
     """The dataset stage: make the arrays of ``spec`` and write them, with provenance, to
     ``out_path`` (nondet.io.files.write_dataset); no torch."""
     log = get_logger(log_path)
@@ -49,7 +49,7 @@ def make_dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
         log.info(f"{path}: SHA-256 {sha}")
     arrays = make_dataset_arrays(spec, log=log.info, raw=raw)
     content = arrays_sha256(arrays)
-    prov = provenance(kind="dataset", dataset=spec, data_hash=data_hash, content_sha256=content)
+    prov = h5io.provenance(kind="dataset", dataset=spec, data_hash=data_hash, content_sha256=content)
     write_dataset(out_path, prov, arrays)
     shapes = {k: v.shape for k, v in arrays.items()}
     log.info(f"wrote {out_path}: {shapes}, contents SHA-256 {content}, in {time.perf_counter() - t0:.1f}s")
@@ -105,7 +105,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         **({"cka_on": pred["cka_on"]} if pred["cka_on"] else {}),  # imported runs: logits or features
     }
     row["kernels_mode"] = measured_kernels_mode(row, job.get("sources"))
-    prov = provenance(
+    prov = h5io.provenance(
         kind="metrics",
         params=params,
         experiment=job["experiment"],
@@ -199,7 +199,7 @@ def diversity_table(metric_paths, csv_path, md_path, log_path=None, expect=None)
 
 
 @stage
-def plot(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=None) -> None:
+def plot_diversity(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=None) -> None:
     from nondet.analysis.plots import diversity_figure
 
     log = get_logger(log_path)
@@ -209,7 +209,7 @@ def plot(metric_paths, pdf_path, png_path, model: str, log_path=None, expect=Non
 
 
 @stage
-def provenance_table(config: dict, csv_path, log_path=None, files=()) -> None:
+def provenance(config: dict, csv_path, log_path=None, files=()) -> None:
     """Provenance of the run (versions, code version, config hash) for the report; ``files``:
     the tables and figures it covers, each listed with its SHA-256 (nondet.workflow.reportcheck)."""
     import pandas as pd
@@ -220,7 +220,7 @@ def provenance_table(config: dict, csv_path, log_path=None, files=()) -> None:
         import torch  # noqa: F401
     except ImportError:
         pass
-    prov = provenance(config_hash=h5io.spec_hash(config), experiment=config["experiment"])
+    prov = h5io.provenance(config_hash=h5io.spec_hash(config), experiment=config["experiment"])
     versions = prov.pop("versions")
     rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in prov.items()]
     rows += [(f"version:{k}", v) for k, v in versions.items()]
@@ -443,7 +443,7 @@ def ensembles(predict_paths, out_path, params: dict, log_path=None) -> None:
     if not ks:
         raise InputError(f"{group}: ensembles need >= 2 replicas that did not diverge, have {len(logits)}")
     job = pred["job"]
-    prov = provenance(kind="ensembles", params=params, experiment=job["experiment"],
+    prov = h5io.provenance(kind="ensembles", params=params, experiment=job["experiment"],
                       data_hash=job["data_hash"], spec_hash=h5io.spec_hash(params))  # fmt: skip
     with h5io.atomic_h5(out_path, prov) as f:
         f.create_dataset("labels", data=pred["labels"])
@@ -517,7 +517,7 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
 
 
 @stage
-def import_stage(out_path, group: str, params: dict, log_path=None) -> None:
+def import_runs(out_path, group: str, params: dict, log_path=None) -> None:
     """Rule import_runs: one group of runs -> a predictions HDF5 like the predict stage's."""
     log = get_logger(log_path)
     import_group(params["spec"], group, out_path, params["experiment"], log=log.info)
@@ -564,7 +564,7 @@ def seed_pairs(meta_candidate: list[dict], meta_baseline: list[dict], column: st
 
 
 @stage
-def all_pairs_stage(paths: dict, csv_path, params: dict, log_path=None) -> None:
+def runs_all_pairs(paths: dict, csv_path, params: dict, log_path=None) -> None:
     """Rule runs_all_pairs: every pair of groups on every metric, Holm-corrected."""
     import pandas as pd
 

@@ -7,7 +7,9 @@ reads it checks that hash against what the plan says it must be (``*_expect`` be
 Every training job is one base job (:func:`base_job`: the model, its recipe, the seeds' base, the
 device, the data and code versions) plus what its kind adds: replica indices for a protocol
 condition, a cycle count for a snapshot run, a number of epochs for the budget study (on either),
-twins for the divergence study, an arm for a comparison, cells for a factorial design.
+twins for the divergence study, an arm for a comparison, cells for a factorial design. Every
+job's seeds are chosen here, one ReplicaSeeds dict per replica or run (``seeds``, or ``runs`` of
+the divergence twins and the script audit): the stages never derive a seed.
 Validation (nondet.workflow.config) comes first; nothing here checks the config, and nothing here imports
 torch (the Snakefile imports it).
 """
@@ -230,17 +232,24 @@ def _explicit_seeds(sources, replicas, base_seed: int) -> list[dict]:
     return [source_seeds(dict.fromkeys(sources, r), base_seed).as_dict() for r in replicas]
 
 
+def condition_seeds(config: dict, condition: str, replicas, base_seed: int) -> list[dict]:
+    """The seeds of each replica of ``condition``: a built-in condition's (nondet.seeds.replica_seeds)
+    or, for a config-defined set of sources, a new seed per replica for each of them. Every job
+    kind takes its seeds from the plan; the stages only read ``job["seeds"]``."""
+    if condition in config["conditions"]:
+        return _explicit_seeds(sorted(config["conditions"][condition]), replicas, base_seed)
+    return [replica_seeds(condition, r, base_seed).as_dict() for r in replicas]
+
+
 def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
     if not 0 <= chunk < n_chunks(config):
         raise ValueError(f"chunk {chunk} does not exist ({n_chunks(config)} chunks)")
     job = base_job(config, model, condition)
     job["replicas"] = chunks(config)[chunk]
-    if condition in config["conditions"]:  # a config-defined set of sources: explicit seeds
+    if condition in config["conditions"]:  # a config-defined set of sources
         job["sources"] = sorted(config["conditions"][condition])
-        job["seeds"] = _explicit_seeds(job["sources"], job["replicas"], job["base_seed"])
-    else:
-        job["seeds"] = [replica_seeds(condition, r, job["base_seed"]).as_dict() for r in job["replicas"]]
+    job["seeds"] = condition_seeds(config, condition, job["replicas"], job["base_seed"])
     return sealed(resampled(config, job, condition_sources(config, condition)))
 
 
@@ -304,6 +313,8 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
     job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
     if "sources" in spec:
         job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
+    else:
+        job["seeds"] = condition_seeds(config, condition, job["replicas"], job["base_seed"])
     varying = spec["sources"] if "sources" in spec else condition_sources(config, condition)
     return sealed(resampled(config, job, varying))
 

@@ -1,0 +1,6 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.workflow.analysis_stages import dataset  # no torch: every job waits for this one
+
+dataset(snakemake.output[0], snakemake.params.spec, snakemake.params.data_hash, snakemake.log[0])

@@ -1,7 +1,0 @@
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.workflow.analysis_stages import plot
-
-out = snakemake.output
-plot(list(snakemake.input), out.pdf, out.png, snakemake.wildcards.run_model, snakemake.log[0])

@@ -1,9 +1,12 @@
 """nondet: measure run-to-run variability of neural network training, one source at a time.
 
-The protocol: seeds, bitflip, dropout, augment, training (+ vectorized, stacked, optim), predict, tta. Models and
-data: models, usermodel, data. Measurements: metrics, divergence, compare, inference, runs, paper. The
-pipeline: config, plan, methods, runtime, gpus, files, h5io, torch_stages, analysis_stages, tables, plots.
-See README.md ("Layout") and docs/protocol.md.
+Folders by layer (docs/contributing.md#layout); a module imports only from its own folder, the
+folders below it and the shared leaves (seeds, methods, schema):
+
+- ``nondet.io``: HDF5 files with provenance (h5io, files) and runs trained elsewhere (runs);
+- ``nondet.training``: the torch side: models, data, sources of randomness, the training loop;
+- ``nondet.analysis``: no torch: metrics, the verdict engine (inference), tables, plots;
+- ``nondet.workflow``: config, plan (every job's parameters and seeds) and the stages the rules call.
 """
 
 __version__ = "0.1.0"

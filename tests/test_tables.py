@@ -2,6 +2,7 @@
 Pure table code, no training (well under a second)."""
 
 import pandas as pd
+import pytest
 
 from nondet.analysis.tables import READER_COLUMNS, diversity_frame, table_notes, write_table
 
@@ -52,6 +53,49 @@ def test_plain_markdown_still_has_every_column(tmp_path):
     write_table(df, tmp_path / "m.csv", tmp_path / "m.md", notes=["a note"])
     text = (tmp_path / "m.md").read_text()
     assert "acc_sd_se" in text.splitlines()[0] and "\na note\n" in text
+
+
+@pytest.mark.parametrize("view", ["mitigation", "budget", "ensembles"])
+def test_reader_views_show_a_few_columns_and_name_the_csv_that_keeps_every_one(tmp_path, view):
+    """Issue 25: mitigation, budget and ensembles tables read like the diversity table: a few
+    columns with mean ± SD cells, the legend, the notes, and the CSV with every column."""
+    from nondet.analysis.tables import READER_VIEWS
+
+    columns, _ = READER_VIEWS[view]
+    row = {
+        "model": "cnn",
+        "condition": "all",
+        "method": "tta",
+        "n_replicas": 8,
+        "test_passes": 5,
+        "epochs": 4,
+        "models_averaged": 1,
+        "train_runs": 1,
+        "n_ensembles": 8,
+        "acc_mean": 97.2,
+        "acc_sd": 0.28,
+        "acc_sd_se": 0.05,
+        "ce_mean": 0.13,
+        "ce_sd": 0.009,
+        "disagreement": 2.0,
+        "disagreement_se": 0.13,
+        "acc_sd_reduction": 54.6,
+        "disagreement_reduction": 47.5,
+        "variability_reduction": 43.5,
+        "acc_sd_vs_plain": -54.6,
+        "disagreement_vs_plain": -47.5,
+        "pearson": 0.95,
+        "extra_1": 1,
+        "extra_2": 2,
+    }
+    df = pd.DataFrame([row])
+    write_table(df, tmp_path / "t.csv", tmp_path / "t.md", notes=["a note"], reader=view)
+    text = (tmp_path / "t.md").read_text()
+    header = [h.strip() for h in text.splitlines()[0].strip("|").split("|")]
+    assert header == list(columns) and len(header) < len(df.columns)
+    assert "97.20 ± 0.28" in text and "extra_1" not in text and "acc_sd_se" not in text
+    assert f"Every column ({len(df.columns)}" in text and "t.csv" in text and "\na note\n" in text
+    assert list(pd.read_csv(tmp_path / "t.csv").columns) == list(df.columns)
 
 
 def test_kernels_mode_is_derived_from_what_the_replicas_did():

@@ -94,37 +94,106 @@ READER_COLUMNS = {
 }  # fmt: skip
 
 
-def reader_markdown(df: pd.DataFrame, csv_name: str) -> str:
-    """A diversity-like table (one row per (model, condition)) as the few columns a person reads,
-    with the legend of its marks; ``csv_name`` (beside it) keeps every column."""
-    rows = [{h: cell(r) for h, cell in READER_COLUMNS.items()} for r in df.to_dict("records")]
-    text = pd.DataFrame(rows, columns=list(READER_COLUMNS)).to_markdown(index=False, disable_numparse=True)
-    legend = [
-        "Accuracy and cross-entropy (CE) over the test set, mean ± SD over replicas; disagreement "
-        "(% of test examples whose predicted class differs), Pearson correlation of the logits, "
-        "ensemble gain (2-model ensemble accuracy minus its members', percentage points) and "
-        "linear CKA averaged over pairs of replicas; disagreement ± its bootstrap SE over models."
-    ]
+DIVERSITY_LEGEND = (
+    "Accuracy and cross-entropy (CE) over the test set, mean ± SD over replicas; disagreement "
+    "(% of test examples whose predicted class differs), Pearson correlation of the logits, "
+    "ensemble gain (2-model ensemble accuracy minus its members', percentage points) and "
+    "linear CKA averaged over pairs of replicas; disagreement ± its bootstrap SE over models."
+)
+
+#: The Markdown mitigation table's columns (snapshot ensembles and TTA at one training run).
+MITIGATION_READER_COLUMNS = {
+    "model": lambda r: r["model"],
+    "condition": lambda r: r["condition"],
+    "method": lambda r: r["method"],
+    "replicas": lambda r: str(int(r["n_replicas"])),
+    "test passes": lambda r: str(int(r["test_passes"])),
+    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
+    "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
+    "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
+    "SD of acc: reduction (%)": lambda r: _num(r["acc_sd_reduction"], 1),
+    "disagreement: reduction (%)": lambda r: _num(r["disagreement_reduction"], 1),
+    "variability reduction (%)": lambda r: _num(r["variability_reduction"], 1),
+}
+MITIGATION_LEGEND = (
+    "Each method's replicas against plain training of the same condition (one training run per "
+    "replica; test passes = forward passes per test example). Reductions are % less than plain "
+    "(negative: more variable); variability reduction is the paper's average over five metrics."
+)
+
+#: The Markdown budget table's columns (mitigation versus training epochs).
+BUDGET_READER_COLUMNS = {
+    "model": lambda r: r["model"],
+    "condition": lambda r: r["condition"],
+    "epochs": lambda r: str(int(r["epochs"])),
+    "method": lambda r: r["method"],
+    "replicas": lambda r: str(int(r["n_replicas"])),
+    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
+    "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
+    "SD of acc vs plain (%)": lambda r: _num(r["acc_sd_vs_plain"], 1, sign=True),
+    "disagreement vs plain (%)": lambda r: _num(r["disagreement_vs_plain"], 1, sign=True),
+    "variability reduction (%)": lambda r: _num(r["variability_reduction"], 1),
+}
+BUDGET_LEGEND = (
+    "Each method against plain training at the same number of epochs: % change of the SD of "
+    "accuracy and of disagreement (negative: less variable than plain) and the paper's "
+    "variability reduction (average over five metrics, positive: less variable)."
+)
+
+#: The Markdown ensembles table's columns (k-model ensembles beside one-run methods).
+ENSEMBLE_READER_COLUMNS = {
+    "model": lambda r: r["model"],
+    "condition": lambda r: r["condition"],
+    "method": lambda r: r["method"],
+    "models averaged": lambda r: str(int(r["models_averaged"])),
+    "training runs": lambda r: str(int(r["train_runs"])),
+    "test passes": lambda r: str(int(r["test_passes"])),
+    "ensembles": lambda r: str(int(r["n_ensembles"])),
+    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
+    "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
+    "disagreement (%)": lambda r: _num(r["disagreement"], 2),
+}
+ENSEMBLE_LEGEND = (
+    "k-model ensembles (models averaged = training runs = k) beside the one-training-run methods; "
+    "mean ± SD over ensembles (or replicas), disagreement averaged over pairs of them."
+)
+
+
+def reader_markdown(df: pd.DataFrame, csv_name: str, columns=None, legend=(DIVERSITY_LEGEND,)) -> str:
+    """A table as the few columns a person reads (``columns``: header -> cell of a row; the
+    diversity table's by default), with the legend of its marks; ``csv_name`` (beside it) keeps
+    every column."""
+    columns = READER_COLUMNS if columns is None else columns
+    rows = [{h: cell(r) for h, cell in columns.items()} for r in df.to_dict("records")]
+    text = pd.DataFrame(rows, columns=list(columns)).to_markdown(index=False, disable_numparse=True)
+    legend = list(legend)
     if "kernels_mode" in df and df["kernels_mode"].astype(str).str.contains("standin").any():
         legend.append("* kernels: a CPU stand-in for nondeterministic kernels (examples permuted within each batch).")
-    if "cka_on" in df and (df["cka_on"] == "logits").any():
+    if columns is READER_COLUMNS and "cka_on" in df and (df["cka_on"] == "logits").any():
         legend.append("† CKA computed on the logits (no penultimate features for this model).")
     devices = ", ".join(sorted(df["device"].astype(str).unique())) if "device" in df else ""
-    legend.append(
-        f"Device: {devices}. Every column ({len(df.columns)}: bootstrap SEs, Spearman, the cross-entropy "
-        f"gain, the noise decomposition of acc_var, kernels_mode, ...) is in {csv_name}."
-    )
+    if columns is READER_COLUMNS:
+        legend.append(
+            f"Device: {devices}. Every column ({len(df.columns)}: bootstrap SEs, Spearman, the cross-entropy "
+            f"gain, the noise decomposition of acc_var, kernels_mode, ...) is in {csv_name}."
+        )
+    else:
+        legend.append(f"Every column ({len(df.columns)}, bootstrap SEs included) is in {csv_name}.")
     return text + "\n\n" + "\n\n".join(legend) + "\n"
 
 
-def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes=(), reader: bool = False) -> None:
+def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes=(), reader=False) -> None:
     """``df`` as CSV and, with ``md_path``, as Markdown followed by ``notes``: every column, or with
-    ``reader`` (a diversity-like table) only the columns of :func:`reader_markdown`."""
+    ``reader`` only the columns a person reads (:func:`reader_markdown`): True for a
+    diversity-like table, or a view name of READER_VIEWS ("mitigation", "budget", "ensembles")."""
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False)
     if md_path:
-        if reader:
+        if reader is True:
             text = reader_markdown(df, Path(csv_path).name)
+        elif reader:
+            columns, legend = READER_VIEWS[reader]
+            text = reader_markdown(df, Path(csv_path).name, columns, (legend,))
         else:
             text = df.to_markdown(index=False, floatfmt=f".{digits}g") + "\n"
         with atomic_path(md_path) as tmp:
@@ -220,3 +289,11 @@ def budget_notes(df: pd.DataFrame) -> list[str]:
         ) + " (point estimates: see disagreement_se)"
         lines.append(f"{model}/{condition} {method}: disagreement vs plain {changes} epochs; {verdict}.")
     return lines
+
+
+#: Reader views of the other tables: name -> (columns, legend).
+READER_VIEWS = {
+    "mitigation": (MITIGATION_READER_COLUMNS, MITIGATION_LEGEND),
+    "budget": (BUDGET_READER_COLUMNS, BUDGET_LEGEND),
+    "ensembles": (ENSEMBLE_READER_COLUMNS, ENSEMBLE_LEGEND),
+}

@@ -249,7 +249,7 @@ def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_pa
 
     h5io.check_same_experiment(metric_paths, "data_hash")
     df = make_table(load_rows(metric_paths, expect))
-    write_table(df, csv_path, md_path)
+    write_table(df, csv_path, md_path, reader="mitigation")
     mitigation_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
@@ -266,7 +266,7 @@ def mitigation_budget(metric_paths, csv_path, md_path, pdf_path, png_path, log_p
     h5io.check_same_experiment(metric_paths, "data_hash")
     df = budget_table(load_rows(metric_paths, expect))
     notes = budget_notes(df)
-    write_table(df, csv_path, md_path, notes=notes)
+    write_table(df, csv_path, md_path, notes=notes, reader="budget")
     budget_figure(df, pdf_path, png_path)
     for line in notes:
         log.info(line)
@@ -506,7 +506,7 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
             best = cheap.loc[cheap["acc_sd"].idxmin()]
             line += f"; with one training run, {best['method']} reaches {best['acc_sd']:.3g} %"
         notes.append(line + f" (ensembles of disjoint groups: {', '.join(map(str, ens['n_ensembles']))} of them).")
-    write_table(df, csv_path, md_path, notes=notes)
+    write_table(df, csv_path, md_path, notes=notes, reader="ensembles")
     ensembles_figure(df, pdf_path, png_path)
     for line in notes:
         log.info(line)

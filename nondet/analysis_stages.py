@@ -14,7 +14,7 @@ import numpy as np
 
 from . import h5io
 from .compare import per_example_split, per_example_values, variance_components
-from .files import load_divergence, load_predictions, load_rows, write_metrics
+from .files import kept_replicas, load_divergence, load_predictions, load_rows, write_metrics
 from .h5io import InputError, provenance
 from .metrics import accuracy, cka_on, cross_entropy, summarize
 from .runtime import get_logger, stage
@@ -29,15 +29,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
     pred = load_predictions(predict_paths, params.get("inputs"))
     group = f"{params['model']}/{params['condition']}"
     diverged = pred["diverged"]
-    if diverged.any():
-        names = ", ".join(str(r) for r in pred["replicas"][diverged])
-        if params.get("on_diverged", "exclude") == "fail":
-            raise InputError(
-                f"{group}: {diverged.sum()} replica(s) diverged (loss NaN/inf): {names}; "
-                "set metrics.on_diverged: exclude to drop them from the aggregates"
-            )
-        log.warning(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s) from aggregates: {names}")
-    keep = ~diverged
+    keep = kept_replicas(diverged, pred["replicas"], group, params["on_diverged"], log.warning)
     if keep.sum() < 2:
         raise InputError(
             f"{group}: pairwise metrics need >= 2 replicas that did not diverge; the prediction "
@@ -251,9 +243,10 @@ def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
-def _per_example_arms(paths: dict, inputs: dict, log) -> dict:
-    """arm -> metric -> per-example values (runs, n) of the runs that did not diverge; every arm
-    on the same test set (same examples in the same order, checked)."""
+def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log) -> dict:
+    """arm -> metric -> per-example values (runs, n) of the runs kept by the diverged-replica
+    policy (``on_diverged``); every arm on the same test set (same examples in the same order,
+    checked)."""
     values, ref = {}, None
     for arm, arm_paths in paths.items():
         pred = load_predictions(list(arm_paths), inputs.get(arm))
@@ -264,9 +257,7 @@ def _per_example_arms(paths: dict, inputs: dict, log) -> dict:
                 f"the {ref[0]} ({', '.join(map(str, ref[1]))}) and the {arm} ({', '.join(map(str, arm_paths))}) "
                 "were scored on different test sets: comparisons need the same examples in the same order"
             )
-        keep = ~pred["diverged"]
-        if (~keep).any():
-            log.warning(f"{arm}: excluding {(~keep).sum()} diverged replica(s)")
+        keep = kept_replicas(pred["diverged"], pred["replicas"], arm, on_diverged, log.warning)
         values[arm] = per_example_values(pred["logits"][keep], pred["labels"])
     return values
 
@@ -284,7 +275,7 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
 
     log = get_logger(log_path)
     paths = {"baseline": list(baseline_paths), "candidate": list(candidate_paths)}
-    values = _per_example_arms(paths, params.get("inputs", {}), log)
+    values = _per_example_arms(paths, params.get("inputs", {}), params["on_diverged"], log)
     pairs = None
     if params.get("paired_by"):
         from .runs import run_metadata, seed_pairs
@@ -333,8 +324,10 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
 
     log = get_logger(log_path)
     pred = load_predictions(predict_paths, params.get("inputs"))
-    if pred["diverged"].any():
-        raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
+    keep = kept_replicas(pred["diverged"], pred["replicas"], params["name"], params["on_diverged"], log.warning)
+    if not keep.all():
+        raise InputError(f"{params['name']}: diverged runs, excluded (metrics.on_diverged: exclude), leave "
+                         "holes in the factorial design; every cell needs its run")  # fmt: skip
     cells = [tuple(c) for c in params["cells"]]
     shape = tuple(params["levels"])
     per_example = per_example_values(pred["logits"], pred["labels"])  # finite-test-set reference
@@ -399,9 +392,7 @@ def ensembles(predict_paths, out_path, params: dict, log_path=None) -> None:
     log = get_logger(log_path)
     pred = load_predictions(predict_paths, params.get("inputs"))
     group = f"{params['model']}/{params['condition']}"
-    keep = ~pred["diverged"]
-    if (~keep).any():
-        log.warning(f"{group}: excluding {(~keep).sum()} diverged replica(s)")
+    keep = kept_replicas(pred["diverged"], pred["replicas"], group, params["on_diverged"], log.warning)
     order = np.argsort(pred["replicas"][keep], kind="stable")
     logits, replicas = pred["logits"][keep][order], pred["replicas"][keep][order]
     ks = ensemble_sizes(len(logits))

@@ -466,6 +466,7 @@ def compare_params(config: dict, name: str, code_version: str) -> dict:
         **spec,
         "effect": per_metric(spec["effect"]),
         "margin": per_metric(spec["margin"]),
+        "on_diverged": config["metrics"]["on_diverged"],
         "held_fixed": HELD_FIXED_IMPORTED,
         "code_version": code_version,
     }
@@ -505,10 +506,11 @@ def import_stage(out_path, group: str, params: dict, log_path=None) -> None:
     import_group(params["spec"], group, out_path, params["experiment"], log=log.info)
 
 
-def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
-    """name -> per-example values, name -> predictions; all groups on the same test set."""
+def _per_example_groups(paths: dict, on_diverged: str, log) -> tuple[dict, dict, np.ndarray]:
+    """name -> per-example values (of the runs kept by the diverged-replica policy), name ->
+    predictions; all groups on the same test set."""
     from .compare import per_example_values
-    from .files import load_predictions
+    from .files import kept_replicas, load_predictions
 
     preds = {name: load_predictions([p]) for name, p in paths.items()}
     first = next(iter(preds))
@@ -520,7 +522,10 @@ def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
                 f"checksum {array_checksum(ref)[:12]} != {array_checksum(pred['labels'])[:12]}): "
                 "comparisons need the same examples in the same order"
             )
-    values = {name: per_example_values(p["logits"][~p["diverged"]], p["labels"]) for name, p in preds.items()}
+    values = {}
+    for name, p in preds.items():
+        keep = kept_replicas(p["diverged"], p["replicas"], name, on_diverged, log)
+        values[name] = per_example_values(p["logits"][keep], p["labels"])
     return values, preds, ref
 
 
@@ -553,7 +558,7 @@ def all_pairs_stage(paths: dict, csv_path, params: dict, log_path=None) -> None:
     from .inference import all_pairs
 
     log = get_logger(log_path)
-    values, _, _ = _per_example_groups(paths)
+    values, _, _ = _per_example_groups(paths, params["on_diverged"], log.warning)
     rows = all_pairs(values, params["alpha"])
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -37,7 +37,8 @@ FACTORIAL_TRAIN = "results/factorial/{name}/train_chunk{chunk}.h5"
 FACTORIAL_PREDICT = "results/factorial/{name}/predict_chunk{chunk}.h5"
 
 # GPUs per training/prediction job (SLURM: --gpus=N; locally, --resources gpu=N limits how many
-# run at once): config gpus_per_job, by default 1 when the device is cuda and 0 otherwise.
+# run at once): config gpus_per_job; its schema default, auto, is resolved here (the only place):
+# 1 when the device is cuda, 0 otherwise.
 GPU_JOB = config["gpus_per_job"]
 if GPU_JOB == "auto":
     GPU_JOB = 1 if config["device"] == "cuda" else 0

@@ -134,7 +134,8 @@ rule runs_all_pairs:
         "../envs/analysis.yaml"
     params:
         groups=list(config["runs"]["groups"]),
-        alpha=0.05,
+        alpha=config["runs"]["all_pairs_alpha"],
+        on_diverged=config["metrics"]["on_diverged"],
         code_version=CODE_VERSION,
     script:
         "../workflow_scripts/runs_all_pairs.py"

@@ -48,7 +48,8 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
     assert [r["absorbed"] for r in files.load_replicas(tmp_path / "t.h5")] == [1, 0, 1]
     torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job)
     analysis_stages.metrics([tmp_path / "p.h5"], tmp_path / "m.h5",
-                   {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0})  # fmt: skip
+                   {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0,
+                    "on_diverged": "exclude"})  # fmt: skip
     (row,) = files.load_rows([tmp_path / "m.h5"])
     assert row["n_absorbed"] == 2
     assert row["n_identical_pairs"] == 1  # replicas 0 and 2 both equal the unperturbed run

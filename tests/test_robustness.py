@@ -115,7 +115,7 @@ def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
         analysis_stages.metrics(paths, tmp_path / "m2.h5", {**params, "on_diverged": "fail"})
     assert not (tmp_path / "m2.h5").exists()
     with pytest.raises(InputError, match="need >= 2 replicas that did not diverge"):
-        analysis_stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", params)
+        analysis_stages.metrics([tmp_path / "bad_pred.h5"], tmp_path / "m3.h5", {**params, "on_diverged": "exclude"})
 
 
 # --- bad inputs, each with a message that names the problem (config cases: test_config.py) ---

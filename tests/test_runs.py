@@ -357,7 +357,7 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
         import_group({**spec, "metadata": str(meta)}, name, paths[name], log=lambda *_: None)
     params = {"name": "c", "baseline": "base", "candidate": "cand", "paired_by": "seed", "alpha": 0.05,
               "power": 0.8, "effect": {}, "gamma": 0.75, "margin": {"accuracy": 5.0},
-              "margin_kind": "equivalence", "held_fixed": "imported runs"}  # fmt: skip
+              "margin_kind": "equivalence", "held_fixed": "imported runs", "on_diverged": "exclude"}  # fmt: skip
     out = {k: tmp_path / f"c.{k}" for k in ("csv", "verdict", "md", "plan", "pdf", "png")}
     compare([paths["base"]], [paths["cand"]], out, params)
     import pandas as pd
@@ -376,7 +376,11 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     other = write_npy(tmp_path / "other", logits[:, perm], labels[perm])
     import_group(other, "other", tmp_path / "other.h5", log=lambda *_: None)
     with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
-        runs_all_pairs({"base": paths["base"], "other": tmp_path / "other.h5"}, tmp_path / "p.csv", {"alpha": 0.05})
+        runs_all_pairs(
+            {"base": paths["base"], "other": tmp_path / "other.h5"},
+            tmp_path / "p.csv",
+            {"alpha": 0.05, "on_diverged": "exclude"},
+        )
     with pytest.raises(InputError, match="different test sets"):
         compare([paths["base"]], [tmp_path / "other.h5"], out, {**params, "paired_by": None})
 

@@ -61,9 +61,10 @@ def anova_components(y: np.ndarray, sources: list[str]) -> dict:
     return {name(e): {"ss": ss[e], "df": df[e], "ms": ms[e], "component": float(comps[e])} for e in _effects(sources)}
 
 
-def variance_components(y: np.ndarray, sources: list[str], n_resamples=2000, seed=0) -> list[dict]:
+def variance_components(y: np.ndarray, sources: list[str], n_resamples: int, seed: int) -> list[dict]:
     """Variance components with bootstrap standard errors (levels of every factor resampled
-    independently with replacement) and F-test p-values (quasi-F for main effects of 3 factors)."""
+    independently with replacement; ``n_resamples`` and ``seed``: config factorial.<name>.bootstrap_resamples
+    and metrics.seed) and F-test p-values (quasi-F for main effects of 3 factors)."""
     y = np.asarray(y, dtype=float)
     est = anova_components(y, sources)
     rng = np.random.default_rng(seed)

@@ -264,6 +264,25 @@ def load_predictions(paths, expect=None) -> dict:
     }
 
 
+def kept_replicas(diverged, replicas, group: str, on_diverged: str, log=None) -> np.ndarray:
+    """The one diverged-replica policy of every stage (config metrics.on_diverged): the mask of
+    the replicas to keep. ``fail`` raises naming ``group`` and its diverged replicas; ``exclude``
+    drops them and logs which (``log``: a function taking a line, e.g. a logger's warning)."""
+    diverged = np.asarray(diverged, dtype=bool)
+    if on_diverged not in ("exclude", "fail"):
+        raise ValueError(f"on_diverged must be exclude or fail, got {on_diverged!r}")
+    if diverged.any():
+        names = ", ".join(str(r) for r in np.asarray(replicas)[diverged])
+        if on_diverged == "fail":
+            raise InputError(
+                f"{group}: {diverged.sum()} replica(s) diverged (loss NaN/inf): {names}; "
+                "set metrics.on_diverged: exclude to drop them"
+            )
+        if log is not None:
+            log(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s): {names}")
+    return ~diverged
+
+
 def write_metrics(out_path, prov: dict, row: dict, arrays: dict, replicas, diverged_replicas) -> None:
     """One (model, condition)'s table row, per-model values and pair matrices."""
     with atomic_h5(out_path, prov) as f:

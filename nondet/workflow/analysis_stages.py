@@ -17,7 +17,7 @@ import numpy as np
 from nondet.analysis.metrics import accuracy, cka_on, cross_entropy, summarize
 from nondet.analysis.variance import per_example_split, per_example_values, variance_components
 from nondet.io import h5io
-from nondet.io.files import load_divergence, load_predictions, load_rows, write_metrics
+from nondet.io.files import kept_replicas, load_divergence, load_predictions, load_rows, write_metrics
 from nondet.io.h5io import InputError, atomic_path
 from nondet.io.runs import RunsError, array_checksum, import_group
 from nondet.methods import Method
@@ -64,15 +64,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
     pred = load_predictions(predict_paths, params.get("inputs"))
     group = f"{params['model']}/{params['condition']}"
     diverged = pred["diverged"]
-    if diverged.any():
-        names = ", ".join(str(r) for r in pred["replicas"][diverged])
-        if params.get("on_diverged", "exclude") == "fail":
-            raise InputError(
-                f"{group}: {diverged.sum()} replica(s) diverged (loss NaN/inf): {names}; "
-                "set metrics.on_diverged: exclude to drop them from the aggregates"
-            )
-        log.warning(f"{group}: EXCLUDING {diverged.sum()} diverged replica(s) from aggregates: {names}")
-    keep = ~diverged
+    keep = kept_replicas(diverged, pred["replicas"], group, params["on_diverged"], log.warning)
     if keep.sum() < 2:
         raise InputError(
             f"{group}: pairwise metrics need >= 2 replicas that did not diverge; the prediction "
@@ -286,9 +278,10 @@ def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
-def _per_example_arms(paths: dict, inputs: dict, log) -> dict:
-    """arm -> metric -> per-example values (runs, n) of the runs that did not diverge; every arm
-    on the same test set (same examples in the same order, checked)."""
+def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log) -> dict:
+    """arm -> metric -> per-example values (runs, n) of the runs kept by the diverged-replica
+    policy (``on_diverged``); every arm on the same test set (same examples in the same order,
+    checked)."""
     values, ref = {}, None
     for arm, arm_paths in paths.items():
         pred = load_predictions(list(arm_paths), inputs.get(arm))
@@ -299,9 +292,7 @@ def _per_example_arms(paths: dict, inputs: dict, log) -> dict:
                 f"the {ref[0]} ({', '.join(map(str, ref[1]))}) and the {arm} ({', '.join(map(str, arm_paths))}) "
                 "were scored on different test sets: comparisons need the same examples in the same order"
             )
-        keep = ~pred["diverged"]
-        if (~keep).any():
-            log.warning(f"{arm}: excluding {(~keep).sum()} diverged replica(s)")
+        keep = kept_replicas(pred["diverged"], pred["replicas"], arm, on_diverged, log.warning)
         values[arm] = per_example_values(pred["logits"][keep], pred["labels"])
     return values
 
@@ -319,7 +310,7 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
 
     log = get_logger(log_path)
     paths = {"baseline": list(baseline_paths), "candidate": list(candidate_paths)}
-    values = _per_example_arms(paths, params.get("inputs", {}), log)
+    values = _per_example_arms(paths, params.get("inputs", {}), params["on_diverged"], log)
     pairs = None
     if params.get("paired_by"):
         from nondet.io.runs import run_metadata
@@ -368,8 +359,10 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
 
     log = get_logger(log_path)
     pred = load_predictions(predict_paths, params.get("inputs"))
-    if pred["diverged"].any():
-        raise InputError(f"{params['name']}: diverged runs leave holes in the factorial design")
+    keep = kept_replicas(pred["diverged"], pred["replicas"], params["name"], params["on_diverged"], log.warning)
+    if not keep.all():
+        raise InputError(f"{params['name']}: diverged runs, excluded (metrics.on_diverged: exclude), leave "
+                         "holes in the factorial design; every cell needs its run")  # fmt: skip
     cells = [tuple(c) for c in params["cells"]]
     shape = tuple(params["levels"])
     per_example = per_example_values(pred["logits"], pred["labels"])  # finite-test-set reference
@@ -434,9 +427,7 @@ def ensembles(predict_paths, out_path, params: dict, log_path=None) -> None:
     log = get_logger(log_path)
     pred = load_predictions(predict_paths, params.get("inputs"))
     group = f"{params['model']}/{params['condition']}"
-    keep = ~pred["diverged"]
-    if (~keep).any():
-        log.warning(f"{group}: excluding {(~keep).sum()} diverged replica(s)")
+    keep = kept_replicas(pred["diverged"], pred["replicas"], group, params["on_diverged"], log.warning)
     order = np.argsort(pred["replicas"][keep], kind="stable")
     logits, replicas = pred["logits"][keep][order], pred["replicas"][keep][order]
     ks = ensemble_sizes(len(logits))
@@ -523,8 +514,9 @@ def import_runs(out_path, group: str, params: dict, log_path=None) -> None:
     import_group(params["spec"], group, out_path, params["experiment"], log=log.info)
 
 
-def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
-    """name -> per-example values, name -> predictions; all groups on the same test set."""
+def _per_example_groups(paths: dict, on_diverged: str, log) -> tuple[dict, dict, np.ndarray]:
+    """name -> per-example values (of the runs kept by the diverged-replica policy), name ->
+    predictions; all groups on the same test set."""
     from nondet.analysis.variance import per_example_values
     from nondet.io.files import load_predictions
 
@@ -538,7 +530,10 @@ def _per_example_groups(paths: dict) -> tuple[dict, dict, np.ndarray]:
                 f"checksum {array_checksum(ref)[:12]} != {array_checksum(pred['labels'])[:12]}): "
                 "comparisons need the same examples in the same order"
             )
-    values = {name: per_example_values(p["logits"][~p["diverged"]], p["labels"]) for name, p in preds.items()}
+    values = {}
+    for name, p in preds.items():
+        keep = kept_replicas(p["diverged"], p["replicas"], name, on_diverged, log)
+        values[name] = per_example_values(p["logits"][keep], p["labels"])
     return values, preds, ref
 
 
@@ -571,7 +566,7 @@ def runs_all_pairs(paths: dict, csv_path, params: dict, log_path=None) -> None:
     from nondet.analysis.inference import all_pairs
 
     log = get_logger(log_path)
-    values, _, _ = _per_example_groups(paths)
+    values, _, _ = _per_example_groups(paths, params["on_diverged"], log.warning)
     rows = all_pairs(values, params["alpha"])
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -497,6 +497,7 @@ def compare_params(config: dict, name: str) -> dict:
         "gamma": spec["gamma"],
         "margin": per_metric(spec["margin"]),
         "margin_kind": spec["margin_kind"],
+        "on_diverged": config["metrics"]["on_diverged"],
         "held_fixed": held_fixed_note([s for s in every if s in varying], every)
         if spec.get("condition") != "bitflip"
         else "only one weight's one-ulp nudge varies between runs (condition bitflip)",
@@ -515,6 +516,7 @@ def factorial_params(config: dict, name: str) -> dict:
         "cells": [list(c) for c in factorial_cells(config, name)],
         "bootstrap_resamples": spec["bootstrap_resamples"],
         "seed": config["metrics"]["seed"],
+        "on_diverged": config["metrics"]["on_diverged"],
         "code_version": CODE_VERSION,
         "inputs": factorial_expect(config, name),
     }
@@ -551,7 +553,7 @@ def plan_size(config: dict) -> int:
 def ensembles_params(config: dict, model: str, condition: str) -> dict:
     """Params of the ensembles job of (model, condition): what its prediction files carry."""
     params = metrics_params(config, model, condition)
-    return {k: params[k] for k in ("model", "condition", "code_version", "inputs")}
+    return {k: params[k] for k in ("model", "condition", "on_diverged", "code_version", "inputs")}
 
 
 def ensembles_expect(config: dict, model: str, condition: str) -> dict:

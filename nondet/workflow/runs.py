@@ -82,6 +82,7 @@ def compare_params(config: dict, name: str, code_version: str) -> dict:
         **spec,
         "effect": per_metric(spec["effect"]),
         "margin": per_metric(spec["margin"]),
+        "on_diverged": config["metrics"]["on_diverged"],
         "held_fixed": HELD_FIXED_IMPORTED,
         "code_version": code_version,
     }

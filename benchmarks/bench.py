@@ -42,9 +42,20 @@ from nondet.training.replica import train_replica  # noqa: E402
 
 CNN = {"arch": "cnn1d", "channels": 32, "kernels": [5, 3, 3], "dropout": 0.1}
 RESNET14 = {"arch": "resnet", "blocks": 2, "width": 16}
-RECIPE = {"epochs": 1, "batch_size": 128, "lr": 0.2, "momentum": 0.9, "nesterov": True,
-          "weight_decay": 1e-2, "warmup_epochs": 0, "cycles": 1, "augment": "shift",
-          "augment_size": 2, "kernels_cpu_standin": True, "eval_every": 0}  # fmt: skip
+RECIPE = {
+    "epochs": 1,
+    "batch_size": 128,
+    "lr": 0.2,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-2,
+    "warmup_epochs": 0,
+    "cycles": 1,
+    "augment": "shift",
+    "augment_size": 2,
+    "kernels_cpu_standin": True,
+    "eval_every": 0,
+}
 
 
 def median_time(fn, repeats):
@@ -77,8 +88,18 @@ def e2e(repeats):
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(REPO / "config.yaml", tmp)
-            cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                   "--directory", tmp, "--cores", str(os.cpu_count()), "--quiet"]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--snakefile",
+                str(REPO / "Snakefile"),
+                "--directory",
+                tmp,
+                "--cores",
+                str(os.cpu_count()),
+                "--quiet",
+            ]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True)
             times.append(time.perf_counter() - t0)
@@ -105,8 +126,9 @@ def per_process_vs_per_job(spec, recipe, data_expr, n_images, replicas, threads)
     dev = str(device())
 
     def run(reps, procs):
-        code = CHILD.format(repo=str(REPO), threads=threads, data_expr=data_expr, replicas=reps,
-                            spec=spec, recipe=recipe, dev=dev)  # fmt: skip
+        code = CHILD.format(
+            repo=str(REPO), threads=threads, data_expr=data_expr, replicas=reps, spec=spec, recipe=recipe, dev=dev
+        )
         for _ in range(procs):
             subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -144,8 +166,7 @@ def authors_vs_ours(n_images, batch, steps, workers=4):
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
     class PilDataset(torch.utils.data.Dataset):
-        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                        T.Normalize(mean, std)])  # fmt: skip
+        tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
         def __len__(self):
             return n_images
@@ -165,8 +186,9 @@ def authors_vs_ours(n_images, batch, steps, workers=4):
 
     def authors():
         model, opt = model_and_opt()
-        loader = torch.utils.data.DataLoader(PilDataset(), batch_size=batch, shuffle=True,
-                                             num_workers=workers, drop_last=True)  # fmt: skip
+        loader = torch.utils.data.DataLoader(
+            PilDataset(), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+        )
         for k, (x, y) in enumerate(loader):
             if k == steps:
                 break
@@ -174,8 +196,9 @@ def authors_vs_ours(n_images, batch, steps, workers=4):
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    x_all = ((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
-             - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]  # fmt: skip
+    x_all = (
+        (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255) - torch.tensor(mean)[:, None, None]
+    ) / torch.tensor(std)[:, None, None]
     x_all, y_all = x_all.to(dev), torch.from_numpy(labels).to(dev)
 
     def ours():
@@ -242,8 +265,18 @@ def pairwise(repeats, m=100, n=10_000, k=10):
 def dry_run(configfile, repeats):
     if not (REPO / configfile).exists():
         return None, None
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
-           "--quiet", "rules", "--configfile", str(REPO / configfile)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "-n",
+        "--quiet",
+        "rules",
+        "--configfile",
+        str(REPO / configfile),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         out = {}
 
@@ -281,8 +314,9 @@ def main():
     name = torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor() or "cpu"
     print(f"# Benchmark ({time.strftime('%Y-%m-%d')})\n")
     print(f"- machine: {platform.node()}, {os.cpu_count()} CPU cores, device {dev} ({name})")
-    print(f"- torch {torch.__version__}, python {platform.python_version()}, {threads} thread(s)"
-          " per training process\n")  # fmt: skip
+    print(
+        f"- torch {torch.__version__}, python {platform.python_version()}, {threads} thread(s) per training process\n"
+    )
     print("| # | what | ours | baseline | ratio |\n|---|---|---|---|---|")
 
     if not args.skip_e2e:
@@ -293,36 +327,50 @@ def main():
     reps = 3 if args.quick else 6
     mnist_expr = "from_arrays('mnist1d', make_mnist1d())"
     per_proc, per_job = per_process_vs_per_job(CNN, RECIPE, mnist_expr, 4000, reps, threads)
-    print(f"| 2a | CNN on mnist1d, {reps} replicas x 1 epoch: several per job vs one per process "
-          f"| {per_job:.0f} img/s | {per_proc:.0f} img/s | {per_job / per_proc:.2f}x |")  # fmt: skip
+    print(
+        f"| 2a | CNN on mnist1d, {reps} replicas x 1 epoch: several per job vs one per process "
+        f"| {per_job:.0f} img/s | {per_proc:.0f} img/s | {per_job / per_proc:.2f}x |"
+    )
     steps = 2 if args.quick else 4
     n_res = 512 * steps
     res_recipe = {**RECIPE, "batch_size": 512, "augment": "crop_flip", "augment_size": 4}
     cifar_expr = f"__import__('benchmarks.bench', fromlist=['x']).cifar_like({n_res})"
     sys.path.insert(0, str(REPO))
     per_proc, per_job = per_process_vs_per_job(RESNET14, res_recipe, cifar_expr, n_res, 2, threads)
-    print(f"| 2b | ResNet-14, batch 512, {steps} steps x 2 replicas: several per job vs one per "
-          f"process | {per_job:.0f} img/s | {per_proc:.0f} img/s | {per_job / per_proc:.2f}x |")  # fmt: skip
+    print(
+        f"| 2b | ResNet-14, batch 512, {steps} steps x 2 replicas: several per job vs one per "
+        f"process | {per_job:.0f} img/s | {per_proc:.0f} img/s | {per_job / per_proc:.2f}x |"
+    )
     vec, seq = vectorised_vs_sequential(data, reps, r)
-    print(f"| 2c | CNN on mnist1d, {reps} replicas x 1 epoch in one process: vectorised (torch.func)"
-          f" vs sequential | {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |")  # fmt: skip
+    print(
+        f"| 2c | CNN on mnist1d, {reps} replicas x 1 epoch in one process: vectorised (torch.func)"
+        f" vs sequential | {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |"
+    )
     if dev.type == "cpu":
         wide, seq = vectorised_vs_sequential(data, 8, r, wide=True)
-        print(f"| 2e | CNN on mnist1d, 8 replicas x 1 epoch in one process: one wide model "
-              f"(nondet.training.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
-              f"| {wide / seq:.2f}x |")  # fmt: skip
+        print(
+            f"| 2e | CNN on mnist1d, 8 replicas x 1 epoch in one process: one wide model "
+            f"(nondet.training.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
+            f"| {wide / seq:.2f}x |"
+        )
     res = cifar_like(1024)
     vec, seq = vectorised_vs_sequential(res, 2, 1, RESNET14, {**res_recipe, "batch_size": 256})
-    print(f"| 2d | ResNet-14, batch 256, 4 steps x 2 replicas: vectorised vs sequential "
-          f"| {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |")  # fmt: skip
+    print(
+        f"| 2d | ResNet-14, batch 256, 4 steps x 2 replicas: vectorised vs sequential "
+        f"| {vec:.0f} img/s | {seq:.0f} img/s | {vec / seq:.2f}x |"
+    )
 
     authors, ours = authors_vs_ours(4096, 512, 2 if args.quick else 4)
-    print(f"| 3a | ResNet-14 training, our batched on-device data path vs authors' (PIL "
-          f"transforms, 4-worker DataLoader) | {ours:.0f} img/s | {authors:.0f} img/s "
-          f"| {ours / authors:.2f}x |")  # fmt: skip
+    print(
+        f"| 3a | ResNet-14 training, our batched on-device data path vs authors' (PIL "
+        f"transforms, 4-worker DataLoader) | {ours:.0f} img/s | {authors:.0f} img/s "
+        f"| {ours / authors:.2f}x |"
+    )
     authors, ours = data_path_only(8192, 512)
-    print(f"| 3b | data path alone (crop+flip), ours vs authors' | {ours:.0f} img/s "
-          f"| {authors:.0f} img/s | {ours / authors:.1f}x |")  # fmt: skip
+    print(
+        f"| 3b | data path alone (crop+flip), ours vs authors' | {ours:.0f} img/s "
+        f"| {authors:.0f} img/s | {ours / authors:.1f}x |"
+    )
 
     mats, full = pairwise(r)
     print(f"| 4a | pairwise matrices, 100 models x 10 000 examples x 10 classes | {mats:.1f} s | target 10 s | — |")
@@ -337,8 +385,9 @@ def main():
         print(f"| 5 | dry run of the paper-scale DAG ({jobs} jobs) | {t:.1f} s | — | — |")
 
     det, fast = determinism_cost(data, r)
-    print(f"| 6 | CNN 1 epoch: deterministic vs fast kernels ({dev}) | {det:.2f} s "
-          f"| {fast:.2f} s | {det / fast:.2f}x |")  # fmt: skip
+    print(
+        f"| 6 | CNN 1 epoch: deterministic vs fast kernels ({dev}) | {det:.2f} s | {fast:.2f} s | {det / fast:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

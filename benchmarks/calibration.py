@@ -134,8 +134,13 @@ def main(argv=None):
     p.add_argument("--paired", default="no,yes", help="no, yes or no,yes")
     p.add_argument("--seed", type=int, default=0, help="offset of every trial's seed (a fresh draw)")
     args = p.parse_args(argv)
-    cells = [(s, r, paired) for paired in (False, True) if ("yes" if paired else "no") in args.paired.split(",")
-             for s in args.structures.split(",") for r in map(int, args.runs.split(","))]  # fmt: skip
+    cells = [
+        (s, r, paired)
+        for paired in (False, True)
+        if ("yes" if paired else "no") in args.paired.split(",")
+        for s in args.structures.split(",")
+        for r in map(int, args.runs.split(","))
+    ]
     results = {}
     with Pool(args.workers) as pool:
         for k, (s, r, paired) in enumerate(cells):
@@ -162,23 +167,29 @@ def main(argv=None):
         return f"{100 * q:.1f} ± {100 * math.sqrt(max(q * (1 - q), 1e-9) / len(xs)):.1f}"
 
     print(f"trials per cell: {args.trials}; examples per test set: {args.examples}")
-    print("| runs paired | structure | R | metric | test | rejects at 5 % (no effect) | coverage (95 %; tost 90 %) "
-          "| withheld |")  # fmt: skip
+    print(
+        "| runs paired | structure | R | metric | test | rejects at 5 % (no effect) | coverage (95 %; tost 90 %) "
+        "| withheld |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     worst = []
     for (s, r, paired), st in results.items():
         for (metric, test), d in st.items():
             withheld = d["withheld"] == args.trials
-            print(f"| {'yes' if paired else 'no'} | {s} | {r} | {metric} | {test} | {fmt(d['rej'])} | "
-                  f"{fmt(d['cov'])} | {'yes' if withheld else ''} |")  # fmt: skip
+            print(
+                f"| {'yes' if paired else 'no'} | {s} | {r} | {metric} | {test} | {fmt(d['rej'])} | "
+                f"{fmt(d['cov'])} | {'yes' if withheld else ''} |"
+            )
             if not withheld:
                 if d["rej"] and np.mean(d["rej"]) > 0.065:
                     worst.append(f"size {100 * np.mean(d['rej']):.1f} %: {test} {metric} {s} R={r} paired={paired}")
                 if d["cov"] and np.mean(d["cov"]) < (0.88 if test == "tost" else 0.93):
                     worst.append(f"coverage {100 * np.mean(d['cov']):.1f} %: {test} {metric} {s} R={r} paired={paired}")
     print()
-    print("Outside the limits (size > 6.5 %, coverage < 93 %; tost: its 90 % interval, < 88 %):",
-          "none" if not worst else "")  # fmt: skip
+    print(
+        "Outside the limits (size > 6.5 %, coverage < 93 %; tost: its 90 % interval, < 88 %):",
+        "none" if not worst else "",
+    )
     for line in worst:
         print(f"- {line}")
 

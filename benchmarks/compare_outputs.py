@@ -46,8 +46,9 @@ def compare_csv(a: Path, b: Path) -> tuple[list[str], list[str]]:
         return [f"{len(ra)} vs {len(rb)} rows"], []
     ca, cb = (list(r[0]) if r else [] for r in (ra, rb))
     shared = [c for c in ca if c in cb]
-    diffs = [f"row {i} {c}: {x[c]!r} vs {y[c]!r}" for i, (x, y) in enumerate(zip(ra, rb)) for c in shared
-             if x[c] != y[c]]  # fmt: skip
+    diffs = [
+        f"row {i} {c}: {x[c]!r} vs {y[c]!r}" for i, (x, y) in enumerate(zip(ra, rb)) for c in shared if x[c] != y[c]
+    ]
     return diffs, sorted(set(ca) ^ set(cb))
 
 

@@ -34,13 +34,25 @@ from nondet.workflow.torch_stages import same_weights  # noqa: E402
 
 
 def recipe(epochs: int, batch: int) -> dict:
-    return {"epochs": epochs, "batch_size": batch, "lr": 0.4, "momentum": 0.9, "nesterov": False,
-            "weight_decay": 5e-4, "warmup_epochs": 0, "cycles": 1, "augment": "crop_flip",
-            "augment_size": 4, "kernels_cpu_standin": True, "eval_every": 0}  # fmt: skip
+    return {
+        "epochs": epochs,
+        "batch_size": batch,
+        "lr": 0.4,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 5e-4,
+        "warmup_epochs": 0,
+        "cycles": 1,
+        "augment": "crop_flip",
+        "augment_size": 4,
+        "kernels_cpu_standin": True,
+        "eval_every": 0,
+    }
 
 
-def checks(device: torch.device, spec: dict, n_train: int, epochs: int, batch: int, flips: int,
-           speed_steps: int) -> list[tuple[str, str, str]]:  # fmt: skip
+def checks(
+    device: torch.device, spec: dict, n_train: int, epochs: int, batch: int, flips: int, speed_steps: int
+) -> list[tuple[str, str, str]]:
     quiet = lambda *a, **k: None  # noqa: E731
     data = cifar_like(n_train, 100).to(device)
     r = recipe(epochs, batch)
@@ -53,18 +65,28 @@ def checks(device: torch.device, spec: dict, n_train: int, epochs: int, batch: i
     t0 = time.perf_counter()
     c1 = seq("control", 1)
     t_det = time.perf_counter() - t0
-    rows.append(("control, one after another", str(same_weights(c0["state"], c1["state"])),
-                 "2 replicas, weights bitwise equal"))  # fmt: skip
-    vec = train_replicas_vectorized(spec, r, [replica_seeds("control", i, 0) for i in (0, 1)], data, device,
-                                    log=quiet)  # fmt: skip
-    rows.append(("control, vectorised (vmap)", str(same_weights(vec[0]["state"], vec[1]["state"])),
-                 f"2 replicas; equal to the sequential run: {same_weights(vec[0]['state'], c0['state'])}"))  # fmt: skip
+    rows.append(
+        ("control, one after another", str(same_weights(c0["state"], c1["state"])), "2 replicas, weights bitwise equal")
+    )
+    vec = train_replicas_vectorized(spec, r, [replica_seeds("control", i, 0) for i in (0, 1)], data, device, log=quiet)
+    rows.append(
+        (
+            "control, vectorised (vmap)",
+            str(same_weights(vec[0]["state"], vec[1]["state"])),
+            f"2 replicas; equal to the sequential run: {same_weights(vec[0]['state'], c0['state'])}",
+        )
+    )
     t0 = time.perf_counter()
     k0 = seq("kernels", 0)
     t_fast = time.perf_counter() - t0
     k1 = seq("kernels", 1)
-    rows.append(("kernels replicas differ (one process)", str(not same_weights(k0["state"], k1["state"])),
-                 f"kernels_mode {k0['kernels_mode']}"))  # fmt: skip
+    rows.append(
+        (
+            "kernels replicas differ (one process)",
+            str(not same_weights(k0["state"], k1["state"])),
+            f"kernels_mode {k0['kernels_mode']}",
+        )
+    )
     absorbed = sum(same_weights(seq("bitflip", i)["state"], c0["state"]) for i in range(flips))
     rows.append(("bitflip absorbed", f"{absorbed} of {flips}", "final weights bitwise equal to control replica 0"))
     rows.append(("cost of determinism", f"{t_det:.2f} s vs {t_fast:.2f} s", "per run: deterministic vs default"))
@@ -80,8 +102,13 @@ def checks(device: torch.device, spec: dict, n_train: int, epochs: int, batch: i
     t0 = time.perf_counter()
     train_replicas_vectorized(RESNET14 if spec["width"] == 16 else spec, speed, seeds, fast, device, log=quiet)
     t_vec = time.perf_counter() - t0
-    rows.append(("images/s, 4 replicas", f"{4 * n / t_seq:.0f} sequential, {4 * n / t_vec:.0f} vmap",
-                 f"batch {batch}, {speed_steps} steps each, start-up included"))  # fmt: skip
+    rows.append(
+        (
+            "images/s, 4 replicas",
+            f"{4 * n / t_seq:.0f} sequential, {4 * n / t_vec:.0f} vmap",
+            f"batch {batch}, {speed_steps} steps each, start-up included",
+        )
+    )
     theirs, ours = authors_vs_ours(n, batch, speed_steps, workers=0 if device.type == "cpu" else 4)
     rows.append(("images/s, data path", f"{theirs:.0f} authors', {ours:.0f} ours", "ResNet-14 steps, 1 replica"))
     return rows
@@ -98,8 +125,10 @@ def main(argv=None) -> int:
     else:
         rows = checks(device, RESNET14, 5120, 2, 512, 4, 20)
     acc = accelerator(device)
-    print(f"device: {device} ({acc['name']}, compute capability {acc.get('capability', '-')}), "
-          f"torch {torch.__version__}\n")  # fmt: skip
+    print(
+        f"device: {device} ({acc['name']}, compute capability {acc.get('capability', '-')}), "
+        f"torch {torch.__version__}\n"
+    )
     print("| check | result | detail |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -45,8 +45,19 @@ CONFIG = {
 
 def snakemake(workdir: Path) -> None:
     (workdir / "c.yaml").write_text(yaml.safe_dump(CONFIG))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
-           str(workdir), "--configfile", str(workdir / "c.yaml"), "--cores", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "c.yaml"),
+        "--cores",
+        "1",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
@@ -88,8 +99,10 @@ def main() -> None:
     snakemake(clean)
     for name, d in (("rerun after regenerating my.npz", run), ("clean run on the new contents", clean)):
         row = next(csv.DictReader(open(d / "results/tables/diversity.csv")))
-        print(f"{name}: accuracy {float(row['acc_mean']):.2f} +- {float(row['acc_sd']):.2f} %, "
-              f"disagreement {float(row['disagreement']):.2f} %")  # fmt: skip
+        print(
+            f"{name}: accuracy {float(row['acc_mean']):.2f} +- {float(row['acc_sd']):.2f} %, "
+            f"disagreement {float(row['disagreement']):.2f} %"
+        )
 
 
 if __name__ == "__main__":

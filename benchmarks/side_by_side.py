@@ -31,8 +31,17 @@ def run_once(repo: Path, cores: int, keep: Path | None = None) -> float:
     results folder is moved to ``keep`` if given."""
     work = Path(tempfile.mkdtemp(prefix="nondet-bench-"))
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    base = [sys.executable, "-m", "snakemake", "--snakefile", str(repo / "Snakefile"),
-            "--directory", str(work), "--configfile", str(repo / "config.yaml")]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(repo / "config.yaml"),
+    ]
     try:
         t0 = time.perf_counter()
         for extra in (["--cores", str(cores)], ["--report", "results/report.html"]):
@@ -59,8 +68,11 @@ def main() -> None:
     args = parser.parse_args()
     kept = Path(tempfile.mkdtemp(prefix="nondet-kept-"))
     base_dir = Path(tempfile.mkdtemp(prefix="nondet-base-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_dir), args.base],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_dir), args.base],
+        check=True,
+        capture_output=True,
+    )
     times = {"base": [], "ours": []}
     try:
         for i in range(args.repeats):
@@ -69,15 +81,14 @@ def main() -> None:
                 times[side].append(run_once(repo, args.cores, kept / side if last else None))
                 print(f"repeat {i + 1}: {side} {times[side][-1]:.1f} s", file=sys.stderr)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_dir)],
-                       capture_output=True)  # fmt: skip
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base_dir)], capture_output=True)
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))  # fmt: skip
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     print(f"- machine: {cpu}, {os.cpu_count()} CPU cores; --cores {args.cores}")
@@ -85,12 +96,17 @@ def main() -> None:
     print("| default protocol to HTML report | base | ours | speed-up |")
     print("|---|---|---|---|")
     each = lambda v: ", ".join(f"{t:.0f}" for t in v)  # noqa: E731
-    print(f"| median wall time (each run, s) | {med['base']:.0f} s ({each(times['base'])}) | "
-          f"{med['ours']:.0f} s ({each(times['ours'])}) | {med['base'] / med['ours']:.2f}x |")  # fmt: skip
+    print(
+        f"| median wall time (each run, s) | {med['base']:.0f} s ({each(times['base'])}) | "
+        f"{med['ours']:.0f} s ({each(times['ours'])}) | {med['base'] / med['ours']:.2f}x |"
+    )
     if args.compare:
         print("\nOutputs of the last repeat, base against ours (benchmarks/compare_outputs.py):\n")
-        out = subprocess.run([sys.executable, str(REPO / "benchmarks/compare_outputs.py"), str(kept / "base"),
-                              str(kept / "ours")], capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks/compare_outputs.py"), str(kept / "base"), str(kept / "ours")],
+            capture_output=True,
+            text=True,
+        )
         print(out.stdout.strip())
     shutil.rmtree(kept, ignore_errors=True)
 

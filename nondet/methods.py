@@ -97,8 +97,9 @@ def _valid_text(valid) -> str:
     return _FORMS if valid is None else ", ".join(Method.parse(v).name for v in valid)
 
 
-def predictions_path(method: str | Method = "plain", model="{model}", condition="{condition}", chunk="{chunk}",
-                     epochs=None) -> str:  # fmt: skip
+def predictions_path(
+    method: str | Method = "plain", model="{model}", condition="{condition}", chunk="{chunk}", epochs=None
+) -> str:
     """Where the predictions of ``method`` lie: results/predict/ (plain), results/mitigation/
     predict/ (the others), or results/budget/ (``epochs``: the budget study, plain included).
     Arguments left at their defaults, and the method ``{method}``, stay Snakemake wildcards."""

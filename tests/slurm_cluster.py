@@ -37,8 +37,7 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 4000, gpus: int = 2,
-                 partition: str = "test"):  # fmt: skip
+    def __init__(self, root: Path, cpus: int = 2, memory_mb: int = 4000, gpus: int = 2, partition: str = "test"):
         self.root = Path(root)
         self.cpus, self.memory_mb, self.gpus, self.partition = cpus, memory_mb, gpus, partition
         self.procs: dict[str, subprocess.Popen] = {}
@@ -119,12 +118,19 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
     def start(self, timeout: float = 60) -> "SlurmCluster":
         self._write_config()
         r = self.root
-        self._start("munged", [_which("munged"), "--foreground", "--force",
-                               f"--key-file={r}/munge/munge.key",
-                               f"--socket={r}/munge/munge.socket",
-                               f"--pid-file={r}/munge/munged.pid",
-                               f"--log-file={r}/munge/munged.log",
-                               f"--seed-file={r}/munge/munged.seed"])  # fmt: skip
+        self._start(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--key-file={r}/munge/munge.key",
+                f"--socket={r}/munge/munge.socket",
+                f"--pid-file={r}/munge/munged.pid",
+                f"--log-file={r}/munge/munged.log",
+                f"--seed-file={r}/munge/munged.seed",
+            ],
+        )
         self._wait(lambda: (r / "munge/munge.socket").exists(), timeout, "munged socket")
         self._start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._start("slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", str(self.conf)])
@@ -153,8 +159,7 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
 
     def logs(self, tail: int = 3000) -> str:
         parts = []
-        for name in ("munged.out", "munge/munged.log", "slurmctld.log", "slurmd.log",
-                     "slurmctld.out", "slurmd.out"):  # fmt: skip
+        for name in ("munged.out", "munge/munged.log", "slurmctld.log", "slurmd.log", "slurmctld.out", "slurmd.out"):
             p = self.root / name
             if p.exists():
                 parts.append(f"--- {name} ---\n{p.read_text(errors='replace')[-tail:]}")

@@ -44,8 +44,13 @@ def _augmented_by_example(keyed_by, shuffle_replica):
 
     n = 64
     g = torch.Generator().manual_seed(0)
-    data = Dataset("d", torch.randn(n, 1, 40, generator=g), torch.zeros(n, dtype=torch.long),
-                   torch.randn(8, 1, 40, generator=g), torch.zeros(8, dtype=torch.long))  # fmt: skip
+    data = Dataset(
+        "d",
+        torch.randn(n, 1, 40, generator=g),
+        torch.zeros(n, dtype=torch.long),
+        torch.randn(8, 1, 40, generator=g),
+        torch.zeros(8, dtype=torch.long),
+    )
     recipe = {"batch_size": 16, "augment": "shift", "augment_size": 2, "kernels_cpu_standin": True}
     if keyed_by:
         recipe["augment_keyed_by"] = keyed_by

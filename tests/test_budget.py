@@ -103,8 +103,14 @@ def test_a_budget_job_is_the_protocols_job_with_other_epochs():
 
 def test_a_list_of_tta_specs_gives_every_method():
     c = cfg.validate(with_changes(mitigation__tta=[{"name": "s1", "kind": "shift", "size": 1}, "flip"]))
-    assert list(plan.budget_methods(c)) == ["plain", "tta:s1", "tta:flip", "snapshot", "snapshot+tta:s1",
-                                             "snapshot+tta:flip"]  # fmt: skip
+    assert list(plan.budget_methods(c)) == [
+        "plain",
+        "tta:s1",
+        "tta:flip",
+        "snapshot",
+        "snapshot+tta:s1",
+        "snapshot+tta:flip",
+    ]
 
 
 def job_stats(out) -> dict:

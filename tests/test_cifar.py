@@ -125,13 +125,13 @@ TINY_CIFAR = {
         "augment": "crop_flip",
         "augment_size": 4,
         "eval_every": 1,
-    },  # fmt: skip
+    },
     "models": {
         "resnet": {
             "arch": "resnet",
             "params": {"blocks": 1, "width": 4},
             "conditions": ["control", "augment"],
-        },  # fmt: skip
+        },
     },
     "metrics": {"bootstrap_resamples": 50},
 }
@@ -139,8 +139,7 @@ TINY_CIFAR = {
 
 def test_tiny_cifar_through_data_rule_and_resnet(tmp_path):
     md5 = write_tiny_cifar(tmp_path / "cifar")
-    config = {**TINY_CIFAR, "dataset": {"name": "cifar10", "path": str(tmp_path / "cifar"),
-                                        "md5": md5}}  # fmt: skip
+    config = {**TINY_CIFAR, "dataset": {"name": "cifar10", "path": str(tmp_path / "cifar"), "md5": md5}}
     work = tmp_path / "work"
     work.mkdir()
     snakemake(work, "--cores", "2", "results/tables/diversity.csv", config=config)
@@ -162,14 +161,22 @@ def paper_slice_config(cifar_root, md5) -> dict:
 
     config = default_config()
     update_config(config, yaml.safe_load(open(REPO / "configs/paper.yaml")))
-    update_config(config, {
-        "device": "cpu", "replicas": 2, "replicas_per_job": 2, "threads_per_job": 1,
-        "checkpoint_every": 0,
-        "dataset": {"path": str(cifar_root), "md5": md5, "download": False},
-        "training": {"epochs": 2, "batch_size": 40, "warmup_epochs": 1, "eval_every": 1},
-        "divergence": {"models": []}, "stability": {"models": []},
-        "mitigation": {"snapshot_cycles": 2}, "metrics": {"bootstrap_resamples": 50},
-    })  # fmt: skip
+    update_config(
+        config,
+        {
+            "device": "cpu",
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "threads_per_job": 1,
+            "checkpoint_every": 0,
+            "dataset": {"path": str(cifar_root), "md5": md5, "download": False},
+            "training": {"epochs": 2, "batch_size": 40, "warmup_epochs": 1, "eval_every": 1},
+            "divergence": {"models": []},
+            "stability": {"models": []},
+            "mitigation": {"snapshot_cycles": 2},
+            "metrics": {"bootstrap_resamples": 50},
+        },
+    )
     for name in list(config["models"]):
         if name != "resnet14":
             config["models"][name] = None
@@ -185,12 +192,27 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     config = paper_slice_config(tmp_path / "cifar", md5)
     work = tmp_path / "work"
     work.mkdir()
-    snakemake(work, "--cores", "2", "results/tables/diversity.csv", "results/tables/mitigation.csv",
-              "results/tables/paper_comparison.csv", config=config)  # fmt: skip
+    snakemake(
+        work,
+        "--cores",
+        "2",
+        "results/tables/diversity.csv",
+        "results/tables/mitigation.csv",
+        "results/tables/paper_comparison.csv",
+        config=config,
+    )
     rows = list(csv.DictReader(open(work / "results/tables/diversity.csv")))
     assert [r["condition"] for r in rows] == [
-        "control", "init", "shuffle", "augment", "kernels", "all", "bitflip", "shuffle_kernels",
-        "shuffle_augment_kernels"]  # fmt: skip
+        "control",
+        "init",
+        "shuffle",
+        "augment",
+        "kernels",
+        "all",
+        "bitflip",
+        "shuffle_kernels",
+        "shuffle_augment_kernels",
+    ]
     by = {r["condition"]: r for r in rows}
     assert int(float(by["control"]["n_identical_pairs"])) == 1  # bitwise identical replicas
     for c in ("kernels", "shuffle_kernels", "shuffle_augment_kernels", "all"):
@@ -202,7 +224,11 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     assert job["model_spec"]["shortcut"] == "option_a" and job["sources"] == ["kernels", "shuffle"]
     r = job["recipe"]
     assert (r["init"], r["weight_decay_on"], r["lr_scale_bias_bn"], r["schedule"]) == (
-        "kaiming_normal_fan_out", "all", 0.1, "authors")  # fmt: skip
+        "kaiming_normal_fan_out",
+        "all",
+        0.1,
+        "authors",
+    )
     assert r["bitflip_tensor"] == "stem.0.weight"
     differ = {k for k in seeds[0] if seeds[0][k] != seeds[1][k]}
     assert differ == {"shuffle", "kernels"}
@@ -211,19 +237,18 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     assert all(fl["tensor"] == "stem.0.weight" for fl in flips), flips
     mit = {r["method"]: r for r in csv.DictReader(open(work / "results/tables/mitigation.csv"))}
     passes = {"flip": 2, "crop25": 26, "crop81": 82, "flip-crop25": 51, "flip-crop81": 163}
-    assert set(mit) == {"plain", "snapshot"} | {f"{m}:{n}" for m in ("tta", "snapshot+tta")
-                                                for n in passes}  # fmt: skip
+    assert set(mit) == {"plain", "snapshot"} | {f"{m}:{n}" for m in ("tta", "snapshot+tta") for n in passes}
     for name, n in passes.items():
         assert int(mit[f"tta:{name}"]["test_passes"]) == n
         assert int(mit[f"snapshot+tta:{name}"]["test_passes"]) == 2 * n
     # the published numbers beside ours, converted to the paper's conventions
-    comp = {(r["method"], r["metric"]): r
-            for r in csv.DictReader(open(work / "results/tables/paper_comparison.csv"))}  # fmt: skip
+    comp = {(r["method"], r["metric"]): r for r in csv.DictReader(open(work / "results/tables/paper_comparison.csv"))}
     from helpers import REPO
 
     published = list(csv.DictReader(open(REPO / "paper/expected.csv")))
-    assert set(comp) == {(e["method"], e["metric"]) for e in published
-                         if e["table"] == "diversity" or e["method"] in mit}  # fmt: skip
+    assert set(comp) == {
+        (e["method"], e["metric"]) for e in published if e["table"] == "diversity" or e["method"] in mit
+    }
     assert ("snapshot+tta:flip-crop81", "variability_reduction") in comp  # the paper's 61 %
     sd = float(comp[("plain", "acc_sd")]["ours"])
     assert sd == pytest.approx(float(by["all"]["acc_sd"]) * (1 / 2) ** 0.5)  # ddof 1 -> 0, n = 2

@@ -13,11 +13,13 @@ def test_variance_components_recover_planted_two_factor(planted):
     estimates = []
     for _ in range(40):
         a, b = 12, 12
-        y = (rng.normal(0, np.sqrt(va), (a, 1)) + rng.normal(0, np.sqrt(vb), (1, b))
-             + rng.normal(0, np.sqrt(vab + ve), (a, b)))  # fmt: skip
+        y = (
+            rng.normal(0, np.sqrt(va), (a, 1))
+            + rng.normal(0, np.sqrt(vb), (1, b))
+            + rng.normal(0, np.sqrt(vab + ve), (a, b))
+        )
         est = anova_components(y, ["init", "shuffle"])
-        estimates.append([est["init"]["component"], est["shuffle"]["component"],
-                          est["residual"]["component"]])  # fmt: skip
+        estimates.append([est["init"]["component"], est["shuffle"]["component"], est["residual"]["component"]])
     mean = np.mean(estimates, axis=0)
     assert mean == pytest.approx([va, vb, vab + ve], abs=0.35 * max(va, vb, 1.0))
 
@@ -29,8 +31,12 @@ def test_variance_components_three_factors_with_interaction():
     est = []
     for _ in range(30):
         n = 8
-        y = (rng.normal(0, 1.0, (n, 1, 1)) + rng.normal(0, np.sqrt(0.5), (1, n, 1))
-             + rng.normal(0, np.sqrt(0.8), (n, n, 1)) + rng.normal(0, 0.3, (n, n, n)))  # fmt: skip
+        y = (
+            rng.normal(0, 1.0, (n, 1, 1))
+            + rng.normal(0, np.sqrt(0.5), (1, n, 1))
+            + rng.normal(0, np.sqrt(0.8), (n, n, 1))
+            + rng.normal(0, 0.3, (n, n, n))
+        )
         est.append({k: v["component"] for k, v in anova_components(y, sources).items()})
     for name, value in planted.items():
         got = np.mean([e[name] for e in est])
@@ -102,8 +108,12 @@ def with_sections(**sections):
 
 
 def test_comparison_defaults_and_jobs():
-    c = with_sections(comparisons={"lr": {"model": "cnn", "candidate": {"training": {"lr": 0.1}}},
-                                   "w": {"model": "cnn", "candidate": {"params": {"channels": 16}}}})  # fmt: skip
+    c = with_sections(
+        comparisons={
+            "lr": {"model": "cnn", "candidate": {"training": {"lr": 0.1}}},
+            "w": {"model": "cnn", "candidate": {"params": {"channels": 16}}},
+        }
+    )
     spec = c["comparisons"]["lr"]
     assert (spec["replicas"], spec["condition"], spec["alpha"], spec["power"]) == (8, "all", 0.05, 0.8)
     assert spec["baseline"] is not c["comparisons"]["w"]["baseline"]  # defaults not shared
@@ -118,8 +128,11 @@ def test_comparison_defaults_and_jobs():
 
 
 def test_comparison_over_chosen_sources_carries_explicit_seeds():
-    c = with_sections(comparisons={"s": {"model": "cnn", "sources": ["init", "shuffle"],
-                                         "replicas": 3, "candidate": {"training": {"lr": 0.1}}}})  # fmt: skip
+    c = with_sections(
+        comparisons={
+            "s": {"model": "cnn", "sources": ["init", "shuffle"], "replicas": 3, "candidate": {"training": {"lr": 0.1}}}
+        }
+    )
     assert "condition" not in c["comparisons"]["s"]
     job = plan.comparison_job(c, "s", "baseline", 0)
     seeds = [s for s in job["seeds"]]
@@ -133,29 +146,60 @@ def test_comparison_over_chosen_sources_carries_explicit_seeds():
     "section, message",
     [
         ({"comparisons": {"x": {"model": "nope", "candidate": {}}}}, "comparisons.x.model"),
-        ({"comparisons": {"x": {"model": "cnn", "candidate": {"params": {"depth": 3}}}}},
-         "comparisons.x.candidate.params.depth"),
+        (
+            {"comparisons": {"x": {"model": "cnn", "candidate": {"params": {"depth": 3}}}}},
+            "comparisons.x.candidate.params.depth",
+        ),
         ({"comparisons": {"x": {"model": "cnn", "candidate": {}}}}, "identical"),
-        ({"comparisons": {"x": {"model": "linear", "condition": "dropout",
-                                "candidate": {"training": {"lr": 0.1}}}}}, "no dropout"),
-        ({"comparisons": {"x": {"model": "cnn", "condition": "all", "sources": ["init"],
-                                "candidate": {"training": {"lr": 0.1}}}}}, "not both"),
-        ({"comparisons": {"x": {"model": "cnn", "candidate": {"training": {"lr": -1}}}}},
-         "comparisons.x.candidate.training.lr"),
+        (
+            {"comparisons": {"x": {"model": "linear", "condition": "dropout", "candidate": {"training": {"lr": 0.1}}}}},
+            "no dropout",
+        ),
+        (
+            {
+                "comparisons": {
+                    "x": {
+                        "model": "cnn",
+                        "condition": "all",
+                        "sources": ["init"],
+                        "candidate": {"training": {"lr": 0.1}},
+                    }
+                }
+            },
+            "not both",
+        ),
+        (
+            {"comparisons": {"x": {"model": "cnn", "candidate": {"training": {"lr": -1}}}}},
+            "comparisons.x.candidate.training.lr",
+        ),
         ({"factorial": {"f": {"model": "cnn", "sources": ["init"]}}}, "factorial.f.sources"),
         ({"factorial": {"f": {"model": "linear", "sources": ["init", "dropout"]}}}, "no dropout"),
-        ({"comparisons": {"x": {"model": "cnn", "gamma": 1.2, "candidate": {"training": {"lr": 0.1}}}}},
-         "comparisons.x.gamma"),
-        ({"comparisons": {"x": {"model": "cnn", "gamma": 0.5, "candidate": {"training": {"lr": 0.1}}}}},
-         "comparisons.x.gamma"),
-        ({"comparisons": {"x": {"model": "cnn", "margin": -1.0, "candidate": {"training": {"lr": 0.1}}}}},
-         "comparisons.x.margin"),
-        ({"comparisons": {"x": {"model": "cnn", "margin": {"accuracy": -0.5},
-                                "candidate": {"training": {"lr": 0.1}}}}}, "comparisons.x.margin.accuracy"),
-        ({"comparisons": {"x": {"model": "cnn", "replicas": 1, "candidate": {"training": {"lr": 0.1}}}}},
-         "comparisons.x.replicas"),
+        (
+            {"comparisons": {"x": {"model": "cnn", "gamma": 1.2, "candidate": {"training": {"lr": 0.1}}}}},
+            "comparisons.x.gamma",
+        ),
+        (
+            {"comparisons": {"x": {"model": "cnn", "gamma": 0.5, "candidate": {"training": {"lr": 0.1}}}}},
+            "comparisons.x.gamma",
+        ),
+        (
+            {"comparisons": {"x": {"model": "cnn", "margin": -1.0, "candidate": {"training": {"lr": 0.1}}}}},
+            "comparisons.x.margin",
+        ),
+        (
+            {
+                "comparisons": {
+                    "x": {"model": "cnn", "margin": {"accuracy": -0.5}, "candidate": {"training": {"lr": 0.1}}}
+                }
+            },
+            "comparisons.x.margin.accuracy",
+        ),
+        (
+            {"comparisons": {"x": {"model": "cnn", "replicas": 1, "candidate": {"training": {"lr": 0.1}}}}},
+            "comparisons.x.replicas",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_comparison_or_design_names_the_key(section, message):
     with pytest.raises(cfg.ConfigError) as err:
         with_sections(**section)

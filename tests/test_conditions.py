@@ -10,12 +10,19 @@ from nondet.workflow import plan
 BASE = {
     "replicas": 4,
     "replicas_per_job": 4,
-    "conditions": {"shuffle_kernels": ["shuffle", "kernels"],
-                   "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
-                   "same_as_all": ["init", "shuffle", "augment", "dropout", "kernels", "data"]},
-    "models": {"m": {"arch": "mlp", "params": {"dropout": 0.1}, "conditions": ["control", "shuffle_kernels",
-                                                       "shuffle_augment_kernels", "same_as_all"]}},
-}  # fmt: skip
+    "conditions": {
+        "shuffle_kernels": ["shuffle", "kernels"],
+        "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
+        "same_as_all": ["init", "shuffle", "augment", "dropout", "kernels", "data"],
+    },
+    "models": {
+        "m": {
+            "arch": "mlp",
+            "params": {"dropout": 0.1},
+            "conditions": ["control", "shuffle_kernels", "shuffle_augment_kernels", "same_as_all"],
+        }
+    },
+}
 
 
 def seeds_of(c, condition):
@@ -53,22 +60,24 @@ def test_a_condition_of_alls_sources_draws_alls_seeds():
         ({"conditions": {"all": ["init"]}}, "conditions.all"),
         ({"conditions": {"x": ["seeds"]}}, "conditions.x.0"),
         ({"conditions": {"x-y": ["init"]}}, "conditions"),
-        ({"models": {"m": {"arch": "linear", "conditions": ["control", "nope"]}}},
-         "models.m.conditions.1"),
-        ({"conditions": {"d": ["dropout"]},
-          "models": {"m": {"arch": "linear", "conditions": ["d"]}}}, "models.m.conditions"),
+        ({"models": {"m": {"arch": "linear", "conditions": ["control", "nope"]}}}, "models.m.conditions.1"),
+        (
+            {"conditions": {"d": ["dropout"]}, "models": {"m": {"arch": "linear", "conditions": ["d"]}}},
+            "models.m.conditions",
+        ),
     ],
-)  # fmt: skip
+)
 def test_condition_errors_name_the_key(change, key):
     with pytest.raises(cfg.ConfigError, match=key.replace(".", r"\.")):
         cfg.validate({**BASE, **change})
 
 
 def test_table_orders_config_conditions_after_built_ins_in_given_order():
-    rows = [{"model": "m", "condition": c, "n_replicas": 2} for c in
-            ["shuffle_augment_kernels", "all", "shuffle_kernels", "control", "bitflip"]]  # fmt: skip
+    rows = [
+        {"model": "m", "condition": c, "n_replicas": 2}
+        for c in ["shuffle_augment_kernels", "all", "shuffle_kernels", "control", "bitflip"]
+    ]
     from nondet.analysis.tables import COLUMNS
 
     df = diversity_frame([{**dict.fromkeys(COLUMNS, 0.0), **r} for r in rows])
-    assert list(df["condition"]) == ["control", "all", "bitflip", "shuffle_augment_kernels",
-                                     "shuffle_kernels"]  # fmt: skip
+    assert list(df["condition"]) == ["control", "all", "bitflip", "shuffle_augment_kernels", "shuffle_kernels"]

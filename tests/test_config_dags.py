@@ -135,7 +135,7 @@ def stand_in_dataset(dataset: dict, root: Path) -> dict:
         return {**dataset, "path": str(root / "idx"), "md5": md5, "download": False, "n_train": 60, "n_test": 40}
     if name == "loader" and dataset["loader"] == "mypkg.data:load":  # examples/: a Fashion-MNIST loader
         write_tiny_idx(root / "idx")
-        return {**dataset, "args": {"folder": str(root / "idx"), "n_train": 60, "n_test": 40}}  # fmt: skip
+        return {**dataset, "args": {"folder": str(root / "idx"), "n_train": 60, "n_test": 40}}
     raise AssertionError(f"dataset {name!r}: add a tiny stand-in for it to tests/test_config_dags.py")
 
 
@@ -227,8 +227,9 @@ def reduce_config(path: Path, root: Path) -> dict:
         arch = full["models"][name]["arch"]
         spec["params"] = {**spec.get("params", {}), **SMALL_PARAMS.get(arch, {})}
         spec["conditions"] = conditions[name]
-    c["overrides"] = {m: {k: v for k, v in o.items() if k in conditions[m]}
-                      for m, o in full["overrides"].items() if m in keep}  # fmt: skip
+    c["overrides"] = {
+        m: {k: v for k, v in o.items() if k in conditions[m]} for m, o in full["overrides"].items() if m in keep
+    }
     c["overrides"] = {m: o for m, o in c["overrides"].items() if o}
     c.update(device="cpu", replicas=2, replicas_per_job=8, threads_per_job=1, checkpoint_every=0)
     t = c.setdefault("training", {})

@@ -64,19 +64,23 @@ def test_data_replicas_differ_on_the_same_test_set(small_data, recipe):
     test_x, test_y = small_data.x_test.clone(), small_data.y_test.clone()
     spec = {"arch": "mlp", "hidden": 32, "dropout": 0.0}
     quick = {**recipe, "epochs": 1, "augment": "none"}
-    runs = [train_replica(spec, quick, replica_seeds("data", r, 0), small_data, CPU, log=lambda *a: None)
-            for r in (0, 1)]  # fmt: skip
+    runs = [
+        train_replica(spec, quick, replica_seeds("data", r, 0), small_data, CPU, log=lambda *a: None) for r in (0, 1)
+    ]
     assert torch.equal(small_data.x_test, test_x) and torch.equal(small_data.y_test, test_y)
     a, b = (predict(r["model"], small_data.x_test)[0].argmax(1) for r in runs)
     assert (a != b).float().mean() > 0
 
 
 def test_plan_puts_the_resampling_in_the_jobs_that_vary_data_only():
-    config = cfg.validate({
-        "replicas": 2, "data_resampling": {"kind": "subsample", "fraction": 0.5},
-        "models": {"m": {"arch": "linear", "conditions": ["control", "init", "data", "all"]}},
-        "factorial": {"f": {"model": "m", "sources": ["init", "data"], "levels": 2}},
-    })  # fmt: skip
+    config = cfg.validate(
+        {
+            "replicas": 2,
+            "data_resampling": {"kind": "subsample", "fraction": 0.5},
+            "models": {"m": {"arch": "linear", "conditions": ["control", "init", "data", "all"]}},
+            "factorial": {"f": {"model": "m", "sources": ["init", "data"], "levels": 2}},
+        }
+    )
     for condition, varies in [("control", False), ("init", False), ("data", True), ("all", True)]:
         job = plan.train_job(config, "m", condition, 0)
         assert ("resample" in job["recipe"]) == varies, condition

@@ -36,9 +36,19 @@ def fake_predictions(path, shift=0.0, replicas=(0, 1, 2, 3), diverged=DIVERGED):
     return path
 
 
-COMPARE = {"name": "c", "baseline": "baseline", "candidate": "candidate", "paired_by": None, "alpha": 0.05,
-           "power": 0.8, "effect": {}, "gamma": 0.75, "margin": {}, "margin_kind": "equivalence",
-           "held_fixed": "test"}  # fmt: skip
+COMPARE = {
+    "name": "c",
+    "baseline": "baseline",
+    "candidate": "candidate",
+    "paired_by": None,
+    "alpha": 0.05,
+    "power": 0.8,
+    "effect": {},
+    "gamma": 0.75,
+    "margin": {},
+    "margin_kind": "equivalence",
+    "held_fixed": "test",
+}
 
 
 def run_stage(name, tmp_path, on_diverged):
@@ -60,9 +70,15 @@ def run_stage(name, tmp_path, on_diverged):
         params = {"alpha": 0.05, "on_diverged": on_diverged}
         runs_all_pairs({"g": pred, "h": other}, tmp_path / "p.csv", params, log)
     elif name == "factorial":
-        params = {"name": "f", "sources": ["init", "shuffle"], "levels": [2, 2],
-                  "cells": [[0, 0], [0, 1], [1, 0], [1, 1]], "bootstrap_resamples": 10, "seed": 0,
-                  "on_diverged": on_diverged}  # fmt: skip
+        params = {
+            "name": "f",
+            "sources": ["init", "shuffle"],
+            "levels": [2, 2],
+            "cells": [[0, 0], [0, 1], [1, 0], [1, 1]],
+            "bootstrap_resamples": 10,
+            "seed": 0,
+            "on_diverged": on_diverged,
+        }
         analysis_stages.factorial([pred], tmp_path / "f.csv", tmp_path / "f.pdf", tmp_path / "f.png", params, log)
     return log.read_text()
 

@@ -91,8 +91,11 @@ def test_every_rule_names_an_existing_env():
     envs = rule_envs()
     listed = subprocess.run(
         [sys.executable, "-m", "snakemake", "--list-rules", "--snakefile", str(REPO / "Snakefile")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr
     names = set(listed.stdout.split())
     assert names == set(envs), names ^ set(envs)  # the parser saw every rule Snakemake knows
@@ -138,8 +141,7 @@ def test_analysis_env_rules_do_not_need_torch():
             if m and m.group(1) in analysis and script:
                 modules |= stage_modules((path.parent / script.group(1)).resolve())
     code = BLOCK_TORCH + "".join(f"import {m}\n" for m in sorted(modules))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=REPO)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     if out.returncode:
         pytest.fail(f"an analysis-env rule imports torch ({sorted(modules)}):\n{out.stderr[-2000:]}")
 
@@ -156,8 +158,9 @@ def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
         "print('torch' in sys.modules, 'torch' in v, 'scipy' in v)\n"
     )
     for pre, expect in (("", "False False True"), ("import torch\n", "True True True")):
-        out = subprocess.run([sys.executable, "-c", code.format(pre=pre)], capture_output=True, text=True,
-                             timeout=120, cwd=REPO)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(pre=pre)], capture_output=True, text=True, timeout=120, cwd=REPO
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.split("\n")[-2] == expect
 

@@ -26,8 +26,11 @@ def example_config() -> dict:
     c["replicas"], c["replicas_per_job"] = 3, 3
     c["training"].update(epochs=2, eval_every=1)
     user = c["models"]["mycnn"]
-    user.update(pythonpath=EXAMPLES, params={"channels": 8, "dropout": 0.2},
-                conditions=["control", "init", "shuffle", "augment", "dropout"])  # fmt: skip
+    user.update(
+        pythonpath=EXAMPLES,
+        params={"channels": 8, "dropout": 0.2},
+        conditions=["control", "init", "shuffle", "augment", "dropout"],
+    )
     c["models"]["linear"] = {"arch": "linear", "conditions": ["control", "init"]}
     c["metrics"] = {"bootstrap_resamples": 200}
     return c
@@ -49,13 +52,22 @@ def test_example_runs_end_to_end(example_run):
     from nondet.workflow.torch_stages import same_weights
 
     res = example_run / "results"
-    for path in ("tables/diversity.csv", "tables/diversity.md", "tables/provenance.csv",
-                 "figures/diversity_mycnn.pdf", "figures/diversity_mycnn.png",
-                 "figures/diversity_linear.png", "checks/mycnn.json", "report.html"):  # fmt: skip
+    for path in (
+        "tables/diversity.csv",
+        "tables/diversity.md",
+        "tables/provenance.csv",
+        "figures/diversity_mycnn.pdf",
+        "figures/diversity_mycnn.png",
+        "figures/diversity_linear.png",
+        "checks/mycnn.json",
+        "report.html",
+    ):
         assert (res / path).stat().st_size > 0, path
     rows = {(r["model"], r["condition"]): r for r in csv.DictReader(open(res / "tables/diversity.csv"))}
     assert set(rows) == {("mycnn", c) for c in CONFIG["models"]["mycnn"]["conditions"]} | {
-        ("linear", "control"), ("linear", "init")}  # fmt: skip
+        ("linear", "control"),
+        ("linear", "init"),
+    }
     # control: bitwise identical replicas of the user's model (weights and logits)
     control = load_replicas(res / "train/mycnn/control/chunk0.h5")
     assert len(control) == 3 and all(same_weights(r["weights"], control[0]["weights"]) for r in control)
@@ -105,8 +117,9 @@ def test_broken_user_model_stops_before_any_training(tmp_path):
     )
     bad = copy.deepcopy(CONFIG)
     bad["dataset"]["args"] = {"n_train": 100, "n_test": 50}
-    bad["models"] = {"broken": {"arch": "brokenmodels:build", "pythonpath": str(tmp_path / "pkg"),
-                                "conditions": ["control", "init"]}}  # fmt: skip
+    bad["models"] = {
+        "broken": {"arch": "brokenmodels:build", "pythonpath": str(tmp_path / "pkg"), "conditions": ["control", "init"]}
+    }
     out = snakemake(tmp_path, "--cores", "1", config=bad, check=False)
     assert out.returncode != 0
     log = (tmp_path / "logs/checks/broken.log").read_text()

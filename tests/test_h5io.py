@@ -61,15 +61,26 @@ def test_check_same_experiment(tmp_path):
 
 def test_open_input_checks_the_expected_job(tmp_path):
     path = tmp_path / "p.h5"
-    prov = h5io.provenance(kind="predict", spec_hash="aaa", data_hash="ddd", method="tta",
-                           tta={"kind": "shift", "size": 2})  # fmt: skip
+    prov = h5io.provenance(
+        kind="predict", spec_hash="aaa", data_hash="ddd", method="tta", tta={"kind": "shift", "size": 2}
+    )
     with h5io.atomic_h5(path, prov):
         pass
-    want = {"spec_hash": "aaa", "data_hash": "ddd", "code_version": h5io.CODE_VERSION,
-            "method": "tta", "tta": {"size": 2, "kind": "shift"}}  # fmt: skip
+    want = {
+        "spec_hash": "aaa",
+        "data_hash": "ddd",
+        "code_version": h5io.CODE_VERSION,
+        "method": "tta",
+        "tta": {"size": 2, "kind": "shift"},
+    }
     h5io.open_input(path, "predict", want).close()  # flat attributes and provenance entries
-    for key, value in (("spec_hash", "bbb"), ("data_hash", "eee"), ("code_version", "0"),
-                       ("method", "plain"), ("tta", {"kind": "shift", "size": 1})):  # fmt: skip
+    for key, value in (
+        ("spec_hash", "bbb"),
+        ("data_hash", "eee"),
+        ("code_version", "0"),
+        ("method", "plain"),
+        ("tta", {"kind": "shift", "size": 1}),
+    ):
         with pytest.raises(h5io.InputError) as err:
             h5io.open_input(path, "predict", {**want, key: value})
         assert str(path) in str(err.value) and f"{key}: the file has" in str(err.value)

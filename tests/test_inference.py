@@ -58,8 +58,10 @@ def test_size_and_coverage_at_three_runs_per_arm(null_trials, test):
 def test_paired_by_seed_at_three_runs(null_trials):
     rng = np.random.default_rng(22)
     pairs = [(i, i) for i in range(3)]
-    rows = [rows_by_test(inf.compare(*simulate(rng, 3, 300, run_sd=0.3, shared_seeds=True), pairs=pairs,
-                                     correct=False)) for _ in range(400)]  # fmt: skip
+    rows = [
+        rows_by_test(inf.compare(*simulate(rng, 3, 300, run_sd=0.3, shared_seeds=True), pairs=pairs, correct=False))
+        for _ in range(400)
+    ]
     for test, truth in (("paired_runs", 0.0), ("p_better", 0.5)):
         rejected = np.mean([r[test]["p_value"] < 0.05 for r in rows])
         covered = np.mean([r[test]["ci_low"] <= truth <= r[test]["ci_high"] for r in rows])
@@ -104,8 +106,13 @@ def test_permutation_is_scipys_exact_test_and_states_its_floor():
         row = inf.permutation(a, b)
         assert row["p_value"] == pytest.approx(ref.pvalue)
         assert row["min_p"] == pytest.approx(2 / math.comb(ra + rb, ra))
-        ref = stats.permutation_test((a[:ra] - b[:ra],), lambda d, axis=-1: d.mean(axis), permutation_type="samples",
-                                     n_resamples=np.inf, vectorized=True)  # fmt: skip
+        ref = stats.permutation_test(
+            (a[:ra] - b[:ra],),
+            lambda d, axis=-1: d.mean(axis),
+            permutation_type="samples",
+            n_resamples=np.inf,
+            vectorized=True,
+        )
         assert inf.permutation(a[:ra], b[:ra], paired=True)["p_value"] == pytest.approx(ref.pvalue)
     # 2 runs per arm: 1/3 at best (both candidate runs beating both baseline runs: 1 in 6 by chance)
     assert inf.permutation([2.0, 3.0], [0.0, 1.0])["p_value"] == pytest.approx(1 / 3)
@@ -339,8 +346,17 @@ def test_compare_rows_verdict_and_all_pairs():
     base, cand = simulate(rng, 5, 300)
     rows = inf.compare(base, cand, pairs=[(i, i) for i in range(5)], margin={"accuracy": 2.0})
     tests = {r["test"] for r in rows}
-    assert tests == {"welch", "permutation", "paired_runs", "joint_paired", "joint_unpaired", "p_better",
-                     "tost", "fixes", "regressions"}  # fmt: skip
+    assert tests == {
+        "welch",
+        "permutation",
+        "paired_runs",
+        "joint_paired",
+        "joint_unpaired",
+        "p_better",
+        "tost",
+        "fixes",
+        "regressions",
+    }
     for test in tests:
         sub = [r for r in rows if r["test"] == test]
         np.testing.assert_allclose([r["p_holm"] for r in sub], inf.holm([r["p_value"] for r in sub]))

@@ -10,8 +10,17 @@ from nondet.methods import BASES, Method, MethodError, predictions_path
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
 
-NAMES = ["plain", "tta", "snapshot", "snapshot+tta", "tta:flip", "tta:flip-crop25", "snapshot+tta:crop81",
-         "tta:s_1", "snapshot+tta:a_b-c"]  # fmt: skip
+NAMES = [
+    "plain",
+    "tta",
+    "snapshot",
+    "snapshot+tta",
+    "tta:flip",
+    "tta:flip-crop25",
+    "snapshot+tta:crop81",
+    "tta:s_1",
+    "snapshot+tta:a_b-c",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -34,8 +43,21 @@ def test_fields_and_order():
     assert Method.from_tag("tta_snapshot") == Method(tta=True, spec="snapshot")  # a spec named snapshot
 
 
-@pytest.mark.parametrize("bad", ["", "TTA", "ensemble", "snapshot:flip", "plain:x", "tta:", "tta:a:b",
-                                 "tta+snapshot", "snapshot+tta:-x", "tta:a b"])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "TTA",
+        "ensemble",
+        "snapshot:flip",
+        "plain:x",
+        "tta:",
+        "tta:a:b",
+        "tta+snapshot",
+        "snapshot+tta:-x",
+        "tta:a b",
+    ],
+)
 def test_bad_names_fail_naming_the_method_and_the_valid_ones(bad):
     with pytest.raises(
         MethodError, match=re.escape(f"unknown mitigation method {bad!r}; valid: plain, tta, snapshot,")
@@ -55,8 +77,10 @@ def test_bad_tags_and_fields_fail():
 
 
 def test_parse_against_a_configs_methods():
-    base = {"models": {"m": {"arch": "cnn1d", "conditions": ["all"]}},
-            "mitigation": {"models": ["m"], "tta": ["flip", {"name": "s1", "kind": "shift", "size": 1}]}}  # fmt: skip
+    base = {
+        "models": {"m": {"arch": "cnn1d", "conditions": ["all"]}},
+        "mitigation": {"models": ["m"], "tta": ["flip", {"name": "s1", "kind": "shift", "size": 1}]},
+    }
     c = cfg.validate(base)
     valid = plan.budget_methods(c)
     assert Method.parse("snapshot+tta:s1", valid) == Method(True, True, "s1")
@@ -75,8 +99,10 @@ def test_parse_against_a_configs_methods():
 def test_predictions_paths():
     assert predictions_path() == "results/predict/{model}/{condition}/chunk{chunk}.h5"
     assert predictions_path("{method}") == "results/mitigation/predict/{model}/{condition}/{method}/chunk{chunk}.h5"
-    assert (predictions_path("{method}", epochs="{epochs}")
-            == "results/budget/{model}/{condition}/e{epochs}/predict/{method}/chunk{chunk}.h5")  # fmt: skip
+    assert (
+        predictions_path("{method}", epochs="{epochs}")
+        == "results/budget/{model}/{condition}/e{epochs}/predict/{method}/chunk{chunk}.h5"
+    )
     assert predictions_path("snapshot+tta:flip", "cnn", "all", 3) == (
         "results/mitigation/predict/cnn/all/snapshot_tta_flip/chunk3.h5"
     )

@@ -148,8 +148,7 @@ def test_accuracy_variance_split_is_exact_and_separates_the_parts():
     assert split["acc_sd_binomial"] == pytest.approx(100 * np.sqrt(0.09 / n), rel=0.05)
     # a shared quality shift per model (the same examples flip together) -> "shared" dominates
     order = rng.permutation(n)
-    shared = np.stack([logits_from(np.isin(np.arange(n), order[: int(n * q)]))
-                       for q in rng.uniform(0.8, 0.95, 40)])  # fmt: skip
+    shared = np.stack([logits_from(np.isin(np.arange(n), order[: int(n * q)])) for q in rng.uniform(0.8, 0.95, 40)])
     split = M.accuracy_variance_split(shared, labels)
     assert split["acc_var_shared"] > 10 * split["acc_var_indep"]
 

@@ -24,16 +24,43 @@ def test_expected_numbers_are_sourced():
 
 
 def test_conversions_and_differences_in_se():
-    expected = pd.DataFrame([
-        {"table": "diversity", "model": "r", "condition": "all", "method": "plain",
-         "metric": m, "value": v, "se": se, "convention": "", "source": "test"}
-        for m, v, se in [("acc_sd", 0.26, 0.02), ("ens_ce_gain", -0.01, None),
-                         ("disagreement", 10.7, None), ("pearson", 0.9, None)]
-    ])  # fmt: skip
+    expected = pd.DataFrame(
+        [
+            {
+                "table": "diversity",
+                "model": "r",
+                "condition": "all",
+                "method": "plain",
+                "metric": m,
+                "value": v,
+                "se": se,
+                "convention": "",
+                "source": "test",
+            }
+            for m, v, se in [
+                ("acc_sd", 0.26, 0.02),
+                ("ens_ce_gain", -0.01, None),
+                ("disagreement", 10.7, None),
+                ("pearson", 0.9, None),
+            ]
+        ]
+    )
     n = 4
-    ours = pd.DataFrame([{"model": "r", "condition": "all", "n_replicas": n, "acc_sd": 0.4,
-                          "acc_sd_se": 0.1, "ens_ce_gain": 0.02, "ens_ce_gain_se": 0.005,
-                          "disagreement": 11.7, "disagreement_se": 0.5}])  # fmt: skip
+    ours = pd.DataFrame(
+        [
+            {
+                "model": "r",
+                "condition": "all",
+                "n_replicas": n,
+                "acc_sd": 0.4,
+                "acc_sd_se": 0.1,
+                "ens_ce_gain": 0.02,
+                "ens_ce_gain_se": 0.005,
+                "disagreement": 11.7,
+                "disagreement_se": 0.5,
+            }
+        ]
+    )
     df = paper_comparison(expected, ours).set_index("metric")
     f = math.sqrt((n - 1) / n)
     assert df.loc["acc_sd", "ours"] == pytest.approx(0.4 * f)  # ddof 1 -> ddof 0
@@ -72,14 +99,40 @@ def test_the_papers_variability_reduction_is_recomputed_from_its_own_table():
 def test_mitigation_table_has_the_five_metric_reduction():
     from nondet.analysis.tables import budget_table, mitigation_table
 
-    base = {"model": "m", "condition": "all", "n_replicas": 4, "acc_mean": 90.0, "acc_sd_se": 0.1,
-            "ce_mean": 0.3, "ce_sd_se": 0.001, "disagreement_se": 0.1, "pearson_se": 0.01,
-            "ens_acc_gain_se": 0.1, "epochs": 10, "cycles": 1, "test_passes": 1}  # fmt: skip
-    plain = {**base, "method": "plain", "acc_sd": 0.4, "ce_sd": 0.01, "disagreement": 10.0, "pearson": 0.8,
-             "ens_acc_gain": 2.0}  # fmt: skip
+    base = {
+        "model": "m",
+        "condition": "all",
+        "n_replicas": 4,
+        "acc_mean": 90.0,
+        "acc_sd_se": 0.1,
+        "ce_mean": 0.3,
+        "ce_sd_se": 0.001,
+        "disagreement_se": 0.1,
+        "pearson_se": 0.01,
+        "ens_acc_gain_se": 0.1,
+        "epochs": 10,
+        "cycles": 1,
+        "test_passes": 1,
+    }
+    plain = {
+        **base,
+        "method": "plain",
+        "acc_sd": 0.4,
+        "ce_sd": 0.01,
+        "disagreement": 10.0,
+        "pearson": 0.8,
+        "ens_acc_gain": 2.0,
+    }
     # halves every metric's distance from no variability, but disagreement is unchanged
-    tta = {**base, "method": "tta", "acc_sd": 0.2, "ce_sd": 0.005, "disagreement": 10.0, "pearson": 0.9,
-           "ens_acc_gain": 1.0}  # fmt: skip
+    tta = {
+        **base,
+        "method": "tta",
+        "acc_sd": 0.2,
+        "ce_sd": 0.005,
+        "disagreement": 10.0,
+        "pearson": 0.9,
+        "ens_acc_gain": 1.0,
+    }
     df = mitigation_table([tta, plain]).set_index("method")
     assert df.loc["plain", "variability_reduction"] == 0.0
     assert df.loc["tta", "variability_reduction"] == pytest.approx((50 + 50 + 0 + 50 + 50) / 5)

@@ -53,11 +53,22 @@ def test_paper_config_plans_table_1_and_its_combined_rows_vary_exactly_their_sou
     archs = {m["arch"] for m in c["models"].values()}
     assert archs == {"linear", "mlp", "resnet"}
     assert len(c["stability"]["models"]) == len(c["models"])
-    table_1 = ["control", "init", "shuffle", "augment", "kernels", "shuffle_kernels",
-               "shuffle_augment_kernels", "all", "bitflip"]  # fmt: skip
+    table_1 = [
+        "control",
+        "init",
+        "shuffle",
+        "augment",
+        "kernels",
+        "shuffle_kernels",
+        "shuffle_augment_kernels",
+        "all",
+        "bitflip",
+    ]
     assert [cond for m, cond in plan.groups(c) if m == "resnet14"] == table_1
-    for name, sources in (("shuffle_kernels", {"shuffle", "kernels"}),
-                          ("shuffle_augment_kernels", {"shuffle", "augment", "kernels"})):  # fmt: skip
+    for name, sources in (
+        ("shuffle_kernels", {"shuffle", "kernels"}),
+        ("shuffle_augment_kernels", {"shuffle", "augment", "kernels"}),
+    ):
         seeds = [
             ReplicaSeeds(**s)
             for k in range(len(plan.chunks(c)))
@@ -118,11 +129,19 @@ def test_paper_job_spec_carries_the_authors_recipe():
     assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
     assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
     assert list(plan.mitigation_methods(c)) == [
-        "tta:flip", "tta:crop25", "tta:crop81", "tta:flip-crop25", "tta:flip-crop81", "snapshot",
-        "snapshot+tta:flip", "snapshot+tta:crop25", "snapshot+tta:crop81",
-        "snapshot+tta:flip-crop25", "snapshot+tta:flip-crop81"]  # fmt: skip
-    assert plan.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2,
-                                                      "original": "extra"}  # fmt: skip
+        "tta:flip",
+        "tta:crop25",
+        "tta:crop81",
+        "tta:flip-crop25",
+        "tta:flip-crop81",
+        "snapshot",
+        "snapshot+tta:flip",
+        "snapshot+tta:crop25",
+        "snapshot+tta:crop81",
+        "snapshot+tta:flip-crop25",
+        "snapshot+tta:flip-crop81",
+    ]
+    assert plan.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2, "original": "extra"}
     assert c["conditions"] == {
         "shuffle_kernels": ["shuffle", "kernels"],
         "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
@@ -136,7 +155,11 @@ def test_paper_job_spec_carries_the_authors_recipe():
     )
     d = plan.recipe(ours, "cnn", "all")
     assert (d["init"], d["weight_decay_on"], d["lr_scale_bias_bn"], d["schedule"]) == (
-        "pytorch", "weights", 1.0, "cosine_restart")  # fmt: skip
+        "pytorch",
+        "weights",
+        1.0,
+        "cosine_restart",
+    )
     assert (ours["dataset"]["normalize"], ours["dataset"]["pad_value"]) == ("exact", "mean")
     bad = yaml.safe_load(open(PAPER))
     bad["models"]["resnet14"]["params"]["shortcut"] = "option_b"
@@ -147,11 +170,20 @@ def test_paper_job_spec_carries_the_authors_recipe():
 def test_paper_dry_run_lists_full_dag(tmp_path):
     """`snakemake -n --configfile configs/paper.yaml` plans every job, GPU jobs asking gpu=1."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # an empty results/ folder
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(PAPER), "-n"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(PAPER),
+        "-n",
+    ]
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     seconds = time.perf_counter() - t0
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
@@ -170,8 +202,9 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
             continue
         checked += 1
         gpu = "gpu=1" in block
-        assert gpu == (rule.group(1) in ("train", "predict", "divergence", "train_snapshot",
-                                         "predict_mitigation")), block  # fmt: skip
+        assert gpu == (rule.group(1) in ("train", "predict", "divergence", "train_snapshot", "predict_mitigation")), (
+            block
+        )
     assert checked == total
     assert seconds < 60, f"dry run took {seconds:.1f}s"
     print(f"paper dry run: {total} jobs in {seconds:.1f}s")
@@ -188,13 +221,27 @@ def test_paper_cpu_config_validates_and_plans(tmp_path):
     job = plan.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
     assert job["model_spec"]["shortcut"] == "option_a" and job["recipe"]["schedule"] == "authors"
     assert job["sources"] == ["augment", "kernels", "shuffle"]
-    assert list(plan.mitigation_methods(c)) == ["tta:flip", "tta:crop25", "snapshot",
-                                               "snapshot+tta:flip", "snapshot+tta:crop25"]  # fmt: skip
+    assert list(plan.mitigation_methods(c)) == [
+        "tta:flip",
+        "tta:crop25",
+        "snapshot",
+        "snapshot+tta:flip",
+        "snapshot+tta:crop25",
+    ]
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(tmp_path), "--configfile", str(REPO / "configs/paper_cpu.yaml"), "-n"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "configs/paper_cpu.yaml"),
+        "-n",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", (out.stdout + out.stderr).split("Job stats:")[1], re.M))
     assert int(stats["train"]) == 9 and int(stats["predict_mitigation"]) == 5

@@ -47,10 +47,12 @@ def test_kaiming_normal_fan_out_init_matches_its_statistics():
     # 64-channel 3x3 convs: fan_out = 64 * 9, std = sqrt(2 / fan_out). The three 64x64x3x3 convs
     # and the 32->64 one hold 129,024 normal draws: the sample SD's relative standard error is
     # 1/sqrt(2n) ~ 0.002, so a 1 % tolerance is 5 standard errors (fails by chance ~1e-6).
-    net = build_model({**RESNET14, "shortcut": "option_a"}, (3, 32, 32), 10, torch_generator(3),
-                      init="kaiming_normal_fan_out")  # fmt: skip
-    w = torch.cat([m.weight.detach().flatten() for m in net.modules()
-                   if isinstance(m, nn.Conv2d) and m.out_channels == 64]).double()  # fmt: skip
+    net = build_model(
+        {**RESNET14, "shortcut": "option_a"}, (3, 32, 32), 10, torch_generator(3), init="kaiming_normal_fan_out"
+    )
+    w = torch.cat(
+        [m.weight.detach().flatten() for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 64]
+    ).double()
     assert w.numel() == 3 * 64 * 64 * 9 + 64 * 32 * 9
     expected = math.sqrt(2.0 / (64 * 9))
     assert abs(float(w.std()) / expected - 1) < 0.01
@@ -58,8 +60,9 @@ def test_kaiming_normal_fan_out_init_matches_its_statistics():
     # normal, not uniform (PyTorch's default is kaiming_uniform): the KS test tells them apart
     assert stats.kstest(w.numpy() / expected, "norm").pvalue > 1e-4
     default = build_model(RESNET14, (3, 32, 32), 10, torch_generator(3))
-    wd = torch.cat([m.weight.detach().flatten() for m in default.modules()
-                    if isinstance(m, nn.Conv2d) and m.out_channels == 64]).double()  # fmt: skip
+    wd = torch.cat(
+        [m.weight.detach().flatten() for m in default.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 64]
+    ).double()
     assert stats.kstest(wd.numpy() / float(wd.std()), "norm").pvalue < 1e-6
     # drawn from the init generator: same seed same weights, other seed other weights
     again = build_model(RESNET14, (3, 32, 32), 10, torch_generator(3), init="kaiming_normal_fan_out")
@@ -74,8 +77,12 @@ def _group_of(groups):
 
 def test_parameter_groups_default_and_authors():
     net = build_model({**RESNET14, "shortcut": "option_a"}, (3, 32, 32), 10, torch_generator(0))
-    bias_or_bn = {id(p) for m in net.modules() for n, p in m.named_parameters(recurse=False)
-                  if n == "bias" or isinstance(m, nn.BatchNorm2d)}  # fmt: skip
+    bias_or_bn = {
+        id(p)
+        for m in net.modules()
+        for n, p in m.named_parameters(recurse=False)
+        if n == "bias" or isinstance(m, nn.BatchNorm2d)
+    }
     conv_lin_weights = {id(m.weight) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     assert bias_or_bn and conv_lin_weights and not bias_or_bn & conv_lin_weights
 
@@ -111,8 +118,15 @@ def test_authors_schedule_values():
     # per cycle (their snapshot5): every cycle warms up from 0 again
     assert lr_authors(1000, total, peak, w, cycles=5) == 0.0
     assert lr_authors(1015, total, peak, w, cycles=5) == pytest.approx(0.2)
-    recipe = {"batch_size": 100, "epochs": 500, "cycles": 1, "lr": peak, "eval_every": 0,
-              "warmup_epochs": 3, "schedule": "authors"}  # fmt: skip
+    recipe = {
+        "batch_size": 100,
+        "epochs": 500,
+        "cycles": 1,
+        "lr": peak,
+        "eval_every": 0,
+        "warmup_epochs": 3,
+        "schedule": "authors",
+    }
     sched = Schedule(recipe, 1000)
     assert [sched.lr(s) for s in (0, 15, 2500)] == [lr(0), lr(15), lr(2500)]
     assert Schedule({**recipe, "schedule": "cosine_restart"}, 1000).lr(0) == lr_at(0, total, peak, w)
@@ -137,8 +151,7 @@ def test_cifar_constants_and_black_padding():
     assert not torch.allclose(exact.x_train, const.x_train, atol=1e-3)
     assert exact.pad_fill is None  # ours: zeros after normalising
     # black = a pixel of 0 normalised like every other pixel
-    black = from_arrays("img", {**arrays, "x_train": np.zeros_like(arrays["x_train"])},
-                        normalize="cifar_constants")  # fmt: skip
+    black = from_arrays("img", {**arrays, "x_train": np.zeros_like(arrays["x_train"])}, normalize="cifar_constants")
     assert torch.equal(const.pad_fill, black.x_train[0, :, 0, 0])
     # a crop shifted by the full padding: the uncovered border is black, the rest the image
     params = torch.tensor([[0, 0, 0]]).expand(len(const.x_train), 3)

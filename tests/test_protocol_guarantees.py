@@ -16,11 +16,16 @@ from nondet.workflow import config as cfg
 
 
 def _job(tmp_path, condition="bitflip", **top):
-    c = cfg.validate({
-        "replicas": 3, "replicas_per_job": 3, "dataset": {"num_samples": 600},
-        "training": {"epochs": 1, "eval_every": 0},
-        "models": {"lin": {"arch": "linear", "conditions": ["control", "bitflip", "init"]}}, **top,
-    })  # fmt: skip
+    c = cfg.validate(
+        {
+            "replicas": 3,
+            "replicas_per_job": 3,
+            "dataset": {"num_samples": 600},
+            "training": {"epochs": 1, "eval_every": 0},
+            "models": {"lin": {"arch": "linear", "conditions": ["control", "bitflip", "init"]}},
+            **top,
+        }
+    )
     data = tmp_path / "d.h5"
     if not data.exists():
         analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
@@ -47,9 +52,11 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
     assert calls[-1] == replica_seeds("control", 0, 0)  # the reference: same seeds, no flip
     assert [r["absorbed"] for r in files.load_replicas(tmp_path / "t.h5")] == [1, 0, 1]
     torch_stages.predict(data, tmp_path / "t.h5", tmp_path / "p.h5", job)
-    analysis_stages.metrics([tmp_path / "p.h5"], tmp_path / "m.h5",
-                   {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0,
-                    "on_diverged": "exclude"})  # fmt: skip
+    analysis_stages.metrics(
+        [tmp_path / "p.h5"],
+        tmp_path / "m.h5",
+        {"model": "lin", "condition": "bitflip", "bootstrap_resamples": 20, "seed": 0, "on_diverged": "exclude"},
+    )
     (row,) = files.load_rows([tmp_path / "m.h5"])
     assert row["n_absorbed"] == 2
     assert row["n_identical_pairs"] == 1  # replicas 0 and 2 both equal the unperturbed run
@@ -81,9 +88,34 @@ def test_no_flip_means_no_absorption_check(tmp_path):
     assert {r["absorbed"] for r in files.load_replicas(tmp_path / "i.h5")} == {-1}
     assert np.isnan(analysis_stages.absorbed_count(np.array([-1, -1])))
     assert analysis_stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
-    df = diversity_frame([{**r, "model": "m", "condition": c, "n_absorbed": k}
-                          for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
-                          for r in [dict.fromkeys(["device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 4)]])  # fmt: skip
+    df = diversity_frame(
+        [
+            {**r, "model": "m", "condition": c, "n_absorbed": k}
+            for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
+            for r in [
+                dict.fromkeys(
+                    [
+                        "device",
+                        "n_replicas",
+                        "acc_mean",
+                        "acc_sd",
+                        "acc_sd_se",
+                        "ce_mean",
+                        "ce_sd",
+                        "ce_sd_se",
+                        "disagreement",
+                        "disagreement_se",
+                        "pearson",
+                        "spearman",
+                        "ens_acc_gain",
+                        "ens_ce_gain",
+                        "cka",
+                    ],
+                    4,
+                )
+            ]
+        ]
+    )
     assert table_notes(df) == [
         "m/bitflip: 0 of 4 one-ulp flips absorbed (final weights bitwise equal to the unperturbed "
         "run with the same seeds); every flip changed the trained model."
@@ -136,9 +168,29 @@ def test_identical_pairs_and_the_warnings_they_raise():
     z[2] = z[0]
     z[3] = z[0]
     assert analysis_stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
-    base = dict.fromkeys(["device", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman", "ens_acc_gain", "ens_ce_gain", "cka"], 0.0)  # fmt: skip
-    rows = [{**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
-            for c, k in (("control", 6), ("kernels", 0), ("all", 2))]  # fmt: skip
+    base = dict.fromkeys(
+        [
+            "device",
+            "acc_mean",
+            "acc_sd",
+            "acc_sd_se",
+            "ce_mean",
+            "ce_sd",
+            "ce_sd_se",
+            "disagreement",
+            "disagreement_se",
+            "pearson",
+            "spearman",
+            "ens_acc_gain",
+            "ens_ce_gain",
+            "cka",
+        ],
+        0.0,
+    )
+    rows = [
+        {**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
+        for c, k in (("control", 6), ("kernels", 0), ("all", 2))
+    ]
     assert table_notes(diversity_frame(rows)) == [
         "WARNING m/all: 2 of 6 pairs of replicas have bitwise identical test logits; this source "
         "produced no diversity between them on this device."
@@ -152,8 +204,7 @@ def test_vectorised_bitflip_job_checks_absorption_like_the_sequential_one(tmp_pa
     and sequential training agree bitwise, so the flags must agree too."""
     data, job = _job(tmp_path)
     torch_stages.train(data, tmp_path / "seq.h5", job, checkpoint_every=0)
-    torch_stages.train(data, tmp_path / "vec.h5", {**job, "vectorize": "on"}, tmp_path / "vec.log",
-                 checkpoint_every=0)  # fmt: skip
+    torch_stages.train(data, tmp_path / "vec.h5", {**job, "vectorize": "on"}, tmp_path / "vec.log", checkpoint_every=0)
     assert "4 runs together" in (tmp_path / "vec.log").read_text()
     seq, vec = files.load_replicas(tmp_path / "seq.h5"), files.load_replicas(tmp_path / "vec.h5")
     assert [r["absorbed"] for r in vec] == [r["absorbed"] for r in seq]

@@ -237,13 +237,15 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     # ... and the readers of metric files (tables, figures) check theirs
     metric = str(tmp_path / "m_old.h5")
     with pytest.raises(InputError, match="spec_hash"):
-        analysis_stages.diversity_table([metric], tmp_path / "d.csv", tmp_path / "d.md",
-                     expect={metric: plan.metrics_expect(new, "cnn", "control")})  # fmt: skip
+        analysis_stages.diversity_table(
+            [metric], tmp_path / "d.csv", tmp_path / "d.md", expect={metric: plan.metrics_expect(new, "cnn", "control")}
+        )
     with pytest.raises(InputError, match="m_old.h5"):
         files.load_rows([metric], [plan.metrics_expect(new, "cnn", "control")])
     assert not (tmp_path / "d.csv").exists()
-    analysis_stages.diversity_table([metric], tmp_path / "d.csv", tmp_path / "d.md",
-                 expect={metric: plan.metrics_expect(old, "cnn", "control")})  # fmt: skip
+    analysis_stages.diversity_table(
+        [metric], tmp_path / "d.csv", tmp_path / "d.md", expect={metric: plan.metrics_expect(old, "cnn", "control")}
+    )
     assert (tmp_path / "d.csv").exists()
     # a training file of another data set or code version is refused by predict, naming what differs
     other = {**job, "data_hash": "0" * 16}
@@ -324,8 +326,15 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
     ckpt = tmp_path / "ckpt" / "replica_0000.pt"
     ckpt.parent.mkdir()
     with pytest.raises(OutputError) as err:
-        training.train_replica(cnn_spec, {**recipe, "epochs": 1}, replica_seeds("control", 0, 0),
-                               small_data, torch.device("cpu"), checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+        training.train_replica(
+            cnn_spec,
+            {**recipe, "epochs": 1},
+            replica_seeds("control", 0, 0),
+            small_data,
+            torch.device("cpu"),
+            checkpoint=ckpt,
+            checkpoint_every=1,
+        )
     assert str(ckpt) in str(err.value) and "free" in str(err.value)
     assert list(ckpt.parent.iterdir()) == []
 
@@ -373,9 +382,21 @@ def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
         }
         workdir.mkdir(exist_ok=True)
         (workdir / "c.yaml").write_text(yaml.safe_dump(config))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(workdir), "--configfile", str(workdir / "c.yaml"), "--cores", "1",
-               *args, "results/tables/diversity.csv"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "c.yaml"),
+            "--cores",
+            "1",
+            *args,
+            "results/tables/diversity.csv",
+        ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
@@ -402,12 +423,20 @@ def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, rec
     ckpt.write_bytes(b"PK\x03\x04 not a whole checkpoint")
     lines = []
     seeds = replica_seeds("control", 0, 0)
-    res = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
-                                 torch.device("cpu"), log=lines.append, checkpoint=ckpt,
-                                 checkpoint_every=1)  # fmt: skip
+    res = training.train_replica(
+        cnn_spec,
+        {**recipe, "epochs": 1},
+        seeds,
+        small_data,
+        torch.device("cpu"),
+        log=lines.append,
+        checkpoint=ckpt,
+        checkpoint_every=1,
+    )
     assert any("ignoring checkpoint" in line and "cannot be read" in line for line in lines)
-    straight = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data,
-                                      torch.device("cpu"), log=lambda _: None)  # fmt: skip
+    straight = training.train_replica(
+        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, torch.device("cpu"), log=lambda _: None
+    )
     for name in straight["state"]:
         assert np.array_equal(res["state"][name], straight["state"][name])
 
@@ -421,16 +450,26 @@ def test_a_checkpoint_from_other_hardware_is_not_resumed(tmp_path, small_data, r
     from nondet.training import replica as training
 
     ckpt, seeds, cpu = tmp_path / "replica_0000.pt", replica_seeds("control", 0, 0), torch.device("cpu")
-    first = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu,
-                                   log=lambda _: None, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    first = training.train_replica(
+        cnn_spec,
+        {**recipe, "epochs": 1},
+        seeds,
+        small_data,
+        cpu,
+        log=lambda _: None,
+        checkpoint=ckpt,
+        checkpoint_every=1,
+    )
     assert ckpt.exists()
     lines = []
-    training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append,
-                           checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    training.train_replica(
+        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append, checkpoint=ckpt, checkpoint_every=1
+    )
     assert not any("ignoring checkpoint" in line for line in lines)  # same hardware: resumed
     monkeypatch.setattr(training, "accelerator_name", lambda device: "NVIDIA H200")
-    again = training.train_replica(cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append,
-                                   checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    again = training.train_replica(
+        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append, checkpoint=ckpt, checkpoint_every=1
+    )
     assert any("ignoring checkpoint" in line and "accelerator" in line for line in lines)
     for name in first["state"]:  # trained again from the start, on the same CPU: the same bits
         assert np.array_equal(again["state"][name], first["state"][name])

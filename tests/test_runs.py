@@ -219,9 +219,14 @@ def test_features_and_export_round_trip(tmp_path):
         (tmp_path / "f" / "run2.npy").unlink()
         load_group({**spec, "features": str(tmp_path / "f/*.npy")}, "g")
     files = export([out], tmp_path / "exported")
-    again = load_group({"predictions": str(tmp_path / "exported/run_*.npy"),
-                        "labels": str(tmp_path / "exported/labels.npy"),
-                        "features": str(tmp_path / "exported/features/*.npy")}, "e")  # fmt: skip
+    again = load_group(
+        {
+            "predictions": str(tmp_path / "exported/run_*.npy"),
+            "labels": str(tmp_path / "exported/labels.npy"),
+            "features": str(tmp_path / "exported/features/*.npy"),
+        },
+        "e",
+    )
     assert len(files) == 3
     np.testing.assert_array_equal(again["logits"], logits)
     np.testing.assert_array_equal(again["features"], feats)
@@ -252,9 +257,20 @@ TRAINED = {
     "metrics": {"bootstrap_resamples": 200},
 }
 #: Columns that describe where runs came from, not what they measured.
-ORIGIN = {"device", "kernels_mode", "epochs", "cycles", "method", "test_passes", "cka_on",
-          # how replicas were packed into jobs (trained: chunks; imported: one group)
-          "pairs_within_jobs", "identical_within_jobs", "pairs_across_jobs", "identical_across_jobs"}  # fmt: skip
+ORIGIN = {
+    "device",
+    "kernels_mode",
+    "epochs",
+    "cycles",
+    "method",
+    "test_passes",
+    "cka_on",
+    # how replicas were packed into jobs (trained: chunks; imported: one group)
+    "pairs_within_jobs",
+    "identical_within_jobs",
+    "pairs_across_jobs",
+    "identical_across_jobs",
+}
 
 
 def snakemake(workdir, config, *args):
@@ -270,12 +286,18 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
         for condition in spec["conditions"]:
             files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
             out = imported / "exports" / condition
-            subprocess.run([sys.executable, "-m", "nondet", "export-runs", *files, "--out", str(out)],
-                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-            groups[condition] = {"model": model, "predictions": f"exports/{condition}/run_*.npy",
-                                 "labels": f"exports/{condition}/labels.npy",
-                                 "features": f"exports/{condition}/features/*.npy",
-                                 "metadata": f"exports/{condition}/metadata.csv"}  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "nondet", "export-runs", *files, "--out", str(out)],
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+            groups[condition] = {
+                "model": model,
+                "predictions": f"exports/{condition}/run_*.npy",
+                "labels": f"exports/{condition}/labels.npy",
+                "features": f"exports/{condition}/features/*.npy",
+                "metadata": f"exports/{condition}/metadata.csv",
+            }
     config = {
         "experiment": "byo",
         "models": {},  # analysis only: nothing is trained
@@ -300,8 +322,16 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
     for path in ("figures/diversity_cnn.png", "figures/diversity_linear.png", "runs/compare/init_vs_all/summary.png"):
         assert (res / path).stat().st_size > 0, path
     summary = list(csv.DictReader(open(res / "runs/compare/init_vs_all/summary.csv")))
-    assert {r["test"] for r in summary} == {"welch", "permutation", "paired_runs", "joint_paired",
-                                           "joint_unpaired", "p_better", "fixes", "regressions"}  # fmt: skip
+    assert {r["test"] for r in summary} == {
+        "welch",
+        "permutation",
+        "paired_runs",
+        "joint_paired",
+        "joint_unpaired",
+        "p_better",
+        "fixes",
+        "regressions",
+    }
     welch = next(r for r in summary if r["test"] == "welch" and r["metric"] == "accuracy")
     assert float(welch["estimate"]) == pytest.approx(
         float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"])
@@ -325,19 +355,36 @@ def test_runs_config_errors_name_the_key():
     assert cfg["runs"]["groups"]["a"]["kind"] == "logits" and cfg["runs"]["groups"]["a"]["model"] == "runs"
     cases = [
         ({"models": {}}, "no models to train and no runs.groups"),
-        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "zz"}}}},
-         "runs.comparisons.c.candidate: unknown group 'zz'"),
-        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "a"}}}},
-         "runs.comparisons.c: baseline and candidate are the same group"),
-        ({**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "b", "paired_by": "seed"}}}},
-         "runs.comparisons.c.paired_by: group 'a' has no metadata"),
-        ({"models": {"cnn": {"arch": "cnn1d", "conditions": ["init"]}},
-          "runs": {"groups": {"a": {**group, "model": "cnn"}}}}, "runs.groups.a.model: 'cnn' is a model the pipeline trains"),
-        ({"models": {}, "runs": {"groups": {"a": group}, "all_pairs": True}}, "runs.all_pairs: needs at least 2 groups"),
+        (
+            {**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "zz"}}}},
+            "runs.comparisons.c.candidate: unknown group 'zz'",
+        ),
+        (
+            {**ok, "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "a"}}}},
+            "runs.comparisons.c: baseline and candidate are the same group",
+        ),
+        (
+            {
+                **ok,
+                "runs": {**ok["runs"], "comparisons": {"c": {"baseline": "a", "candidate": "b", "paired_by": "seed"}}},
+            },
+            "runs.comparisons.c.paired_by: group 'a' has no metadata",
+        ),
+        (
+            {
+                "models": {"cnn": {"arch": "cnn1d", "conditions": ["init"]}},
+                "runs": {"groups": {"a": {**group, "model": "cnn"}}},
+            },
+            "runs.groups.a.model: 'cnn' is a model the pipeline trains",
+        ),
+        (
+            {"models": {}, "runs": {"groups": {"a": group}, "all_pairs": True}},
+            "runs.all_pairs: needs at least 2 groups",
+        ),
         ({"models": {}, "runs": {"groups": {"a": {**group, "kind": "probs"}}}}, "runs.groups.a.kind"),
         ({"models": {}, "runs": {"groups": {"a b": group}}}, "runs.groups"),
         ({"models": {}, "runs": {"groups": {"a": {"labels": "y.npy"}}}}, "'predictions' is a required property"),
-    ]  # fmt: skip
+    ]
     for config, message in cases:
         with pytest.raises(ConfigError, match=re.escape(message)):
             validate(config)
@@ -355,9 +402,20 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
         meta.write_text("file,seed\n" + "".join(f"run{i}.npy,{i}\n" for i in range(4)))
         paths[name] = tmp_path / f"{name}.h5"
         import_group({**spec, "metadata": str(meta)}, name, paths[name], log=lambda *_: None)
-    params = {"name": "c", "baseline": "base", "candidate": "cand", "paired_by": "seed", "alpha": 0.05,
-              "power": 0.8, "effect": {}, "gamma": 0.75, "margin": {"accuracy": 5.0},
-              "margin_kind": "equivalence", "held_fixed": "imported runs", "on_diverged": "exclude"}  # fmt: skip
+    params = {
+        "name": "c",
+        "baseline": "base",
+        "candidate": "cand",
+        "paired_by": "seed",
+        "alpha": 0.05,
+        "power": 0.8,
+        "effect": {},
+        "gamma": 0.75,
+        "margin": {"accuracy": 5.0},
+        "margin_kind": "equivalence",
+        "held_fixed": "imported runs",
+        "on_diverged": "exclude",
+    }
     out = {k: tmp_path / f"c.{k}" for k in ("csv", "verdict", "md", "plan", "pdf", "png")}
     compare([paths["base"]], [paths["cand"]], out, params)
     import pandas as pd

@@ -21,11 +21,14 @@ HERE = str(Path(__file__).parent)
 
 
 def make_config(train="own_scripts:honest", conditions=("control", "init", "shuffle", "data"), **model):
-    return cfg.validate({
-        "replicas": 2, "replicas_per_job": 2,
-        "dataset": {"name": "mnist1d", "num_samples": 300},
-        "models": {"s": {"train": train, "pythonpath": HERE, "conditions": list(conditions), **model}},
-    })  # fmt: skip
+    return cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "dataset": {"name": "mnist1d", "num_samples": 300},
+            "models": {"s": {"train": train, "pythonpath": HERE, "conditions": list(conditions), **model}},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +85,17 @@ def test_a_failing_script_is_named_with_its_replica_and_log(tmp_path, data_file,
 
 
 def test_a_failing_command_is_named_with_its_replica_and_log(tmp_path, data_file):
-    c = cfg.validate({**make_config(), "models": {"s": {
-        "command": f"{sys.executable} -c 'import sys; print(\"boom\"); sys.exit(3)' {{out}}",
-        "conditions": ["control", "init"]}}})  # fmt: skip
+    c = cfg.validate(
+        {
+            **make_config(),
+            "models": {
+                "s": {
+                    "command": f"{sys.executable} -c 'import sys; print(\"boom\"); sys.exit(3)' {{out}}",
+                    "conditions": ["control", "init"],
+                }
+            },
+        }
+    )
     log = tmp_path / "train.log"
     with pytest.raises(ScriptError, match=r"model s replica 0 \(init\): the command exited with status 3 \(boom\)"):
         train_script(data_file, tmp_path / "p.h5", plan.train_job(c, "s", "init", 0), log)
@@ -120,10 +131,15 @@ def test_job_specs_rerun_exactly_the_script_jobs_that_changed(tmp_path, monkeypa
     (tmp_path / "train.py").write_text("print(1)\n")
     base = {
         "replicas": 2,
-        "models": {"cmd": {"command": "python train.py --seeds {seeds_json} --out {out}", "conditions": ["init"],
-                           "params": {"lr": 0.1}},
-                   "lin": {"arch": "linear", "conditions": ["init"]}},
-    }  # fmt: skip
+        "models": {
+            "cmd": {
+                "command": "python train.py --seeds {seeds_json} --out {out}",
+                "conditions": ["init"],
+                "params": {"lr": 0.1},
+            },
+            "lin": {"arch": "linear", "conditions": ["init"]},
+        },
+    }
     hashes = lambda c: {m: plan.train_job(cfg.validate(c), m, "init", 0)["spec_hash"] for m in ("cmd", "lin")}  # noqa: E731
     before = hashes(base)
     assert plan.train_job(cfg.validate(base), "cmd", "init", 0)["model_spec"]["files"].keys() == {"train.py"}
@@ -255,9 +271,20 @@ def test_step_rng_keys_functional_and_attention_dropout_by_seed_and_step():
 
 
 def test_a_comparison_of_two_script_recipes_trains_each_arm_with_its_params(tmp_path, data_file):
-    c = cfg.validate({**make_config(), "comparisons": {"lr": {
-        "model": "s", "condition": "init", "replicas": 2,
-        "baseline": {"params": {"lr": 0.1}}, "candidate": {"params": {"lr": 0.2}}}}})  # fmt: skip
+    c = cfg.validate(
+        {
+            **make_config(),
+            "comparisons": {
+                "lr": {
+                    "model": "s",
+                    "condition": "init",
+                    "replicas": 2,
+                    "baseline": {"params": {"lr": 0.1}},
+                    "candidate": {"params": {"lr": 0.2}},
+                }
+            },
+        }
+    )
     expect = plan.comparison_expect(c, "lr")
     for arm in ("baseline", "candidate"):
         job = plan.comparison_job(c, "lr", arm, 0)
@@ -271,8 +298,10 @@ def test_a_script_folder_is_hashed_whole(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "train.py").write_text("def main(ctx): pass\n")
     (tmp_path / "pkg" / "helpers.py").write_text("A = 1\n")
-    c = {"replicas": 2, "models": {"s": {"train": "pkg.train:main", "pythonpath": ".", "script": "pkg",
-                                         "conditions": ["init"]}}}  # fmt: skip
+    c = {
+        "replicas": 2,
+        "models": {"s": {"train": "pkg.train:main", "pythonpath": ".", "script": "pkg", "conditions": ["init"]}},
+    }
     spec = lambda: plan.train_job(cfg.validate(c), "s", "init", 0)["model_spec"]["files"]  # noqa: E731
     before = spec()
     assert set(before) == {"pkg", "pkg/train.py"}

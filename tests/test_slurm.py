@@ -66,12 +66,23 @@ def run_snakemake(workdir: Path, extra: list[str], env: dict) -> str:
     """Run Snakemake from the repository root (where `--profile gpu` resolves to ./gpu)."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-           *extra, TARGET]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *extra,
+        TARGET,
+    ]
     env = {**env, "PYTHONPATH": str(REPO)}
-    p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    p = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = p.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -112,7 +123,7 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
             "squeue",
             "--slurm-init-seconds-before-status-checks",
             "1",
-        ],  # fmt: skip
+        ],
         {**cluster.env, **site},
     )
     slurm_seconds = time.perf_counter() - t0
@@ -120,8 +131,7 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
     # every job but the (local) dataset rule was submitted to SLURM and completed there
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out)
     assert len(submitted) == 7, out[-4000:]  # train x2, predict x2, metrics x2, diversity_table
-    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O",
-                        "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout  # fmt: skip
+    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout
     rows = {}
     for line in jobs.splitlines():
         job_id, state, comment, tres = (line.split() + [""])[:4]

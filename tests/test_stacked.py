@@ -78,8 +78,7 @@ def test_wide_replica_depends_on_its_own_seeds_only(small_data, recipe, cnn_spec
 
 def test_wide_refuses_other_models(small_data, recipe):
     with pytest.raises(ValueError, match="cnn1d only"):
-        train_replicas_vectorized({"arch": "linear"}, recipe, [replica_seeds("init", 0, 0)], small_data, CPU,
-                                  wide=True)  # fmt: skip
+        train_replicas_vectorized({"arch": "linear"}, recipe, [replica_seeds("init", 0, 0)], small_data, CPU, wide=True)
 
 
 def _seeds(condition):
@@ -101,32 +100,37 @@ def _seeds(condition):
 def test_training_path(vectorize, device, arch, condition, path, recipe):
     job = {"vectorize": vectorize, "recipe": recipe, "model_spec": {"arch": arch}}
     assert torch_stages.training_path(job, torch.device(device), _seeds(condition)) == path
-    assert torch_stages.training_path({**job, "recipe": {**recipe, "bf16": True}}, torch.device("cpu"),
-                                      _seeds(condition)) != "wide"  # fmt: skip
+    assert (
+        torch_stages.training_path({**job, "recipe": {**recipe, "bf16": True}}, torch.device("cpu"), _seeds(condition))
+        != "wide"
+    )
 
 
 def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
     """`vectorize: auto` on a CPU: the default CNN trains as one wide model, `off` one replica
     after another; the two differ (other kernels) but each is what its path computes."""
-    c = cfg.validate({
-        "replicas": 2, "replicas_per_job": 2,
-        "dataset": {"num_samples": 600},
-        "training": {"epochs": 1, "eval_every": 0},
-        "models": {"m": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["init"]}},
-    })  # fmt: skip
+    c = cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "dataset": {"num_samples": 600},
+            "training": {"epochs": 1, "eval_every": 0},
+            "models": {"m": {"arch": "cnn1d", "params": {"channels": 8}, "conditions": ["init"]}},
+        }
+    )
     data = tmp_path / "d.h5"
     analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
     assert job["vectorize"] == "auto"
     torch_stages.train(data, tmp_path / "wide.h5", job, tmp_path / "wide.log", checkpoint_every=0)
-    torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, tmp_path / "seq.log",
-                       checkpoint_every=0)  # fmt: skip
+    torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, tmp_path / "seq.log", checkpoint_every=0)
     assert "as one wide model" in (tmp_path / "wide.log").read_text()
     assert "together" not in (tmp_path / "seq.log").read_text()
     wide, seq = files.load_replicas(tmp_path / "wide.h5"), files.load_replicas(tmp_path / "seq.h5")
     spec, recipe, d = job["model_spec"], job["recipe"], load_dataset(data, job["data_hash"])
     alone = train_replica(spec, recipe, replica_seeds("init", 1, 0), d, CPU, log=lambda *a: None)
     assert same(seq[1]["weights"], alone["state"])
-    together = train_replicas_vectorized(spec, recipe, [replica_seeds("init", r, 0) for r in (0, 1)], d, CPU,
-                                         log=lambda *a: None, wide=True)  # fmt: skip
+    together = train_replicas_vectorized(
+        spec, recipe, [replica_seeds("init", r, 0) for r in (0, 1)], d, CPU, log=lambda *a: None, wide=True
+    )
     assert same(wide[1]["weights"], together[1]["state"])

@@ -9,24 +9,43 @@ from nondet.analysis.tables import READER_COLUMNS, diversity_frame, table_notes,
 
 def _row(model, condition, **extra):
     row = {
-        "model": model, "condition": condition, "device": "cpu", "n_replicas": 4, "acc_mean": 96.4213,
-        "acc_sd": 0.2601, "acc_sd_se": 0.05, "ce_mean": 0.15212, "ce_sd": 0.0052, "ce_sd_se": 0.001,
-        "disagreement": 3.1712, "disagreement_se": 0.1799, "pearson": 0.9451, "spearman": 0.94,
-        "ens_acc_gain": 0.4521, "ens_ce_gain": 0.01, "cka": 0.9251, "n_absorbed": float("nan"),
-        "n_identical_pairs": 0, "kernels_mode": "deterministic", "cka_on": "features",
-        "acc_var_shared": -0.084, "acc_var_shared_se": 0.02,
-    }  # fmt: skip
+        "model": model,
+        "condition": condition,
+        "device": "cpu",
+        "n_replicas": 4,
+        "acc_mean": 96.4213,
+        "acc_sd": 0.2601,
+        "acc_sd_se": 0.05,
+        "ce_mean": 0.15212,
+        "ce_sd": 0.0052,
+        "ce_sd_se": 0.001,
+        "disagreement": 3.1712,
+        "disagreement_se": 0.1799,
+        "pearson": 0.9451,
+        "spearman": 0.94,
+        "ens_acc_gain": 0.4521,
+        "ens_ce_gain": 0.01,
+        "cka": 0.9251,
+        "n_absorbed": float("nan"),
+        "n_identical_pairs": 0,
+        "kernels_mode": "deterministic",
+        "cka_on": "features",
+        "acc_var_shared": -0.084,
+        "acc_var_shared_se": 0.02,
+    }
     row.update(extra)
     return row
 
 
 def test_diversity_markdown_is_for_a_reader_and_the_csv_keeps_everything(tmp_path):
-    df = diversity_frame([
-        _row("cnn", "all", kernels_mode="cpu-standin-batch-permutation"),
-        _row("cnn", "bitflip", n_absorbed=1.0),
-        _row("linear", "init", cka_on="logits"),
-        _row("cnn", "control", acc_sd=0.0, disagreement=0.0, disagreement_se=0.0, n_identical_pairs=6),
-    ])  # fmt: skip
+    df = diversity_frame(
+        [
+            _row("cnn", "all", kernels_mode="cpu-standin-batch-permutation"),
+            _row("cnn", "bitflip", n_absorbed=1.0),
+            _row("linear", "init", cka_on="logits"),
+            _row("cnn", "control", acc_sd=0.0, disagreement=0.0, disagreement_se=0.0, n_identical_pairs=6),
+        ]
+    )
     csv, md = tmp_path / "diversity.csv", tmp_path / "diversity.md"
     write_table(df, csv, md, notes=table_notes(df), reader=True)
 
@@ -109,8 +128,12 @@ def test_kernels_mode_is_derived_from_what_the_replicas_did():
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
     # four replicas in two jobs; within each job the replicas are bitwise identical
     counts = identical_pairs_by_job(np.stack([a, a, b, b]), np.array([0, 0, 1, 1]))
-    assert counts == {"pairs_within_jobs": 2, "identical_within_jobs": 2, "pairs_across_jobs": 4,
-                      "identical_across_jobs": 0}  # fmt: skip
+    assert counts == {
+        "pairs_within_jobs": 2,
+        "identical_within_jobs": 2,
+        "pairs_across_jobs": 4,
+        "identical_across_jobs": 0,
+    }
     row = {"kernels_mode": "cuda-nondeterministic", "condition": "kernels", **counts}
     assert "differs only across jobs" in measured_kernels_mode(row)
     every = identical_pairs_by_job(np.stack([a, a, a, a]), np.array([0, 0, 1, 1]))
@@ -122,6 +145,7 @@ def test_kernels_mode_is_derived_from_what_the_replicas_did():
     assert measured_kernels_mode({**row, **every, "kernels_mode": "deterministic"}) == "deterministic"
     # a config-defined condition that varies the kernels alone is measured too
     assert "no effect" in measured_kernels_mode({**row, **every, "condition": "k2"}, ["kernels"])
-    notes = table_notes(pd.DataFrame([{**_row("resnet14", "kernels"), **row, **counts,
-                                       "kernels_mode": measured_kernels_mode(row)}]))  # fmt: skip
+    notes = table_notes(
+        pd.DataFrame([{**_row("resnet14", "kernels"), **row, **counts, "kernels_mode": measured_kernels_mode(row)}])
+    )
     assert any("replicas_per_job: 1" in line for line in notes)

@@ -30,8 +30,9 @@ def test_builtin_linear_and_mlp_train_on_tabular_features(recipe, spec):
     data = from_arrays("arrays", validate_arrays(tabular(), "test"))
     assert data.input_shape == (12,)
     quick = {**recipe, "epochs": 2, "augment": "auto"}  # auto: no augmentation of features
-    runs = [train_replica(spec, quick, replica_seeds(c, 1, 0), data, CPU, log=lambda *a: None)
-            for c in ("control", "init")]  # fmt: skip
+    runs = [
+        train_replica(spec, quick, replica_seeds(c, 1, 0), data, CPU, log=lambda *a: None) for c in ("control", "init")
+    ]
     logits = [predict(r["model"], data.x_test)[0] for r in runs]
     assert logits[0].shape == (60, 3) and not torch.equal(logits[0], logits[1])
     assert float((logits[0].argmax(1) == data.y_test).float().mean()) > 0.5  # separable clusters

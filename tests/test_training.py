@@ -167,8 +167,13 @@ def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
     g = torch.Generator().manual_seed(0)
     from nondet.training.data import Dataset
 
-    imgs = Dataset("img", torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
-                   torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))  # fmt: skip
+    imgs = Dataset(
+        "img",
+        torch.randn(64, 3, 8, 8, generator=g),
+        torch.randint(0, 10, (64,), generator=g),
+        torch.randn(16, 3, 8, 8, generator=g),
+        torch.randint(0, 10, (16,), generator=g),
+    )
     spec = {"arch": "resnet", "blocks": 1, "width": 4}
     base = {**recipe, "augment": "crop_flip", "batch_size": 16, "epochs": 1}
     run = lambda **kw: train_replica(spec, {**base, **kw}, replica_seeds("control", 0, 0), imgs, CPU)  # noqa: E731
@@ -201,9 +206,10 @@ def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
         for m in model.modules():
             if isinstance(m, SeededDropout):
                 m.register_forward_hook(
-                    lambda mod, inp, out: outputs.append((inp[0].detach().clone(), out.detach().clone()))
-                    if mod.training else None
-                )  # fmt: skip
+                    lambda mod, inp, out: (
+                        outputs.append((inp[0].detach().clone(), out.detach().clone())) if mod.training else None
+                    )
+                )
         return model
 
     monkeypatch.setattr(training, "ReplicaDraws", Recording)

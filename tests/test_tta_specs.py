@@ -37,12 +37,19 @@ def test_once_counts_the_original_once():
 
 
 def test_list_of_specs_methods_and_validation():
-    base = {"models": {"m": {"arch": "cnn1d", "conditions": ["all"]}},
-            "mitigation": {"models": ["m"], "tta": ["crop25", {"name": "s1", "kind": "shift", "size": 1}]}}  # fmt: skip
+    base = {
+        "models": {"m": {"arch": "cnn1d", "conditions": ["all"]}},
+        "mitigation": {"models": ["m"], "tta": ["crop25", {"name": "s1", "kind": "shift", "size": 1}]},
+    }
     c = cfg.validate(base)
     methods = plan.mitigation_methods(c)
-    assert methods == {"tta:crop25": "tta_crop25", "tta:s1": "tta_s1", "snapshot": "snapshot",
-                       "snapshot+tta:crop25": "snapshot_tta_crop25", "snapshot+tta:s1": "snapshot_tta_s1"}  # fmt: skip
+    assert methods == {
+        "tta:crop25": "tta_crop25",
+        "tta:s1": "tta_s1",
+        "snapshot": "snapshot",
+        "snapshot+tta:crop25": "snapshot_tta_crop25",
+        "snapshot+tta:s1": "snapshot_tta_s1",
+    }
     assert plan.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
     assert plan.tta_spec(c, "snapshot") is None
     single = cfg.validate({"models": base["models"], "mitigation": {"models": ["m"]}})
@@ -51,8 +58,9 @@ def test_list_of_specs_methods_and_validation():
     with pytest.raises(cfg.ConfigError, match="mitigation.tta"):
         cfg.validate({**base, "mitigation": {"models": ["m"], "tta": ["crop9"]}})
     with pytest.raises(cfg.ConfigError, match="two specs are named 'crop25'"):
-        cfg.validate({**base, "mitigation": {"models": ["m"], "tta": [
-            "crop25", {"name": "crop25", "kind": "crops", "size": 1}]}})  # fmt: skip
+        cfg.validate(
+            {**base, "mitigation": {"models": ["m"], "tta": ["crop25", {"name": "crop25", "kind": "crops", "size": 1}]}}
+        )
 
 
 def test_predict_tta_averages_every_view():
@@ -79,14 +87,39 @@ class _WithFeatures(torch.nn.Module):
 
 def test_mitigation_table_rows_for_several_specs():
     methods = ["snapshot+tta:crop81", "tta:crop81", "snapshot", "plain", "tta:flip", "snapshot+tta:flip"]
-    rows = [{"model": "m", "condition": "all", "method": m, "n_replicas": 4, "acc_mean": 90.0,
-             "acc_sd": 0.2, "acc_sd_se": 0.01, "ce_mean": 0.3, "ce_sd": 0.01, "ce_sd_se": 0.001,
-             "disagreement": 10.0 - i, "disagreement_se": 0.1, "pearson": 0.9, "pearson_se": 0.01,
-             "ens_acc_gain": 1.0, "ens_acc_gain_se": 0.1,
-             "epochs": 10, "cycles": 1, "test_passes": 1} for i, m in enumerate(methods)]  # fmt: skip
+    rows = [
+        {
+            "model": "m",
+            "condition": "all",
+            "method": m,
+            "n_replicas": 4,
+            "acc_mean": 90.0,
+            "acc_sd": 0.2,
+            "acc_sd_se": 0.01,
+            "ce_mean": 0.3,
+            "ce_sd": 0.01,
+            "ce_sd_se": 0.001,
+            "disagreement": 10.0 - i,
+            "disagreement_se": 0.1,
+            "pearson": 0.9,
+            "pearson_se": 0.01,
+            "ens_acc_gain": 1.0,
+            "ens_acc_gain_se": 0.1,
+            "epochs": 10,
+            "cycles": 1,
+            "test_passes": 1,
+        }
+        for i, m in enumerate(methods)
+    ]
     df = mitigation_table(rows)
-    assert list(df["method"]) == ["plain", "tta:crop81", "tta:flip", "snapshot",
-                                  "snapshot+tta:crop81", "snapshot+tta:flip"]  # fmt: skip
+    assert list(df["method"]) == [
+        "plain",
+        "tta:crop81",
+        "tta:flip",
+        "snapshot",
+        "snapshot+tta:crop81",
+        "snapshot+tta:flip",
+    ]
     plain = df.set_index("method").loc["plain", "disagreement"]
     row = df.set_index("method").loc["tta:flip"]
     assert row["disagreement_reduction"] == pytest.approx(100 * (1 - row["disagreement"] / plain))

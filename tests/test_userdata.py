@@ -58,16 +58,22 @@ def test_uint8_signals_are_normalised_per_channel():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"x_train": np.zeros(20, np.float32)}, r"x_train has shape \(20,\); expected tabular features \(N, D\), 1-D signals"),
+        (
+            {"x_train": np.zeros(20, np.float32)},
+            r"x_train has shape \(20,\); expected tabular features \(N, D\), 1-D signals",
+        ),
         ({"y_train": np.arange(19) % 3}, r"y_train has shape \(19,\); expected \(20,\), one label per example"),
         ({"y_train": np.full(20, 0.5)}, r"y_train is float64; labels must be integers 0..K-1"),
         ({"y_test": np.r_[np.arange(9) % 3, -1]}, r"y_test has label -1; labels must be 0..K-1"),
         ({"y_test": np.r_[np.arange(9) % 3, 7]}, r"y_test has label 7, but training labels only go to 2"),
-        ({"x_test": np.zeros((10, 1, 8, 9), np.float32)}, r"x_train examples have shape \(1, 8, 8\) but x_test \(1, 8, 9\)"),
+        (
+            {"x_test": np.zeros((10, 1, 8, 9), np.float32)},
+            r"x_train examples have shape \(1, 8, 8\) but x_test \(1, 8, 9\)",
+        ),
         ({"x_train": np.full((20, 1, 8, 8), np.nan, np.float32)}, r"x_train has NaN or inf in 20 example\(s\)"),
         ({"x_train": np.zeros((20, 1, 8, 8), np.int32)}, r"x_train is int32; use float32 or uint8"),
     ],
-)  # fmt: skip
+)
 def test_bad_arrays_fail_with_their_message(tmp_path, change, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **{**arrays(), **change})
@@ -124,7 +130,7 @@ def test_loader_by_import_path(loaders):
         ("myloaders:good", {"size": 3}, r"dataset.loader 'myloaders:good' does not accept args \['size'\]"),
         ("myloaders:three", {}, r"returned tuple; expected \(x_train, y_train, x_test, y_test\)"),
     ],
-)  # fmt: skip
+)
 def test_bad_loader_fails_with_its_message(loaders, loader, args, message):
     spec = {"name": "loader", "loader": loader, "pythonpath": loaders, "args": args}
     with pytest.raises(D.DataError, match=message):
@@ -142,8 +148,12 @@ def write_tiny_idx(folder: Path, gz=True, seed=0) -> dict:
     """A tiny MNIST-format set (idx files); returns {file: MD5 of the decompressed bytes}."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"x_train": rng.integers(0, 256, (12, 28, 28)), "y_train": np.arange(12) % 10,
-            "x_test": rng.integers(0, 256, (5, 28, 28)), "y_test": np.arange(5)}  # fmt: skip
+    data = {
+        "x_train": rng.integers(0, 256, (12, 28, 28)),
+        "y_train": np.arange(12) % 10,
+        "x_test": rng.integers(0, 256, (5, 28, 28)),
+        "y_test": np.arange(5),
+    }
     md5 = {}
     for key, name in D.IDX_FILES.items():
         raw = idx_bytes(data[key])
@@ -224,8 +234,11 @@ def test_cifar100_pickle_release(tmp_path):
     folder.mkdir()
     md5 = {}
     for split, n in (("train", 10), ("test", 4)):
-        batch = {"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
-                 "fine_labels": list(range(n)), "coarse_labels": [0] * n}  # fmt: skip
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+            "fine_labels": list(range(n)),
+            "coarse_labels": [0] * n,
+        }
         with open(folder / split, "wb") as f:
             pickle.dump(batch, f)
         md5[split] = D.md5sum(folder / split)
@@ -244,8 +257,13 @@ def test_svhn_mat_files(tmp_path):
     md5 = {}
     for split, n in (("train", 6), ("test", 3)):
         name = f"{split}_32x32.mat"
-        scipy.io.savemat(tmp_path / name, {"X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8),
-                                           "y": np.arange(1, n + 1).reshape(-1, 1) * 10 // n})  # fmt: skip
+        scipy.io.savemat(
+            tmp_path / name,
+            {
+                "X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8),
+                "y": np.arange(1, n + 1).reshape(-1, 1) * 10 // n,
+            },
+        )
         md5[name] = D.md5sum(tmp_path / name)
     out = D.make_dataset_arrays({"name": "svhn", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
     assert out["x_train"].shape == (6, 3, 32, 32) and out["y_train"].max() <= 9
@@ -272,11 +290,15 @@ def test_crop_is_crop_flip_without_flips():
 @pytest.mark.parametrize(
     "kind, shape, message",
     [
-        ("shift", (4, 1, 6, 6), r"augment 'shift' does not fit this data set's inputs of shape \(1, 6, 6\); use crop or crop_flip"),
+        (
+            "shift",
+            (4, 1, 6, 6),
+            r"augment 'shift' does not fit this data set's inputs of shape \(1, 6, 6\); use crop or crop_flip",
+        ),
         ("crop", (4, 1, 6), r"augment 'crop' does not fit this data set's 1-D signals \(N, C, L\); use shift"),
         ("crop_flip", (4, 1, 6), r"augment 'crop_flip' does not fit .*; use shift"),
     ],
-)  # fmt: skip
+)
 def test_augmentation_must_fit_the_data_kind(kind, shape, message):
     with pytest.raises(ValueError, match=message):
         Augmenter(kind, 0, 4, 1)(torch.zeros(shape), torch.arange(4), 0)
@@ -288,7 +310,7 @@ def test_augmentation_must_fit_the_data_kind(kind, shape, message):
         ("shift", (4, 1, 6, 6), r"tta.kind 'shift' does not fit test inputs of shape \(1, 6, 6\); use crops"),
         ("crops", (4, 2, 6), r"tta.kind 'crops' does not fit test inputs of shape \(2, 6\); use shift"),
     ],
-)  # fmt: skip
+)
 def test_tta_views_must_fit_the_data_kind(kind, shape, message):
     from nondet.training.tta import check_fits
 

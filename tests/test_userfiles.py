@@ -122,8 +122,15 @@ def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
     seed_file = tmp_path / "seed.txt"
     seed_file.write_text("1")
     c = arrays_config(tmp_path / "unused.npz")
-    c = {**c, "dataset": {"name": "loader", "loader": "myload:load", "pythonpath": str(tmp_path),
-                          "args": {"seed": str(seed_file)}}}  # fmt: skip
+    c = {
+        **c,
+        "dataset": {
+            "name": "loader",
+            "loader": "myload:load",
+            "pythonpath": str(tmp_path),
+            "args": {"seed": str(seed_file)},
+        },
+    }
     c = cfg.validate(c)
     data = tmp_path / "data.h5"
     analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
@@ -203,19 +210,36 @@ def test_an_unreadable_or_pickled_checkpoint_is_ignored_without_running_it(
     lines = []
     seeds = replica_seeds("control", 0, 0)
     run = {"epochs": 1}
-    res = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"),
-                                 log=lines.append, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    res = training.train_replica(
+        cnn_spec,
+        {**recipe, **run},
+        seeds,
+        small_data,
+        torch.device("cpu"),
+        log=lines.append,
+        checkpoint=ckpt,
+        checkpoint_every=1,
+    )
     assert not marker.exists(), "the checkpoint's pickled code ran"
     said = [line for line in lines if "ignoring checkpoint" in line]
     assert said and str(ckpt) in said[0] and "cannot be read" in said[0] and "retraining" in said[0]
-    straight = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data,
-                                      torch.device("cpu"), log=lambda _: None)  # fmt: skip
+    straight = training.train_replica(
+        cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"), log=lambda _: None
+    )
     for name in straight["state"]:
         assert np.array_equal(res["state"][name], straight["state"][name])
     # the ignored file was replaced by a readable checkpoint of this run: a rerun resumes from it
     lines.clear()
-    again = training.train_replica(cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"),
-                                   log=lines.append, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    again = training.train_replica(
+        cnn_spec,
+        {**recipe, **run},
+        seeds,
+        small_data,
+        torch.device("cpu"),
+        log=lines.append,
+        checkpoint=ckpt,
+        checkpoint_every=1,
+    )
     assert any("resuming from checkpoint" in line for line in lines)
     for name in straight["state"]:
         assert np.array_equal(again["state"][name], straight["state"][name])
@@ -230,8 +254,9 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
     ckpt = tmp_path / "replica_0000.pt"
     seeds = replica_seeds("all", 1, 0)
     r = {**recipe, "epochs": 2, "cycles": 2}
-    first = training.train_replica(cnn_spec, r, seeds, small_data, torch.device("cpu"),
-                                   log=lambda _: None, checkpoint=ckpt, checkpoint_every=1)  # fmt: skip
+    first = training.train_replica(
+        cnn_spec, r, seeds, small_data, torch.device("cpu"), log=lambda _: None, checkpoint=ckpt, checkpoint_every=1
+    )
     torch.load(ckpt, weights_only=True)  # raises on any pickled object
     key = {
         "seeds": seeds.as_dict(),
@@ -467,8 +492,10 @@ def test_config_guards_and_hints(change, message):
 
 def test_yaml_merge_key_is_not_a_syntax_error(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("training: &t\n  epochs: 3\nmodels:\n  lin: {arch: linear, conditions: [init]}\n"
-                    "overrides:\n  lin:\n    init:\n      <<: *t\n      lr: 0.1\n")  # fmt: skip
+    path.write_text(
+        "training: &t\n  epochs: 3\nmodels:\n  lin: {arch: linear, conditions: [init]}\n"
+        "overrides:\n  lin:\n    init:\n      <<: *t\n      lr: 0.1\n"
+    )
     loaded = cfg.load_yaml(path)
     assert loaded["overrides"]["lin"]["init"] == {"epochs": 3, "lr": 0.1}
     path.write_text("replicas: 2\nreplicas: 3\n")  # duplicates are still refused

@@ -21,8 +21,12 @@ from nondet.workflow import plan
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
-SPEC = {"arch": "mypkg.models:build", "params": {"channels": 4, "dropout": 0.3},
-        "features": "pool", "pythonpath": EXAMPLES}  # fmt: skip
+SPEC = {
+    "arch": "mypkg.models:build",
+    "params": {"channels": 4, "dropout": 0.3},
+    "features": "pool",
+    "pythonpath": EXAMPLES,
+}
 
 BAD = '''
 import math
@@ -82,9 +86,21 @@ def images():
 
 
 def recipe(**changes):
-    return {"epochs": 2, "batch_size": 32, "lr": 0.1, "momentum": 0.9, "nesterov": True,
-            "weight_decay": 5e-3, "warmup_epochs": 0, "cycles": 1, "augment": "crop",
-            "augment_size": 1, "kernels_cpu_standin": True, "eval_every": 0, **changes}  # fmt: skip
+    return {
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-3,
+        "warmup_epochs": 0,
+        "cycles": 1,
+        "augment": "crop",
+        "augment_size": 1,
+        "kernels_cpu_standin": True,
+        "eval_every": 0,
+        **changes,
+    }
 
 
 def same(a, b):
@@ -132,8 +148,10 @@ def test_dropout_seed_changes_only_dropout(images):
     assert same(run(SPEC, c0), run(SPEC, c1))
     assert not same(run(SPEC, d0), run(SPEC, d1))
     # nothing else changes: same initial model, and without dropout the same trained model
-    assert same(build_replica(SPEC, recipe(), d0, images, device)[0].state_dict(),
-                build_replica(SPEC, recipe(), d1, images, device)[0].state_dict())  # fmt: skip
+    assert same(
+        build_replica(SPEC, recipe(), d0, images, device)[0].state_dict(),
+        build_replica(SPEC, recipe(), d1, images, device)[0].state_dict(),
+    )
     no_drop = {**SPEC, "params": {**SPEC["params"], "dropout": 0.0}}
     assert same(run(no_drop, d0), run(no_drop, d1))
     assert torch.equal(torch.get_rng_state(), state)
@@ -200,11 +218,16 @@ def test_bitflip_lands_in_a_user_weight_or_the_named_tensor(images):
         ("badpkg:NOT_CALLABLE", {}, None, r"'badpkg:NOT_CALLABLE' is not callable \(it is a int\)"),
         ("badpkg:not_a_module", {}, None, r"returned a str, not an nn.Module"),
         ("badpkg:wrong_shape", {}, None, r"forward returned \(2, 4\) for a batch of 2; expected .*\(2, 3\)"),
-        ("badpkg:fixed", {"depth": 3}, None, r"does not accept params \['depth'\].*takes \(input_shape, num_classes, width\)"),
+        (
+            "badpkg:fixed",
+            {"depth": 3},
+            None,
+            r"does not accept params \['depth'\].*takes \(input_shape, num_classes, width\)",
+        ),
         ("badpkg:fixed", {}, "body", r"features 'body' is not a submodule \(its modules: 0, 1\)"),
         ("badpkg:crashes", {}, None, r"forward pass on inputs of shape \(2, 1, 12, 12\) failed: RuntimeError"),
     ],
-)  # fmt: skip
+)
 def test_bad_model_fails_check_with_its_message(badpkg, arch, params, features, message):
     spec = {"arch": arch, "params": params, "features": features, "pythonpath": badpkg}
     with pytest.raises(ModelError, match=message) as e:
@@ -229,11 +252,17 @@ def config_with(model: dict) -> dict:
     [
         ({"arch": "mypkg/models.py"}, r"models.mine.arch: 'mypkg/models.py' is neither a built-in"),
         ({"arch": "resnet18"}, r"models.mine.arch: 'resnet18' is neither a built-in architecture"),
-        ({"arch": "nosuchpkg_xyz.models:build"}, r"models.mine.arch: model 'mine': module 'nosuchpkg_xyz' .* is found neither on PYTHONPATH"),
-        ({"arch": "mypkg.models:build", "pythonpath": "no/such/folder"}, r"models.mine.pythonpath: folder 'no/such/folder' not found"),
+        (
+            {"arch": "nosuchpkg_xyz.models:build"},
+            r"models.mine.arch: model 'mine': module 'nosuchpkg_xyz' .* is found neither on PYTHONPATH",
+        ),
+        (
+            {"arch": "mypkg.models:build", "pythonpath": "no/such/folder"},
+            r"models.mine.pythonpath: folder 'no/such/folder' not found",
+        ),
         ({"arch": "cnn1d", "features": "body"}, r"models.mine.features: only for a user model"),
     ],
-)  # fmt: skip
+)
 def test_bad_model_config_fails_at_planning_time(model, message):
     with pytest.raises(cfg.ConfigError, match=message):
         cfg.validate(config_with(model))
@@ -241,10 +270,17 @@ def test_bad_model_config_fails_at_planning_time(model, message):
 
 def test_user_model_config_and_job_spec(monkeypatch):
     monkeypatch.chdir(REPO)
-    c = cfg.validate(config_with({"arch": "mypkg.models:build", "pythonpath": "examples",
-                                  "params": {"channels": 8}, "features": "pool"}))  # fmt: skip
-    assert plan.model_spec(c, "mine") == {"arch": "mypkg.models:build", "params": {"channels": 8},
-                                         "features": "pool", "pythonpath": "examples"}  # fmt: skip
+    c = cfg.validate(
+        config_with(
+            {"arch": "mypkg.models:build", "pythonpath": "examples", "params": {"channels": 8}, "features": "pool"}
+        )
+    )
+    assert plan.model_spec(c, "mine") == {
+        "arch": "mypkg.models:build",
+        "params": {"channels": 8},
+        "features": "pool",
+        "pythonpath": "examples",
+    }
     assert plan.user_models(c) == ["mine"]
     c["comparisons"] = {"wide": {"model": "mine", "candidate": {"params": {"channels": 16}}}}
     c = cfg.validate(c)

@@ -66,12 +66,16 @@ def test_vectorised_snapshots(small_data, recipe, cnn_spec):
 
 
 def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
-    c = cfg.validate({
-        "replicas": 2, "replicas_per_job": 2, "vectorize": "on",
-        "dataset": {"num_samples": 600},
-        "training": {"epochs": 1, "eval_every": 0},
-        "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
-    })  # fmt: skip
+    c = cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "vectorize": "on",
+            "dataset": {"num_samples": 600},
+            "training": {"epochs": 1, "eval_every": 0},
+            "models": {"m": {"arch": "linear", "conditions": ["init", "all"]}},
+        }
+    )
     data = tmp_path / "d.h5"
     analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "m", "init", 0)
@@ -91,9 +95,15 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
 def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_spec, wide):
     seeds = [replica_seeds("init", r, 0) for r in range(2)]
     run = lambda size: train_replicas_vectorized(  # noqa: E731
-        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, CPU, log=lambda *a: None,
-        eval_batch_size=size, wide=wide,
-    )  # fmt: skip
+        cnn_spec,
+        {**recipe, "epochs": 1},
+        seeds,
+        small_data,
+        CPU,
+        log=lambda *a: None,
+        eval_batch_size=size,
+        wide=wide,
+    )
     whole, batched = run(10_000), run(7)  # 120 test examples: one batch vs 18 uneven ones
     for w, b in zip(whole, batched):
         assert same(w["state"], b["state"])  # evaluation changes nothing in training
@@ -101,8 +111,9 @@ def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_
         assert np.array_equal(w["curve"]["test_acc"], b["curve"]["test_acc"])
 
 
-@pytest.mark.parametrize("vectorize, how", [("on", "torch.func.vmap"), ("auto", "as one wide model")],
-                         ids=["vmap", "wide"])  # fmt: skip
+@pytest.mark.parametrize(
+    "vectorize, how", [("on", "torch.func.vmap"), ("auto", "as one wide model")], ids=["vmap", "wide"]
+)
 def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize, how):
     """A vectorised chunk (vmap, or the wide CPU path of ``auto``) killed mid-training resumes
     from its checkpoint and ends bitwise identical to an uninterrupted run (same machine: the one
@@ -115,12 +126,16 @@ def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize
     import time
     from pathlib import Path
 
-    c = cfg.validate({
-        "replicas": 3, "replicas_per_job": 3, "vectorize": vectorize,
-        "dataset": {"num_samples": 5000},
-        "training": {"epochs": 12, "eval_every": 0},
-        "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
-    })  # fmt: skip
+    c = cfg.validate(
+        {
+            "replicas": 3,
+            "replicas_per_job": 3,
+            "vectorize": vectorize,
+            "dataset": {"num_samples": 5000},
+            "training": {"epochs": 12, "eval_every": 0},
+            "models": {"cnn": {"arch": "cnn1d", "conditions": ["shuffle"]}},
+        }
+    )
     data = tmp_path / "d.h5"
     analysis_stages.dataset(data, plan.data_spec(c), plan.data_hash(c))
     job = plan.train_job(c, "cnn", "shuffle", 0)

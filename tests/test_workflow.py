@@ -76,8 +76,13 @@ def test_end_to_end_outputs(finished_run):
     ):
         assert (res / path).stat().st_size > 0, path
     rows = {(r["model"], r["condition"]): r for r in csv.DictReader(open(res / "tables/diversity.csv"))}
-    assert set(rows) == {("cnn", "control"), ("cnn", "init"), ("cnn", "all"),
-                         ("linear", "control"), ("linear", "bitflip")}  # fmt: skip
+    assert set(rows) == {
+        ("cnn", "control"),
+        ("cnn", "init"),
+        ("cnn", "all"),
+        ("linear", "control"),
+        ("linear", "bitflip"),
+    }
     assert float(rows[("cnn", "control")]["disagreement"]) == 0.0
     assert float(rows[("cnn", "control")]["acc_sd"]) == 0.0
     assert float(rows[("cnn", "all")]["disagreement"]) > 0.0
@@ -127,8 +132,11 @@ def test_end_to_end_outputs(finished_run):
     assert (res / "figures/ensembles.png").stat().st_size > 0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/verdict.csv"))}
     assert set(cmp) == {"accuracy", "cross_entropy"} and cmp["accuracy"]["runs_candidate"] == "3"
-    welch = next(r for r in csv.DictReader(open(res / "compare/lr/summary.csv"))
-                 if r["metric"] == "accuracy" and r["test"] == "welch")  # fmt: skip
+    welch = next(
+        r
+        for r in csv.DictReader(open(res / "compare/lr/summary.csv"))
+        if r["metric"] == "accuracy" and r["test"] == "welch"
+    )
     acc = {}  # each arm's mean accuracy recomputed from its prediction files
     for arm in ("baseline", "candidate"):
         pred = load_predictions(sorted((res / f"compare/lr/{arm}").glob("predict_chunk*.h5")))
@@ -240,8 +248,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     cfg_path.write_text(yaml.safe_dump(config))
     cmd = SNAKEMAKE + ["--directory", str(tmp_path), "--configfile", str(cfg_path), "--cores", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = tmp_path / "results/train/cnn/init/.chunk0.h5.checkpoints/vectorized.pt"  # the wide path
     deadline = time.time() + 300
     while not ckpt.exists():

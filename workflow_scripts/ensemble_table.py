@@ -5,6 +5,12 @@ from nondet.workflow.analysis_stages import ensemble_table
 
 out = snakemake.output
 ensemble_table(
-    list(snakemake.input.ensembles), list(snakemake.input.mitigation), out.csv, out.md, out.pdf, out.png,
-    snakemake.log[0], expect=snakemake.params.expect,
-)  # fmt: skip
+    list(snakemake.input.ensembles),
+    list(snakemake.input.mitigation),
+    out.csv,
+    out.md,
+    out.pdf,
+    out.png,
+    snakemake.log[0],
+    expect=snakemake.params.expect,
+)

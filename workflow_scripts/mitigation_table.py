@@ -5,6 +5,11 @@ from nondet.workflow.analysis_stages import mitigation_table
 
 out = snakemake.output
 mitigation_table(
-    list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0],
+    list(snakemake.input),
+    out.csv,
+    out.md,
+    out.pdf,
+    out.png,
+    snakemake.log[0],
     expect=snakemake.params.expect,
-)  # fmt: skip
+)

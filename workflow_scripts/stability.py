@@ -5,6 +5,11 @@ from nondet.workflow.analysis_stages import stability
 
 out = snakemake.output
 stability(
-    list(snakemake.input), out.csv, out.md, out.pdf, out.png, snakemake.log[0],
+    list(snakemake.input),
+    out.csv,
+    out.md,
+    out.pdf,
+    out.png,
+    snakemake.log[0],
     expect=snakemake.params.expect,
-)  # fmt: skip
+)

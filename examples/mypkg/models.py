@@ -16,8 +16,12 @@ class SmallCNN(nn.Module):
         super().__init__()
         layers, c_in = [], in_channels
         for c_out in (channels, 2 * channels, 2 * channels):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.ReLU(), nn.MaxPool2d(2)]  # fmt: skip
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.pool = MeanPool()  # the penultimate representation (features: pool in the config)

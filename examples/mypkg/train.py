@@ -13,8 +13,16 @@ from torchvision.transforms import v2
 
 from .models import SmallCNN
 
-DEFAULTS = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05, "label_smoothing": 0.1,
-            "channels": 16, "dropout": 0.2, "workers": 2}  # fmt: skip
+DEFAULTS = {
+    "epochs": 2,
+    "batch_size": 128,
+    "lr": 3e-3,
+    "weight_decay": 0.05,
+    "label_smoothing": 0.1,
+    "channels": 16,
+    "dropout": 0.2,
+    "workers": 2,
+}
 
 
 def main(ctx):

@@ -123,8 +123,14 @@ def _degenerate(test, estimate, **extra) -> dict:
     if estimate == 0:
         note = "no run-to-run variation and no difference: the arms are identical"
         return _row(test, 0.0, (0.0, 0.0), 1.0, note=note, calibrated=False, **extra)
-    return _row(test, estimate, note="no run-to-run variation was measured: the difference is exact on this test set, "
-                "but no interval or p-value can be given", calibrated=False, **extra)  # fmt: skip
+    return _row(
+        test,
+        estimate,
+        note="no run-to-run variation was measured: the difference is exact on this test set, "
+        "but no interval or p-value can be given",
+        calibrated=False,
+        **extra,
+    )
 
 
 # --- the tests ----------------------------------------------------------------------------------
@@ -213,8 +219,10 @@ def permutation(candidate, baseline, paired: bool = False) -> dict:
         n = PERMUTATION_RESAMPLES + 1
         p = min(1.0, 2 * min((k_hi + 1) / n, (k_lo + 1) / n))
         min_p = min(1.0, 2.0 / n)
-        note = (f"Monte Carlo ({PERMUTATION_RESAMPLES} seeded resamples of {n_arr:.3g} arrangements); the "
-                f"smallest p it can report is {min_p:.3g}")  # fmt: skip
+        note = (
+            f"Monte Carlo ({PERMUTATION_RESAMPLES} seeded resamples of {n_arr:.3g} arrangements); the "
+            f"smallest p it can report is {min_p:.3g}"
+        )
         return _row("permutation", est, p=p, min_p=min_p, note=note)
     if paired:
         d = a - b
@@ -348,12 +356,28 @@ def p_better(candidate, baseline, higher_is_better: bool = True, alpha: float = 
     t_obs = diff / sd / k
     lo, hi = _nct_interval(t_obs, df, alpha)
     p = 2 * stats.t.sf(abs(t_obs), df)
-    return {**_row("p_better", est, (_p_from_d(lo * k, paired), _p_from_d(hi * k, paired)), p, df,
-                   p_normal=float(_p_from_d(diff / sd, paired))), "definition": definition}  # fmt: skip
+    return {
+        **_row(
+            "p_better",
+            est,
+            (_p_from_d(lo * k, paired), _p_from_d(hi * k, paired)),
+            p,
+            df,
+            p_normal=float(_p_from_d(diff / sd, paired)),
+        ),
+        "definition": definition,
+    }
 
 
-def tost(candidate, baseline, margin: float, alpha: float = 0.05, higher_is_better: bool = True,
-         kind: str = "equivalence", paired: bool = False) -> dict:  # fmt: skip
+def tost(
+    candidate,
+    baseline,
+    margin: float,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+    kind: str = "equivalence",
+    paired: bool = False,
+) -> dict:
     """Equivalence within +-margin (two one-sided t-tests, p = the larger one-sided p) or
     non-inferiority (the candidate is not worse than the baseline by margin or more), on the
     welch (paired: paired_runs) statistic; the interval is the (1 - 2 alpha) t interval."""
@@ -372,8 +396,17 @@ def tost(candidate, baseline, margin: float, alpha: float = 0.05, higher_is_bett
         p = max(p_low, p_high)
     else:  # non-inferiority: worse means lower for accuracy, higher for cross-entropy
         p = p_low if higher_is_better else p_high
-    return _row("tost", est, (base["ci_low"], base["ci_high"]), p, df, se, margin=margin, kind=kind,
-                note=f"interval: {100 * (1 - 2 * alpha):.0f} % (the TOST convention)")  # fmt: skip
+    return _row(
+        "tost",
+        est,
+        (base["ci_low"], base["ci_high"]),
+        p,
+        df,
+        se,
+        margin=margin,
+        kind=kind,
+        note=f"interval: {100 * (1 - 2 * alpha):.0f} % (the TOST convention)",
+    )
 
 
 def flips(candidate, baseline, alpha: float = 0.05, pairs=None) -> list[dict]:
@@ -392,8 +425,10 @@ def flips(candidate, baseline, alpha: float = 0.05, pairs=None) -> list[dict]:
         else:
             k = h(a[:, None], b[None]).astype(np.float64)  # (runs_a, runs_b)
             est = k.mean()
-            terms = [(1 / len(a), np.var(k.mean(1), ddof=1), len(a) - 1),
-                     (1 / len(b), np.var(k.mean(0), ddof=1), len(b) - 1)]  # fmt: skip
+            terms = [
+                (1 / len(a), np.var(k.mean(1), ddof=1), len(a) - 1),
+                (1 / len(b), np.var(k.mean(0), ddof=1), len(b) - 1),
+            ]
         row = _t_row(test, est, terms, alpha)
         if row is None:
             row = _row(test, est, (est, est), note="the same count for every pair of runs", calibrated=False)
@@ -428,9 +463,14 @@ WITHHELD_BELOW: dict[str, int] = {"joint_paired": 3}
 def _withhold(row: dict, runs: int) -> dict:
     need = WITHHELD_BELOW.get(row["test"])
     if need is not None and runs < need:
-        row.update(ci_low=math.nan, ci_high=math.nan, p_value=math.nan, calibrated=False,
-                   note=f"withheld at {runs} runs per arm: not calibrated below {need} runs per arm "
-                   "(benchmarks/calibration.py)")  # fmt: skip
+        row.update(
+            ci_low=math.nan,
+            ci_high=math.nan,
+            p_value=math.nan,
+            calibrated=False,
+            note=f"withheld at {runs} runs per arm: not calibrated below {need} runs per arm "
+            "(benchmarks/calibration.py)",
+        )
     return row
 
 
@@ -450,8 +490,16 @@ def check_arms(baseline: dict, candidate: dict, pairs=None) -> None:
         raise VerdictError(f"{len(pairs)} pair(s) of runs share a seed: paired tests need >= 2")
 
 
-def compare(baseline: dict, candidate: dict, alpha: float = 0.05, pairs=None, margin=None,
-            margin_kind: str = "equivalence", correct: bool = True, withhold: bool = True) -> list[dict]:  # fmt: skip
+def compare(
+    baseline: dict,
+    candidate: dict,
+    alpha: float = 0.05,
+    pairs=None,
+    margin=None,
+    margin_kind: str = "equivalence",
+    correct: bool = True,
+    withhold: bool = True,
+) -> list[dict]:
     """Every test of a candidate against a baseline, one row per (metric, test), long format.
 
     ``baseline``/``candidate``: metric -> per-example values (runs, n). ``pairs``: optional list
@@ -468,15 +516,25 @@ def compare(baseline: dict, candidate: dict, alpha: float = 0.05, pairs=None, ma
         a, b = np.asarray(candidate[metric], dtype=np.float64), np.asarray(baseline[metric], dtype=np.float64)
         ra, rb = a.mean(1), b.mean(1)
         hib = HIGHER_IS_BETTER.get(metric, True)
-        base = {"metric": metric, "n_baseline": len(b), "n_candidate": len(a), "n_examples": a.shape[1],
-                "baseline_mean": float(rb.mean()), "baseline_sd": float(np.std(rb, ddof=1)),
-                "candidate_mean": float(ra.mean()), "candidate_sd": float(np.std(ra, ddof=1))}  # fmt: skip
+        base = {
+            "metric": metric,
+            "n_baseline": len(b),
+            "n_candidate": len(a),
+            "n_examples": a.shape[1],
+            "baseline_mean": float(rb.mean()),
+            "baseline_sd": float(np.std(rb, ddof=1)),
+            "candidate_mean": float(ra.mean()),
+            "candidate_sd": float(np.std(ra, ddof=1)),
+        }
         out = [welch(ra, rb, alpha)]
         if pairs is not None:
             ia, ib = np.asarray(pairs).T
-            paired_rows = [paired_runs(ra[ia], rb[ib], alpha), permutation(ra[ia], rb[ib], paired=True),
-                           joint(a[ia], b[ib], alpha, True, paired_runs=True),
-                           p_better(ra[ia], rb[ib], hib, alpha, paired=True)]  # fmt: skip
+            paired_rows = [
+                paired_runs(ra[ia], rb[ib], alpha),
+                permutation(ra[ia], rb[ib], paired=True),
+                joint(a[ia], b[ib], alpha, True, paired_runs=True),
+                p_better(ra[ia], rb[ib], hib, alpha, paired=True),
+            ]
             out += [{**r, "n_baseline": len(ib), "n_candidate": len(ia), "paired": True} for r in paired_rows]
         else:
             out += [permutation(ra, rb), joint(a, b, alpha, True), p_better(ra, rb, hib, alpha)]
@@ -513,8 +571,11 @@ def all_pairs(groups: dict, alpha: float = 0.05) -> list[dict]:
             a, b = np.asarray(groups[g2][metric], dtype=np.float64), np.asarray(groups[g1][metric], dtype=np.float64)
             base = {"baseline": g1, "candidate": g2, "metric": metric}
             runs = min(len(a), len(b))
-            for r in (welch(a.mean(1), b.mean(1), alpha), joint(a, b, alpha, True),
-                      p_better(a.mean(1), b.mean(1), HIGHER_IS_BETTER.get(metric, True), alpha)):  # fmt: skip
+            for r in (
+                welch(a.mean(1), b.mean(1), alpha),
+                joint(a, b, alpha, True),
+                p_better(a.mean(1), b.mean(1), HIGHER_IS_BETTER.get(metric, True), alpha),
+            ):
                 rows.append({**base, **_withhold(r, runs)})
     for test in dict.fromkeys(r["test"] for r in rows):
         sub = [r for r in rows if r["test"] == test]
@@ -558,8 +619,10 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
             side = "better" if better else "worse"
             decision = f"{decision} (candidate {side})"
             bound = f"gamma = {gamma:g}" if better else f"1 - gamma = {1 - gamma:g}"
-            why = (f"the interval of P(A > B) lies {'above' if better else 'below'} 0.5 and "
-                   f"{'reaches' if meaningful else 'stays short of'} {bound}")  # fmt: skip
+            why = (
+                f"the interval of P(A > B) lies {'above' if better else 'below'} 0.5 and "
+                f"{'reaches' if meaningful else 'stays short of'} {bound}"
+            )
         if pb["note"].startswith("no run-to-run variation"):
             decision = "identical arms" if diff["estimate"] == 0 else "exact difference (no run-to-run noise)"
             why = pb["note"]
@@ -569,10 +632,14 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
             if perm.get("paired"):
                 chance = f"the candidate winning every one of {runs} seed pairs happens by chance 1 time in {2**runs}"
             else:
-                chance = (f"all candidate runs beating all baseline runs happens by chance 1 time in "
-                          f"{math.comb(diff['n_baseline'] + diff['n_candidate'], diff['n_candidate'])}")  # fmt: skip
-            floor = (f"with {runs} runs per arm no exact distribution-free test can reach p < {alpha:g} "
-                     f"(smallest two-sided p: {perm['min_p']:.3g}; {chance})")  # fmt: skip
+                chance = (
+                    f"all candidate runs beating all baseline runs happens by chance 1 time in "
+                    f"{math.comb(diff['n_baseline'] + diff['n_candidate'], diff['n_candidate'])}"
+                )
+            floor = (
+                f"with {runs} runs per arm no exact distribution-free test can reach p < {alpha:g} "
+                f"(smallest two-sided p: {perm['min_p']:.3g}; {chance})"
+            )
         row = {
             "metric": metric,
             "decision": decision,
@@ -595,8 +662,12 @@ def verdict(rows: list[dict], gamma: float = 0.75, alpha: float = 0.05, held_fix
         }
         if "joint_paired" in by:
             j = by["joint_paired"]
-            row.update(distribution_low=j["ci_low"], distribution_high=j["ci_high"], distribution_p=j["p_value"],
-                       distribution_note=j["note"])  # fmt: skip
+            row.update(
+                distribution_low=j["ci_low"],
+                distribution_high=j["ci_high"],
+                distribution_p=j["p_value"],
+                distribution_note=j["note"],
+            )
         if "tost" in by:
             t = by["tost"]
             ok = t["p_value"] < alpha
@@ -652,8 +723,10 @@ def verdict_lines(name: str, verdicts: list[dict], units=None) -> list[str]:
         if "distribution_low" in v:
             where = "  on the data distribution (a new test set of this size): "
             if _finite(v["distribution_low"], v["distribution_high"], v["distribution_p"]):
-                lines.append(f"{where}[{v['distribution_low']:+.4g}, {v['distribution_high']:+.4g}], "
-                             f"p = {v['distribution_p']:.3g}")  # fmt: skip
+                lines.append(
+                    f"{where}[{v['distribution_low']:+.4g}, {v['distribution_high']:+.4g}], "
+                    f"p = {v['distribution_p']:.3g}"
+                )
             else:
                 lines.append(where + _no_interval(v.get("distribution_note", "")))
         for key in ("equivalence", "small_sample", "held_fixed"):
@@ -718,8 +791,15 @@ PLAN_ASSUMPTIONS = (
 )
 
 
-def plan(baseline, candidate, effect=None, alpha: float = 0.05, power: float = 0.8, confidence: float = 0.95,
-         gamma: float = 0.75) -> list[dict]:  # fmt: skip
+def plan(
+    baseline,
+    candidate,
+    effect=None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    confidence: float = 0.95,
+    gamma: float = 0.75,
+) -> list[dict]:
     """Replicas per arm from pilot runs' per-example values (runs, n) of each arm.
 
     ``effect`` (candidate - baseline, in the metric's units) is the user's; without it the plan
@@ -745,15 +825,32 @@ def plan(baseline, candidate, effect=None, alpha: float = 0.05, power: float = 0
     z = stats.norm.ppf(1 - q)
     ts = math.sqrt(part)
     ts_int = (math.sqrt(max(0.0, part - z * part_se)), math.sqrt(part + z * part_se))
-    common = {"pilot_runs_baseline": rb, "pilot_runs_candidate": ra, "effect": effect, "effect_is": label,
-              "alpha": alpha, "power": power, "confidence": confidence, "assumptions": PLAN_ASSUMPTIONS}  # fmt: skip
+    common = {
+        "pilot_runs_baseline": rb,
+        "pilot_runs_candidate": ra,
+        "effect": effect,
+        "effect_is": label,
+        "alpha": alpha,
+        "power": power,
+        "confidence": confidence,
+        "assumptions": PLAN_ASSUMPTIONS,
+    }
     rows = []
     for basis, s, (lo, hi) in (("pilot_sd", sd, sd_int), ("indep_only", ts, ts_int)):
-        rows.append({**common, "basis": basis, "sd": s, "sd_low": lo, "sd_high": hi,
-                     "replicas_needed": replicas_needed(effect, s, alpha, power),
-                     "replicas_low": replicas_needed(effect, lo, alpha, power) if lo > 0 else 2,
-                     "replicas_high": replicas_needed(effect, hi, alpha, power),
-                     "indep_share": part / pooled if pooled > 0 else float("nan"), "note": ""})  # fmt: skip
+        rows.append(
+            {
+                **common,
+                "basis": basis,
+                "sd": s,
+                "sd_low": lo,
+                "sd_high": hi,
+                "replicas_needed": replicas_needed(effect, s, alpha, power),
+                "replicas_low": replicas_needed(effect, lo, alpha, power) if lo > 0 else 2,
+                "replicas_high": replicas_needed(effect, hi, alpha, power),
+                "indep_share": part / pooled if pooled > 0 else float("nan"),
+                "note": "",
+            }
+        )
     # the distribution question: Var = 2 sd_run^2 / R + the test-set term, which more runs leave
     terms = variance_terms(a, b, True, False)
     test_term = max(0.0, sum(c * s2 for c, s2, _ in terms[2:]))
@@ -762,20 +859,53 @@ def plan(baseline, candidate, effect=None, alpha: float = 0.05, power: float = 0
     if effect == 0 or not np.isfinite(effect):
         need, note = -1, "no effect to plan for"
     elif abs(effect) <= reach:
-        need, note = -1, (f"cannot be reached by more runs: the test-set term alone needs |effect| > {reach:.3g} "
-                          f"at this power; use a larger test set")  # fmt: skip
+        need, note = (
+            -1,
+            (
+                f"cannot be reached by more runs: the test-set term alone needs |effect| > {reach:.3g} "
+                f"at this power; use a larger test set"
+            ),
+        )
     else:
         room = (abs(effect) / zz) ** 2 - test_term
         need = max(2, math.ceil(2 * pooled / room)) if room > 0 and pooled > 0 else 2
         note = "normal approximation"
         if need > MAX_REPLICAS:
-            need, note = -1, (f"cannot be reached by more runs: it needs more than {MAX_REPLICAS} replicas per "
-                              "arm (normal approximation)")  # fmt: skip
-    rows.append({**common, "basis": "distribution", "sd": sd, "sd_low": math.nan, "sd_high": math.nan,
-                 "replicas_needed": need, "replicas_low": math.nan, "replicas_high": math.nan,
-                 "indep_share": math.nan, "note": note})  # fmt: skip
-    rows.append({**common, "basis": "p_better", "effect": gamma, "effect_is": "gamma (P(A > B))", "sd": math.nan,
-                 "sd_low": math.nan, "sd_high": math.nan, "replicas_needed": noether_runs(gamma, alpha, power),
-                 "replicas_low": math.nan, "replicas_high": math.nan, "indep_share": math.nan,
-                 "note": "Noether: (z_{1-alpha} + z_{power})^2 / (6 (gamma - 1/2)^2), one-sided"})  # fmt: skip
+            need, note = (
+                -1,
+                (
+                    f"cannot be reached by more runs: it needs more than {MAX_REPLICAS} replicas per "
+                    "arm (normal approximation)"
+                ),
+            )
+    rows.append(
+        {
+            **common,
+            "basis": "distribution",
+            "sd": sd,
+            "sd_low": math.nan,
+            "sd_high": math.nan,
+            "replicas_needed": need,
+            "replicas_low": math.nan,
+            "replicas_high": math.nan,
+            "indep_share": math.nan,
+            "note": note,
+        }
+    )
+    rows.append(
+        {
+            **common,
+            "basis": "p_better",
+            "effect": gamma,
+            "effect_is": "gamma (P(A > B))",
+            "sd": math.nan,
+            "sd_low": math.nan,
+            "sd_high": math.nan,
+            "replicas_needed": noether_runs(gamma, alpha, power),
+            "replicas_low": math.nan,
+            "replicas_high": math.nan,
+            "indep_share": math.nan,
+            "note": "Noether: (z_{1-alpha} + z_{power})^2 / (6 (gamma - 1/2)^2), one-sided",
+        }
+    )
     return rows

@@ -167,8 +167,7 @@ def bootstrap_se(data: np.ndarray, statistic, n_resamples: int, seed: int, batch
     return float(np.nanstd(res.bootstrap_distribution, ddof=1))
 
 
-def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray, n_resamples: int = 0,
-                            seed: int = 0) -> dict:  # fmt: skip
+def accuracy_variance_split(logits: np.ndarray, labels: np.ndarray, n_resamples: int = 0, seed: int = 0) -> dict:
     """Split the variance of accuracy across replicas (in %^2, ddof=1) into two exact parts.
 
     With c[r, i] = 1 when replica r gets example i right, Var_r(acc) = (1/n^2) sum_ij Cov(c_i, c_j):

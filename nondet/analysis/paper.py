@@ -56,17 +56,20 @@ def convert(metric: str, value: float, se: float, n: int) -> tuple[float, float,
     return value, se, ""
 
 
-def paper_comparison(expected: pd.DataFrame, diversity: pd.DataFrame,
-                     mitigation: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+def paper_comparison(
+    expected: pd.DataFrame, diversity: pd.DataFrame, mitigation: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per published number that the run has: ours (converted) beside the paper's."""
     rows = []
     for _, e in expected.iterrows():
         if e["table"] == "diversity":
             match = diversity[(diversity["model"] == e["model"]) & (diversity["condition"] == e["condition"])]
         elif e["table"] == "mitigation" and mitigation is not None:
-            match = mitigation[(mitigation["model"] == e["model"])
-                               & (mitigation["condition"] == e["condition"])
-                               & (mitigation["method"] == e["method"])]  # fmt: skip
+            match = mitigation[
+                (mitigation["model"] == e["model"])
+                & (mitigation["condition"] == e["condition"])
+                & (mitigation["method"] == e["method"])
+            ]
         else:
             continue
         if match.empty or e["metric"] not in match:
@@ -79,15 +82,42 @@ def paper_comparison(expected: pd.DataFrame, diversity: pd.DataFrame,
         paper_se = float(e["se"]) if pd.notna(e["se"]) else float("nan")
         diff = ours - float(e["value"])
         both = math.sqrt(ours_se**2 + paper_se**2) if not math.isnan(paper_se) else float("nan")
-        rows.append({
-            "table": e["table"], "model": e["model"], "condition": e["condition"],
-            "method": e["method"], "metric": e["metric"], "paper": float(e["value"]),
-            "paper_se": paper_se, "ours": ours, "ours_se": ours_se, "n_replicas": n,
-            "diff": diff, "diff_in_se": diff / ours_se if ours_se > 0 else float("nan"),
-            "z": diff / both if both > 0 else float("nan"), "conversion": note,
-            "paper_convention": e["convention"], "source": e["source"],
-        })  # fmt: skip
-    columns = ["table", "model", "condition", "method", "metric", "paper", "paper_se", "ours",
-               "ours_se", "n_replicas", "diff", "diff_in_se", "z", "conversion",
-               "paper_convention", "source"]  # fmt: skip
+        rows.append(
+            {
+                "table": e["table"],
+                "model": e["model"],
+                "condition": e["condition"],
+                "method": e["method"],
+                "metric": e["metric"],
+                "paper": float(e["value"]),
+                "paper_se": paper_se,
+                "ours": ours,
+                "ours_se": ours_se,
+                "n_replicas": n,
+                "diff": diff,
+                "diff_in_se": diff / ours_se if ours_se > 0 else float("nan"),
+                "z": diff / both if both > 0 else float("nan"),
+                "conversion": note,
+                "paper_convention": e["convention"],
+                "source": e["source"],
+            }
+        )
+    columns = [
+        "table",
+        "model",
+        "condition",
+        "method",
+        "metric",
+        "paper",
+        "paper_se",
+        "ours",
+        "ours_se",
+        "n_replicas",
+        "diff",
+        "diff_in_se",
+        "z",
+        "conversion",
+        "paper_convention",
+        "source",
+    ]
     return pd.DataFrame(rows, columns=columns)

@@ -46,8 +46,7 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
     for ax, (key, name) in zip(axes.flat, PANELS):
         values = [r.get(key, float("nan")) for r in rows]
         errors = [r.get(f"{key}_se", float("nan")) for r in rows]
-        colors = ["0.6" if r["condition"] == "control" else
-                  ("C3" if r["condition"] == "all" else "C0") for r in rows]  # fmt: skip
+        colors = ["0.6" if r["condition"] == "control" else ("C3" if r["condition"] == "all" else "C0") for r in rows]
         ax.bar(range(len(rows)), values, yerr=errors, color=colors, capsize=3)
         ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right")
         ax.set_title(name, fontsize=10)
@@ -88,16 +87,25 @@ def divergence_figure(div: dict, pdf_path, png_path) -> None:
 
 def mitigation_figure(df, pdf_path, png_path) -> None:
     """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with error bars."""
-    panels = [("acc_sd", "SD of accuracy (%)"), ("ce_sd", "SD of cross-entropy"),
-              ("disagreement", "pairwise disagreement (%)"), ("pearson", "logit correlation")]  # fmt: skip
+    panels = [
+        ("acc_sd", "SD of accuracy (%)"),
+        ("ce_sd", "SD of cross-entropy"),
+        ("disagreement", "pairwise disagreement (%)"),
+        ("pearson", "logit correlation"),
+    ]
     groups = list(df.groupby(["model", "condition"], sort=False))
     fig, axes = plt.subplots(len(groups), 4, figsize=(14, 3.4 * len(groups)), squeeze=False, constrained_layout=True)
     for row_axes, ((model, condition), g) in zip(axes, groups):
         labels = [f"{m}\n{e} ep, {p} pass" for m, e, p in zip(g["method"], g["epochs"], g["test_passes"])]
         for ax, (key, name) in zip(row_axes, panels):
             err = g.get(f"{key}_se")
-            ax.bar(range(len(g)), g[key], yerr=None if err is None else err,
-                   color=[f"C{i}" for i in range(len(g))], capsize=3)  # fmt: skip
+            ax.bar(
+                range(len(g)),
+                g[key],
+                yerr=None if err is None else err,
+                color=[f"C{i}" for i in range(len(g))],
+                capsize=3,
+            )
             ax.set_xticks(range(len(g)), labels, fontsize=7)
             ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
@@ -144,8 +152,11 @@ def budget_figure(df, pdf_path, png_path) -> None:
 
 def stability_figure(df, pdf_path, png_path) -> None:
     """Init and one-ulp diversity by model: a stable model has ~0 for bitflip."""
-    panels = [("disagreement", "pairwise disagreement (%)"), ("acc_sd", "SD of accuracy (%)"),
-              ("pearson", "logit correlation (Pearson)")]  # fmt: skip
+    panels = [
+        ("disagreement", "pairwise disagreement (%)"),
+        ("acc_sd", "SD of accuracy (%)"),
+        ("pearson", "logit correlation (Pearson)"),
+    ]
     models = list(dict.fromkeys(df["model"]))
     conditions = [c for c in ("init", "bitflip", "all") if c in set(df["condition"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(13, 4), constrained_layout=True)
@@ -153,8 +164,14 @@ def stability_figure(df, pdf_path, png_path) -> None:
     for ax, (key, name) in zip(axes, panels):
         for j, cond in enumerate(conditions):
             sub = df[df["condition"] == cond].set_index("model").reindex(models)
-            ax.bar([i + j * width for i in range(len(models))], sub[key], width,
-                   yerr=sub.get(f"{key}_se"), capsize=2, label=cond)  # fmt: skip
+            ax.bar(
+                [i + j * width for i in range(len(models))],
+                sub[key],
+                width,
+                yerr=sub.get(f"{key}_se"),
+                capsize=2,
+                label=cond,
+            )
         ax.set_xticks([i + width * (len(conditions) - 1) / 2 for i in range(len(models))], models)
         ax.set_title(name, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -191,8 +208,7 @@ def comparison_figure(values: dict, verdicts, name: str, pdf_path, png_path) -> 
 def components_figure(df, name: str, pdf_path, png_path) -> None:
     """Variance components of a factorial design, with bootstrap standard errors."""
     metrics = list(dict.fromkeys(df["metric"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8),
-                             constrained_layout=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), constrained_layout=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         sub = df[df["metric"] == metric]
         ref = dict(zip(sub["effect"], sub["component"]))
@@ -201,8 +217,7 @@ def components_figure(df, name: str, pdf_path, png_path) -> None:
         ax.set_xticks(range(len(sub)), sub["effect"], rotation=30, ha="right")
         ax.axhline(0, color="k", lw=0.8)
         if "indep" in ref:
-            ax.axhline(ref["indep"], color="C3", ls="--", lw=1,
-                       label="independent per-example flips")  # fmt: skip
+            ax.axhline(ref["indep"], color="C3", ls="--", lw=1, label="independent per-example flips")
             ax.legend(fontsize=8)
         ax.set_title(f"{metric}: variance components", fontsize=10)
         ax.set_ylabel("variance (%²)" if metric == "accuracy" else "variance (nats²)")

@@ -13,10 +13,26 @@ from nondet.seeds import CONDITIONS
 
 #: Columns promised by the README, in order; more follow them.
 COLUMNS = [
-    "model", "condition", "device", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se",
-    "ce_mean", "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "spearman",
-    "ens_acc_gain", "ens_ce_gain", "cka", "n_absorbed", "n_identical_pairs",
-]  # fmt: skip
+    "model",
+    "condition",
+    "device",
+    "n_replicas",
+    "acc_mean",
+    "acc_sd",
+    "acc_sd_se",
+    "ce_mean",
+    "ce_sd",
+    "ce_sd_se",
+    "disagreement",
+    "disagreement_se",
+    "pearson",
+    "spearman",
+    "ens_acc_gain",
+    "ens_ce_gain",
+    "cka",
+    "n_absorbed",
+    "n_identical_pairs",
+]
 
 
 def diversity_frame(rows: list[dict]) -> pd.DataFrame:
@@ -91,7 +107,7 @@ READER_COLUMNS = {
     "ensemble gain (pp)": lambda r: _num(r["ens_acc_gain"], 2, sign=True),
     "CKA": lambda r: _num(r["cka"], 3) + (" †" if r.get("cka_on") == "logits" else ""),
     "flips absorbed": lambda r: "" if pd.isna(r["n_absorbed"]) else f"{int(r['n_absorbed'])} of {int(r['n_replicas'])}",
-}  # fmt: skip
+}
 
 
 DIVERSITY_LEGEND = (
@@ -206,11 +222,30 @@ def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes
 METHODS = list(BASES)
 
 MITIGATION_COLUMNS = [
-    "model", "condition", "method", "n_replicas", "acc_mean", "acc_sd", "acc_sd_se", "ce_mean",
-    "ce_sd", "ce_sd_se", "disagreement", "disagreement_se", "pearson", "pearson_se", "epochs",
-    "cycles", "test_passes", "acc_sd_reduction", "ce_sd_reduction", "disagreement_reduction",
-    "ens_acc_gain", "ens_acc_gain_se", "variability_reduction",
-]  # fmt: skip
+    "model",
+    "condition",
+    "method",
+    "n_replicas",
+    "acc_mean",
+    "acc_sd",
+    "acc_sd_se",
+    "ce_mean",
+    "ce_sd",
+    "ce_sd_se",
+    "disagreement",
+    "disagreement_se",
+    "pearson",
+    "pearson_se",
+    "epochs",
+    "cycles",
+    "test_passes",
+    "acc_sd_reduction",
+    "ce_sd_reduction",
+    "disagreement_reduction",
+    "ens_acc_gain",
+    "ens_acc_gain_se",
+    "variability_reduction",
+]
 
 
 def _by_method(rows: list[dict], by: list[str]) -> pd.DataFrame:
@@ -234,8 +269,11 @@ def _variability_reduction(df: pd.DataFrame, by: list[str]) -> pd.Series:
     from nondet.analysis.paper import variability_reduction
 
     plain = df[df["method"] == "plain"].set_index(by)
-    return pd.Series([variability_reduction(plain.loc[tuple(r[k] for k in by)], r) for _, r in df.iterrows()],
-                     index=df.index, dtype=float)  # fmt: skip
+    return pd.Series(
+        [variability_reduction(plain.loc[tuple(r[k] for k in by)], r) for _, r in df.iterrows()],
+        index=df.index,
+        dtype=float,
+    )
 
 
 def mitigation_table(rows: list[dict]) -> pd.DataFrame:
@@ -250,11 +288,27 @@ def mitigation_table(rows: list[dict]) -> pd.DataFrame:
 
 
 BUDGET_COLUMNS = [
-    "model", "condition", "epochs", "method", "cycles", "test_passes", "n_replicas", "acc_mean",
-    "acc_mean_se", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "ce_sd_se", "disagreement",
-    "disagreement_se", "acc_sd_vs_plain", "ce_sd_vs_plain", "disagreement_vs_plain",
+    "model",
+    "condition",
+    "epochs",
+    "method",
+    "cycles",
+    "test_passes",
+    "n_replicas",
+    "acc_mean",
+    "acc_mean_se",
+    "acc_sd",
+    "acc_sd_se",
+    "ce_mean",
+    "ce_sd",
+    "ce_sd_se",
+    "disagreement",
+    "disagreement_se",
+    "acc_sd_vs_plain",
+    "ce_sd_vs_plain",
+    "disagreement_vs_plain",
     "variability_reduction",
-]  # fmt: skip
+]
 
 
 def budget_table(rows: list[dict]) -> pd.DataFrame:

@@ -76,15 +76,17 @@ def variance_components(y: np.ndarray, sources: list[str], n_resamples: int, see
     total = sum(max(v["component"], 0.0) for v in est.values())
     rows = []
     for name, v in est.items():
-        rows.append({
-            "effect": name,
-            "df": v["df"],
-            "mean_square": v["ms"],
-            "component": v["component"],
-            "component_se": float(np.std(boots[name], ddof=1)) if n_resamples else float("nan"),
-            "share": max(v["component"], 0.0) / total if total > 0 else float("nan"),
-            "p_value": _f_test(est, name, sources),
-        })  # fmt: skip
+        rows.append(
+            {
+                "effect": name,
+                "df": v["df"],
+                "mean_square": v["ms"],
+                "component": v["component"],
+                "component_se": float(np.std(boots[name], ddof=1)) if n_resamples else float("nan"),
+                "share": max(v["component"], 0.0) / total if total > 0 else float("nan"),
+                "p_value": _f_test(est, name, sources),
+            }
+        )
     return rows
 
 

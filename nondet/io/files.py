@@ -104,8 +104,7 @@ def checkpoints_for(ckpt_dir: Path, job: dict, log=print, content_sha256: str | 
     """Make ``ckpt_dir`` hold only checkpoints of ``job`` on the data set whose arrays have the
     SHA-256 ``content_sha256``: checkpoints left by any other job spec (other data, code version,
     settings or experiment name) or made on other data contents are deleted, saying why."""
-    key = {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
-           "code_version": h5io.CODE_VERSION}  # fmt: skip
+    key = {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"], "code_version": h5io.CODE_VERSION}
     if content_sha256 is not None:
         key["content_sha256"] = content_sha256
     key_file = ckpt_dir / "job.json"
@@ -120,8 +119,7 @@ def checkpoints_for(ckpt_dir: Path, job: dict, log=print, content_sha256: str | 
                 if not isinstance(old, dict)
                 else "; ".join(f"{k} {old.get(k)} != {v}" for k, v in key.items() if old.get(k) != v)
             )
-            log(f"ignoring the checkpoints in {ckpt_dir}: another job spec wrote them ({why}); "
-                "training from the start")  # fmt: skip
+            log(f"ignoring the checkpoints in {ckpt_dir}: another job spec wrote them ({why}); training from the start")
             shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     key_file.write_text(json.dumps(key))
@@ -197,8 +195,7 @@ def _job_expect(job: dict) -> dict:
     return {k: job[k] for k in ("spec_hash", "data_hash", "code_version")}
 
 
-def write_predictions(out_path, prov: dict, logits, features, labels, replicas, method: str,
-                      passes: int) -> None:  # fmt: skip
+def write_predictions(out_path, prov: dict, logits, features, labels, replicas, method: str, passes: int) -> None:
     """Test-set logits and penultimate features of every replica of a training file."""
     with atomic_h5(out_path, prov) as f:
         f.create_dataset("logits", data=np.stack(logits).astype(np.float32))
@@ -236,8 +233,9 @@ def load_predictions(paths, expect=None) -> dict:
             )
     for p, part in zip(paths, parts):
         check_replicas(p, part["prov"].get("job"), [int(r) for r in part["replicas"]])
-    contents = {str(p): part["prov"]["content_sha256"] for p, part in zip(paths, parts)
-                if part["prov"].get("content_sha256")}  # fmt: skip
+    contents = {
+        str(p): part["prov"]["content_sha256"] for p, part in zip(paths, parts) if part["prov"].get("content_sha256")
+    }
     if len(set(contents.values())) > 1:
         lines = "\n".join(f"  {p}: {v}" for p, v in contents.items())
         raise InputError(f"predictions made on different data contents (content_sha256 differs):\n{lines}")

@@ -99,8 +99,9 @@ def _pick(path, names: list[str], key, default, kind: str) -> str | None:
     return None
 
 
-def read_array(path, fmt: str = "auto", key=None, default=DEFAULT_KEY, kind="predictions",
-               required=True) -> np.ndarray | None:  # fmt: skip
+def read_array(
+    path, fmt: str = "auto", key=None, default=DEFAULT_KEY, kind="predictions", required=True
+) -> np.ndarray | None:
     """One array from a file; ``None`` when not ``required`` and the container lacks it."""
     fmt = file_format(path, fmt)
     try:
@@ -154,8 +155,11 @@ def _check_labels(labels: np.ndarray, source: str) -> np.ndarray:
     if labels.ndim != 1:
         raise RunsError(f"{source}: labels must be one integer per example, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
-        if not (np.issubdtype(labels.dtype, np.floating) and np.all(np.isfinite(labels))
-                and np.all(labels == np.round(labels))):  # fmt: skip
+        if not (
+            np.issubdtype(labels.dtype, np.floating)
+            and np.all(np.isfinite(labels))
+            and np.all(labels == np.round(labels))
+        ):
             raise RunsError(f"{source}: labels must be integers (dtype {labels.dtype})")
     return labels.astype(np.int64)
 
@@ -412,8 +416,9 @@ def export(predict_paths, out_dir, features: bool = True) -> list[Path]:
         if features:
             np.save(out_dir / "features" / f"run_{int(r):04d}.npy", h)
         written.append(path)
-        rows.append({"file": path.name, "replica": int(r), "model": pred["job"]["model"],
-                     "condition": pred["job"]["condition"]})  # fmt: skip
+        rows.append(
+            {"file": path.name, "replica": int(r), "model": pred["job"]["model"], "condition": pred["job"]["condition"]}
+        )
     np.save(out_dir / "labels.npy", pred["labels"])
     with open(out_dir / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

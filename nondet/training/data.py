@@ -168,13 +168,21 @@ def fetch_cifar10(root, download: bool = False, md5: dict | None = None, log=pri
     release; tests pass the sums of their tiny stand-in). Fails with a message naming the file.
     """
     return fetch_release(
-        Path(root), CIFAR10_FOLDER, CIFAR10_MD5 if md5 is None else md5, CIFAR10_ARCHIVE,
-        CIFAR10_ARCHIVE_MD5 if md5 is None else None, CIFAR10_URL, download, "CIFAR-10", log,
-    )  # fmt: skip
+        Path(root),
+        CIFAR10_FOLDER,
+        CIFAR10_MD5 if md5 is None else md5,
+        CIFAR10_ARCHIVE,
+        CIFAR10_ARCHIVE_MD5 if md5 is None else None,
+        CIFAR10_URL,
+        download,
+        "CIFAR-10",
+        log,
+    )
 
 
-def fetch_release(root: Path, folder_name, expected: dict, archive_name, archive_md5, url,
-                  download: bool, what: str, log=print) -> Path:  # fmt: skip
+def fetch_release(
+    root: Path, folder_name, expected: dict, archive_name, archive_md5, url, download: bool, what: str, log=print
+) -> Path:
     """A verified folder of a python-pickle release (CIFAR-10, CIFAR-100): see fetch_cifar10.
     ``archive_md5`` None skips the archive's check (tests' stand-ins)."""
     folder = root / folder_name
@@ -248,9 +256,11 @@ KEYS = DATASET_KEYS
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = {  # array -> file name of the idx release (the same for MNIST and Fashion-MNIST)
-    "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
-}  # fmt: skip
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 
 #: Per idx set: torchvision's folder name, download mirror, the MD5 of each official .gz
 #: (torchvision's ``resources``, checked against torchvision by a test) and, where known, the MD5
@@ -379,9 +389,17 @@ CIFAR100 = {
 def make_cifar100(path, download: bool = False, md5: dict | None = None, log=print) -> dict:
     """CIFAR-100 (fine labels, 100 classes) from its python release, as CIFAR-10 (same checks)."""
     c = CIFAR100
-    folder = fetch_release(Path(path), c["folder"], c["md5"] if md5 is None else md5, c["archive"],
-                           c["archive_md5"] if md5 is None else None, c["url"], download,
-                           "CIFAR-100", log)  # fmt: skip
+    folder = fetch_release(
+        Path(path),
+        c["folder"],
+        c["md5"] if md5 is None else md5,
+        c["archive"],
+        c["archive_md5"] if md5 is None else None,
+        c["url"],
+        download,
+        "CIFAR-100",
+        log,
+    )
     out = {}
     for split in ("train", "test"):
         with open(folder / split, "rb") as f:
@@ -392,11 +410,17 @@ def make_cifar100(path, download: bool = False, md5: dict | None = None, log=pri
 
 
 SVHN = {  # torchvision.datasets.SVHN.split_list (checked against torchvision by a test)
-    "train": ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "train_32x32.mat",
-              "e26dedcc434d2e4c54c9b2d4a06d8373"),
-    "test": ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "test_32x32.mat",
-             "eb5a983be6a315427106f1b164d9cef3"),
-}  # fmt: skip
+    "train": (
+        "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+        "train_32x32.mat",
+        "e26dedcc434d2e4c54c9b2d4a06d8373",
+    ),
+    "test": (
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+        "test_32x32.mat",
+        "eb5a983be6a315427106f1b164d9cef3",
+    ),
+}
 
 
 def make_svhn(path, download: bool = False, md5: dict | None = None, log=print) -> dict:
@@ -595,8 +619,7 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 CIFAR_CONSTANTS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
-def from_arrays(name: str, arrays: dict, device="cpu", normalize: str = "exact",
-                pad_value: str = "mean") -> Dataset:  # fmt: skip
+def from_arrays(name: str, arrays: dict, device="cpu", normalize: str = "exact", pad_value: str = "mean") -> Dataset:
     """Tensors on ``device``. uint8 images are moved as bytes, then normalised per channel there:
     ``normalize`` exact = statistics of the training set, in float64 on the host, so identical on
     every device; cifar_constants = the authors' fixed constants (3-channel images only).

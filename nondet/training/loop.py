@@ -229,8 +229,7 @@ class SequentialStep:
 
     k, scalar = 1, True
 
-    def __init__(self, model, opt, dropout_seed, device, x_test, bf16=False, channels_last=False,
-                 record_steps=()):  # fmt: skip
+    def __init__(self, model, opt, dropout_seed, device, x_test, bf16=False, channels_last=False, record_steps=()):
         self.model, self.opt, self.dropout_seed, self.device = model, opt, dropout_seed, device
         self.x_test, self.bf16, self.channels_last = x_test, bf16, channels_last
         self.record_at, self.records = set(int(s) for s in record_steps), []
@@ -271,10 +270,15 @@ class SequentialStep:
 
     def state(self, epoch, step, curves, snapshots, diverged) -> dict:
         return {
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": epoch,
-            "step": step, "curve": curves[0].values, "snapshots": snapshots[0], "records": self.records,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "curve": curves[0].values,
+            "snapshots": snapshots[0],
+            "records": self.records,
             "diverged": bool(diverged[0]),
-        }  # fmt: skip
+        }
 
     def load(self, state):
         self.model.load_state_dict(state["model"])
@@ -292,8 +296,7 @@ class StackedStep:
 
     scalar = False
 
-    def __init__(self, base, params, buffers, opt, drop_shapes, model_spec, device, wide=False,
-                 eval_batch_size=1000):  # fmt: skip
+    def __init__(self, base, params, buffers, opt, drop_shapes, model_spec, device, wide=False, eval_batch_size=1000):
         self.base, self.params, self.buffers, self.opt = base, params, buffers, opt
         self.drop_shapes, self.model_spec, self.device = drop_shapes, model_spec, device
         self.wide, self.eval_batch_size = wide, eval_batch_size
@@ -345,11 +348,15 @@ class StackedStep:
         """Logits of every replica on ``x``, (k, len(x), classes), in batches like predict."""
         size, params, buffers = self.eval_batch_size, self.params, self.buffers
         if self.wide:
-            return torch.cat([
-                stacked.forward(params, buffers, None, x[i : i + size].expand(self.k, -1, -1, -1), False,
-                                self.model_spec)
-                for i in range(0, len(x), size)
-            ], dim=1)  # fmt: skip
+            return torch.cat(
+                [
+                    stacked.forward(
+                        params, buffers, None, x[i : i + size].expand(self.k, -1, -1, -1), False, self.model_spec
+                    )
+                    for i in range(0, len(x), size)
+                ],
+                dim=1,
+            )
         base = self.base
         base.eval()
         out = torch.cat(
@@ -370,10 +377,15 @@ class StackedStep:
 
     def state(self, epoch, step, curves, snapshots, diverged) -> dict:
         return {
-            "params": self.params, "buffers": self.buffers, "optimizer": self.opt.state_dict(),
-            "epoch": epoch, "step": step, "curves": [c.values for c in curves], "snapshots": snapshots,
+            "params": self.params,
+            "buffers": self.buffers,
+            "optimizer": self.opt.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "curves": [c.values for c in curves],
+            "snapshots": snapshots,
             "diverged": diverged,
-        }  # fmt: skip
+        }
 
     def load(self, state):
         with torch.no_grad():

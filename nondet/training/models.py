@@ -178,8 +178,9 @@ def init_parameters(model: nn.Module, generator: torch.Generator, scheme: str = 
 TABULAR_ARCHS = ("linear", "mlp")
 
 
-def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generator, device="cpu",
-                init: str = "pytorch"):  # fmt: skip
+def build_model(
+    spec: dict, in_shape, num_classes: int, generator: torch.Generator, device="cpu", init: str = "pytorch"
+):
     """Construct ``spec["arch"]`` without touching the global RNG, initialised from ``generator``
     by the scheme ``init`` (:func:`init_parameters`; a user's model initialises itself)."""
     spec = dict(spec)
@@ -202,8 +203,9 @@ def build_model(spec: dict, in_shape, num_classes: int, generator: torch.Generat
     return model.to(device)
 
 
-def weight_decay_groups(model: nn.Module, weight_decay: float, decay_on: str = "weights",
-                        lr_scale_bias_bn: float = 1.0):  # fmt: skip
+def weight_decay_groups(
+    model: nn.Module, weight_decay: float, decay_on: str = "weights", lr_scale_bias_bn: float = 1.0
+):
     """Parameter groups of the optimiser.
 
     ``decay_on``: ``weights`` = weight decay on conv/linear weights only (none on biases and
@@ -225,6 +227,5 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, decay_on: str = "
     out = []
     for i, (decayed, scale) in enumerate(keys):
         if i < 2 or (groups[keys[i]] and scale != 1.0):
-            out.append({"params": groups[keys[i]], "weight_decay": weight_decay if decayed else 0.0,
-                        "lr_scale": scale})  # fmt: skip
+            out.append({"params": groups[keys[i]], "weight_decay": weight_decay if decayed else 0.0, "lr_scale": scale})
     return out

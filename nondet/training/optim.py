@@ -92,10 +92,8 @@ class SGD:
 
     def state_dict(self) -> dict:
         """``torch.optim.SGD.state_dict()``'s layout: state by parameter index, groups by index."""
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": index}
-                  for g, index in self._indexed()]  # fmt: skip
-        return {"state": {i: {"momentum_buffer": b} for i, b in sorted(self._buffers.items())},
-                "param_groups": groups}  # fmt: skip
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": index} for g, index in self._indexed()]
+        return {"state": {i: {"momentum_buffer": b} for i, b in sorted(self._buffers.items())}, "param_groups": groups}
 
     def load_state_dict(self, state: dict) -> None:
         sizes = [len(g["params"]) for g in self.param_groups]

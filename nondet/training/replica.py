@@ -126,9 +126,11 @@ SCHEDULES = {"cosine_restart": lr_at, "authors": lr_authors}
 def param_groups(model, recipe: dict):
     """The optimiser's parameter groups for ``recipe`` (weight decay and learning-rate scales)."""
     return weight_decay_groups(
-        model, recipe["weight_decay"], recipe.get("weight_decay_on", "weights"),
+        model,
+        recipe["weight_decay"],
+        recipe.get("weight_decay_on", "weights"),
         recipe.get("lr_scale_bias_bn", 1.0),
-    )  # fmt: skip
+    )
 
 
 # --- the core every training path shares (the loop itself is nondet.training.loop) -----------------------
@@ -229,8 +231,7 @@ def dropout_layers(model) -> list[SeededDropout]:
     return [m for m in model.modules() if isinstance(m, SeededDropout) and m.p > 0]
 
 
-def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe,
-                   seconds) -> dict:  # fmt: skip
+def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe, seconds) -> dict:
     return {
         "state": state,
         "curve": curve.arrays(),
@@ -310,13 +311,26 @@ def train_replica(
     for m, masks in zip(layers, draws.masks):
         m.masks = masks
     stepper = SequentialStep(model, opt, seeds.dropout, device, data.x_test, bf16, channels_last, record_steps)
-    resume_key = {"seeds": seeds.as_dict(), "recipe": recipe, "model": model_spec,
-                  "accelerator": accelerator_name(device)}  # fmt: skip
+    resume_key = {
+        "seeds": seeds.as_dict(),
+        "recipe": recipe,
+        "model": model_spec,
+        "accelerator": accelerator_name(device),
+    }
     curves, snapshots, diverged = run_epochs(
         stepper, sched, [draws], data, device, label, log, checkpoint, checkpoint_every, resume_key
     )
-    result = replica_result(state_to_numpy(model), curves[0], snapshots[0], flipped, diverged[0], seeds,
-                            device, recipe, time.perf_counter() - started)  # fmt: skip
+    result = replica_result(
+        state_to_numpy(model),
+        curves[0],
+        snapshots[0],
+        flipped,
+        diverged[0],
+        seeds,
+        device,
+        recipe,
+        time.perf_counter() - started,
+    )
     records = stepper.records
     result["model"] = model
     result["records"] = {

@@ -24,8 +24,16 @@ def supports(model_spec: dict) -> bool:
     return model_spec.get("arch") == "cnn1d"
 
 
-def forward(params: dict, buffers: dict, masks: dict | None, x: torch.Tensor, training: bool,
-            model_spec: dict, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
+def forward(
+    params: dict,
+    buffers: dict,
+    masks: dict | None,
+    x: torch.Tensor,
+    training: bool,
+    model_spec: dict,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """Logits (K, B, classes) of the K stacked replicas of ``nondet.training.models.CNN1d``.
 
     ``params``/``buffers``: CNN1d's state dict entries stacked over replicas (K, ...); in training
@@ -47,9 +55,15 @@ def forward(params: dict, buffers: dict, masks: dict | None, x: torch.Tensor, tr
         if training:
             buffers[f"{bn}.num_batches_tracked"].add_(1)
         h = F.batch_norm(
-            h, buffers[f"{bn}.running_mean"].view(-1), buffers[f"{bn}.running_var"].view(-1),
-            params[f"{bn}.weight"].reshape(-1), params[f"{bn}.bias"].reshape(-1), training, momentum, eps,
-        )  # fmt: skip
+            h,
+            buffers[f"{bn}.running_mean"].view(-1),
+            buffers[f"{bn}.running_var"].view(-1),
+            params[f"{bn}.weight"].reshape(-1),
+            params[f"{bn}.bias"].reshape(-1),
+            training,
+            momentum,
+            eps,
+        )
         h = F.relu(h)
     h = h.mean((2, 3)).view(b, k, -1).transpose(0, 1)  # (K, B, channels)
     if training and keep < 1.0:

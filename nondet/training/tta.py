@@ -48,8 +48,12 @@ def make_views(spec: dict | None, fill=None) -> list[tuple[str, object]]:
         for dy in offsets:
             for dx in offsets:
                 if (dy, dx, flip) != (size, size, 0) or extra:
-                    views.append((f"crop{dy - size:+d}{dx - size:+d}" + ("flip" if flip else ""),
-                                  _crop_view(dy, dx, flip, size, fill)))  # fmt: skip
+                    views.append(
+                        (
+                            f"crop{dy - size:+d}{dx - size:+d}" + ("flip" if flip else ""),
+                            _crop_view(dy, dx, flip, size, fill),
+                        )
+                    )
     return views
 
 

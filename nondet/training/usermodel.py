@@ -183,8 +183,7 @@ def training_draws(model: nn.Module, dropout_seed: int, step: int, device):
     return seeded_global_rng(derive_seed(dropout_seed, GLOBAL_RNG_KEY, int(step), 0), device)
 
 
-def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=(), bitflip_tensor=None,
-                examples=None):  # fmt: skip
+def check_model(spec: dict, in_shape, num_classes: int, name: str, conditions=(), bitflip_tensor=None, examples=None):
     """Every check a user model can fail, on a batch of 2 inputs (``examples``: 2 examples of the
     data set; default zeros); returns a summary."""
     from nondet.training.bitflip import flip_candidates

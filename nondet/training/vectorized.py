@@ -46,9 +46,11 @@ def _dropout_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
     shapes, hooks = {}, []
     for name, m in model.named_modules():
         if id(m) in layers:
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(inp[0].shape[1:]))
-            ))  # fmt: skip
+            hooks.append(
+                m.register_forward_hook(
+                    lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(inp[0].shape[1:]))
+                )
+            )
     with torch.no_grad():
         model.eval()
         model(x)
@@ -63,10 +65,9 @@ def _stacked_groups(model: nn.Module, params: dict, recipe: dict) -> list[dict]:
     parameter replaced by its stack over replicas."""
     names = {id(p): n for n, p in model.named_parameters()}
     return [
-        {**{k: v for k, v in g.items() if k != "params"},
-         "params": [params[names[id(p)]] for p in g["params"]]}
+        {**{k: v for k, v in g.items() if k != "params"}, "params": [params[names[id(p)]] for p in g["params"]]}
         for g in param_groups(model, recipe)
-    ]  # fmt: skip
+    ]
 
 
 def train_replicas_vectorized(
@@ -124,8 +125,12 @@ def train_replicas_vectorized(
     base = copy.deepcopy(models[0]).to("meta")
     del models, built
     stepper = StackedStep(base, params, buffers, opt, drop_shapes, model_spec, device, wide, eval_batch_size)
-    resume_key = {"seeds": [s.as_dict() for s in seeds_list], "recipe": recipe, "model": model_spec,
-                  "accelerator": accelerator_name(device)}  # fmt: skip
+    resume_key = {
+        "seeds": [s.as_dict() for s in seeds_list],
+        "recipe": recipe,
+        "model": model_spec,
+        "accelerator": accelerator_name(device),
+    }
     curves, snapshots, diverged = run_epochs(
         stepper, Schedule(recipe, n), draws, data, device, label, log, checkpoint, checkpoint_every, resume_key
     )

@@ -139,8 +139,7 @@ def identical_pairs_by_job(logits: np.ndarray, job_index: np.ndarray) -> dict:
     how many pairs there are of each: whether the kernels source moved replicas that shared a
     process (on CUDA, cuDNN's autotuner picks its algorithms once per process)."""
     digests = [hashlib.sha256(np.ascontiguousarray(z).tobytes()).hexdigest() for z in logits]
-    out = dict.fromkeys(("pairs_within_jobs", "identical_within_jobs", "pairs_across_jobs",
-                         "identical_across_jobs"), 0)  # fmt: skip
+    out = dict.fromkeys(("pairs_within_jobs", "identical_within_jobs", "pairs_across_jobs", "identical_across_jobs"), 0)
     for i in range(len(digests)):
         for j in range(i + 1, len(digests)):
             where = "within" if job_index[i] == job_index[j] else "across"
@@ -232,8 +231,7 @@ def plot_divergence(divergence_path, pdf_path, png_path, log_path=None, expect=N
 
 
 @stage
-def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
-                     expect=None):  # fmt: skip
+def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None):
     """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with reductions."""
     from nondet.analysis.plots import mitigation_figure
     from nondet.analysis.tables import mitigation_table as make_table
@@ -266,8 +264,7 @@ def mitigation_budget(metric_paths, csv_path, md_path, pdf_path, png_path, log_p
 
 
 @stage
-def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
-                    expect=None):  # fmt: skip
+def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None):
     """Init and one-ulp diversity by model family: table and figure."""
     from nondet.analysis.plots import stability_figure
     from nondet.analysis.tables import diversity_frame, table_notes, write_table
@@ -319,16 +316,18 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
         pairs = seed_pairs(meta["candidate"], meta["baseline"], params["paired_by"], log.info)
     name, alpha = params["name"], params["alpha"]
     try:
-        rows = inference.compare(values["baseline"], values["candidate"], alpha, pairs, params["margin"],
-                                 params["margin_kind"])  # fmt: skip
+        rows = inference.compare(
+            values["baseline"], values["candidate"], alpha, pairs, params["margin"], params["margin_kind"]
+        )
     except inference.VerdictError as e:
         raise InputError(f"comparison {name}: {e}") from None
     verdicts = inference.verdict(rows, params["gamma"], alpha, params["held_fixed"])
     plan = []
     for metric in values["baseline"]:
         b, a = values["baseline"][metric], values["candidate"][metric]
-        for r in inference.plan(b, a, (params["effect"] or {}).get(metric), alpha, params["power"],
-                                gamma=params["gamma"]):  # fmt: skip
+        for r in inference.plan(
+            b, a, (params["effect"] or {}).get(metric), alpha, params["power"], gamma=params["gamma"]
+        ):
             plan.append({"comparison": name, "metric": metric, **r})
     head = {"comparison": name, "baseline": params["baseline"], "candidate": params["candidate"]}
     for key, table in (("csv", rows), ("verdict", verdicts), ("plan", plan)):
@@ -338,12 +337,18 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
     for line in lines:
         log.info(line)
     for r in plan:
-        log.info(f"plan {r['metric']} ({r['basis']}, effect {r['effect']:+.4g}, {r['effect_is']}): "
-                 f"{r['replicas_needed']} replicas per arm {r['note']}")  # fmt: skip
+        log.info(
+            f"plan {r['metric']} ({r['basis']}, effect {r['effect']:+.4g}, {r['effect_is']}): "
+            f"{r['replicas_needed']} replicas per arm {r['note']}"
+        )
     text = [f"# Comparison {name}: {params['candidate']} against {params['baseline']}", ""]
     text += [f"- {line.strip()}" if line.startswith("  ") else f"\n**{line}**\n" for line in lines]
-    text += ["", f"Every test: {out['csv']}; replicas per arm: {out['plan']}. Engine: nondet.analysis.inference; "
-             "calibration at 2-8 runs per arm: docs/comparisons.md.", ""]  # fmt: skip
+    text += [
+        "",
+        f"Every test: {out['csv']}; replicas per arm: {out['plan']}. Engine: nondet.analysis.inference; "
+        "calibration at 2-8 runs per arm: docs/comparisons.md.",
+        "",
+    ]
     with h5io.atomic_path(out["md"]) as tmp, open(tmp, "w") as f:
         f.write("\n".join(text))
     runs = {arm: {m: v.mean(1) for m, v in values[arm].items()} for arm in values}
@@ -361,8 +366,10 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
     pred = load_predictions(predict_paths, params.get("inputs"))
     keep = kept_replicas(pred["diverged"], pred["replicas"], params["name"], params["on_diverged"], log.warning)
     if not keep.all():
-        raise InputError(f"{params['name']}: diverged runs, excluded (metrics.on_diverged: exclude), leave "
-                         "holes in the factorial design; every cell needs its run")  # fmt: skip
+        raise InputError(
+            f"{params['name']}: diverged runs, excluded (metrics.on_diverged: exclude), leave "
+            "holes in the factorial design; every cell needs its run"
+        )
     cells = [tuple(c) for c in params["cells"]]
     shape = tuple(params["levels"])
     per_example = per_example_values(pred["logits"], pred["labels"])  # finite-test-set reference
@@ -379,8 +386,9 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
         # per-example flips would give (the part that vanishes with an infinite test set)
         split = per_example_split(per_example[metric])
         for effect, value in (("total", split["total"]), ("indep", split["indep"])):
-            rows.append({"design": params["name"], "metric": metric, "effect": effect,
-                         "df": len(cells) - 1, "component": value})  # fmt: skip
+            rows.append(
+                {"design": params["name"], "metric": metric, "effect": effect, "df": len(cells) - 1, "component": value}
+            )
         log.info(
             f"{params['name']} {metric}: variance over cells {split['total']:.4g}, of which "
             f"{split['indep']:.4g} what independent per-example flips would give"
@@ -395,8 +403,7 @@ def factorial(predict_paths, csv_path, pdf_path, png_path, params: dict, log_pat
 
 
 @stage
-def paper_comparison(expected_path, diversity_path, mitigation_path, csv_path, md_path,
-                     log_path=None) -> None:  # fmt: skip
+def paper_comparison(expected_path, diversity_path, mitigation_path, csv_path, md_path, log_path=None) -> None:
     """A run's diversity (and mitigation) rows beside paper/expected.csv, converted to the
     paper's conventions (nondet.analysis.paper)."""
     import pandas as pd
@@ -410,8 +417,14 @@ def paper_comparison(expected_path, diversity_path, mitigation_path, csv_path, m
     mitigation = pd.read_csv(mitigation_path) if mitigation_path else None
     df = compare_rows(expected, diversity, mitigation)
     missing = len(expected) - len(df)
-    notes = [f"{missing} of the paper's {len(expected)} numbers have no row in this run "
-             "(model/condition/method not trained)."] if missing else []  # fmt: skip
+    notes = (
+        [
+            f"{missing} of the paper's {len(expected)} numbers have no row in this run "
+            "(model/condition/method not trained)."
+        ]
+        if missing
+        else []
+    )
     write_table(df, csv_path, md_path, notes=notes)
     for line in notes:
         log.warning(line)
@@ -434,21 +447,35 @@ def ensembles(predict_paths, out_path, params: dict, log_path=None) -> None:
     if not ks:
         raise InputError(f"{group}: ensembles need >= 2 replicas that did not diverge, have {len(logits)}")
     job = pred["job"]
-    prov = h5io.provenance(kind="ensembles", params=params, experiment=job["experiment"],
-                      data_hash=job["data_hash"], spec_hash=h5io.spec_hash(params))  # fmt: skip
+    prov = h5io.provenance(
+        kind="ensembles",
+        params=params,
+        experiment=job["experiment"],
+        data_hash=job["data_hash"],
+        spec_hash=h5io.spec_hash(params),
+    )
     with h5io.atomic_h5(out_path, prov) as f:
         f.create_dataset("labels", data=pred["labels"])
         for k in ks:
             ens = make_ensembles(logits, k)
-            row = {"model": params["model"], "condition": params["condition"], "method": "ensemble",
-                   "models_averaged": k, "train_runs": k, "test_passes": k * pred["test_passes"],
-                   "epochs": job["recipe"]["epochs"], **ensemble_row(ens, pred["labels"])}  # fmt: skip
+            row = {
+                "model": params["model"],
+                "condition": params["condition"],
+                "method": "ensemble",
+                "models_averaged": k,
+                "train_runs": k,
+                "test_passes": k * pred["test_passes"],
+                "epochs": job["recipe"]["epochs"],
+                **ensemble_row(ens, pred["labels"]),
+            }
             g = f.create_group(f"k{k}")
             g.create_dataset("logits", data=ens)
             g.create_dataset("members", data=replicas[: len(ens) * k].reshape(len(ens), k))
             g.attrs["row"] = json.dumps(row)
-            log.info(f"{group} k={k}: {len(ens)} ensembles, acc {row['acc_mean']:.2f}±{row['acc_sd']:.3f}%, "
-                     f"disagreement {row['disagreement']:.2f}%")  # fmt: skip
+            log.info(
+                f"{group} k={k}: {len(ens)} ensembles, acc {row['acc_mean']:.2f}±{row['acc_sd']:.3f}%, "
+                f"disagreement {row['disagreement']:.2f}%"
+            )
 
 
 def load_ensemble_rows(paths, expect=None) -> list[dict]:
@@ -457,14 +484,14 @@ def load_ensemble_rows(paths, expect=None) -> list[dict]:
     rows = []
     for p, e in zip(paths, _expectations(paths, expect)):
         with h5io.open_input(p, "ensembles", e) as f:
-            rows += sorted((json.loads(f[g].attrs["row"]) for g in f if g.startswith("k")),
-                           key=lambda r: r["models_averaged"])  # fmt: skip
+            rows += sorted(
+                (json.loads(f[g].attrs["row"]) for g in f if g.startswith("k")), key=lambda r: r["models_averaged"]
+            )
     return rows
 
 
 @stage
-def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path, png_path, log_path=None,
-                   expect=None):  # fmt: skip
+def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None):
     """k-model ensembles beside snapshot ensembles and TTA (one training run each): table and
     figure of SD of accuracy, disagreement between ensembles and accuracy against the cost."""
     import pandas as pd
@@ -478,13 +505,34 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
     for r in load_rows(mitigation_paths, expect):
         if r["method"] == "plain":  # the k = 1 row
             continue
-        rows.append({"model": r["model"], "condition": r["condition"], "method": r["method"],
-                     "models_averaged": r["cycles"] if Method.parse(r["method"]).snapshot else 1,
-                     "train_runs": 1, "test_passes": r["test_passes"], "epochs": r["epochs"],
-                     "n_ensembles": r["n_replicas"], **{k: r[k] for k in ("acc_mean", "acc_sd", "ce_mean",
-                                                                          "ce_sd", "disagreement")}})  # fmt: skip
-    columns = ["model", "condition", "method", "models_averaged", "train_runs", "test_passes", "epochs",
-               "n_ensembles", "acc_mean", "acc_sd", "ce_mean", "ce_sd", "disagreement"]  # fmt: skip
+        rows.append(
+            {
+                "model": r["model"],
+                "condition": r["condition"],
+                "method": r["method"],
+                "models_averaged": r["cycles"] if Method.parse(r["method"]).snapshot else 1,
+                "train_runs": 1,
+                "test_passes": r["test_passes"],
+                "epochs": r["epochs"],
+                "n_ensembles": r["n_replicas"],
+                **{k: r[k] for k in ("acc_mean", "acc_sd", "ce_mean", "ce_sd", "disagreement")},
+            }
+        )
+    columns = [
+        "model",
+        "condition",
+        "method",
+        "models_averaged",
+        "train_runs",
+        "test_passes",
+        "epochs",
+        "n_ensembles",
+        "acc_mean",
+        "acc_sd",
+        "ce_mean",
+        "ce_sd",
+        "disagreement",
+    ]
     df = pd.DataFrame(rows, columns=columns)
     notes = []
     for (model, condition), g in df.groupby(["model", "condition"], sort=False):

@@ -183,8 +183,15 @@ def data_hash(config: dict) -> str:
 # --- training jobs: one base job, and what each kind adds --------------------------------------
 
 
-def base_job(config: dict, model: str, condition: str, *, recipe_: dict | None = None,
-             base_seed: int | None = None, changes: dict | None = None) -> dict:  # fmt: skip
+def base_job(
+    config: dict,
+    model: str,
+    condition: str,
+    *,
+    recipe_: dict | None = None,
+    base_seed: int | None = None,
+    changes: dict | None = None,
+) -> dict:
     """The keys every training job has. ``recipe_``: instead of (model, condition)'s recipe;
     ``base_seed``: instead of the config's; ``changes``: architecture parameters to change.
     A script model has no recipe of ours (its params are in its model_spec)."""
@@ -305,11 +312,13 @@ def comparison_job(config: dict, name: str, arm: str, chunk: int) -> dict:
     # sources: an arbitrary set varies, with explicit seeds (no per-condition recipe overrides)
     condition = spec.get("condition") or "sources:" + "+".join(spec["sources"])
     job = base_job(
-        config, model, condition,
+        config,
+        model,
+        condition,
         recipe_={**recipe(config, model, condition), **spec[arm]["training"]},
         base_seed=derive_seed(config["base_seed"], 1 + ["baseline", "candidate"].index(arm)),
         changes=spec[arm]["params"],
-    )  # fmt: skip
+    )
     job.update(comparison=name, arm=arm, replicas=comparison_chunks(config, name)[chunk])
     if "sources" in spec:
         job["seeds"] = _explicit_seeds(spec["sources"], job["replicas"], job["base_seed"])
@@ -398,8 +407,7 @@ def tta_spec(config: dict, method: str) -> dict | None:
 
 def job_expect(job: dict, **extra) -> dict:
     """What an output made from ``job`` carries."""
-    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"],
-            "code_version": job["code_version"], **extra}  # fmt: skip
+    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"], "code_version": job["code_version"], **extra}
 
 
 def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain", epochs=None) -> dict:
@@ -447,15 +455,16 @@ def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
 def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
     """What the metrics file of an imported group carries (its data_hash comes from the labels
     of the imported files, so it is not known from the config)."""
-    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)),
-            "code_version": CODE_VERSION}  # fmt: skip
+    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)), "code_version": CODE_VERSION}
 
 
 def comparison_expect(config: dict, name: str) -> dict:
     """Per arm, what each prediction file of a comparison carries."""
     n = len(comparison_chunks(config, name))
-    return {arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None)
-                  for k in range(n)] for arm in ("baseline", "candidate")}  # fmt: skip
+    return {
+        arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None) for k in range(n)]
+        for arm in ("baseline", "candidate")
+    }
 
 
 def factorial_expect(config: dict, name: str) -> list[dict]:
@@ -475,8 +484,10 @@ def held_fixed_note(varying, sources) -> str:
     fixed = [s for s in sources if s not in set(varying)]
     if not fixed:
         return "every source of randomness varies between runs: the intervals are those of independent runs"
-    note = (f"only {', '.join(varying)} varies between runs; held fixed: {', '.join(fixed)}. The intervals are "
-            "conditional on the fixed values and narrower than those of fully independent runs")  # fmt: skip
+    note = (
+        f"only {', '.join(varying)} varies between runs; held fixed: {', '.join(fixed)}. The intervals are "
+        "conditional on the fixed values and narrower than those of fully independent runs"
+    )
     if list(varying) == ["init"]:
         note += " (Bouthillier et al. 2021: varying only the initialisation is worth about 2 independent runs)"
     return note

@@ -61,8 +61,10 @@ def check_comparison(config: dict, name: str) -> None:
             labels[arm] = read_array(
                 group["labels"], key=group["labels_key"], default=DEFAULT_LABELS_KEY, kind="labels"
             )
-    if len(labels) == 2 and (labels["baseline"].shape != labels["candidate"].shape
-                             or not np.array_equal(labels["baseline"], labels["candidate"])):  # fmt: skip
+    if len(labels) == 2 and (
+        labels["baseline"].shape != labels["candidate"].shape
+        or not np.array_equal(labels["baseline"], labels["candidate"])
+    ):
         raise RunsError(
             f"{key}: groups {spec['baseline']!r} and {spec['candidate']!r} have different test labels "
             f"({groups[spec['baseline']]['labels']} vs {groups[spec['candidate']]['labels']}): comparisons need "

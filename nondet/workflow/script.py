@@ -48,8 +48,17 @@ from nondet.training.usermodel import resolve
 from nondet.workflow.runtime import get_logger, setup_torch, stage
 
 #: Placeholders a command template may use.
-PLACEHOLDERS = ("seeds_json", "seeds_file", "out", "data", "params_json", "resample_json", "replica",
-                "condition", "device")  # fmt: skip
+PLACEHOLDERS = (
+    "seeds_json",
+    "seeds_file",
+    "out",
+    "data",
+    "params_json",
+    "resample_json",
+    "replica",
+    "condition",
+    "device",
+)
 
 
 class ScriptError(RuntimeError):
@@ -66,8 +75,21 @@ class Context(Sources):
     - ``ctx.save(logits, features=None)``: the test-set outputs, in x_test's order.
     """
 
-    def __init__(self, seeds, *, data, data_path, out, params, device, resample=None, model="", condition="",
-                 replica=0, log=print):  # fmt: skip
+    def __init__(
+        self,
+        seeds,
+        *,
+        data,
+        data_path,
+        out,
+        params,
+        device,
+        resample=None,
+        model="",
+        condition="",
+        replica=0,
+        log=print,
+    ):
         super().__init__(seeds, device, resample)
         self.data, self.data_path, self.out, self.params = data, data_path, str(out), dict(params or {})
         self.model, self.condition, self.replica, self.log = model, condition, int(replica), log
@@ -113,8 +135,11 @@ def read_outputs(path, n_test: int, num_classes: int, y_test: np.ndarray, what: 
     try:
         fmt = sniff_format(path)
         logits = read_array(path, fmt, None, "logits", "predictions")
-        extra = {k: read_array(path, fmt, k, k, "labels-in-predictions", required=False)
-                 for k in ("features", "labels")} if fmt != "npy" else {}  # fmt: skip
+        extra = (
+            {k: read_array(path, fmt, k, k, "labels-in-predictions", required=False) for k in ("features", "labels")}
+            if fmt != "npy"
+            else {}
+        )
     except (RunsError, ValueError, OSError) as e:
         raise ScriptError(f"{what}: cannot read {path}: {e}") from None
     logits = np.asarray(logits)
@@ -146,8 +171,9 @@ def seeds_json(seeds: ReplicaSeeds) -> str:
     return json.dumps({s: getattr(seeds, s) for s in SOURCES})
 
 
-def run_replica(spec: dict, job: dict, replica: int, seeds: ReplicaSeeds, data, data_path, device, workdir,
-                log, log_path=None) -> dict:  # fmt: skip
+def run_replica(
+    spec: dict, job: dict, replica: int, seeds: ReplicaSeeds, data, data_path, device, workdir, log, log_path=None
+) -> dict:
     """Run the script once; returns its checked logits and features, its kernel mode and time."""
     what = f"model {job['model']} replica {replica} ({job['condition']})"
     where = f"; see its log {log_path}" if log_path else ""
@@ -157,9 +183,19 @@ def run_replica(spec: dict, job: dict, replica: int, seeds: ReplicaSeeds, data, 
     started = time.perf_counter()
     if "train" in spec:
         fn = resolve(spec["train"], spec.get("pythonpath"), f"model {job['model']} train")
-        ctx = Context(seeds, data=data, data_path=data_path, out=out, params=spec.get("params"), device=device,
-                      resample=resample, model=job["model"], condition=job["condition"], replica=replica,
-                      log=log)  # fmt: skip
+        ctx = Context(
+            seeds,
+            data=data,
+            data_path=data_path,
+            out=out,
+            params=spec.get("params"),
+            device=device,
+            resample=resample,
+            model=job["model"],
+            condition=job["condition"],
+            replica=replica,
+            log=log,
+        )
         try:
             fn(ctx)
         except Exception as e:
@@ -169,10 +205,16 @@ def run_replica(spec: dict, job: dict, replica: int, seeds: ReplicaSeeds, data, 
         seeds_file = Path(workdir) / f"seeds_{replica:04d}.json"
         seeds_file.write_text(seeds_json(seeds))
         values = {
-            "seeds_json": seeds_json(seeds), "seeds_file": seeds_file, "out": out, "data": data_path,
-            "params_json": json.dumps(spec.get("params") or {}), "resample_json": json.dumps(resample),
-            "replica": replica, "condition": job["condition"], "device": device,
-        }  # fmt: skip
+            "seeds_json": seeds_json(seeds),
+            "seeds_file": seeds_file,
+            "out": out,
+            "data": data_path,
+            "params_json": json.dumps(spec.get("params") or {}),
+            "resample_json": json.dumps(resample),
+            "replica": replica,
+            "condition": job["condition"],
+            "device": device,
+        }
         try:
             command = spec["command"].format(**{k: shlex.quote(str(v)) for k, v in values.items()})
         except (KeyError, IndexError, ValueError) as e:
@@ -219,8 +261,9 @@ def write_script_predictions(out_path, prov: dict, replicas, results, labels) ->
     cka = "features" if all(r["features"] is not None for r in results) else "logits"
     with atomic_h5(out_path, prov) as f:
         f.create_dataset("logits", data=np.stack([r["logits"] for r in results]))
-        f.create_dataset("features", data=np.stack([r["features"] if cka == "features" else r["logits"]
-                                                    for r in results]))  # fmt: skip
+        f.create_dataset(
+            "features", data=np.stack([r["features"] if cka == "features" else r["logits"] for r in results])
+        )
         f.create_dataset("labels", data=labels)
         f.create_dataset("replicas", data=list(replicas))
         f.create_dataset("diverged", data=np.zeros(len(results), dtype=bool))
@@ -278,8 +321,9 @@ def judge(outputs: dict, sources, device_type: str) -> dict:
             report["sources"][s] = "honoured"
         elif s == "kernels" and device_type == "cpu":
             report["sources"][s] = "no effect on this CPU"
-            report["notes"].append("kernels: a CPU has no nondeterministic kernels; the labelled stand-in "
-                                   "needs ctx.sampler(n, batch_size)")  # fmt: skip
+            report["notes"].append(
+                "kernels: a CPU has no nondeterministic kernels; the labelled stand-in needs ctx.sampler(n, batch_size)"
+            )
         elif s == "bitflip":
             report["sources"][s] = "ignored"
             report["problems"].append(
@@ -288,8 +332,9 @@ def judge(outputs: dict, sources, device_type: str) -> dict:
             )
         else:
             report["sources"][s] = "ignored"
-            report["problems"].append(f"your script ignores the `{s}` seed: varying it alone left the test logits "
-                                      "bitwise unchanged")  # fmt: skip
+            report["problems"].append(
+                f"your script ignores the `{s}` seed: varying it alone left the test logits bitwise unchanged"
+            )
     return report
 
 
@@ -301,8 +346,10 @@ def audit_script(data_path, out_path, job: dict, log_path=None, threads: int = 1
     device = setup_torch(threads, job["device"])
     data = load_dataset(data_path, job["data_hash"], device)
     spec, sources = job["model_spec"], job["sources"]
-    log.info(f"auditing {job['model']} ({spec.get('train') or spec.get('command')!r}): control twice, then "
-             f"{', '.join(sources) or 'no source'} one at a time")  # fmt: skip
+    log.info(
+        f"auditing {job['model']} ({spec.get('train') or spec.get('command')!r}): control twice, then "
+        f"{', '.join(sources) or 'no source'} one at a time"
+    )
     outputs = {}
     with tempfile.TemporaryDirectory(prefix=".audit-", dir=Path(out_path).parent) as work:
         for i, run in enumerate(job["runs"]):  # control twice, then each source alone (the plan's seeds)

@@ -41,14 +41,16 @@ from nondet.workflow.runtime import get_logger, setup_torch, stage
 
 
 @stage
-def check_model(data_path, out_path, model: str, spec: dict, conditions, bitflip_tensor,
-                data_hash: str, log_path=None) -> None:  # fmt: skip
+def check_model(
+    data_path, out_path, model: str, spec: dict, conditions, bitflip_tensor, data_hash: str, log_path=None
+) -> None:
     """Import, build and run a user's model on two examples of the data set (nondet.training.usermodel)."""
 
     log = get_logger(log_path)
     data = load_dataset(data_path, data_hash)
-    summary = check(spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor,
-                    examples=data.x_train[:2])  # fmt: skip
+    summary = check(
+        spec, data.input_shape, data.num_classes, model, conditions, bitflip_tensor, examples=data.x_train[:2]
+    )
     summary.update(input_shape=list(data.input_shape), num_classes=data.num_classes)
     with h5io.atomic_path(out_path) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1) + "\n")
@@ -100,19 +102,32 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.training.stacked"
         log.info(f"training {len(runs)} runs together ({how})")
         outs = train_replicas_vectorized(
-            job["model_spec"], job["recipe"], [s for _, s in runs], data, device, f"[{label}]",
-            log.info, checkpoint=ckpt_dir / "vectorized.pt" if checkpoint_every else None,
-            checkpoint_every=checkpoint_every, wide=path == "wide",
-        )  # fmt: skip
+            job["model_spec"],
+            job["recipe"],
+            [s for _, s in runs],
+            data,
+            device,
+            f"[{label}]",
+            log.info,
+            checkpoint=ckpt_dir / "vectorized.pt" if checkpoint_every else None,
+            checkpoint_every=checkpoint_every,
+            wide=path == "wide",
+        )
     else:
         outs = []
         for r, seeds in runs:
             name = f"replica_{r:04d}" if r != "reference" else "reference"
             res = training.train_replica(
-                job["model_spec"], job["recipe"], seeds, data, device, f"[{label} r{r}]", log.info,
+                job["model_spec"],
+                job["recipe"],
+                seeds,
+                data,
+                device,
+                f"[{label} r{r}]",
+                log.info,
                 checkpoint=ckpt_dir / f"{name}.pt" if checkpoint_every else None,
                 checkpoint_every=checkpoint_every,
-            )  # fmt: skip
+            )
             log.info(
                 f"[{label} r{r}] done in {res['seconds']:.1f}s, final test_acc "
                 f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
@@ -175,9 +190,15 @@ def rebuild_model(model_spec: dict, weights: dict, data, device):
 
 @stage
 def predict(
-    data_path, train_path, out_path, job: dict, log_path=None, threads: int = 1, method="plain",
+    data_path,
+    train_path,
+    out_path,
+    job: dict,
+    log_path=None,
+    threads: int = 1,
+    method="plain",
     tta=None,
-) -> None:  # fmt: skip
+) -> None:
     """Test-set logits and penultimate features of every replica in a training file.
 
     ``method``: ``plain`` (final weights), ``tta`` (logits averaged over the views of ``tta``),
@@ -225,9 +246,14 @@ def predict(
         logits.append(z.cpu().numpy())
         features.append(h.cpu().numpy())
     prov = job_provenance(
-        "predict", job, device, method=method, views=[name for name, _ in views],
-        tta=tta if use_tta else None, content_sha256=data.content_sha256,
-    )  # fmt: skip
+        "predict",
+        job,
+        device,
+        method=method,
+        views=[name for name, _ in views],
+        tta=tta if use_tta else None,
+        content_sha256=data.content_sha256,
+    )
     write_predictions(out_path, prov, logits, features, data.y_test.cpu().numpy(), replicas, method, passes)
     log.info(
         f"predicted {len(replicas)} replicas of {job['model']}/{job['condition']} ({method}, "
@@ -249,9 +275,15 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
     for run in job["runs"]:  # the base run and its twins, seeds chosen by the plan
         name, condition, seeds = run["name"], run["condition"], ReplicaSeeds(**run["seeds"])
         res = training.train_replica(
-            job["model_spec"], recipe, seeds, data, device, f"[{job['model']} {name}]",
-            log.info, record_steps=steps,
-        )  # fmt: skip
+            job["model_spec"],
+            recipe,
+            seeds,
+            data,
+            device,
+            f"[{job['model']} {name}]",
+            log.info,
+            record_steps=steps,
+        )
         runs[name] = (condition, seeds, res)
     base = runs["base"][2]["records"]
     records = {}
@@ -259,10 +291,13 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
         rec = res["records"]
         d = relative_distance(base["params"], rec["params"])
         records[name] = {
-            "condition": condition, "seeds": seeds.as_dict(), "bitflip": res["bitflip"],
-            "distance": d, "disagreement": disagreement(base["test_logits"], rec["test_logits"]),
+            "condition": condition,
+            "seeds": seeds.as_dict(),
+            "bitflip": res["bitflip"],
+            "distance": d,
+            "disagreement": disagreement(base["test_logits"], rec["test_logits"]),
             "test_acc": res["curve"]["test_acc"],
-        }  # fmt: skip
+        }
         if name == "base":
             continue
         zero = zero_from_step(base["steps"], d)
@@ -272,6 +307,7 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
             f"final disagreement {records[name]['disagreement'][-1]:.2f}%"
             + (f"; ABSORBED: bitwise equal to the base run from step {zero}" if zero >= 0 else "")
         )
-    write_divergence(out_path, job_provenance("divergence", job, device), base["steps"],
-                     total // recipe["epochs"], records)  # fmt: skip
+    write_divergence(
+        out_path, job_provenance("divergence", job, device), base["steps"], total // recipe["epochs"], records
+    )
     log.info(f"wrote {out_path}")

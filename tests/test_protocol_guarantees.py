@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 
 import nondet.training.replica as training
-from nondet.analysis.tables import diversity_frame, table_notes
+from nondet.analysis.tables import COLUMNS, diversity_frame, table_notes
 from nondet.io import files
 from nondet.seeds import replica_seeds
 from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
+
+#: The statistics columns of a diversity row (device ... cka)
+STATS = COLUMNS[COLUMNS.index("device") : COLUMNS.index("cka") + 1]
 
 
 def _job(tmp_path, condition="bitflip", **top):
@@ -92,28 +95,7 @@ def test_no_flip_means_no_absorption_check(tmp_path):
         [
             {**r, "model": "m", "condition": c, "n_absorbed": k}
             for c, k, r in (("init", np.nan, {}), ("bitflip", 0, {}))
-            for r in [
-                dict.fromkeys(
-                    [
-                        "device",
-                        "n_replicas",
-                        "acc_mean",
-                        "acc_sd",
-                        "acc_sd_se",
-                        "ce_mean",
-                        "ce_sd",
-                        "ce_sd_se",
-                        "disagreement",
-                        "disagreement_se",
-                        "pearson",
-                        "spearman",
-                        "ens_acc_gain",
-                        "ens_ce_gain",
-                        "cka",
-                    ],
-                    4,
-                )
-            ]
+            for r in [dict.fromkeys(STATS, 4)]
         ]
     )
     assert table_notes(df) == [
@@ -168,25 +150,7 @@ def test_identical_pairs_and_the_warnings_they_raise():
     z[2] = z[0]
     z[3] = z[0]
     assert analysis_stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
-    base = dict.fromkeys(
-        [
-            "device",
-            "acc_mean",
-            "acc_sd",
-            "acc_sd_se",
-            "ce_mean",
-            "ce_sd",
-            "ce_sd_se",
-            "disagreement",
-            "disagreement_se",
-            "pearson",
-            "spearman",
-            "ens_acc_gain",
-            "ens_ce_gain",
-            "cka",
-        ],
-        0.0,
-    )
+    base = dict.fromkeys(STATS, 0.0)
     rows = [
         {**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}
         for c, k in (("control", 6), ("kernels", 0), ("all", 2))

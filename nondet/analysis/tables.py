@@ -117,20 +117,39 @@ DIVERSITY_LEGEND = (
     "linear CKA averaged over pairs of replicas; disagreement ± its bootstrap SE over models."
 )
 
-#: The Markdown mitigation table's columns (snapshot ensembles and TTA at one training run).
-MITIGATION_READER_COLUMNS = {
+#: Cells the reader views below share: header -> cell of a row.
+_CELLS = {
     "model": lambda r: r["model"],
     "condition": lambda r: r["condition"],
+    "epochs": lambda r: str(int(r["epochs"])),
     "method": lambda r: r["method"],
+    "models averaged": lambda r: str(int(r["models_averaged"])),
+    "training runs": lambda r: str(int(r["train_runs"])),
     "replicas": lambda r: str(int(r["n_replicas"])),
     "test passes": lambda r: str(int(r["test_passes"])),
+    "ensembles": lambda r: str(int(r["n_ensembles"])),
     "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
     "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
     "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
+    "disagreement (%)": lambda r: _num(r["disagreement"], 2),
     "SD of acc: reduction (%)": lambda r: _num(r["acc_sd_reduction"], 1),
     "disagreement: reduction (%)": lambda r: _num(r["disagreement_reduction"], 1),
+    "SD of acc vs plain (%)": lambda r: _num(r["acc_sd_vs_plain"], 1, sign=True),
+    "disagreement vs plain (%)": lambda r: _num(r["disagreement_vs_plain"], 1, sign=True),
     "variability reduction (%)": lambda r: _num(r["variability_reduction"], 1),
 }
+
+
+def _view(headers: str) -> dict:
+    """The cells of ``headers`` ("|"-separated), in that order."""
+    return {h: _CELLS[h] for h in headers.split("|")}
+
+
+#: The Markdown mitigation table's columns (snapshot ensembles and TTA at one training run).
+MITIGATION_READER_COLUMNS = _view(
+    "model|condition|method|replicas|test passes|acc mean ± SD (%)|CE mean ± SD|disagreement ± SE (%)|"
+    "SD of acc: reduction (%)|disagreement: reduction (%)|variability reduction (%)"
+)
 MITIGATION_LEGEND = (
     "Each method's replicas against plain training of the same condition (one training run per "
     "replica; test passes = forward passes per test example). Reductions are % less than plain "
@@ -138,18 +157,10 @@ MITIGATION_LEGEND = (
 )
 
 #: The Markdown budget table's columns (mitigation versus training epochs).
-BUDGET_READER_COLUMNS = {
-    "model": lambda r: r["model"],
-    "condition": lambda r: r["condition"],
-    "epochs": lambda r: str(int(r["epochs"])),
-    "method": lambda r: r["method"],
-    "replicas": lambda r: str(int(r["n_replicas"])),
-    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
-    "disagreement ± SE (%)": lambda r: _pm(r["disagreement"], r.get("disagreement_se"), 2),
-    "SD of acc vs plain (%)": lambda r: _num(r["acc_sd_vs_plain"], 1, sign=True),
-    "disagreement vs plain (%)": lambda r: _num(r["disagreement_vs_plain"], 1, sign=True),
-    "variability reduction (%)": lambda r: _num(r["variability_reduction"], 1),
-}
+BUDGET_READER_COLUMNS = _view(
+    "model|condition|epochs|method|replicas|acc mean ± SD (%)|disagreement ± SE (%)|SD of acc vs plain (%)|"
+    "disagreement vs plain (%)|variability reduction (%)"
+)
 BUDGET_LEGEND = (
     "Each method against plain training at the same number of epochs: % change of the SD of "
     "accuracy and of disagreement (negative: less variable than plain) and the paper's "
@@ -157,18 +168,10 @@ BUDGET_LEGEND = (
 )
 
 #: The Markdown ensembles table's columns (k-model ensembles beside one-run methods).
-ENSEMBLE_READER_COLUMNS = {
-    "model": lambda r: r["model"],
-    "condition": lambda r: r["condition"],
-    "method": lambda r: r["method"],
-    "models averaged": lambda r: str(int(r["models_averaged"])),
-    "training runs": lambda r: str(int(r["train_runs"])),
-    "test passes": lambda r: str(int(r["test_passes"])),
-    "ensembles": lambda r: str(int(r["n_ensembles"])),
-    "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
-    "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
-    "disagreement (%)": lambda r: _num(r["disagreement"], 2),
-}
+ENSEMBLE_READER_COLUMNS = _view(
+    "model|condition|method|models averaged|training runs|test passes|ensembles|acc mean ± SD (%)|"
+    "CE mean ± SD|disagreement (%)"
+)
 ENSEMBLE_LEGEND = (
     "k-model ensembles (models averaged = training runs = k) beside the one-training-run methods; "
     "mean ± SD over ensembles (or replicas), disagreement averaged over pairs of them."

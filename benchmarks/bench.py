@@ -139,7 +139,7 @@ def per_process_vs_per_job(spec, recipe, data_expr, n_images, replicas, threads)
 
 
 def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE, wide=False):
-    """img/s of vmap (or, ``wide``, of the wide CPU path, nondet.training.stacked) vs one replica after
+    """img/s of vmap (or, ``wide``, of the wide CPU path, nondet.training.wide) vs one replica after
     another, in one process."""
     from nondet.training.vectorized import train_replicas_vectorized
 
@@ -350,7 +350,7 @@ def main():
         wide, seq = vectorised_vs_sequential(data, 8, r, wide=True)
         print(
             f"| 2e | CNN on mnist1d, 8 replicas x 1 epoch in one process: one wide model "
-            f"(nondet.training.stacked, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
+            f"(nondet.training.wide, `auto` on CPU) vs sequential | {wide:.0f} img/s | {seq:.0f} img/s "
             f"| {wide / seq:.2f}x |"
         )
     res = cifar_like(1024)

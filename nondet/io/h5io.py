@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 #: Bump when a change must invalidate trained models (it is also passed as a Snakemake param).
-#: 3: `vectorize: auto` trains cnn1d replicas as one wide model on a CPU (nondet.training.stacked).
+#: 3: `vectorize: auto` trains cnn1d replicas as one wide model on a CPU (nondet.training.wide).
 CODE_VERSION = "3"
 
 

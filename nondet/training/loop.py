@@ -8,7 +8,7 @@ saves. A *stepper* holds the replicas and does the rest:
 - :class:`SequentialStep`: one ``nn.Module`` (bf16 autocast, channels_last, user models' other
   draws, recorded steps for the divergence twins), used by :func:`nondet.training.replica.train_replica`;
 - :class:`StackedStep`: K replicas' parameters stacked, stepped by ``torch.func.vmap`` or by the
-  wide model of :mod:`nondet.training.stacked`, used by :func:`nondet.training.vectorized.train_replicas_vectorized`.
+  wide model of :mod:`nondet.training.wide`, used by :func:`nondet.training.vectorized.train_replicas_vectorized`.
 
 The loss (:func:`loss`) and the evaluation (:func:`evaluate`) are written once for all of them.
 Each path keeps its arithmetic (and so its results, bitwise) and its checkpoint layout: the
@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from nondet.training import stacked
 from nondet.training.predict import predict
 from nondet.training.usermodel import training_draws
 
 # --- curves, learning rate, checkpoints -------------------------------------------------------
+from nondet.training.wide import forward as wide_forward
 
 
 def set_lr(opt, lr: float) -> None:
@@ -291,7 +291,7 @@ class SequentialStep:
 class StackedStep:
     """K replicas' parameters and buffers stacked (K, ...), one step for all of them, by
     ``torch.func.vmap`` over the model ``base`` (on the meta device) or, ``wide``, as one wide model
-    (nondet.training.stacked); checkpoint layout: params, buffers, optimizer, epoch, step, curves, snapshots,
+    (nondet.training.wide); checkpoint layout: params, buffers, optimizer, epoch, step, curves, snapshots,
     diverged."""
 
     scalar = False
@@ -332,7 +332,7 @@ class StackedStep:
         """Each replica's loss and logits for its batch ``x[r]``, ``y[r]``, after its update."""
         params = self.params
         if self.wide:
-            out = stacked.forward(params, self.buffers, masks, x, True, self.model_spec)
+            out = wide_forward(params, self.buffers, masks, x, True, self.model_spec)
             value = loss(out, y, replicas=True)
             grads = dict(zip(params, torch.autograd.grad(value.sum(), list(params.values()))))
             value, out = value.detach(), out.detach()
@@ -350,7 +350,7 @@ class StackedStep:
         if self.wide:
             return torch.cat(
                 [
-                    stacked.forward(
+                    wide_forward(
                         params, buffers, None, x[i : i + size].expand(self.k, -1, -1, -1), False, self.model_spec
                     )
                     for i in range(0, len(x), size)

@@ -13,7 +13,7 @@ bitwise identical to the same replica trained alone for convolutions (the paper'
 difference grows); for matmul-only models it is, and replicas of ``control`` trained together are
 identical to each other. Conditions whose source is the kernels are never vmapped on CUDA
 (nondet.workflow.torch_stages.training_path): the K replicas of a chunk would share one kernel choice. On a
-CPU, ``wide=True`` replaces the vmap step by nondet.training.stacked's wide model (the built-in cnn1d).
+CPU, ``wide=True`` replaces the vmap step by nondet.training.wide's wide model (the built-in cnn1d).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from nondet.seeds import ReplicaSeeds
-from nondet.training import stacked
 from nondet.training.loop import StackedStep, run_epochs
 from nondet.training.optim import SGD
 from nondet.training.replica import (
@@ -38,6 +37,7 @@ from nondet.training.replica import (
     replica_result,
     set_kernel_mode,
 )
+from nondet.training.wide import supports as wide_supports
 
 
 def _dropout_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
@@ -90,7 +90,7 @@ def train_replicas_vectorized(
     position, curves, snapshots), written atomically every ``checkpoint_every`` epochs and
     resumed from, bitwise, as in sequential training. Test-set evaluation runs in batches of
     ``eval_batch_size`` examples for all replicas at once.
-    ``wide``: instead of vmap, compute the replicas as one wide model (nondet.training.stacked, the
+    ``wide``: instead of vmap, compute the replicas as one wide model (nondet.training.wide, the
     built-in ``cnn1d`` only), the faster path on a CPU.
     """
     started = time.perf_counter()
@@ -99,7 +99,7 @@ def train_replicas_vectorized(
     deterministic = {s.deterministic for s in seeds_list}
     if len(deterministic) != 1:
         raise ValueError("vectorised replicas must share the kernel mode (one condition)")
-    if wide and not stacked.supports(model_spec):
+    if wide and not wide_supports(model_spec):
         raise ValueError(f"the wide path implements the built-in cnn1d only, not {model_spec['arch']!r}")
     set_kernel_mode(deterministic.pop(), device)
     k, n = len(seeds_list), len(data.y_train)

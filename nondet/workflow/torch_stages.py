@@ -31,12 +31,12 @@ from nondet.io.h5io import InputError
 from nondet.methods import Method
 from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training import replica as training
-from nondet.training import stacked
 from nondet.training.data import load_dataset
 from nondet.training.models import build_model
 from nondet.training.tta import check_fits, fit_kind, make_views, predict_tta
 from nondet.training.usermodel import check_model as check
 from nondet.training.vectorized import train_replicas_vectorized
+from nondet.training.wide import supports as wide_supports
 from nondet.workflow.runtime import get_logger, setup_torch, stage
 
 
@@ -99,7 +99,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
     if checkpoint_every:
         checkpoints_for(ckpt_dir, job, log.info, data.content_sha256)
     if path != "sequential":
-        how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.training.stacked"
+        how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.training.wide"
         log.info(f"training {len(runs)} runs together ({how})")
         outs = train_replicas_vectorized(
             job["model_spec"],
@@ -151,7 +151,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
 
 def training_path(job: dict, device, seeds_list) -> str:
     """How a training job trains its replicas: ``vmap`` (``vectorize: on``, or ``auto`` on CUDA),
-    ``wide`` (``auto`` on a CPU for the built-in cnn1d in fp32: nondet.training.stacked, about twice as
+    ``wide`` (``auto`` on a CPU for the built-in cnn1d in fp32: nondet.training.wide, about twice as
     fast there) or ``sequential`` (``off``; ``auto`` on a CPU for every other model, where vmap was
     no faster). A condition that varies the kernels is never vmapped: on CUDA the replicas of a
     chunk would share each kernel call. The wide path runs on a CPU only, whose kernels are
@@ -160,7 +160,7 @@ def training_path(job: dict, device, seeds_list) -> str:
     fp32 = not (recipe.get("bf16") or recipe.get("channels_last"))
     if mode == "on" or (mode == "auto" and device.type == "cuda"):
         return "vmap" if all(s.deterministic for s in seeds_list) else "sequential"
-    if mode == "auto" and device.type == "cpu" and fp32 and stacked.supports(job["model_spec"]):
+    if mode == "auto" and device.type == "cpu" and fp32 and wide_supports(job["model_spec"]):
         return "wide"
     return "sequential"
 

@@ -1,4 +1,4 @@
-"""The wide CPU path (nondet.training.stacked): K cnn1d replicas as one grouped, channels-last model."""
+"""The wide CPU path (nondet.training.wide): K cnn1d replicas as one grouped, channels-last model."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from nondet.io import files
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training import stacked
+from nondet.training import wide
 from nondet.training.data import load_dataset
 from nondet.training.models import build_model
 from nondet.training.replica import train_replica
@@ -45,7 +45,7 @@ def test_wide_forward_and_gradients_are_the_replicas_own(cnn_spec, training):
     x = torch.randn(k, b, 1, 40, generator=torch_generator(1))
     y = torch.randint(0, 10, (k, b), generator=torch_generator(2))
     masks = (torch.rand(k, b, cnn_spec["channels"], generator=torch_generator(3)) > cnn_spec["dropout"]).float()
-    out = stacked.forward(params, buffers, {"dropout.external_mask": masks}, x, training, cnn_spec)
+    out = wide.forward(params, buffers, {"dropout.external_mask": masks}, x, training, cnn_spec)
     assert out.shape == (k, b, 10)
     loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(k, -1).mean(1)
     grads = torch.autograd.grad(loss.sum(), list(params.values()))
@@ -126,11 +126,11 @@ def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
     torch_stages.train(data, tmp_path / "seq.h5", {**job, "vectorize": "off"}, tmp_path / "seq.log", checkpoint_every=0)
     assert "as one wide model" in (tmp_path / "wide.log").read_text()
     assert "together" not in (tmp_path / "seq.log").read_text()
-    wide, seq = files.load_replicas(tmp_path / "wide.h5"), files.load_replicas(tmp_path / "seq.h5")
+    fast, seq = files.load_replicas(tmp_path / "wide.h5"), files.load_replicas(tmp_path / "seq.h5")
     spec, recipe, d = job["model_spec"], job["recipe"], load_dataset(data, job["data_hash"])
     alone = train_replica(spec, recipe, replica_seeds("init", 1, 0), d, CPU, log=lambda *a: None)
     assert same(seq[1]["weights"], alone["state"])
     together = train_replicas_vectorized(
         spec, recipe, [replica_seeds("init", r, 0) for r in (0, 1)], d, CPU, log=lambda *a: None, wide=True
     )
-    assert same(wide[1]["weights"], together[1]["state"])
+    assert same(fast[1]["weights"], together[1]["state"])

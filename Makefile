@@ -3,6 +3,8 @@
 #             python -m nondet check-config, which names file and line of a YAML error, then run with
 #             --configfile my.yaml; budget and report take CONFIG too)
 # make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
+# make test-fast - the tests that start no subprocess (no Snakemake, no scripts): about a minute;
+#             run it after every change, and make test before you push
 # make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
 #             the test suite, lint and format checks
 PYTHON ?= python3
@@ -13,7 +15,7 @@ SNAKEMAKE_ARGS ?=
 CONFIG ?=
 CONFIG_ARGS := $(if $(strip $(CONFIG)),--configfile $(CONFIG))
 
-.PHONY: run budget report test lint format clean slurm datasets
+.PHONY: run budget report test test-fast lint format clean slurm datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +44,9 @@ report: $(VENV)/.installed
 
 test: $(VENV)/.installed slurm datasets lint
 	$(BIN)/python -m pytest -q tests
+
+test-fast: $(VENV)/.installed  # tests/conftest.py fails any test here that starts a subprocess
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 slurm:  # for tests/test_slurm.py; does nothing when SLURM is already installed
 	scripts/install-slurm.sh

@@ -35,3 +35,27 @@ def cnn_spec():
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test without `@pytest.mark.slow` belongs to `make test-fast`, which promises tests that
+    start no subprocess (no Snakemake, no script, no `python -m`). Starting one anyway, in the test
+    or in any fixture it sets up, fails it at once with the fix, so the fast tier cannot slowly
+    fill up with workflow runs."""
+    if item.get_closest_marker("slow") is not None:
+        return (yield)
+    import subprocess
+
+    def refuse(self, args, *rest, **kwargs):
+        raise AssertionError(
+            f"{item.nodeid} starts a subprocess ({args!r}); mark it @pytest.mark.slow "
+            "(or its whole module with `pytestmark = pytest.mark.slow`)"
+        )
+
+    original = subprocess.Popen.__init__
+    subprocess.Popen.__init__ = refuse
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen.__init__ = original

@@ -118,6 +118,7 @@ def job_stats(out) -> dict:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", text, re.M) if k != "total"}
 
 
+@pytest.mark.slow
 def test_dry_run_plans_the_study_outside_all(tmp_path):
     c = cfg.validate(DEFAULT)
     n = len(c["budget"]["models"]) * len(c["mitigation"]["conditions"]) * len(c["budget"]["epochs"])
@@ -167,6 +168,7 @@ def study(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_tiny_study_builds_its_table_and_figure(study):
     from nondet.io.files import load_replicas, load_rows
 
@@ -205,6 +207,7 @@ def test_tiny_study_builds_its_table_and_figure(study):
     assert "cnn/all snapshot: disagreement vs plain" in notes
 
 
+@pytest.mark.slow
 def test_changing_one_budget_reruns_only_its_jobs(study):
     assert planned_outputs(helpers.snakemake(study, "-n", "mitigation_budget", config=TINY)) == set()
     changed = copy.deepcopy(TINY)

@@ -94,6 +94,7 @@ def test_uint8_images_normalised_per_channel_on_device(tmp_path):
     assert np.allclose(m, ref.mean((0, 2, 3))) and np.allclose(s, ref.std((0, 2, 3)))
 
 
+@pytest.mark.slow
 def test_data_stage_writes_uint8_h5(tmp_path):
     md5 = write_tiny_cifar(tmp_path)
     spec = {"name": "cifar10", "path": str(tmp_path), "md5": md5}
@@ -137,6 +138,7 @@ TINY_CIFAR = {
 }
 
 
+@pytest.mark.slow
 def test_tiny_cifar_through_data_rule_and_resnet(tmp_path):
     md5 = write_tiny_cifar(tmp_path / "cifar")
     config = {**TINY_CIFAR, "dataset": {"name": "cifar10", "path": str(tmp_path / "cifar"), "md5": md5}}
@@ -183,6 +185,7 @@ def paper_slice_config(cifar_root, md5) -> dict:
     return config
 
 
+@pytest.mark.slow
 def test_paper_slice_runs_on_cpu(tmp_path):
     import json
 

@@ -240,6 +240,7 @@ def test_every_paper_model_flips_a_tensor_it_has():
         assert tensor == next(n for n, _ in net.named_parameters())  # the first weight
 
 
+@pytest.mark.slow
 def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
     """`python -m nondet check-config config.yaml FILE` (what `make run CONFIG=FILE` runs first) exits
     non-zero naming file and line; Snakemake's own --configfile message names neither."""
@@ -258,6 +259,7 @@ def test_config_cli_names_file_and_line_of_a_yaml_syntax_error(tmp_path):
     assert f"{bad}, line 2" in out.stderr and "YAML syntax error" in out.stderr
 
 
+@pytest.mark.slow
 def test_make_run_config_checks_the_file_before_snakemake():
     """`make -n run CONFIG=x.yaml` runs the config check, then both snakemake calls with
     --configfile x.yaml; without CONFIG neither appears."""

@@ -34,6 +34,8 @@ from helpers import REPO, default_config, snakemake
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 
 def shipped_configs() -> list[Path]:
     return [REPO / "config.yaml", REPO / "examples/config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]

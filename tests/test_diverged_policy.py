@@ -93,6 +93,7 @@ def test_fail_stops_the_stage_naming_group_and_replica(name, tmp_path):
         run_stage(name, tmp_path, "fail")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [s for s in STAGES if s != "factorial"])
 def test_exclude_drops_the_replica_and_logs_it(name, tmp_path):
     text = run_stage(name, tmp_path, "exclude")
@@ -163,6 +164,7 @@ def test_every_rule_gets_on_diverged_from_the_config(tmp_path):
     assert c["runs"]["all_pairs_alpha"] == 0.05  # rule runs_all_pairs: its alpha, from the schema
 
 
+@pytest.mark.slow
 def test_imported_groups_hold_no_diverged_runs(tmp_path):
     """Why all_pairs' old silent drop never fired: imports mark every run as converged."""
     spec = cfg.validate({"models": {}, "runs": {"groups": {"g": npy_group(tmp_path / "g")}}})

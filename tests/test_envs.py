@@ -87,6 +87,7 @@ def test_env_pins_agree_with_requirements():
     assert "torch" not in analysis and {"scipy", "pandas", "matplotlib"} <= set(analysis)
 
 
+@pytest.mark.slow
 def test_every_rule_names_an_existing_env():
     envs = rule_envs()
     listed = subprocess.run(
@@ -129,6 +130,7 @@ def stage_modules(script: Path) -> set[str]:
     return mods
 
 
+@pytest.mark.slow
 def test_analysis_env_rules_do_not_need_torch():
     envs = rule_envs()
     analysis = [r for r, e in envs.items() if e and e.name == "analysis.yaml"]
@@ -146,6 +148,7 @@ def test_analysis_env_rules_do_not_need_torch():
         pytest.fail(f"an analysis-env rule imports torch ({sorted(modules)}):\n{out.stderr[-2000:]}")
 
 
+@pytest.mark.slow
 def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
     """Importing torch costs ~2 s, most of an analysis job: provenance names torch's versions only
     where the job already uses torch."""
@@ -175,6 +178,7 @@ def test_the_gpu_profile_gives_a_gpu_to_every_training_and_prediction_rule():
     assert listed == torch_rules - {"dataset", "check_model", "import_runs"}
 
 
+@pytest.mark.slow
 def test_the_dataset_stage_makes_mnist1d_without_importing_torch(tmp_path):
     """Every job waits for the dataset job: it makes and writes the default data set without the
     torch import (~1.7 s at the head of every run)."""

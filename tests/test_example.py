@@ -12,6 +12,8 @@ import pytest
 import yaml
 from helpers import planned_outputs, snakemake
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
 

@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
+
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
 
 
 def test_gpu_check_dry_part_prints_every_row_on_cpu():

@@ -8,6 +8,8 @@ import pytest
 
 from nondet.workflow import gpus
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 
 def test_claims_distinct_gpus_and_waits_when_all_taken(tmp_path, monkeypatch):
     monkeypatch.setenv("NONDET_GPU_LOCK_DIR", str(tmp_path))

@@ -5,6 +5,7 @@ import pytest
 from nondet.io import h5io
 
 
+@pytest.mark.slow
 def test_round_trip_with_provenance(tmp_path):
     path = tmp_path / "x.h5"
     prov = h5io.provenance(kind="train", seeds={"init": 3}, data_hash="abc", spec_hash="def")
@@ -59,6 +60,7 @@ def test_check_same_experiment(tmp_path):
         h5io.check_same_experiment([tmp_path / "a.h5", tmp_path / "c.h5"])
 
 
+@pytest.mark.slow
 def test_open_input_checks_the_expected_job(tmp_path):
     path = tmp_path / "p.h5"
     prov = h5io.provenance(

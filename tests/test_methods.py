@@ -111,6 +111,7 @@ def test_predictions_paths():
         predictions_path("tta+x")
 
 
+@pytest.mark.slow
 def test_methods_module_imports_nothing_heavy():
     code = "import sys, nondet.methods; print(sorted(m for m in sys.modules if m.startswith('nondet')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

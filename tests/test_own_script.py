@@ -14,6 +14,8 @@ import pytest
 import yaml
 from helpers import planned_outputs, snakemake
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 REPO = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 

@@ -167,6 +167,7 @@ def test_paper_job_spec_carries_the_authors_recipe():
         cfg.validate({**yaml.safe_load(open(REPO / "config.yaml")), **bad})
 
 
+@pytest.mark.slow
 def test_paper_dry_run_lists_full_dag(tmp_path):
     """`snakemake -n --configfile configs/paper.yaml` plans every job, GPU jobs asking gpu=1."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # an empty results/ folder
@@ -210,6 +211,7 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
     print(f"paper dry run: {total} jobs in {seconds:.1f}s")
 
 
+@pytest.mark.slow
 def test_paper_cpu_config_validates_and_plans(tmp_path):
     """configs/paper_cpu.yaml: the authors' recipe on a Fashion-MNIST subset, planned on CPU."""
     from snakemake.utils import update_config

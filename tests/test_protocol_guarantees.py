@@ -14,6 +14,8 @@ from nondet.seeds import replica_seeds
 from nondet.workflow import analysis_stages, plan, torch_stages
 from nondet.workflow import config as cfg
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 #: The statistics columns of a diversity row (device ... cka)
 STATS = COLUMNS[COLUMNS.index("device") : COLUMNS.index("cka") + 1]
 

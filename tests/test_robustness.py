@@ -49,6 +49,7 @@ def read_weights(path):
     return {r["replica"]: r["weights"] for r in files.load_replicas(path)}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_file):
     data, c = data_file
     job = plan.train_job(c, "cnn", "all", 0)
@@ -91,6 +92,7 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(tmp_path, data_fi
             assert np.array_equal(resumed[r][name], straight[r][name]), (r, name)
 
 
+@pytest.mark.slow
 def test_diverged_runs_are_recorded_and_excluded_or_fail(tmp_path, data_file):
     data, _ = data_file
     c = make_config(epochs=2)
@@ -126,6 +128,7 @@ def test_missing_dataset(tmp_path):
         load_dataset(tmp_path / "nope.h5", "abc")
 
 
+@pytest.mark.slow
 def test_dataset_from_another_config(data_file):
     data, _ = data_file
     with pytest.raises(InputError, match="different dataset config"):
@@ -139,6 +142,7 @@ def test_corrupt_training_file(tmp_path):
         files.load_replicas(bad)
 
 
+@pytest.mark.slow
 def test_training_file_from_another_job(tmp_path, data_file):
     data, c = data_file
     job = plan.train_job(make_config(epochs=1), "cnn", "control", 0)
@@ -219,6 +223,7 @@ def dataset_of(c, folder):
     return path
 
 
+@pytest.mark.slow
 def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_path):
     """Item 1: a predictions or metrics file of an lr-0.1 run copied over an lr-0.2 run's path."""
     old, new = small_config(lr=0.1), small_config(lr=0.2)
@@ -255,6 +260,7 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
         files.load_replicas(tmp_path / "t.h5", {**files._job_expect(job), "code_version": "99"})
 
 
+@pytest.mark.slow
 def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
     """Item 2: kill a job mid-run, change dataset.seed, rerun: it must not resume old weights."""
     from nondet.training import replica as training
@@ -339,6 +345,7 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
     assert list(ckpt.parent.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatch):
     """Item 6: the log was reopened in write mode on failure, erasing it, and got two tracebacks."""
     from nondet.training import replica as training
@@ -359,6 +366,7 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
     assert text.index("training cnn/control") < text.index("train failed")
 
 
+@pytest.mark.slow
 def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
     """Item 1 end to end: a predictions chunk of an lr-0.1 run copied over an lr-0.2 run's path
     used to give a diversity table mixing both, exit 0. Now the metrics job fails naming the file,

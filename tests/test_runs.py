@@ -41,6 +41,7 @@ def write_npy(tmp_path, logits, labels, name="g"):
     return {"predictions": str(d / "*.npy"), "labels": str(tmp_path / "labels.npy")}
 
 
+@pytest.mark.slow
 def test_npy_group_round_trips_into_pipeline_predictions(tmp_path):
     logits, labels = make_runs()
     spec = write_npy(tmp_path, logits, labels)
@@ -181,6 +182,7 @@ def test_ambiguous_or_unsafe_files(tmp_path):
         load_group({"predictions": str(tmp_path / "x.csv")}, "g")
 
 
+@pytest.mark.slow
 def test_metadata_is_matched_by_file_name_and_pairs_runs(tmp_path):
     logits, labels = make_runs(m=4)
     spec = write_npy(tmp_path, logits, labels)
@@ -203,6 +205,7 @@ def test_metadata_is_matched_by_file_name_and_pairs_runs(tmp_path):
         load_group({**spec, "metadata": str(meta)}, "g")
 
 
+@pytest.mark.slow
 def test_features_and_export_round_trip(tmp_path):
     logits, labels = make_runs()
     spec = write_npy(tmp_path, logits, labels)
@@ -277,6 +280,7 @@ def snakemake(workdir, config, *args):
     return helpers.snakemake(workdir, "--cores", "2", *args, config=config)
 
 
+@pytest.mark.slow
 def test_exported_runs_give_the_same_diversity_table(tmp_path):
     trained, imported = tmp_path / "trained", tmp_path / "imported"
     trained.mkdir(), imported.mkdir()
@@ -390,6 +394,7 @@ def test_runs_config_errors_name_the_key():
             validate(config)
 
 
+@pytest.mark.slow
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     """The one comparison stage (nondet.workflow.analysis_stages.compare) on imported groups."""
     from nondet.workflow.analysis_stages import compare, runs_all_pairs
@@ -443,6 +448,7 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
         compare([paths["base"]], [tmp_path / "other.h5"], out, {**params, "paired_by": None})
 
 
+@pytest.mark.slow
 def test_trained_models_and_imported_runs_in_one_config_plan_without_ambiguity(tmp_path):
     """Both kinds of groups in one config: a dry run plans training for the models and only an
     import for the runs, and their rows meet in one diversity table."""

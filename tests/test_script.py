@@ -46,18 +46,21 @@ def audit(tmp_path, data_file, **kw):
     return json.loads(out.read_text()), log.read_text()
 
 
+@pytest.mark.slow
 def test_audit_passes_an_honest_script(tmp_path, data_file):
     report, _ = audit(tmp_path, data_file)
     assert report["repeatable"] and not report["problems"]
     assert report["sources"] == {"init": "honoured", "shuffle": "honoured", "data": "honoured"}
 
 
+@pytest.mark.slow
 def test_audit_catches_a_script_that_draws_from_the_global_rng(tmp_path, data_file):
     with pytest.raises(ScriptError, match="control replicas differ.*global RNG") as e:
         audit(tmp_path, data_file, train="own_scripts:global_rng")
     assert "audit.log" in str(e.value) and "models.s.audit: warn" in str(e.value)
 
 
+@pytest.mark.slow
 def test_audit_catches_a_script_that_ignores_a_seed(tmp_path, data_file):
     with pytest.raises(ScriptError, match="ignores the `shuffle` seed"):
         audit(tmp_path, data_file, train="own_scripts:ignores_shuffle")
@@ -75,6 +78,7 @@ def test_audit_catches_a_script_that_ignores_a_seed(tmp_path, data_file):
         ("nan_logits", "NaN/inf logits in 1 of 60 test examples"),
     ],
 )
+@pytest.mark.slow
 def test_a_failing_script_is_named_with_its_replica_and_log(tmp_path, data_file, script, message):
     c = make_config(train=f"own_scripts:{script}")
     log = tmp_path / "train.log"
@@ -84,6 +88,7 @@ def test_a_failing_script_is_named_with_its_replica_and_log(tmp_path, data_file,
     assert not (tmp_path / "p.h5").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_command_is_named_with_its_replica_and_log(tmp_path, data_file):
     c = cfg.validate(
         {
@@ -102,6 +107,7 @@ def test_a_failing_command_is_named_with_its_replica_and_log(tmp_path, data_file
     assert "| boom" in log.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["honest", "as_torch_file", "as_hdf5_file"])
 def test_script_outputs_become_the_predict_stages_file(tmp_path, data_file, script):
     c = make_config(train=f"own_scripts:{script}")
@@ -114,6 +120,7 @@ def test_script_outputs_become_the_predict_stages_file(tmp_path, data_file, scri
     assert pred["cka_on"] == ("features" if script == "as_torch_file" else "logits")
 
 
+@pytest.mark.slow
 def test_control_replicas_of_a_script_are_bitwise_identical_and_data_changes_the_set(tmp_path, data_file):
     c = make_config()
     for condition in ("control", "data"):
@@ -270,6 +277,7 @@ def test_step_rng_keys_functional_and_attention_dropout_by_seed_and_step():
     assert (a[0] == 0).any() and (a[0] != 0).any()  # the masks do drop, at p = 0.5
 
 
+@pytest.mark.slow
 def test_a_comparison_of_two_script_recipes_trains_each_arm_with_its_params(tmp_path, data_file):
     c = cfg.validate(
         {

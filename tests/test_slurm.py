@@ -19,6 +19,8 @@ import pytest
 import yaml
 from slurm_cluster import SlurmCluster, missing_binaries
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT = 600  # seconds for one Snakemake run
 

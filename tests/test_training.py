@@ -254,6 +254,7 @@ def test_each_example_keeps_its_dropout_mask_and_augmentation_across_data_orders
         assert differing == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_kernel_mode_turns_tf32_off_readably(deterministic):
     """No TF32 in any kernel mode, readable through the new and the legacy torch APIs: code that
@@ -332,6 +333,7 @@ def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec,
     assert same(ours, ref)
 
 
+@pytest.mark.slow
 def test_training_does_not_import_torchdynamo(tmp_path):
     import subprocess
     import sys

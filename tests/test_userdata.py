@@ -208,6 +208,7 @@ def test_idx_md5_and_missing_files(tmp_path):
         D.parse_idx(b"\x00\x01\x02\x03", "x")
 
 
+@pytest.mark.slow
 def test_fashion_mnist_from_debian_package():
     """The real files of Debian's dataset-fashion-mnist (make test installs it when missing):
     MD5-checked, and the same arrays as torchvision's reader of the decompressed files."""

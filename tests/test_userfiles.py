@@ -63,6 +63,7 @@ def kill_on_second_replica(monkeypatch, run):
     monkeypatch.setattr(training, "train_replica", real)
 
 
+@pytest.mark.slow
 def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeypatch):
     """Issue 24, item 1: kill, regenerate my.npz with other contents, rerun. The data hash used
     to be that of the path: training resumed the old-data checkpoint and a prediction made from
@@ -115,6 +116,7 @@ def load(seed):
 """
 
 
+@pytest.mark.slow
 def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
     """Item 1 for ``loader``: the config (loader, args) is unchanged but its data are not; the
     checkpoints are keyed by the arrays' SHA-256 and a training file of other contents is refused."""
@@ -152,6 +154,7 @@ def test_loader_data_changed_after_a_kill(tmp_path, monkeypatch):
     assert "old.h5" in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_damaged_data_set_file_is_refused(tmp_path):
     import h5py
 
@@ -288,6 +291,7 @@ def tiny_workflow(lr):
     }
 
 
+@pytest.mark.slow
 def test_a_report_after_a_failed_run_refuses_the_stale_table(tmp_path):
     """provenance.csv was rewritten for the new config before training; when a later job failed,
     diversity.csv stayed from the last good config and --report attributed it to the new settings,
@@ -345,6 +349,7 @@ def test_probabilities_given_without_kind_are_refused_naming_group_files_and_key
     assert load_group(spec, "mine")["logits"].shape == (3, 50, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("missing", ["labels", "metadata"])
 def test_missing_labels_or_metadata_file_of_imported_runs_names_it(tmp_path, missing):
     """A missing labels or metadata file gave KeyError: 'm' in rule predict."""
@@ -369,6 +374,7 @@ def test_missing_labels_or_metadata_file_of_imported_runs_names_it(tmp_path, mis
 # --- item 5: a file missing a replica ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
     """A train file missing a replica gave a table with one replica fewer and no warning."""
     import h5py
@@ -533,6 +539,7 @@ def test_user_model_returning_nan_fails_its_check(tmp_path):
         check_model(spec, (1, 40), 10, "mine", examples=x)
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch):
     """With checkpoint_every 0 an unwritable folder was found only after training."""
     import os
@@ -555,6 +562,7 @@ def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch
     assert calls == []
 
 
+@pytest.mark.slow
 def test_workflow_after_regenerating_the_arrays_file_equals_a_clean_run(tmp_path, monkeypatch):
     """Item 1 end to end: a run on my.npz, a training job of it interrupted (its checkpoint left
     behind), my.npz regenerated at the same path, Snakemake run again: the weights equal those of
@@ -602,6 +610,7 @@ def test_workflow_after_regenerating_the_arrays_file_equals_a_clean_run(tmp_path
     files.load_rows(["results/metrics/lin/init.h5"], [plan.metrics_expect(c_new, "lin", "init")])
 
 
+@pytest.mark.slow
 def test_unwritable_tables_folder_is_found_while_planning(tmp_path):
     """A read-only results/tables was found only by the table job, after all training (or, made
     first, provenance.csv failed while other jobs ran). Read-only: chmod, or for root (whom

@@ -65,6 +65,7 @@ def test_vectorised_snapshots(small_data, recipe, cnn_spec):
     assert not same(out[0]["state"], out[1]["state"])
 
 
+@pytest.mark.slow
 def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
     c = cfg.validate(
         {
@@ -114,6 +115,7 @@ def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_
 @pytest.mark.parametrize(
     "vectorize, how", [("on", "torch.func.vmap"), ("auto", "as one wide model")], ids=["vmap", "wide"]
 )
+@pytest.mark.slow
 def test_vectorised_sigkill_then_resume_is_bitwise_identical(tmp_path, vectorize, how):
     """A vectorised chunk (vmap, or the wide CPU path of ``auto``) killed mid-training resumes
     from its checkpoint and ends bitwise identical to an uninterrupted run (same machine: the one

@@ -106,6 +106,7 @@ def test_training_path(vectorize, device, arch, condition, path, recipe):
     )
 
 
+@pytest.mark.slow
 def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
     """`vectorize: auto` on a CPU: the default CNN trains as one wide model, `off` one replica
     after another; the two differ (other kernels) but each is what its path computes."""

@@ -11,6 +11,8 @@ import pytest
 import yaml
 from helpers import REPO, SNAKEMAKE, planned_outputs
 
+pytestmark = pytest.mark.slow  # every test here starts a subprocess
+
 TINY = {
     "experiment": "tiny",
     "replicas": 3,

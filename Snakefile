@@ -2,6 +2,11 @@
 # train -> predict -> pairwise metrics -> tables and figures. See README.md.
 # Only includes and the default target; the rules live in rules/, the logic in nondet/
 
+from snakemake.utils import min_version
+
+# 9.18: small files are compared by checksum (docs/snakemake.md); requirements.txt pins 9.27.1
+min_version("9.18")
+
 
 configfile: "config.yaml"
 

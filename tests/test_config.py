@@ -163,6 +163,34 @@ def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
 # --- bitflip_tensor resolves against the built model when the config is read (issue 22) ---
 
 
+def test_every_built_in_architecture_has_parameter_names():
+    """A new entry in models.ARCHITECTURES also needs its torch-free parameter names (the
+    Snakefile cannot build models): forgetting paramnames.py fails here, naming the file."""
+    import torch
+
+    from nondet.training.bitflip import weight_tensors
+    from nondet.training.models import ARCHITECTURES, build_model
+    from nondet.workflow.paramnames import parameter_names, weight_names
+
+    for arch in ARCHITECTURES:
+        params = dict(cfg.ARCH_PARAMS.get(arch, {}))
+        try:
+            names = parameter_names(arch, params)
+        except ValueError as e:
+            pytest.fail(str(e))
+        shape = (1, 40) if arch in ("cnn1d", "linear", "mlp") else (3, 8, 8)
+        net = build_model({"arch": arch, **params}, shape, 10, torch.Generator().manual_seed(0))
+        assert names == [n for n, _ in net.named_parameters()], f"{arch}: nondet/workflow/paramnames.py is out of date"
+        assert weight_names(arch, params) == [n for n, _ in weight_tensors(net)]
+
+
+def test_an_architecture_without_parameter_names_is_named_with_the_file():
+    from nondet.workflow.paramnames import parameter_names
+
+    with pytest.raises(ValueError, match=r"'newnet' has no parameter names in nondet/workflow/paramnames.py"):
+        parameter_names("newnet", {})
+
+
 @pytest.mark.parametrize(
     "arch, params",
     [

@@ -42,8 +42,12 @@ def diversity_figure(rows: list[dict], title: str, pdf_path, png_path) -> None:
     # imported groups of runs (nondet.io.runs) are named freely: after the conditions, in given order
     rows = sorted(rows, key=lambda r: order.index(r["condition"]) if r["condition"] in order else len(order))
     labels = [condition_label(r) for r in rows]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
-    for ax, (key, name) in zip(axes.flat, PANELS):
+    ncols = 3  # the grid follows PANELS: a panel added there gets its axes, none is dropped
+    nrows = -(-len(PANELS) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(12, 3.25 * nrows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(PANELS) :]:
+        ax.set_visible(False)
+    for ax, (key, name) in zip(axes.flat, PANELS, strict=False):
         values = [r.get(key, float("nan")) for r in rows]
         errors = [r.get(f"{key}_se", float("nan")) for r in rows]
         colors = ["0.6" if r["condition"] == "control" else ("C3" if r["condition"] == "all" else "C0") for r in rows]

@@ -46,7 +46,11 @@ def _parameters(arch: str, params: dict) -> list[tuple[str, bool]]:
                         out += [*_layer(f"{p}.shortcut.0", bias=False), *_norm(f"{p}.shortcut.1")]
                 c_in, j = c, j + 1
         return [*out, *_layer("fc")]
-    raise ValueError(f"unknown built-in architecture {arch!r}")
+    raise ValueError(
+        f"built-in architecture {arch!r} has no parameter names in nondet/workflow/paramnames.py: "
+        "add a branch to _parameters() there listing its parameters in module order "
+        "(tests/test_config.py::test_every_built_in_architecture_has_parameter_names checks it)"
+    )
 
 
 def parameter_names(arch: str, params: dict) -> list[str]:

@@ -48,7 +48,9 @@ def test_matmul_models_match_sequential(small_data, recipe, spec, condition):
         assert rel_diff(seq[1]["state"], seq[0]["state"]) > 1e-3
 
 
-def test_cnn_vectorised_is_close_but_not_bitwise(small_data, recipe, cnn_spec):
+def test_cnn_vectorised_is_close_to_sequential(small_data, recipe, cnn_spec):
+    """Close, not asserted bitwise either way: batched conv kernels may sum in another order,
+    and whether they do depends on the CPU's kernels (a float outcome we do not pin)."""
     vec, seq = both(cnn_spec, {**recipe, "epochs": 1}, "control", small_data)
     assert all(same(vec[0]["state"], v["state"]) for v in vec[1:])  # control stays identical
     diff = max(np.abs(vec[0]["state"][k] - seq[0]["state"][k]).max() for k in seq[0]["state"])
@@ -177,13 +179,15 @@ AUTHORS = {"weight_decay_on": "all", "lr_scale_bias_bn": 0.1, "schedule": "autho
 
 
 @pytest.mark.parametrize("condition", ["control", "all"])
-def test_authors_recipe_vectorised_matches_sequential_bitwise(small_data, recipe, condition):
+def test_authors_recipe_vectorised_matches_sequential(small_data, recipe, condition):
     """The authors' parameter groups (decay on all, 0.1 x lr for biases and BN) and schedule are
-    applied identically in both loops (nondet.training.loop.set_lr, nondet.training.replica.param_groups)."""
+    applied identically in both loops (nondet.training.loop.set_lr, nondet.training.replica.param_groups).
+    Within float rounding, not bitwise: a batched matmul may sum in another order than K single
+    ones, depending on the CPU (on a 2-core AMD EPYC one weight differed in its 7th digit)."""
     # the MLP without BatchNorm (batch statistics are not bitwise equal under vmap); its biases get
     # the 0.1 scale
     vec, seq = both(MLP, {**recipe, **AUTHORS}, condition, small_data, k=2)
     for v, s in zip(vec, seq):
-        assert same(v["state"], s["state"])
+        assert rel_diff(v["state"], s["state"]) < 1e-5
     plain = both(MLP, recipe, condition, small_data, k=1)[1][0]
-    assert not same(plain["state"], seq[0]["state"])  # the options change training
+    assert rel_diff(plain["state"], seq[0]["state"]) > 1e-3  # the options change training, by far more

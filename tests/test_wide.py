@@ -99,9 +99,9 @@ def _seeds(condition):
 )
 def test_training_path(vectorize, device, arch, condition, path, recipe):
     job = {"vectorize": vectorize, "recipe": recipe, "model_spec": {"arch": arch}}
-    assert torch_stages.training_path(job, torch.device(device), _seeds(condition)) == path
+    assert torch_stages.vectorization(job, torch.device(device), _seeds(condition)) == path
     assert (
-        torch_stages.training_path({**job, "recipe": {**recipe, "bf16": True}}, torch.device("cpu"), _seeds(condition))
+        torch_stages.vectorization({**job, "recipe": {**recipe, "bf16": True}}, torch.device("cpu"), _seeds(condition))
         != "wide"
     )
 

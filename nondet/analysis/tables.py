@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from nondet.io.h5io import atomic_path
-from nondet.methods import BASES, Method
+from nondet.methods import Method
 from nondet.seeds import CONDITIONS
 
 #: Columns promised by the README, in order; more follow them.
@@ -221,8 +221,6 @@ def write_table(df: pd.DataFrame, csv_path, md_path=None, digits: int = 4, notes
                 for line in notes:
                     f.write(f"\n{line}\n")
 
-
-METHODS = list(BASES)
 
 MITIGATION_COLUMNS = [
     "model",

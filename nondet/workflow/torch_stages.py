@@ -30,9 +30,9 @@ from nondet.io.files import (
 from nondet.io.h5io import InputError
 from nondet.methods import Method
 from nondet.seeds import ReplicaSeeds, torch_generator
-from nondet.training import replica as training
 from nondet.training.data import load_dataset
 from nondet.training.models import build_model
+from nondet.training.replica import set_kernel_mode, train_replica
 from nondet.training.tta import check_fits, fit_kind, make_views, predict_tta
 from nondet.training.usermodel import check_model as check
 from nondet.training.vectorized import train_replicas_vectorized
@@ -90,7 +90,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
     if reference is not None:
         log.info(f"[{label}] also training the unperturbed reference run (absorbed-flip check)")
         runs.append(("reference", reference))
-    path = training_path(job, device, seeds_list)
+    path = vectorization(job, device, seeds_list)
     vmap_asked = job.get("vectorize") == "on" or (job.get("vectorize") == "auto" and device.type == "cuda")
     if path == "sequential" and vmap_asked:
         # replicas of one vmap share each kernel call: on CUDA their kernel nondeterminism could
@@ -117,7 +117,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         outs = []
         for r, seeds in runs:
             name = f"replica_{r:04d}" if r != "reference" else "reference"
-            res = training.train_replica(
+            res = train_replica(
                 job["model_spec"],
                 job["recipe"],
                 seeds,
@@ -149,7 +149,7 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
     log.info(f"wrote {out_path}")
 
 
-def training_path(job: dict, device, seeds_list) -> str:
+def vectorization(job: dict, device, seeds_list) -> str:
     """How a training job trains its replicas: ``vmap`` (``vectorize: on``, or ``auto`` on CUDA),
     ``wide`` (``auto`` on a CPU for the built-in cnn1d in fp32: nondet.training.wide, about twice as
     fast there) or ``sequential`` (``off``; ``auto`` on a CPU for every other model, where vmap was
@@ -210,7 +210,7 @@ def predict(
     device = setup_torch(threads, job["device"])
     # test logits of every condition with deterministic fp32 kernels (no TF32 convolutions on
     # CUDA): the kernels condition varies training, never the evaluation
-    training.set_kernel_mode(True, device)
+    set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
     replicas = load_replicas(train_path, _job_expect(job))
     check_replicas(train_path, job, [r["replica"] for r in replicas])
@@ -274,7 +274,7 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
     runs = {}
     for run in job["runs"]:  # the base run and its twins, seeds chosen by the plan
         name, condition, seeds = run["name"], run["condition"], ReplicaSeeds(**run["seeds"])
-        res = training.train_replica(
+        res = train_replica(
             job["model_spec"],
             recipe,
             seeds,

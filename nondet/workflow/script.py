@@ -42,6 +42,7 @@ from nondet.io.files import job_provenance
 from nondet.io.h5io import atomic_h5
 from nondet.seeds import SOURCES, ReplicaSeeds
 from nondet.training.data import load_dataset
+from nondet.training.replica import kernels_mode
 from nondet.training.resample import DEFAULT as RESAMPLE_DEFAULT
 from nondet.training.sources import Sources
 from nondet.training.usermodel import resolve
@@ -237,18 +238,10 @@ def run_replica(
         logits, features = read_outputs(out, len(data.y_test), data.num_classes, data.y_test.cpu().numpy(), what)
     except ScriptError as e:
         raise ScriptError(f"{e}{where}") from None
-    mode = _kernels_mode(seeds, device, "train" in spec)
+    # as for built-in models where the script uses ctx.kernels() and ctx.sampler(n, batch_size)
+    # (a `train:` script); a `command:` script's kernels are its own, deterministic on a CPU
+    mode = kernels_mode(seeds, device, cpu_standin="train" in spec)
     return {"logits": logits, "features": features, "kernels_mode": mode, "seconds": time.perf_counter() - started}
-
-
-def _kernels_mode(seeds: ReplicaSeeds, device, uses_api: bool) -> str:
-    """How the kernels source is realised: as for built-in models (nondet.training.replica.kernels_mode)
-    where the script uses ctx.kernels() and ctx.sampler(n, batch_size); a command's own."""
-    if seeds.deterministic:
-        return "deterministic"
-    if device.type == "cuda":
-        return "cuda-nondeterministic"
-    return "cpu-standin-batch-permutation" if uses_api else "cpu-deterministic"
 
 
 def job_seeds(job: dict) -> list[ReplicaSeeds]:

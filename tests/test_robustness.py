@@ -255,9 +255,9 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     # a training file of another data set or code version is refused by predict, naming what differs
     other = {**job, "data_hash": "0" * 16}
     with pytest.raises(InputError, match="data_hash"):
-        files.load_replicas(tmp_path / "t.h5", files._job_expect(other))
+        files.load_replicas(tmp_path / "t.h5", files.job_expect(other))
     with pytest.raises(InputError, match=f"code_version: the file has '{CODE_VERSION}'"):
-        files.load_replicas(tmp_path / "t.h5", {**files._job_expect(job), "code_version": "99"})
+        files.load_replicas(tmp_path / "t.h5", {**files.job_expect(job), "code_version": "99"})
 
 
 @pytest.mark.slow

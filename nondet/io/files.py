@@ -191,8 +191,10 @@ def check_replicas(path, job, have) -> None:
     )
 
 
-def _job_expect(job: dict) -> dict:
-    return {k: job[k] for k in ("spec_hash", "data_hash", "code_version")}
+def job_expect(job: dict, **extra) -> dict:
+    """What an output made from ``job`` carries (nondet.io.h5io.atomic_h5 writes these
+    attributes; nondet.io.h5io.open_input refuses an input whose values differ)."""
+    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"], "code_version": job["code_version"], **extra}
 
 
 def write_predictions(out_path, prov: dict, logits, features, labels, replicas, method: str, passes: int) -> None:

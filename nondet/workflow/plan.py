@@ -20,6 +20,7 @@ import itertools
 import math
 
 from nondet.analysis.divergence import twin_runs
+from nondet.io.files import job_expect
 from nondet.io.h5io import CODE_VERSION, spec_hash
 from nondet.methods import TTA_PRESETS, Method
 from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
@@ -403,11 +404,6 @@ def tta_spec(config: dict, method: str) -> dict | None:
 # --- what each stage expects of its inputs ----------------------------------------------------
 # Every output carries spec_hash, data_hash and code_version (nondet.io.h5io.atomic_h5); the rules
 # pass the values each input must carry, and nondet.io.h5io.open_input refuses any other file.
-
-
-def job_expect(job: dict, **extra) -> dict:
-    """What an output made from ``job`` carries."""
-    return {"spec_hash": job["spec_hash"], "data_hash": job["data_hash"], "code_version": job["code_version"], **extra}
 
 
 def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain", epochs=None) -> dict:

@@ -17,10 +17,10 @@ import torch
 from nondet.analysis.divergence import disagreement, log_steps, relative_distance, zero_from_step
 from nondet.io import h5io
 from nondet.io.files import (
-    _job_expect,
     check_replicas,
     checkpoint_dir,
     checkpoints_for,
+    job_expect,
     job_provenance,
     load_replicas,
     write_divergence,
@@ -212,7 +212,7 @@ def predict(
     # CUDA): the kernels condition varies training, never the evaluation
     set_kernel_mode(True, device)
     data = load_dataset(data_path, job["data_hash"], device)
-    replicas = load_replicas(train_path, _job_expect(job))
+    replicas = load_replicas(train_path, job_expect(job))
     check_replicas(train_path, job, [r["replica"] for r in replicas])
     if replicas and replicas[0]["job"]["spec_hash"] != job["spec_hash"]:
         raise InputError(f"{train_path} was trained from a different job spec; rerun training")

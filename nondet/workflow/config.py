@@ -235,7 +235,7 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
             + (f"; got {', '.join(given)}" if given else "")
         )
     if given == ["arch"]:
-        for k in ("script", "audit"):
+        for k in ("script", "audit", "timeout"):
             if k in model:
                 raise ConfigError(f"{key}.{k}: only for a training script (train or command)")
         return False

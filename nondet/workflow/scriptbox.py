@@ -74,14 +74,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def kill_group(pgid: int, grace: float = _GRACE) -> None:
+def kill_group(pgid: int, grace: float = 0.5) -> None:
     """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-        for _ in range(int(grace * 20)):
-            os.killpg(pgid, 0)  # raises once no process is left in the group
-            threading.Event().wait(0.05)
-        os.killpg(pgid, signal.SIGKILL)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        if sig == signal.SIGTERM:
+            threading.Event().wait(grace)
 
 
 @contextlib.contextmanager
@@ -94,7 +93,7 @@ def signals_end_groups():
 
     def handler(signum, frame):
         for pgid in list(_groups):
-            kill_group(pgid, grace=1.0)
+            kill_group(pgid)
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -126,8 +125,12 @@ def run_command(command: str, cwd, env: dict, log_file, timeout: float) -> int:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise ScriptTimeout(timeout) from None
-    finally:
-        kill_group(proc.pid, grace=_GRACE if proc.poll() is None else 0.0)
+    finally:  # the command's shell first (a grace period to exit), then whatever is left of its group
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_GRACE)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

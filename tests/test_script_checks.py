@@ -123,6 +123,14 @@ def test_a_command_gets_its_resample_and_must_report_it(tmp_path, data_file):
     train(tmp_path, data_file, condition="init", train=f"cmd:{command}no")  # data off: no index needed
 
 
+def test_a_missing_package_of_a_train_script_is_named(tmp_path, data_file):
+    (tmp_path / "needs_pkg.py").write_text("import package_that_is_not_installed\n\ndef main(ctx):\n    pass\n")
+    c = make_config(train="needs_pkg:main")
+    c["models"]["s"]["pythonpath"] = str(tmp_path)
+    with pytest.raises(Exception, match="imports 'package_that_is_not_installed', which is not installed"):
+        train_script(data_file, tmp_path / "p.h5", plan.train_job(c, "s", "init", 0))
+
+
 # --- seeds -----------------------------------------------------------------------------------------
 
 
@@ -193,6 +201,18 @@ def test_rows_trained_under_a_failed_warn_audit_are_marked(tmp_path, data_file):
     with h5py.File(out) as f:
         assert "ignores the `shuffle` seed" in f.attrs["audit_failed"]
     assert "audit failed (audit: warn)" in (tmp_path / "t.log").read_text()
+    assert "ignores the `shuffle` seed" in load_predictions([out])["audit_failed"]
+    # the tables mark the row (‡), say why in the notes and explain the mark in the legend
+    import pandas as pd
+
+    from nondet.analysis import tables
+
+    row = {"model": "s", "condition": "init", "n_replicas": 2, "n_absorbed": float("nan"), "n_identical_pairs": 0}
+    df = pd.DataFrame([{**row, "audit_failed": "your script ignores the `shuffle` seed"}, {**row, "model": "t"}])
+    assert tables.READER_COLUMNS["condition"](df.iloc[0]) == "init ‡"
+    assert tables.READER_COLUMNS["condition"](df.iloc[1]) == "init"
+    notes = [n for n in tables.table_notes(df) if "audit" in n]
+    assert len(notes) == 1 and notes[0].startswith("WARNING s/init: trained under audit: warn")
 
 
 # --- the box ------------------------------------------------------------------------------------------

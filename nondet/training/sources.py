@@ -7,11 +7,12 @@ seed of each source and, for each, a few lines that draw from that source alone:
 ===========  ==============================================================================
 source       what the script does
 ===========  ==============================================================================
-init         ``with src.init(): model = Net()`` (the global RNG forked and seeded from init)
+init         ``with src.init(): model = Net()`` (the global RNGs forked and seeded from init)
 shuffle      ``DataLoader(ds, sampler=src.sampler(len(ds)))`` (an epoch's order per shuffle
              seed; the data resample's examples only; the CPU kernels stand-in within batches)
 augment      ``ds = src.augmented(ds, transform)``: transform of example i in epoch e runs
-             inside a global RNG seeded from (augment seed, e, i), so torchvision transforms
+             with the global RNGs (torch CPU, python ``random``, numpy's legacy one) seeded
+             from (augment seed, e, i), so torchvision transforms
              v2 work in DataLoader workers (any number) and do not move with the data order
 dropout      ``src.dropout(model)`` then ``src.select(epoch, index)`` before each step:
              nn.Dropout masks keyed by (dropout seed, epoch, example index, layer);
@@ -22,7 +23,8 @@ bitflip      ``src.flip(model)``: the one-ulp flip of one weight (after building
 data         ``src.train_index(n)`` (None: all n); the sampler above applies it already
 ===========  ==============================================================================
 
-Everything here is a function of the seeds, so a run is reproducible bit for bit where the
+``src.seed(source)`` is the 32-bit form (0 ... 2**32 - 1, what seed_everything and np.random.seed
+accept) of the 63-bit seed every draw here uses (``src.seeds``). Everything here is a function of the seeds, so a run is reproducible bit for bit where the
 kernels are deterministic; nothing touches the caller's global RNG outside the forked blocks.
 """
 

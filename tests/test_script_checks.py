@@ -131,6 +131,28 @@ def test_a_missing_package_of_a_train_script_is_named(tmp_path, data_file):
         train_script(data_file, tmp_path / "p.h5", plan.train_job(c, "s", "init", 0))
 
 
+def test_a_command_reading_train_data_gets_the_resample_as_its_training_set(tmp_path, data_file):
+    """{train_data}: {data} whose x_train/y_train are the replica's resample (nothing to report)."""
+    script = tmp_path / "reads.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, h5py, numpy as np
+            out, data = sys.argv[1:3]
+            with h5py.File(data) as f:
+                x, y = f["x_train"][()], f["y_test"][()]
+            distinct = len(np.unique(x.reshape(len(x), -1), axis=0))
+            np.savez(out, logits=np.zeros((len(y), 10), np.float32) + distinct, labels=y)
+            """
+        )
+    )
+    command = f"cmd:{sys.executable} {script} {{out}} {{train_data}}"
+    logits = load_predictions([train(tmp_path, data_file, condition="data", train=command)])["logits"]
+    assert logits[0, 0, 0] != logits[1, 0, 0] and max(logits[0, 0, 0], logits[1, 0, 0]) < 200  # ~63 % of 240
+    full = load_predictions([train(tmp_path, data_file, condition="init", train=command)])["logits"]
+    assert full[0, 0, 0] == full[1, 0, 0] > 200  # the source off: the whole training set
+
+
 # --- seeds -----------------------------------------------------------------------------------------
 
 

@@ -24,7 +24,8 @@ data         ``src.train_index(n)`` (None: all n); the sampler above applies it 
 ===========  ==============================================================================
 
 ``src.seed(source)`` is the 32-bit form (0 ... 2**32 - 1, what seed_everything and np.random.seed
-accept) of the 63-bit seed every draw here uses (``src.seeds``). Everything here is a function of the seeds, so a run is reproducible bit for bit where the
+accept) of the 63-bit seed every draw here uses (``src.seeds``).
+Everything here is a function of the seeds, so a run is reproducible bit for bit where the
 kernels are deterministic; nothing touches the caller's global RNG outside the forked blocks.
 """
 

@@ -13,7 +13,8 @@ report read a script's replicas like any other.
   source in 0 ... 2**32 - 1, null when off), ``{seeds_file}`` (the same JSON in a file),
   ``{out}``, ``{data}`` (the pipeline's data set, HDF5 with x_train, y_train, x_test, y_test),
   ``{params_json}``, ``{resample_json}`` (how the data seed resamples), ``{train_index}`` (a .npy
-  of the replica's training examples: its resample, or all of them), ``{replica}``,
+  of the replica's training examples: its resample, or all of them), ``{train_data}`` (``{data}``
+  with x_train/y_train replaced by the replica's resample), ``{replica}``,
   ``{condition}``, ``{device}``. Relative files the command names are made absolute.
 
 Each job runs in a scratch folder beside its output (nondet.workflow.scriptbox: the working
@@ -67,6 +68,7 @@ PLACEHOLDERS = (
     "params_json",
     "resample_json",
     "train_index",
+    "train_data",
     "replica",
     "condition",
     "device",
@@ -143,7 +145,9 @@ def sniff_format(path) -> str:
     raise ValueError("neither .npz, .npy, HDF5 nor a torch.save file")
 
 
-def read_outputs(path, n_test: int, num_classes: int, y_test: np.ndarray, what: str, train_index=None) -> tuple:
+def read_outputs(
+    path, n_test: int, num_classes: int, y_test: np.ndarray, what: str, train_index=None, handed=False
+) -> tuple:
     """(logits, features or None) of one replica, checked; ScriptError naming ``what``.
     ``train_index``: the training examples the replica must have trained on (its resample), when
     the data source is on (None: all of them, checked only if the script reports its own)."""
@@ -179,7 +183,8 @@ def read_outputs(path, n_test: int, num_classes: int, y_test: np.ndarray, what: 
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != n_test or not np.isfinite(features).all():
             raise ScriptError(f"{what}: features must be finite, (n_test={n_test}, dim); got shape {features.shape}")
-    check_train_index(extra.get("train_index"), train_index, what)
+    if train_index is not None or extra.get("train_index") is None or not handed:
+        check_train_index(extra.get("train_index"), train_index, what)
     return logits, features
 
 
@@ -277,6 +282,7 @@ def run_replica(
     resample = job["recipe"].get("resample", RESAMPLE_DEFAULT)
     n_train = len(data.y_train)
     expected = replica_index(seeds.data, n_train, resample)
+    handed = "train" not in spec and "{train_data}" in spec["command"]  # indices into its own file
     stopped = (
         f"{what}: no result after {timeout:g} s, so it was stopped (raise models.{job['model']}.timeout "
         f"if it needs longer){where}"
@@ -312,6 +318,11 @@ def run_replica(
         seeds_file.write_text(seeds_json(seeds))
         index_file = Path(workdir).resolve() / f"train_index_{replica:04d}.npy"
         np.save(index_file, np.arange(n_train) if expected is None else expected)
+        train_data = data_path
+        if "{train_data}" in spec["command"]:  # the script sees only its resample: nothing to report
+            train_data = Path(workdir).resolve() / f"train_data_{replica:04d}.h5"
+            write_train_data(data_path, expected, train_data)
+            expected = None
         values = {
             "seeds_json": seeds_json(seeds),
             "seeds_file": seeds_file,
@@ -320,6 +331,7 @@ def run_replica(
             "params_json": json.dumps(spec.get("params") or {}),
             "resample_json": json.dumps(resample),
             "train_index": index_file,
+            "train_data": train_data,
             "replica": replica,
             "condition": job["condition"],
             "device": device,
@@ -350,12 +362,26 @@ def run_replica(
             raise ScriptError(f"{what}: the command exited with status {rc} ({tail[0].strip()}){where}")
     try:
         logits, features = read_outputs(
-            out, len(data.y_test), data.num_classes, data.y_test.cpu().numpy(), what, expected
+            out, len(data.y_test), data.num_classes, data.y_test.cpu().numpy(), what, expected, handed
         )
     except ScriptError as e:
         raise ScriptError(f"{e}{where}") from None
     mode = _kernels_mode(seeds, device, "train" in spec)
     return {"logits": logits, "features": features, "kernels_mode": mode, "seconds": time.perf_counter() - started}
+
+
+def write_train_data(data_path, index, out) -> None:
+    """``{data}`` as a file of its own whose x_train/y_train are rows ``index`` (None: all)."""
+    import h5py
+
+    with h5py.File(data_path, "r") as src, h5py.File(out, "w") as dst:
+        for name, item in src.items():
+            rows = item[()]
+            if name in ("x_train", "y_train") and index is not None:
+                rows = rows[np.asarray(index)]
+            dst.create_dataset(name, data=rows)
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
 
 
 def _copy_output(path, log) -> list[str]:

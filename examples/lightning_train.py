@@ -12,10 +12,9 @@ dropout masks from the dropout seed (``ctx.dropout`` / ``ctx.select``). The Trai
 import lightning as L
 import torch
 import torch.nn.functional as F
+from mypkg.models import SmallCNN
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
-
-from mypkg.models import SmallCNN
 
 DEFAULTS = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "weight_decay": 0.05, "label_smoothing": 0.1, "workers": 2}
 
@@ -43,7 +42,8 @@ class LitCNN(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps = self.epochs * len(self.trainer.datamodule.train_dataloader())
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps), "interval": "step"}}  # fmt: skip
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class FashionData(L.LightningDataModule):
@@ -69,7 +69,8 @@ class FashionData(L.LightningDataModule):
 def main(ctx):  # nondet: main(ctx) instead of argparse and seed_everything(42)
     p = {**DEFAULTS, **ctx.params}  # nondet
     data = ctx.data
-    model = LitCNN(ctx, data.x_train.shape[1], data.num_classes, p["lr"], p["weight_decay"], p["label_smoothing"], p["epochs"])  # fmt: skip
+    hp = (p["lr"], p["weight_decay"], p["label_smoothing"], p["epochs"])
+    model = LitCNN(ctx, data.x_train.shape[1], data.num_classes, *hp)
     trainer = L.Trainer(
         max_epochs=p["epochs"],
         accelerator=ctx.device.type,  # nondet: the job's device

@@ -276,7 +276,7 @@ def test_children_of_a_command_end_with_it_and_side_files_stay_in_the_scratch_fo
 
 
 def test_a_failed_job_keeps_its_scratch_folder_until_the_next_run(tmp_path, data_file):
-    with pytest.raises(ScriptError):
+    with pytest.raises(ScriptError, match=r"working folder .*\.p\.h5\.work/replica_0000 \(kept until the job reruns\)"):
         train(tmp_path, data_file, train="cmd:echo left > side.txt; exit 2")
     assert (tmp_path / ".p.h5.work/replica_0000/side.txt").is_file()
     train(tmp_path, data_file)

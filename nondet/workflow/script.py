@@ -272,8 +272,9 @@ def run_replica(
     its kernel mode and time. ``before_call``: called right before a ``train:`` callable (the
     audit's probes)."""
     what = f"model {job['model']} replica {replica} ({job['condition']})"
-    where = f"; see its log {log_path}" if log_path else ""
     cwd = Path(workdir) / f"replica_{replica:04d}"
+    where = f"; see its log {log_path}" if log_path else ""
+    where += f" and its working folder {cwd} (kept until the job reruns)"
     shutil.rmtree(cwd, ignore_errors=True)
     cwd.mkdir(parents=True)
     out = (Path(workdir) / f"replica_{replica:04d}.npz").resolve()

@@ -193,3 +193,20 @@ def sleeps(ctx):
     import time
 
     time.sleep(600)
+
+
+def owned(ctx):
+    """data: script: scores a test set of its own (50 examples, 3 classes of its own)."""
+    y = torch.arange(50) % 3
+    z = torch.zeros(50, 3)
+    for s in ("init", "shuffle"):
+        z += (1 + SOURCES.index(s)) * torch.randn(50, 3, generator=ctx.generator(s))
+    ctx.save(z, labels=y)
+
+
+def owned_reordered(ctx):
+    """data: script, but replica 1 writes its test set in another order."""
+    y = torch.arange(50) % 3
+    if ctx.replica == 1:
+        y = y.flip(0)
+    ctx.save(torch.randn(50, 3, generator=ctx.generator("init")), labels=y)

@@ -153,6 +153,28 @@ def test_a_command_reading_train_data_gets_the_resample_as_its_training_set(tmp_
     assert full[0, 0, 0] == full[1, 0, 0] > 200  # the source off: the whole training set
 
 
+def test_a_script_that_owns_its_test_set_end_to_end(tmp_path, data_file):
+    """data: script: the script's labels are the truth, recorded by the audit (SHA-256) and the
+    same in every replica and condition; another order in one replica is refused by name."""
+    c = make_config(train="own_scripts:owned", conditions=["control", "init", "shuffle"], data="script")
+    audit_path = tmp_path / "audit.json"
+    audit_script(data_file, audit_path, plan.audit_job(c, "s"), tmp_path / "audit.log")
+    report = json.loads(audit_path.read_text())
+    assert report["repeatable"] and not report["problems"] and len(report["labels_sha256"]) == 64
+    for condition in ("control", "init"):
+        out = tmp_path / f"{condition}.h5"
+        train_script(data_file, out, plan.train_job(c, "s", condition, 0), tmp_path / "t.log", audit_path=audit_path)
+        pred = load_predictions([out])
+        assert pred["logits"].shape == (2, 50, 3) and list(pred["labels"][:4]) == [0, 1, 2, 0]
+    c = make_config(train="own_scripts:owned_reordered", conditions=["init"], data="script")
+    with pytest.raises(ScriptError, match=r"model s replica 1 \(init\): its test labels \(SHA-256 \w+\) are not"):
+        train_script(data_file, tmp_path / "r.h5", plan.train_job(c, "s", "init", 0), audit_path=audit_path)
+    with pytest.raises(cfg.ConfigError, match="models.s.data: script needs the audit"):
+        make_config(train="own_scripts:owned", data="script", audit="off")
+    with pytest.raises(cfg.ConfigError, match="models.s.conditions: data vary the data source"):
+        make_config(train="own_scripts:owned", data="script")
+
+
 # --- seeds -----------------------------------------------------------------------------------------
 
 

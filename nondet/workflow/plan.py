@@ -102,7 +102,7 @@ def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:
     comparison arm's), pythonpath, and the SHA-256 of its script files (editing one reruns
     exactly its jobs)."""
     spec = config["models"][model]
-    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath") if spec.get(k)}}
+    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath", "data") if spec.get(k)}}
     out["params"] = {**spec.get("params", {}), **(changes or {})}
     out["files"] = {p: _file_digest(p) for p in script_files(spec)}
     # seeds are handed to scripts in 32 bits, labels and train_index are checked (docs/own-script.md)

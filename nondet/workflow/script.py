@@ -42,7 +42,6 @@ import shutil
 import sys
 import time
 import traceback
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +57,7 @@ from nondet.training.sources import Sources, seed32
 from nondet.training.usermodel import resolve
 from nondet.workflow import scriptaudit, scriptbox
 from nondet.workflow.runtime import get_logger, setup_torch, stage
+from nondet.workflow.scriptio import ScriptError, check_owned_labels, labels_sha256, read_outputs
 
 #: Placeholders a command template may use.
 PLACEHOLDERS = (
@@ -73,10 +73,6 @@ PLACEHOLDERS = (
     "condition",
     "device",
 )
-
-
-class ScriptError(RuntimeError):
-    """A training script failed; the message names the model, the replica and the log."""
 
 
 class Context(Sources):
@@ -112,6 +108,8 @@ class Context(Sources):
     def save(self, logits, features=None, labels=None) -> None:
         """Write the test logits (and features) with the test labels in the same row order
         (``labels``: yours, when the rows are not x_test's; default the data set's y_test)."""
+        if labels is None and getattr(self, "owned", False):
+            raise ValueError("data: script: pass your test set's labels, ctx.save(logits, labels=y_test)")
         y = self.data.y_test if labels is None else labels
         arrays = {"logits": _numpy(logits), "labels": np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)}
         if features is not None:
@@ -125,120 +123,6 @@ def _numpy(a) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().float().cpu().numpy()
     return np.asarray(a, dtype=np.float32)
-
-
-# --- reading what a script wrote ----------------------------------------------------------------
-
-
-def sniff_format(path) -> str:
-    """npz, npy, hdf5 or pt, from the file's first bytes (not its name)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head.startswith(b"\x89HDF"):
-        return "hdf5"
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"PK"):
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-        return "pt" if any(n.endswith("data.pkl") for n in names) else "npz"
-    raise ValueError("neither .npz, .npy, HDF5 nor a torch.save file")
-
-
-def read_outputs(
-    path, n_test: int, num_classes: int, y_test: np.ndarray, what: str, train_index=None, handed=False
-) -> tuple:
-    """(logits, features or None) of one replica, checked; ScriptError naming ``what``.
-    ``train_index``: the training examples the replica must have trained on (its resample), when
-    the data source is on (None: all of them, checked only if the script reports its own)."""
-    from nondet.io.runs import RunsError, read_array
-
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise ScriptError(f"{what}: the script wrote nothing at {path} (call ctx.save(logits) or write {{out}})")
-    try:
-        fmt = sniff_format(path)
-        logits = read_array(path, fmt, None, "logits", "predictions")
-        names = ("features", "labels", "train_index")
-        extra = (
-            {k: read_array(path, fmt, k, k, "labels-in-predictions", required=False) for k in names}
-            if fmt != "npy"
-            else {}
-        )
-    except (RunsError, ValueError, OSError) as e:
-        raise ScriptError(f"{what}: cannot read {path}: {e}") from None
-    logits = np.asarray(logits)
-    if logits.shape != (n_test, num_classes):
-        raise ScriptError(
-            f"{what}: logits have shape {logits.shape}; expected (n_test, num_classes) = "
-            f"({n_test}, {num_classes}), one row per test example in x_test's order"
-        )
-    check_labels(extra.get("labels"), y_test, what)
-    logits = logits.astype(np.float32)
-    if not np.isfinite(logits).all():
-        rows = int((~np.isfinite(logits)).any(1).sum())
-        raise ScriptError(f"{what}: NaN/inf logits in {rows} of {n_test} test examples (did training diverge?)")
-    features = extra.get("features")
-    if features is not None:
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or len(features) != n_test or not np.isfinite(features).all():
-            raise ScriptError(f"{what}: features must be finite, (n_test={n_test}, dim); got shape {features.shape}")
-    if train_index is not None or extra.get("train_index") is None or not handed:
-        check_train_index(extra.get("train_index"), train_index, what)
-    return logits, features
-
-
-def check_labels(labels, y_test: np.ndarray, what: str) -> None:
-    """The labels a script wrote must be the data set's y_test, row for row: another split or
-    another row order would be scored against the wrong labels."""
-    if labels is None:
-        raise ScriptError(
-            f"{what}: the script wrote no `labels`: write the test labels in the logits' row order "
-            "beside them (np.savez(out, logits=..., labels=y_test); ctx.save does it), so that "
-            "another test split or row order cannot be scored against the data set's labels"
-        )
-    labels = np.asarray(labels).ravel()
-    if labels.shape != y_test.shape:
-        raise ScriptError(
-            f"{what}: it wrote {labels.size} labels for {y_test.size} test examples: its test set is "
-            "not the data set's (own split?); score the pipeline's x_test, in its order"
-        )
-    wrong = int((labels != y_test).sum())
-    if wrong:
-        same_set = np.array_equal(np.sort(labels), np.sort(y_test))
-        why = (
-            "the same labels in another row order: write the logits in x_test's order"
-            if same_set
-            else "another test set (its own split?): score the pipeline's x_test ({data}), in its order"
-        )
-        raise ScriptError(
-            f"{what}: the labels it wrote differ from the data set's y_test in {wrong} of {labels.size} rows: " + why
-        )
-
-
-def check_train_index(written, expected, what: str) -> None:
-    """With the data source on, the script must report the training examples it used (the
-    replica's resample, any order): provenance never records a resampling that did not happen."""
-    if expected is None:
-        if written is not None and not np.array_equal(np.sort(np.asarray(written).ravel()), np.arange(len(written))):
-            raise ScriptError(
-                f"{what}: the data source is off in this replica, but the script reports training on a "
-                "resample of its own (train_index is not every example once): draw no resample of your own"
-            )
-        return
-    if written is None:
-        raise ScriptError(
-            f"{what}: the data source is on but the script reports no `train_index`: train on the "
-            "replica's resample ({train_index}: a .npy of example indices; in Python ctx.sampler or "
-            "ctx.train_index) and write the indices it used beside the logits (train_index=...)"
-        )
-    written = np.sort(np.asarray(written, dtype=np.int64).ravel())
-    if not np.array_equal(written, np.sort(np.asarray(expected, dtype=np.int64))):
-        raise ScriptError(
-            f"{what}: the training examples it reports ({written.size}, {np.unique(written).size} distinct) "
-            f"are not the replica's resample ({len(expected)}, {np.unique(expected).size} distinct): "
-            "train on {train_index} (or ctx.train_index), not on a resample of your own"
-        )
 
 
 # --- running one replica ------------------------------------------------------------------------
@@ -284,6 +168,9 @@ def run_replica(
     n_train = len(data.y_train)
     expected = replica_index(seeds.data, n_train, resample)
     handed = "train" not in spec and "{train_data}" in spec["command"]  # indices into its own file
+    owned = spec.get("data") == "script"  # the script's own test set (and training data)
+    if owned and seeds.data is not None:
+        raise ScriptError(f"{what}: the data source cannot vary for a model with data: script (its data is its own)")
     stopped = (
         f"{what}: no result after {timeout:g} s, so it was stopped (raise models.{job['model']}.timeout "
         f"if it needs longer){where}"
@@ -304,6 +191,7 @@ def run_replica(
             replica=replica,
             log=log,
         )
+        ctx.owned = owned
         if before_call:
             before_call()
         try:
@@ -362,13 +250,18 @@ def run_replica(
             tail = [ln for ln in lines if ln.strip()][-1:] or ["(no output)"]
             raise ScriptError(f"{what}: the command exited with status {rc} ({tail[0].strip()}){where}")
     try:
-        logits, features = read_outputs(
-            out, len(data.y_test), data.num_classes, data.y_test.cpu().numpy(), what, expected, handed
-        )
+        y_test = None if owned else data.y_test.cpu().numpy()
+        logits, features, labels = read_outputs(out, len(data.y_test), data.num_classes, y_test, what, expected, handed)
     except ScriptError as e:
         raise ScriptError(f"{e}{where}") from None
     mode = _kernels_mode(seeds, device, "train" in spec)
-    return {"logits": logits, "features": features, "kernels_mode": mode, "seconds": time.perf_counter() - started}
+    return {
+        "logits": logits,
+        "features": features,
+        "labels": labels,
+        "kernels_mode": mode,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def write_train_data(data_path, index, out) -> None:
@@ -456,14 +349,16 @@ def train_script(
     with scriptbox.signals_end_groups():
         for r, seeds in zip(job["replicas"], job_seeds(job)):
             res = run_replica(spec, job, r, seeds, data, data_path, device, work, log.info, log_path, timeout)
-            acc = 100.0 * float((res["logits"].argmax(1) == data.y_test.cpu().numpy()).mean())
+            if spec.get("data") == "script":
+                check_owned_labels(res["labels"], audit_path, results, job, r, log_path)
+            acc = 100.0 * float((res["logits"].argmax(1) == res["labels"]).mean())
             log.info(f"[{label} r{r}] done in {res['seconds']:.1f}s, test_acc {acc:.2f}%")
             results.append(res)
     problems = audit_failure(audit_path)
     if problems:
         log.warning(f"{label}: trained although its determinism audit failed (audit: warn): {problems}")
     prov = job_provenance("predict", job, device, method="plain", views=["identity"], tta=None)
-    write_script_predictions(out_path, prov, job["replicas"], results, data.y_test.cpu().numpy(), problems)
+    write_script_predictions(out_path, prov, job["replicas"], results, results[0]["labels"], problems)
     shutil.rmtree(work, ignore_errors=True)
     log.info(f"wrote {out_path}")
 
@@ -517,7 +412,7 @@ def audit_script(
         f"auditing {job['model']} ({spec.get('train') or spec.get('command')!r}): control twice, then "
         f"{', '.join(sources) or 'no source'} one at a time"
     )
-    outputs, calls = {}, []
+    outputs, calls, labels = {}, [], None
     work = scriptbox.scratch(out_path)
     with scriptbox.signals_end_groups():
         for i, run in enumerate(job["runs"]):  # control twice, then each source alone (the plan's seeds)
@@ -526,6 +421,9 @@ def audit_script(
             with scriptaudit.seeding_calls(calls) if i == 0 else contextlib.nullcontext():
                 res = run_replica(spec, run_job, i, seeds, data, data_path, device, work, log.info, log_path, timeout)
             outputs[name] = res["logits"]
+            if spec.get("data") == "script":
+                check_owned_labels(res["labels"], None, [{"labels": labels}] if i else [], run_job, i, log_path)
+                labels = res["labels"]
             log.info(f"audit run {name!r} done in {res['seconds']:.1f}s")
         report = judge(outputs, sources, device.type)
         control = ReplicaSeeds(**job["runs"][0]["seeds"])
@@ -543,6 +441,8 @@ def audit_script(
                 "it draws from: check python random, numpy's global RNG, torch.manual_seed and DataLoader workers"
             )
     report.update(model=job["model"], device=str(device), spec_hash=job["spec_hash"])
+    if spec.get("data") == "script":  # the test labels every training job of the model must match
+        report["labels_sha256"] = labels_sha256(labels)
     for s, verdict in report["sources"].items():
         log.info(f"audit {job['model']}: {s}: {verdict}")
     log.info(f"audit {job['model']}: identical seeds give bitwise identical logits: {report['repeatable']}")

@@ -169,6 +169,8 @@ def test_job_specs_rerun_exactly_the_script_jobs_that_changed(tmp_path, monkeypa
         ({"train": "not a path"}, "models.s.train"),
         ({"train": "a.b:c", "features": "pool"}, "models.s.features"),
         ({"arch": "linear", "audit": "warn"}, "models.s.audit"),
+        ({"arch": "linear", "timeout": 60}, "models.s.timeout"),
+        ({"command": "true", "timeout": 0}, "models.s.timeout"),
     ],
 )
 def test_script_model_config_errors_name_the_key(model, key):

@@ -2,6 +2,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.workflow.script import train_script
+from nondet.workflow.scriptbox import DEFAULT_TIMEOUT
 
 train_script(
     snakemake.input.data,
@@ -9,4 +10,7 @@ train_script(
     snakemake.params.job,
     snakemake.log[0],
     snakemake.threads,
+    # read here, not a param: raising a timeout must not rerun finished jobs
+    timeout=snakemake.config["models"][snakemake.params.job["model"]].get("timeout", DEFAULT_TIMEOUT),
+    audit_path=snakemake.input.audit[0] if snakemake.input.audit else None,
 )

@@ -48,6 +48,12 @@ def diversity_frame(rows: list[dict]) -> pd.DataFrame:
     return df[COLUMNS + rest]
 
 
+def _audit_failed(row) -> bool:
+    """A script model's row trained under ``audit: warn`` after its determinism audit failed."""
+    value = row.get("audit_failed")
+    return isinstance(value, str) and bool(value)
+
+
 def table_notes(df: pd.DataFrame) -> list[str]:
     """Lines to print under a diversity table: how many one-ulp flips were absorbed, and any row
     where the protocol's expectation about bitwise-identical replicas does not hold."""
@@ -60,6 +66,11 @@ def table_notes(df: pd.DataFrame) -> list[str]:
             lines.append(
                 f"{row['model']}/{row['condition']}: {k} of {n} one-ulp flips absorbed (final "
                 f"weights bitwise equal to the unperturbed run with the same seeds); {what}."
+            )
+        if _audit_failed(row):
+            lines.append(
+                f"WARNING {row['model']}/{row['condition']}: trained under audit: warn although its "
+                f"determinism audit failed ({row['audit_failed']}); its numbers may not mean what the condition says."
             )
         if "(measured:" in str(row.get("kernels_mode", "")):
             lines.append(
@@ -98,7 +109,11 @@ def _num(value, digits: int, sign: bool = False) -> str:
 #: The Markdown diversity table's columns, for a reader: header -> cell of a row.
 READER_COLUMNS = {
     "model": lambda r: r["model"],
-    "condition": lambda r: r["condition"] + ("*" if "standin" in str(r.get("kernels_mode", "")) else ""),
+    "condition": lambda r: (
+        r["condition"]
+        + ("*" if "standin" in str(r.get("kernels_mode", "")) else "")
+        + (" ‡" if _audit_failed(r) else "")
+    ),
     "replicas": lambda r: str(int(r["n_replicas"])),
     "acc mean ± SD (%)": lambda r: _pm(r["acc_mean"], r["acc_sd"], 2),
     "CE mean ± SD": lambda r: _pm(r["ce_mean"], r["ce_sd"], 4),
@@ -188,6 +203,10 @@ def reader_markdown(df: pd.DataFrame, csv_name: str, columns=None, legend=(DIVER
     legend = list(legend)
     if "kernels_mode" in df and df["kernels_mode"].astype(str).str.contains("standin").any():
         legend.append("* kernels: a CPU stand-in for nondeterministic kernels (examples permuted within each batch).")
+    if "audit_failed" in df and df.apply(_audit_failed, axis=1).any():
+        legend.append(
+            "‡ a script model trained under audit: warn although its determinism audit failed (see the notes)."
+        )
     if columns is READER_COLUMNS and "cka_on" in df and (df["cka_on"] == "logits").any():
         legend.append("† CKA computed on the logits (no penultimate features for this model).")
     devices = ", ".join(sorted(df["device"].astype(str).unique())) if "device" in df else ""

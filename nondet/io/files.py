@@ -230,6 +230,8 @@ def load_predictions(paths, expect=None) -> dict:
                     "method": str(f.attrs.get("method", "plain")),
                     "test_passes": int(f.attrs.get("test_passes", 1)),
                     "cka_on": str(f.attrs.get("cka_on", "")),  # set by imported runs (nondet.io.runs)
+                    # a script's rows trained under audit: warn after a failed audit (nondet.workflow.script)
+                    "audit_failed": str(f.attrs.get("audit_failed", "")),
                     "prov": json.loads(f.attrs["provenance"]),
                 }
             )
@@ -259,6 +261,7 @@ def load_predictions(paths, expect=None) -> dict:
         "method": parts[0]["method"],
         "test_passes": parts[0]["test_passes"],
         "cka_on": parts[0]["cka_on"],
+        "audit_failed": next((p["audit_failed"] for p in parts if p["audit_failed"]), ""),
         "job": parts[0]["prov"]["job"],
         "device": parts[0]["prov"]["device"],
     }

@@ -7,11 +7,12 @@ seed of each source and, for each, a few lines that draw from that source alone:
 ===========  ==============================================================================
 source       what the script does
 ===========  ==============================================================================
-init         ``with src.init(): model = Net()`` (the global RNG forked and seeded from init)
+init         ``with src.init(): model = Net()`` (the global RNGs forked and seeded from init)
 shuffle      ``DataLoader(ds, sampler=src.sampler(len(ds)))`` (an epoch's order per shuffle
              seed; the data resample's examples only; the CPU kernels stand-in within batches)
 augment      ``ds = src.augmented(ds, transform)``: transform of example i in epoch e runs
-             inside a global RNG seeded from (augment seed, e, i), so torchvision transforms
+             with the global RNGs (torch CPU, python ``random``, numpy's legacy one) seeded
+             from (augment seed, e, i), so torchvision transforms
              v2 work in DataLoader workers (any number) and do not move with the data order
 dropout      ``src.dropout(model)`` then ``src.select(epoch, index)`` before each step:
              nn.Dropout masks keyed by (dropout seed, epoch, example index, layer);
@@ -22,6 +23,8 @@ bitflip      ``src.flip(model)``: the one-ulp flip of one weight (after building
 data         ``src.train_index(n)`` (None: all n); the sampler above applies it already
 ===========  ==============================================================================
 
+``src.seed(source)`` is the 32-bit form (0 ... 2**32 - 1, what seed_everything and np.random.seed
+accept) of the 63-bit seed every draw here uses (``src.seeds``).
 Everything here is a function of the seeds, so a run is reproducible bit for bit where the
 kernels are deterministic; nothing touches the caller's global RNG outside the forked blocks.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,36 @@ from nondet.training.usermodel import replace_dropout, seeded_global_rng
 
 #: Keys that separate the draws this module derives from one source's seed.
 _STEP_RNG_KEY, _AUGMENT_KEY, _STANDIN_KEY = 7, 11, 13
+
+#: Seeds handed to a script (``ctx.seed``, a command's ``{seeds_json}``) fit in 32 bits, the range
+#: every framework accepts (Lightning's seed_everything, numpy's legacy np.random.seed: 0 ... 2**32 - 1).
+SEED_RANGE = 1 << 32
+
+#: How many ``with`` blocks of this module (init, step_rng, augment) are open: the audit's probes
+#: (nondet.workflow.scriptaudit) count global-RNG draws outside them only.
+SEEDED = {"depth": 0}
+
+
+def seed32(seed: int | None) -> int | None:
+    """The 32-bit form of a source's seed (its low 32 bits; None stays None)."""
+    return None if seed is None else int(seed) % SEED_RANGE
+
+
+@contextlib.contextmanager
+def seeded_globals(seed: int, device=None):
+    """Every global generator a script may draw from, forked and seeded from ``seed``: torch's
+    (CPU, and ``device`` if CUDA), python ``random`` and numpy's legacy global; all restored after."""
+    state_py, state_np = random.getstate(), np.random.get_state()
+    random.setstate(random.Random(int(seed)).getstate())
+    np.random.set_state(np.random.RandomState(seed32(derive_seed(int(seed), 1))).get_state())
+    SEEDED["depth"] += 1
+    try:
+        with seeded_global_rng(int(seed), device):
+            yield
+    finally:
+        SEEDED["depth"] -= 1
+        random.setstate(state_py)
+        np.random.set_state(state_np)
 
 
 def as_seeds(seeds) -> ReplicaSeeds:
@@ -109,9 +143,8 @@ class AugmentedDataset(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         x, y = self.base[int(i)][:2]
-        if self.transform is not None:
-            with torch.random.fork_rng(devices=[]):  # the CPU generator, where transforms draw
-                torch.default_generator.manual_seed(derive_seed(self.seed, _AUGMENT_KEY, int(epoch), int(i)))
+        if self.transform is not None:  # torch's CPU generator (where transforms draw), random, numpy
+            with seeded_globals(derive_seed(self.seed, _AUGMENT_KEY, int(epoch), int(i))):
                 x = self.transform(x)
         return x, y, int(i)
 
@@ -126,6 +159,7 @@ class Sources:
         self.resample = resample
         self.kernels_cpu_standin = bool(kernels_cpu_standin)
         self.masks = []
+        self.drawn_index = None  # the training examples train_index (or sampler) handed out
 
     @classmethod
     def for_replica(cls, condition: str, replica: int, base_seed: int = 0, **kwargs) -> "Sources":
@@ -133,27 +167,33 @@ class Sources:
         return cls(replica_seeds(condition, replica, base_seed), **kwargs)
 
     def seed(self, source: str) -> int | None:
-        """The seed of ``source`` (None: kernels deterministic, no flip, the full training set)."""
+        """The seed of ``source`` in 0 ... 2**32 - 1, the range every framework accepts
+        (``seed_everything``, ``np.random.seed``); None: kernels deterministic, no flip, the full
+        training set. The 63-bit seed the pipeline derives is ``ctx.seeds.<source>``."""
         if source not in SOURCES:
             raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
-        return getattr(self.seeds, source)
+        return seed32(getattr(self.seeds, source))
 
     def generator(self, source: str, *keys: int, device="cpu") -> torch.Generator:
         """A fresh torch.Generator of ``source`` keyed by ``keys`` (e.g. the epoch)."""
-        seed = self.seed(source)
+        self.seed(source)  # checks the name
+        seed = getattr(self.seeds, source)
         if seed is None:
             raise ValueError(f"source {source!r} has no seed in this replica (it is off)")
         return torch_generator(derive_seed(seed, *keys), device)
 
     # init ------------------------------------------------------------------------------------
     def init(self):
-        """Context: build the model inside it and its initialisation draws from init alone."""
-        return seeded_global_rng(self.seeds.init, self.device if self.device.type == "cuda" else None)
+        """Context: build the model inside it and its initialisation draws from init alone
+        (torch's global generator, python ``random`` and numpy's, forked and seeded)."""
+        return seeded_globals(self.seeds.init, self.device if self.device.type == "cuda" else None)
 
     # data and shuffle ------------------------------------------------------------------------
     def train_index(self, n: int) -> np.ndarray | None:
         """The training examples of this replica (the data source), or None for all ``n``."""
-        return replica_index(self.seeds.data, int(n), self.resample)
+        index = replica_index(self.seeds.data, int(n), self.resample)
+        self.drawn_index = np.arange(int(n)) if index is None else index  # what ctx.save reports
+        return index
 
     @property
     def standin(self) -> bool:
@@ -169,12 +209,10 @@ class Sources:
         """``dataset`` whose items' inputs go through ``transform`` seeded per (epoch, index)."""
         return AugmentedDataset(dataset, transform, self.seeds.augment)
 
-    @contextlib.contextmanager
     def augment_rng(self, epoch: int, index: int):
-        """The global torch RNG, forked and seeded from (augment seed, epoch, index)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(derive_seed(self.seeds.augment, _AUGMENT_KEY, int(epoch), int(index)))
-            yield
+        """The global generators (torch CPU, python ``random``, numpy's), forked and seeded from
+        (augment seed, epoch, index)."""
+        return seeded_globals(derive_seed(self.seeds.augment, _AUGMENT_KEY, int(epoch), int(index)))
 
     # dropout ---------------------------------------------------------------------------------
     def dropout(self, model: torch.nn.Module, n: int) -> torch.nn.Module:
@@ -194,7 +232,7 @@ class Sources:
         """Context for one training step: global-RNG draws (F.dropout, attention dropout,
         stochastic depth) come from (dropout seed, step) alone."""
         cuda = self.device if self.device.type == "cuda" else None
-        return seeded_global_rng(derive_seed(self.seeds.dropout, _STEP_RNG_KEY, int(step)), cuda)
+        return seeded_globals(derive_seed(self.seeds.dropout, _STEP_RNG_KEY, int(step)), cuda)
 
     # kernels ---------------------------------------------------------------------------------
     def kernels(self) -> str:

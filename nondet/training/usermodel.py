@@ -63,6 +63,12 @@ def resolve(target: str, pythonpath: str | None = None, what: str = "model"):
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
+        missing = str(e.name or "")
+        if missing and not (module_name == missing or module_name.startswith(missing + ".")):
+            raise ModelError(  # the module was found; a package it imports is not installed
+                f"{what}: module {module_name!r} imports {missing!r}, which is not installed in this "
+                f"environment: add it to requirements.txt and envs/torch.yaml (pip install {missing.split('.')[0]})"
+            ) from None
         where = f" or in {os.path.abspath(pythonpath)}" if pythonpath else ""
         raise ModelError(
             f"{what}: cannot import module {module_name!r} of {target!r} ({e}); is it on "

@@ -95,6 +95,7 @@ def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
         "n_identical_pairs": identical_pairs(pred["logits"][keep]),
         **identical_pairs_by_job(pred["logits"][keep], pred["job_index"][keep]),
         **({"cka_on": pred["cka_on"]} if pred["cka_on"] else {}),  # imported runs: logits or features
+        **({"audit_failed": pred["audit_failed"]} if pred.get("audit_failed") else {}),  # script, audit: warn
     }
     row["kernels_mode"] = measured_kernels_mode(row, job.get("sources"))
     prov = h5io.provenance(

@@ -235,7 +235,7 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
             + (f"; got {', '.join(given)}" if given else "")
         )
     if given == ["arch"]:
-        for k in ("script", "audit"):
+        for k in ("script", "audit", "timeout", "data"):
             if k in model:
                 raise ConfigError(f"{key}.{k}: only for a training script (train or command)")
         return False
@@ -250,6 +250,19 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
     folder = model.get("pythonpath")
     if folder is not None and not os.path.isdir(folder):
         raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
+    if model.get("data") == "script":  # its own test set: the audit records the labels every job checks
+        if model.get("audit") == "off":
+            raise ConfigError(
+                f"{key}.data: script needs the audit (audit: fail or warn): it records the SHA-256 of "
+                "the script's test labels, which every replica, condition and comparison arm must match"
+            )
+        named = config.get("conditions") or {}
+        varying = [c for c in model["conditions"] if c in ("data", "all") or "data" in (named.get(c) or [])]
+        if varying:
+            raise ConfigError(
+                f"{key}.conditions: {', '.join(varying)} vary the data source, which resamples the "
+                "pipeline's training set; with data: script the script owns its data, so leave them out"
+            )
     for section in ("divergence", "mitigation", "budget"):
         if name in config[section]["models"]:
             raise ConfigError(

@@ -103,9 +103,11 @@ def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:
     comparison arm's), pythonpath, and the SHA-256 of its script files (editing one reruns
     exactly its jobs)."""
     spec = config["models"][model]
-    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath") if spec.get(k)}}
+    out = {"arch": "script", **{k: spec[k] for k in ("train", "command", "pythonpath", "data") if spec.get(k)}}
     out["params"] = {**spec.get("params", {}), **(changes or {})}
     out["files"] = {p: _file_digest(p) for p in script_files(spec)}
+    # seeds are handed to scripts in 32 bits, labels and train_index are checked (docs/own-script.md)
+    out["protocol"] = 2
     return out
 
 
@@ -286,6 +288,9 @@ def audit_job(config: dict, model: str) -> dict:
     control = replica_seeds("control", 0, job["base_seed"]).as_dict()
     job["runs"] = [{"name": "control", "seeds": control}, {"name": "control again", "seeds": control}]
     job["runs"] += [{"name": s, "seeds": source_seeds({s: 0}, job["base_seed"]).as_dict()} for s in job["sources"]]
+    if {"init", "shuffle"} <= set(job["sources"]):  # one seed driving both gives the control's logits
+        swapped = {**control, "init": control["shuffle"], "shuffle": control["init"]}
+        job["runs"].append({"name": "init and shuffle swapped", "seeds": swapped})
     return sealed(resampled(config, job, job["sources"]))
 
 

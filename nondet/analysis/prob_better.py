@@ -157,7 +157,7 @@ def p_better(candidate, baseline, higher_is_better: bool = True, alpha: float = 
     for name, (plo, phi, pp) in parts.items():
         cols.update({f"{name}_low": float(plo), f"{name}_high": float(phi), f"{name}_p": float(pp)})
     names = " + ".join(parts)
-    note = f"interval: union of {names}; p: the largest of theirs (excludes 0.5 only when every part does)"
+    note = f"interval: union of {names}, p: the largest of theirs (every part must exclude 0.5)"
     return {
         **row("p_better", est, (lo, hi), p, df, note=note, p_normal=float(_p_from_d(diff / sd, paired)), **cols),
         "definition": definition,

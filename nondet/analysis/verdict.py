@@ -37,7 +37,7 @@ def decide(diff: dict, pb: dict, gamma: float, alpha: float, higher_is_better: b
     """The decision from the difference row and the p_better row: ``decision``, ``why``,
     ``p_decision`` (the intersection-union p: the larger of the two) and ``decided_by``."""
     lo, hi = pb["ci_low"], pb["ci_high"]
-    decided_by = f"{diff['test']} and P(A > B) must both reject at alpha = {alpha:g}; p = the larger of theirs"
+    decided_by = f"{diff['test']} and P(A > B) must both reject at alpha = {alpha:g} (p: the larger)"
     out = {"decided_by": decided_by, "p_decision": math.nan}
     if pb["note"].startswith("no run-to-run variation"):
         exact = "identical arms" if diff["estimate"] == 0 else "exact difference (no run-to-run noise)"

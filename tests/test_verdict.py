@@ -139,3 +139,40 @@ def test_plan_notes_instead_of_minus_one():
     runs_only = planning.plan(base.mean(1), cand.mean(1), effect=1.0)
     assert [r["basis"] for r in runs_only] == ["pilot_sd", "p_better"]
     assert not math.isnan(runs_only[0]["sd"])
+
+
+def test_the_compare_stage_writes_the_new_verdict(tmp_path):
+    """Rules compare / runs_compare end to end in-process on imported runs: the decision line
+    with its p, the deciding sentence, an outlying run named by replica, the plan's range."""
+    from nondet.io.runs import import_group
+    from nondet.workflow.analysis_stages import compare as compare_stage
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 400)
+    np.save(tmp_path / "y.npy", labels)
+    paths = {}
+    for arm, skills in (("base", [1.0, 1.02, 0.98, 1.01, 0.2]), ("cand", [1.3, 1.31, 1.29, 1.3, 1.32])):
+        (tmp_path / arm).mkdir()
+        for r, skill in enumerate(skills):
+            logits = rng.normal(0, 0.3, (400, 3))
+            logits[np.arange(400), labels] += skill
+            np.save(tmp_path / arm / f"run{r}.npy", logits.astype(np.float32))
+        spec = {"model": "m", "predictions": f"{tmp_path}/{arm}/*.npy", "labels": str(tmp_path / "y.npy")}
+        paths[arm] = tmp_path / f"{arm}.h5"
+        import_group(spec, arm, paths[arm], log=lambda *a: None)
+    out = {k: tmp_path / f"out.{k}" for k in ("csv", "verdict", "md", "plan", "pdf", "png")}
+    params = {
+        "name": "x", "alpha": 0.05, "gamma": 0.75, "held_fixed": "", "margin": {"accuracy": 1.0},
+        "margin_kind": "equivalence", "effect": {"accuracy": 0.0}, "power": 0.8, "on_diverged": "exclude",
+        "paired_by": None, "baseline": "base", "candidate": "cand",
+    }  # fmt: skip
+    compare_stage([paths["base"]], [paths["cand"]], out, params, log_path=tmp_path / "log.txt")
+    md, log = out["md"].read_text(), (tmp_path / "log.txt").read_text()
+    assert "**x accuracy: " in md and "decided by: welch and P(A > B) must both reject" in md
+    assert "outlying baseline run replica 4" in md and "without it: " in md
+    assert "effect 0: no number of runs detects no difference" in log
+    assert "plan accuracy (tost, effect +1" in log and "replicas per arm (range" in log
+    import csv
+
+    v = {r["metric"]: r for r in csv.DictReader(open(out["verdict"]))}
+    assert float(v["accuracy"]["p_decision"]) >= float(v["accuracy"]["p_value"])

@@ -20,22 +20,21 @@ docs/comparisons.md. Tests (rows of ``compare``):
   a t quantile whose degrees of freedom come from its mean squares (Satterthwaite). Examples are
   paired (the arms share the test set). ``joint_unpaired``: the same, ignoring the pairing by
   example (a reference: what treating the test sets as independent gives).
-- ``p_better``: P(a candidate run beats a baseline run). The estimate is rliable's probability of
-  improvement (all pairs of runs, ties half: Mann-Whitney U / nm); paired by seed, Bouthillier
-  et al.'s (the share of seed pairs the candidate wins). Its interval is exact under normal run
-  means with equal SD: the noncentral-t interval of the standardised difference d mapped to
-  Phi(d / sqrt 2) (paired: Phi(d)); its p-value is the pooled (paired) t-test, so the interval
-  excludes 0.5 exactly when p < alpha.
+- ``p_better``: P(a candidate run beats a baseline run), ``nondet.analysis.prob_better``: the
+  estimate is rliable's probability of improvement (all pairs of runs, ties half: Mann-Whitney
+  U / nm); paired by seed, Bouthillier et al.'s (the share of seed pairs the candidate wins). Its
+  interval is the union of a normal-model interval and rank-based ones (paired: an exact sign
+  interval), its p the largest of theirs, so that it holds when runs diverge or are skewed.
 - ``tost``: equivalence (two one-sided tests) or non-inferiority at a margin, on the welch
   (paired_runs) statistic.
 - ``fixes`` / ``regressions``: per-example flips between arms, for accuracy: the examples a
   baseline run gets wrong and a candidate run right (and the reverse), averaged over run pairs,
   with a t interval from the two-sample U-statistic variance.
 
-``verdict`` reads the rows into a decision after Bouthillier et al. (MLSys 2021): not
-significant / significant but not meaningful / significant and meaningful, from the interval of
-P(A > B) and the threshold gamma. ``plan`` gives replicas per arm for an effect the user names
-(never the observed one unless labelled post hoc), and the Noether size of the P(A > B) test.
+``nondet.analysis.verdict`` reads the rows into one decision per metric (the difference test
+and P(A > B) must both reject; Bouthillier et al.'s three outcomes) and its sentences;
+``nondet.analysis.planning`` gives replicas per arm. Arrays may also be run scores (runs,) from
+a table of final scores (``python -m nondet verdict``): then the per-example tests are left out.
 """
 
 from __future__ import annotations
@@ -71,7 +70,8 @@ QUESTIONS = {
     "joint_paired": "the data distribution (a new test set of this size) and new runs; examples paired; "
     "two-way variance with Satterthwaite degrees of freedom",
     "joint_unpaired": "reference: as joint_paired but ignoring the pairing by example",
-    "p_better": "P(a candidate run beats a baseline run) on this test set; interval and p: normal run means",
+    "p_better": "P(a candidate run beats a baseline run) on this test set; interval: union of normal-model and "
+    "rank intervals, p: the largest of theirs",
     "tost": "equivalence / non-inferiority at the margin (two one-sided t-tests on this test set)",
     "fixes": "examples a baseline run gets wrong and a candidate run right, per pair of runs",
     "regressions": "examples a baseline run gets right and a candidate run wrong, per pair of runs",

@@ -176,3 +176,9 @@ def test_the_compare_stage_writes_the_new_verdict(tmp_path):
 
     v = {r["metric"]: r for r in csv.DictReader(open(out["verdict"]))}
     assert float(v["accuracy"]["p_decision"]) >= float(v["accuracy"]["p_value"])
+
+
+def test_power_is_finite_far_in_the_tail():
+    """scipy's nct.cdf(-1.97, 248, 9.9) is NaN; the power of 125 runs per arm at 1.25 SD is ~1."""
+    assert planning.power_two_sample(125, 1.25, 1.0, 0.05) == pytest.approx(1.0)
+    assert planning.replicas_needed(1.25, 3.5) == planning.replicas_needed(1.25 / 3.5, 1.0)

@@ -32,7 +32,8 @@ def power_two_sample(n: int, delta: float, sd: float, alpha: float) -> float:
     df = 2 * n - 2
     nc = abs(delta) / (sd * math.sqrt(2.0 / n))
     t_crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(t_crit, df, nc) + stats.nct.cdf(-t_crit, df, nc))
+    lower = stats.nct.cdf(-t_crit, df, nc)  # the wrong tail: scipy gives NaN far out in it (~0 there)
+    return float(stats.nct.sf(t_crit, df, nc) + (lower if np.isfinite(lower) else 0.0))
 
 
 #: The most replicas per arm a plan reports; more is labelled "cannot be reached" (-1).

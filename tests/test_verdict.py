@@ -133,7 +133,9 @@ def test_plan_notes_instead_of_minus_one():
     assert planning.power_tost(n, 1.0, tost["sd"], 0.05) >= 0.8 > planning.power_tost(n - 1, 1.0, tost["sd"], 0.05)
     assert tost["replicas_low"] <= n <= tost["replicas_high"] or tost["replicas_high"] == -1
     neg = {r["basis"]: r for r in planning.plan(base, cand, effect=-1.0)}["pilot_sd"]
-    assert "negative effect" in neg["note"] and neg["replicas_needed"] > 0
+    assert "negative effect: planned to detect a candidate worse by 1" in neg["note"] and neg["replicas_needed"] > 0
+    loss = planning.plan(base, cand, effect=-1.0, higher_is_better=False)[0]
+    assert "a candidate better by 1 (lower)" in loss["note"]
     line = planning.plan_line({**neg, "metric": "accuracy"})
     assert "replicas per arm (range" in line
     runs_only = planning.plan(base.mean(1), cand.mean(1), effect=1.0)
@@ -170,6 +172,7 @@ def test_the_compare_stage_writes_the_new_verdict(tmp_path):
     md, log = out["md"].read_text(), (tmp_path / "log.txt").read_text()
     assert "**x accuracy: " in md and "decided by: welch and P(A > B) must both reject" in md
     assert "outlying baseline run replica 4" in md and "without it: " in md
+    assert all(x.startswith("- outlying ") for x in md.splitlines() if "without it" in x)
     assert "effect 0: no number of runs detects no difference" in log
     assert "plan accuracy (tost, effect +1" in log and "replicas per arm (range" in log
     import csv

@@ -88,6 +88,7 @@ def plan(
     confidence: float = 0.95,
     gamma: float = 0.75,
     margin=None,
+    higher_is_better: bool = True,
 ) -> list[dict]:
     """Replicas per arm from pilot runs' per-example values (runs, n) of each arm, or run scores
     (runs,) (then no ``indep_only`` / ``distribution`` rows).
@@ -124,7 +125,8 @@ def plan(
             "(the tost row) instead"
         )
     elif effect < 0:
-        notes.append(f"negative effect: planned to detect a candidate worse by {abs(effect):.4g}")
+        side = "worse" if higher_is_better else "better"
+        notes.append(f"negative effect: planned to detect a candidate {side} by {abs(effect):.4g} (lower)")
     lead = "; ".join(notes)
     sd = math.sqrt(pooled)
     q = (1 - confidence) / 2

@@ -206,7 +206,7 @@ def verdict(
             f, g = by["fixes"], by["regressions"]
             row.update(fixes=f["estimate"], fixes_low=f["ci_low"], fixes_high=f["ci_high"])
             row.update(regressions=g["estimate"], regressions_low=g["ci_low"], regressions_high=g["ci_high"])
-        row["outliers"] = "; ".join(_outliers(runs, metric, gamma, alpha, hib)) if runs else ""
+        row["outliers"] = " | ".join(_outliers(runs, metric, gamma, alpha, hib)) if runs else ""
         out.append(row)
     return out
 
@@ -245,7 +245,7 @@ def verdict_lines(name: str, verdicts: list[dict], units=None) -> list[str]:
         )
         lines.append(f"  decided by: {v['decided_by']}; P(A > B) {v['p_better_interval']}")
         if v.get("outliers"):
-            lines += [f"  {x}" for x in v["outliers"].split("; outlying ") if x]
+            lines += [f"  {x}" for x in v["outliers"].split(" | ") if x]
         if "welch_low" in v and _finite(v["welch_low"], v["welch_high"], v["welch_p"]):
             lines.append(
                 f"  secondary, runs unpaired (welch): [{v['welch_low']:+.4g}, {v['welch_high']:+.4g}], "

@@ -339,6 +339,7 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
             params["power"],
             gamma=params["gamma"],
             margin=(params["margin"] or {}).get(metric),
+            higher_is_better=inference.HIGHER_IS_BETTER.get(metric, True),
         ):
             plan.append({"comparison": name, "metric": metric, **r})
     head = {"comparison": name, "baseline": params["baseline"], "candidate": params["candidate"]}

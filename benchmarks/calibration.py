@@ -39,7 +39,7 @@ from scipy import stats
 
 from nondet.analysis.inference import WITHHELD_BELOW, compare, paired_runs, welch
 from nondet.analysis.prob_better import p_better
-from nondet.analysis.verdict import decide
+from nondet.analysis.verdict import decide, verdict
 
 STRUCTURES = {"flips": (0.0, 0.0), "runs": (0.15, 0.0), "mixed": (0.05, 0.5)}
 NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
@@ -124,6 +124,10 @@ def trial(args):
             covered = r["ci_low"] <= true <= r["ci_high"]
         rejected = r["p_value"] < 0.05 if null and np.isfinite(r["p_value"]) else None
         out.append((metric, test, covered, rejected, runs < WITHHELD_BELOW.get(test, 0)))
+    # the decision (both tests must reject): how often it says "significant" where nothing differs
+    for v in verdict(rows):
+        rejected = v["decision"].startswith("significant") if tau == 0 else None
+        out.append((v["metric"], "decision", None, rejected, False))
     return out
 
 

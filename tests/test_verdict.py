@@ -185,3 +185,22 @@ def test_power_is_finite_far_in_the_tail():
     """scipy's nct.cdf(-1.97, 248, 9.9) is NaN; the power of 125 runs per arm at 1.25 SD is ~1."""
     assert planning.power_two_sample(125, 1.25, 1.0, 0.05) == pytest.approx(1.0)
     assert planning.replicas_needed(1.25, 3.5) == planning.replicas_needed(1.25 / 3.5, 1.0)
+
+
+def test_all_pairs_prints_simultaneous_intervals_beside_the_per_pair_ones():
+    """Three groups x two metrics: a family of 6 per test; Bonferroni's intervals (each at
+    alpha / 6) contain the per-pair ones, and the note says which is which."""
+    from nondet.analysis.inference import all_pairs, welch
+
+    rng = np.random.default_rng(12)
+    groups = {
+        g: {"accuracy": 100.0 * (rng.random((4, 200)) < 0.8), "cross_entropy": rng.random((4, 200))} for g in "xyz"
+    }
+    rows = all_pairs(groups)
+    for r in rows:
+        if np.isfinite(r["ci_low"]):
+            assert r["ci_low_simultaneous"] <= r["ci_low"] <= r["ci_high"] <= r["ci_high_simultaneous"]
+        assert r["ci_note"].startswith("ci: per pair, not adjusted; ci_*_simultaneous: Bonferroni over 6")
+    w = next(r for r in rows if r["test"] == "welch" and r["candidate"] == "y" and r["metric"] == "accuracy")
+    ref = welch(groups["y"]["accuracy"].mean(1), groups["x"]["accuracy"].mean(1), 0.05 / 6)
+    assert (w["ci_low_simultaneous"], w["ci_high_simultaneous"]) == pytest.approx((ref["ci_low"], ref["ci_high"]))

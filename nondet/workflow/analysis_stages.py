@@ -355,8 +355,9 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
     text += [f"- {line.strip()}" if line.startswith("  ") else f"\n**{line}**\n" for line in lines]
     text += [
         "",
-        f"Every test: {out['csv']}; replicas per arm: {out['plan']}. Engine: nondet.analysis.inference; "
-        "calibration at 2-8 runs per arm: docs/comparisons.md.",
+        f"Every test: {out['csv']}; replicas per arm: {out['plan']}. "
+        "Engine: nondet.analysis (inference, prob_better, verdict); calibration at 2-16 runs per arm, "
+        "misbehaving runs included: docs/comparisons.md.",
         "",
     ]
     with h5io.atomic_path(out["md"]) as tmp, open(tmp, "w") as f:

@@ -28,6 +28,7 @@ still measured and marked "withheld". Monte-Carlo SE: sqrt(p (1 - p) / trials).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import warnings
@@ -36,7 +37,9 @@ from multiprocessing import Pool
 import numpy as np
 from scipy import stats
 
-from nondet.analysis.inference import WITHHELD_BELOW, compare
+from nondet.analysis.inference import WITHHELD_BELOW, compare, paired_runs, welch
+from nondet.analysis.prob_better import p_better
+from nondet.analysis.verdict import decide, verdict
 
 STRUCTURES = {"flips": (0.0, 0.0), "runs": (0.15, 0.0), "mixed": (0.05, 0.5)}
 NODES, WEIGHTS = np.polynomial.hermite_e.hermegauss(40)
@@ -121,7 +124,127 @@ def trial(args):
             covered = r["ci_low"] <= true <= r["ci_high"]
         rejected = r["p_value"] < 0.05 if null and np.isfinite(r["p_value"]) else None
         out.append((metric, test, covered, rejected, runs < WITHHELD_BELOW.get(test, 0)))
+    # the decision (both tests must reject): how often it says "significant" where nothing differs
+    for v in verdict(rows):
+        rejected = v["decision"].startswith("significant") if tau == 0 else None
+        out.append((v["metric"], "decision", None, rejected, False))
     return out
+
+
+# --- run-level structures: misbehaving runs ---------------------------------------------------
+
+#: Run-to-run noise of a run's score, standardised (SD 1 where it has one); scaled to points
+#: (accuracy, SD 0.3) or nats (cross-entropy, SD 0.01, worse = higher). ``divergent``: 10 % of
+#: runs diverge to -5 points (-16.7 SD); ``divergent_baseline``: only the baseline's do (the
+#: issue's example: the candidate never diverges but is 1 SD worse; true P(A > B) = 0.316).
+RUN_STRUCTURES = ("normal", "t3", "divergent", "skewed", "divergent_baseline")
+RUN_SCALE = {"accuracy": (95.0, 0.3), "cross_entropy": (0.25, -0.01)}
+DIVERGED = -5.0 / 0.3
+
+
+def run_noise(rng, structure: str, size, arm: str = "baseline") -> np.ndarray:
+    if structure == "t3":
+        return rng.standard_t(3, size) / math.sqrt(3)
+    if structure == "skewed":
+        return 1.0 - rng.exponential(1.0, size)  # a long tail to the bad side
+    x = rng.normal(0, 1, size)
+    if structure == "divergent" or (structure == "divergent_baseline" and arm == "baseline"):
+        x = np.where(rng.random(size) < 0.1, DIVERGED + rng.normal(0, 1, size), x)
+    return x
+
+
+@functools.lru_cache(maxsize=None)
+def run_truths(structure: str, shift: float) -> tuple[float, float]:
+    """(mean of candidate - baseline, P(candidate run beats baseline run)) in SD units, from 10^6
+    draws of a fixed seed (Monte-Carlo error ~0.0005)."""
+    rng = np.random.default_rng(99)
+    a = run_noise(rng, structure, 1_000_000, "candidate") + shift
+    b = run_noise(rng, structure, 1_000_000, "baseline")
+    return float(a.mean() - b.mean()), float(np.mean(a > b))
+
+
+def run_trial(args):
+    structure, runs, paired, shift, metric, seed = args
+    warnings.simplefilter("ignore", RuntimeWarning)
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0, 1, runs) if paired else 0.0  # a seed effect both arms share
+    a = shared + run_noise(rng, structure, runs, "candidate") + shift
+    b = shared + run_noise(rng, structure, runs, "baseline")
+    level, sd = RUN_SCALE[metric]
+    hib = sd > 0
+    diff_test = paired_runs if paired else welch
+    diff = diff_test(level + sd * a, level + sd * b)
+    pb = p_better(level + sd * a, level + sd * b, hib, 0.05, paired)
+    d = decide(diff, pb, 0.75, 0.05, hib)
+    true_diff, true_p = run_truths(structure, shift)
+    true_diff *= sd
+    return (
+        diff["ci_low"] <= true_diff <= diff["ci_high"],
+        pb["ci_low"] <= true_p <= pb["ci_high"],
+        diff["p_value"] < 0.05,
+        pb["p_value"] < 0.05,
+        d["decision"].startswith("significant"),
+    )
+
+
+def run_level(args) -> None:
+    """The run-level table: size under no effect (shift 0) and coverage and power at a 1-SD shift
+    (divergent_baseline: the candidate 1 SD worse), per structure, R, metric and pairing."""
+    runs = [int(r) for r in args.runs.split(",")]
+    cells = [
+        (s, r, paired, shift, metric)
+        for paired in (False, True)
+        if ("yes" if paired else "no") in args.paired.split(",")
+        for s in RUN_STRUCTURES
+        for r in runs
+        for metric in RUN_SCALE
+        for shift in ((-1.0,) if s == "divergent_baseline" else (0.0, 1.0))
+    ]
+    for s in RUN_STRUCTURES:
+        for shift in (-1.0, 0.0, 1.0):
+            run_truths(s, shift)
+    out = {}
+    with Pool(args.workers) as pool:
+        for k, cell in enumerate(cells):
+            jobs = [(*cell, args.seed + 7_000_003 * k + t) for t in range(args.trials)]
+            res = np.array(pool.map(run_trial, jobs, chunksize=50), dtype=float)
+            out[cell] = res.mean(0)
+            print(f"done {cell}", file=sys.stderr, flush=True)
+    se = lambda q: 100 * math.sqrt(max(q * (1 - q), 1e-9) / args.trials)  # noqa: E731
+    print(
+        f"trials per cell: {args.trials}; Monte-Carlo SE of a 5 % rate {se(0.05):.1f}, of a 95 % coverage "
+        f"{se(0.95):.1f} points"
+    )
+    print(
+        "| runs paired | structure | R | metric | no effect: decision rejects | diff test rejects | P(A>B) rejects "
+        "| 1 SD shift: diff coverage | P(A>B) coverage | decision rejects (power) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    worst = []
+    for paired in (False, True):
+        for s in RUN_STRUCTURES:
+            for r in runs:
+                for metric in RUN_SCALE:
+                    null = out.get((s, r, paired, 0.0, metric))
+                    alt = out.get((s, r, paired, -1.0 if s == "divergent_baseline" else 1.0, metric))
+                    if alt is None:
+                        continue
+                    f = lambda x: f"{100 * x:.1f}"  # noqa: E731
+                    size = " | ".join(f(x) for x in null[[4, 2, 3]]) if null is not None else "– | – | –"
+                    print(
+                        f"| {'yes' if paired else 'no'} | {s} | {r} | {metric} | {size} | {f(alt[0])} | {f(alt[1])} "
+                        f"| {f(alt[4])} |"
+                    )
+                    where = f"{s} R={r} {metric} paired={paired}"
+                    if null is not None and null[4] > 0.065:
+                        worst.append(f"decision size {100 * null[4]:.1f} %: {where}")
+                    for name, cov in (("difference", alt[0]), ("P(A>B)", alt[1])):
+                        if cov < 0.93:
+                            worst.append(f"{name} coverage {100 * cov:.1f} %: {where}")
+    print()
+    print("Outside the limits (decision size > 6.5 %, coverage < 93 %):", "none" if not worst else "")
+    for line in worst:
+        print(f"- {line}")
 
 
 def main(argv=None):
@@ -133,7 +256,14 @@ def main(argv=None):
     p.add_argument("--structures", default=",".join(STRUCTURES))
     p.add_argument("--paired", default="no,yes", help="no, yes or no,yes")
     p.add_argument("--seed", type=int, default=0, help="offset of every trial's seed (a fresh draw)")
+    p.add_argument(
+        "--run-level",
+        action="store_true",
+        help="the run-level table instead: misbehaving runs (t3, divergent, skewed) at --runs (e.g. 2,3,5,8,16)",
+    )
     args = p.parse_args(argv)
+    if args.run_level:
+        return run_level(args)
     cells = [
         (s, r, paired)
         for paired in (False, True)

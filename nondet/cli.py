@@ -1,5 +1,8 @@
 """``python -m nondet``: the package's command line, for work outside a Snakemake run.
 
+python -m nondet verdict scores.csv --baseline A --candidate B   # is B really better than A?
+python -m nondet verdict --predictions A='runs/a/*.npy' --predictions B='runs/b/*.npy' --labels y.npy \
+    --baseline A --candidate B
 python -m nondet check-config config.yaml my.yaml   # validate configs merged in order
 python -m nondet check-runs 'preds/*.npy' --labels y.npy
 python -m nondet export-runs results/predict/cnn/all/chunk*.h5 --out exports/all
@@ -8,6 +11,81 @@ python -m nondet export-runs results/predict/cnn/all/chunk*.h5 --out exports/all
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def _arms_from_predictions(args, parser) -> dict:
+    """--predictions ARM=GLOB (one per arm) and --labels: per-example values of the two arms."""
+    from nondet.analysis.variance import per_example_values
+    from nondet.io.h5io import InputError
+    from nondet.io.runs import load_group
+
+    globs = {}
+    for item in args.predictions:
+        name, sep, pattern = item.partition("=")
+        if not sep or not name or not pattern:
+            parser.error(f"--predictions {item!r}: write ARM=GLOB, e.g. --predictions base='runs/base/*.npy'")
+        globs[name] = pattern
+    out = {"names": {}, "pairs": None, "higher_is_better": {}}
+    labels = {}
+    for role, arm in (("baseline", args.baseline), ("candidate", args.candidate)):
+        if arm not in globs:
+            raise InputError(f"--{role} {arm}: no --predictions {arm}=GLOB (given: {', '.join(globs) or 'none'})")
+        spec = {"predictions": globs[arm], "labels": args.labels, "kind": args.kind}
+        g = load_group(spec, arm)
+        labels[role] = g["labels_sha256"]
+        out[role] = per_example_values(g["logits"], g["labels"])
+        out["names"][role] = [f"run {i}" for i in range(g["logits"].shape[0])]
+    if labels["baseline"] != labels["candidate"]:
+        raise InputError(
+            f"--predictions {args.baseline} and {args.candidate} carry different labels: not the same test set"
+        )
+    return out
+
+
+def verdict(args, parser) -> int:
+    """``python -m nondet verdict``: the same engine, decision lines and calibration as the
+    pipeline's comparisons, without Snakemake (no torch imported)."""
+    from nondet.analysis.inference import compare
+    from nondet.analysis.rows import VerdictError
+    from nondet.analysis.verdict import verdict as decide
+    from nondet.analysis.verdict import verdict_lines
+    from nondet.io.h5io import InputError
+    from nondet.io.scores import read_scores
+
+    if bool(args.scores) == bool(args.predictions):
+        parser.error("give a scores CSV or --predictions ARM=GLOB for both arms (not both, not neither)")
+    try:
+        if args.scores:
+            arms = read_scores(
+                args.scores, args.baseline, args.candidate, args.metric, args.higher_is_better, args.lower_is_better
+            )
+        else:
+            arms = _arms_from_predictions(args, parser)
+        metrics = list(arms["baseline"])
+        margin = {m: args.margin for m in metrics} if args.margin is not None else None
+        rows = compare(
+            arms["baseline"],
+            arms["candidate"],
+            args.alpha,
+            arms["pairs"],
+            margin,
+            higher_is_better=arms["higher_is_better"],
+        )
+        runs = {
+            arm: {m: (v.mean(1) if v.ndim == 2 else v) for m, v in arms[arm].items()}
+            for arm in ("baseline", "candidate")
+        }
+        verdicts = decide(rows, args.gamma, args.alpha, runs={**runs, "names": arms["names"], "pairs": arms["pairs"]})
+    except (InputError, VerdictError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    units = {m: "" for m in metrics} if args.scores else None
+    for line in verdict_lines(f"{args.candidate} vs {args.baseline}", verdicts, units):
+        print(line)
+    if arms["pairs"] is not None:
+        print(f"  runs paired by seed: {len(arms['pairs'])} pairs")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -28,7 +106,27 @@ def main(argv=None) -> int:
     check.add_argument("--labels")
     check.add_argument("--kind", default="logits", choices=["logits", "probabilities"])
     check.add_argument("--key")
+    ver = sub.add_parser(
+        "verdict",
+        help="is the candidate really better? The verdict of the engine (nondet.analysis.verdict) from a "
+        "table of final scores (one row per run: arm, optional seed, one column per metric) or from "
+        "per-example prediction files",
+    )
+    ver.add_argument("scores", nargs="?", help="CSV: column arm, optional seed (pairs runs), one column per metric")
+    ver.add_argument("--baseline", required=True, help="the baseline arm (in column arm, or a --predictions name)")
+    ver.add_argument("--candidate", required=True, help="the candidate arm")
+    ver.add_argument("--metric", action="append", help="metric column(s) to compare (default: every other column)")
+    ver.add_argument("--higher-is-better", action="append", default=[], metavar="COLUMN")
+    ver.add_argument("--lower-is-better", action="append", default=[], metavar="COLUMN")
+    ver.add_argument("--predictions", action="append", metavar="ARM=GLOB", help="prediction files of one arm")
+    ver.add_argument("--labels", help="labels file for --predictions (or labels inside the prediction files)")
+    ver.add_argument("--kind", default="logits", choices=["logits", "probabilities"])
+    ver.add_argument("--alpha", type=float, default=0.05)
+    ver.add_argument("--gamma", type=float, default=0.75, help="a meaningful P(candidate run beats baseline run)")
+    ver.add_argument("--margin", type=float, help="equivalence margin in the metric's units: adds TOST")
     args = parser.parse_args(argv)
+    if args.command == "verdict":
+        return verdict(args, parser)
     if args.command == "check-config":
         from nondet.workflow.config import check_files
 

@@ -234,7 +234,7 @@ def test_per_example_values_average_to_the_metrics_and_effect_is_honoured():
     v = per_example_values(logits, labels)
     assert v["accuracy"].mean(1) == pytest.approx(M.accuracy(logits, labels))
     assert v["cross_entropy"].mean(1) == pytest.approx(M.cross_entropy(logits, labels))
-    from nondet.analysis.inference import plan, replicas_needed
+    from nondet.analysis.planning import plan, replicas_needed
 
     a, b = rng.normal(0, 1, (6, 50)), rng.normal(0.3, 1, (6, 50))
     row = plan(b, a, effect=0.5)[0]

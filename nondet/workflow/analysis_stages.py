@@ -276,10 +276,10 @@ def stability(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
-def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log) -> dict:
+def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log, names: dict | None = None) -> dict:
     """arm -> metric -> per-example values (runs, n) of the runs kept by the diverged-replica
     policy (``on_diverged``); every arm on the same test set (same examples in the same order,
-    checked)."""
+    checked). ``names``, when given, is filled with arm -> the kept runs' labels ("replica r")."""
     values, ref = {}, None
     for arm, arm_paths in paths.items():
         pred = load_predictions(list(arm_paths), inputs.get(arm))
@@ -292,6 +292,8 @@ def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log) -> dict:
             )
         keep = kept_replicas(pred["diverged"], pred["replicas"], arm, on_diverged, log.warning)
         values[arm] = per_example_values(pred["logits"][keep], pred["labels"])
+        if names is not None:
+            names[arm] = [f"replica {int(r)}" for r in np.asarray(pred["replicas"])[keep]]
     return values
 
 
@@ -303,12 +305,14 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
     in words), plan, pdf, png."""
     import pandas as pd
 
-    from nondet.analysis import inference
+    from nondet.analysis import inference, planning
     from nondet.analysis.plots import comparison_figure
+    from nondet.analysis.verdict import verdict, verdict_lines
 
     log = get_logger(log_path)
     paths = {"baseline": list(baseline_paths), "candidate": list(candidate_paths)}
-    values = _per_example_arms(paths, params.get("inputs", {}), params["on_diverged"], log)
+    names: dict = {}
+    values = _per_example_arms(paths, params.get("inputs", {}), params["on_diverged"], log, names)
     pairs = None
     if params.get("paired_by"):
         from nondet.io.runs import run_metadata
@@ -322,37 +326,43 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
         )
     except inference.VerdictError as e:
         raise InputError(f"comparison {name}: {e}") from None
-    verdicts = inference.verdict(rows, params["gamma"], alpha, params["held_fixed"])
+    runs = {arm: {m: v.mean(1) for m, v in values[arm].items()} for arm in values}
+    scores = {**runs, "names": names, "pairs": pairs}
+    verdicts = verdict(rows, params["gamma"], alpha, params["held_fixed"], runs=scores)
     plan = []
     for metric in values["baseline"]:
         b, a = values["baseline"][metric], values["candidate"][metric]
-        for r in inference.plan(
-            b, a, (params["effect"] or {}).get(metric), alpha, params["power"], gamma=params["gamma"]
+        for r in planning.plan(
+            b,
+            a,
+            (params["effect"] or {}).get(metric),
+            alpha,
+            params["power"],
+            gamma=params["gamma"],
+            margin=(params["margin"] or {}).get(metric),
+            higher_is_better=inference.HIGHER_IS_BETTER.get(metric, True),
         ):
             plan.append({"comparison": name, "metric": metric, **r})
     head = {"comparison": name, "baseline": params["baseline"], "candidate": params["candidate"]}
     for key, table in (("csv", rows), ("verdict", verdicts), ("plan", plan)):
         with h5io.atomic_path(out[key]) as tmp:
             pd.DataFrame([{**head, **r} for r in table]).to_csv(tmp, index=False)
-    lines = inference.verdict_lines(name, verdicts)
+    lines = verdict_lines(name, verdicts)
     for line in lines:
         log.info(line)
     for r in plan:
-        log.info(
-            f"plan {r['metric']} ({r['basis']}, effect {r['effect']:+.4g}, {r['effect_is']}): "
-            f"{r['replicas_needed']} replicas per arm {r['note']}"
-        )
+        log.info(planning.plan_line(r))
     text = [f"# Comparison {name}: {params['candidate']} against {params['baseline']}", ""]
     text += [f"- {line.strip()}" if line.startswith("  ") else f"\n**{line}**\n" for line in lines]
     text += [
         "",
-        f"Every test: {out['csv']}; replicas per arm: {out['plan']}. Engine: nondet.analysis.inference; "
-        "calibration at 2-8 runs per arm: docs/comparisons.md.",
+        f"Every test: {out['csv']}; replicas per arm: {out['plan']}. "
+        "Engine: nondet.analysis (inference, prob_better, verdict); calibration at 2-16 runs per arm, "
+        "misbehaving runs included: docs/comparisons.md.",
         "",
     ]
     with h5io.atomic_path(out["md"]) as tmp, open(tmp, "w") as f:
         f.write("\n".join(text))
-    runs = {arm: {m: v.mean(1) for m, v in values[arm].items()} for arm in values}
     comparison_figure(runs, pd.DataFrame(verdicts), name, out["pdf"], out["png"])
 
 

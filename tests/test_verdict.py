@@ -143,6 +143,7 @@ def test_plan_notes_instead_of_minus_one():
     assert not math.isnan(runs_only[0]["sd"])
 
 
+@pytest.mark.slow
 def test_the_compare_stage_writes_the_new_verdict(tmp_path):
     """Rules compare / runs_compare end to end in-process on imported runs: the decision line
     with its p, the deciding sentence, an outlying run named by replica, the plan's range."""

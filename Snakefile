@@ -28,6 +28,25 @@ include: "rules/ensembles.smk"
 include: "rules/provenance.smk"
 
 
+# Seconds-long tables and figures: on a cluster (profiles/gpu) they run on the submit host
+# instead of waiting in the queue; a local run is unchanged.
+localrules:
+    diversity_table,
+    plot_diversity,
+    provenance,
+    plot_divergence,
+    stability,
+    mitigation_table,
+    ensemble_table,
+    mitigation_budget,
+    paper_comparison,
+    compare,
+    factorial,
+    runs_plot_diversity,
+    runs_compare,
+    runs_all_pairs,
+
+
 rule all:
     input:
         "results/tables/diversity.csv",

@@ -34,7 +34,6 @@ CONFIG = {
     "metrics": {"bootstrap_resamples": 200},
 }
 TARGET = "results/tables/diversity.csv"
-GPU_RULES = ("train", "predict")
 
 if os.environ.get("NONDET_SKIP_SLURM_TEST") == "1":
     pytest.skip("NONDET_SKIP_SLURM_TEST=1", allow_module_level=True)
@@ -128,24 +127,31 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
     )
     slurm_seconds = time.perf_counter() - t0
 
-    # every job but the (local) dataset rule was submitted to SLURM and completed there
-    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out)
-    assert len(submitted) == 7, out[-4000:]  # train x2, predict x2, metrics x2, diversity_table
+    # one submission per chunk: train + predict of a chunk are one SLURM job (group `chunk`); the
+    # metrics jobs go alone; the table (a local rule) and the dataset rule are not submitted
+    submitted = re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", out)  # group: uuid
+    assert len(submitted) == 4, out[-4000:]  # 2 chunk groups (train + predict), metrics x2
     jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout
     rows = {}
     for line in jobs.splitlines():
         job_id, state, comment, tres = (line.split() + [""])[:4]
         rows[job_id] = (state, comment, tres)
+    assert len(rows) == 4, rows  # squeue knows every job this cluster ran: nothing else was
     log = (cluster.root / "slurmctld.log").read_text()
     for _, slurm_id in submitted:
         state, comment, tres = rows[slurm_id]
         assert state == "COMPLETED", rows[slurm_id]
         assert f"Allocate JobId={slurm_id} " in log
-        # GPU rules asked for a GPU (--gpus=1) and were given one of the fake devices
-        is_gpu_rule = comment.startswith(tuple(f"rule_{r}_" for r in GPU_RULES))
-        assert ("gpu" in tres) == is_gpu_rule, rows[slurm_id]
-    assert sum("gpu" in tres for _, _, tres in rows.values()) == 4, rows
-    assert not any("dataset" in c for _, c, _ in rows.values())  # a local rule: not submitted
+        # the chunk groups asked for one GPU (--gpus=1), whatever their job count; the rest none
+        is_chunk = comment.startswith("rule_chunk")
+        assert tres == ("gres/gpu:1" if is_chunk else "") or ("gpu" in tres) == is_chunk, rows[slurm_id]
+        assert not is_chunk or re.search(r"gpu[:=]1$", tres), rows[slurm_id]
+    assert sum(c.startswith("rule_chunk") for _, c, _ in rows.values()) == 2, rows
+    assert sum("gpu" in tres for _, _, tres in rows.values()) == 2, rows
+    assert not any("dataset" in c or "diversity_table" in c for _, c, _ in rows.values()), rows  # local rules
+    for chunk in ("control", "init"):  # both files of a chunk were written, each with its log
+        assert (tmp_path / "slurm" / f"results/predict/cnn/{chunk}/chunk0.h5").exists()
+        assert (tmp_path / "slurm" / f"logs/predict/cnn/{chunk}/chunk0.log").exists()
 
     t1 = time.perf_counter()
     run_snakemake(tmp_path / "local", ["--cores", "2"], dict(os.environ))

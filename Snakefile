@@ -26,6 +26,7 @@ include: "rules/script.smk"
 include: "rules/paper.smk"
 include: "rules/ensembles.smk"
 include: "rules/provenance.smk"
+include: "rules/report.smk"
 
 
 # Seconds-long tables and figures: on a cluster (profiles/gpu) they run on the submit host
@@ -52,6 +53,7 @@ rule all:
         "results/tables/diversity.csv",
         "results/tables/diversity.md",
         "results/tables/provenance.csv",
+        rules.report_pages.output,
         figure_files(),
         instability_targets(),
         mitigation_targets(),

@@ -60,3 +60,13 @@ rule all:
         ensemble_targets(),
         compare_targets(),
         RUNS_TARGETS,
+
+
+# The run's summary names, once each, the training jobs whose replicas all diverged (their logs
+# say so where they ran; nondet.workflow.reportcheck.diverged_jobs).
+onsuccess:
+    diverged_summary()
+
+
+onerror:
+    diverged_summary()

@@ -140,8 +140,7 @@ def overview(page: Page, run: dict) -> str:
         parts.append(
             "<li>Imported runs (not trained by this workflow):"
             + "".join(
-                f" <b>{html.escape(r['model'])}</b>/{html.escape(r['condition'])} ({_count([r])} runs);"
-                for r in runs
+                f" <b>{html.escape(r['model'])}</b>/{html.escape(r['condition'])} ({_count([r])} runs);" for r in runs
             ).rstrip(";")
             + ".</li>"
         )
@@ -182,8 +181,7 @@ def render(page: Page, run: dict) -> str:
         return overview(page, run)
     if "md" in i and "png" in i:  # a verdict beside its figure
         return (
-            f'<div class="verdict"><div>{_markdown(Path(i["md"]).read_text())}</div>'
-            f"<div>{_image(i['png'])}</div></div>"
+            f'<div class="verdict"><div>{_markdown(Path(i["md"]).read_text())}</div><div>{_image(i["png"])}</div></div>'
         )
     if "md" in i:
         return _markdown(Path(i["md"]).read_text())

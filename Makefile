@@ -3,7 +3,7 @@
 #             python -m nondet check-config, which names file and line of a YAML error, then run with
 #             --configfile my.yaml; budget and report take CONFIG too)
 # make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
-# make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
+# make test - set up .venv (and Debian's SLURM, chromium and Fashion-MNIST, if missing) on first use, run
 #             the test suite, lint and format checks
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +13,7 @@ SNAKEMAKE_ARGS ?=
 CONFIG ?=
 CONFIG_ARGS := $(if $(strip $(CONFIG)),--configfile $(CONFIG))
 
-.PHONY: run budget report test lint format clean slurm datasets
+.PHONY: run budget report test lint format clean slurm chromium datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,11 +40,14 @@ endif
 report: $(VENV)/.installed
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
-test: $(VENV)/.installed slurm datasets lint
+test: $(VENV)/.installed slurm chromium datasets lint
 	$(BIN)/python -m pytest -q tests
 
 slurm:  # for tests/test_slurm.py; does nothing when SLURM is already installed
 	scripts/install-slurm.sh
+
+chromium:  # for tests/test_report_browser.py; does nothing when chromium is already installed
+	scripts/install-chromium.sh
 
 datasets:  # Fashion-MNIST for examples/ and its tests; does nothing when already installed
 	scripts/install-datasets.sh

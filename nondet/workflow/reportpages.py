@@ -169,7 +169,9 @@ def overview(page: Page, run: dict) -> str:
             )
     for key, path in page.inputs.items():
         if key.startswith("verdict:"):
-            text = Path(path).read_text().strip().split("\n\n")[0]
+            # the verdict's bold sentences, one per metric (nondet.analysis.inference's verdict.md)
+            bold = [p for p in Path(path).read_text().split("\n\n") if p.strip().startswith("**")]
+            text = "\n\n".join(bold) or Path(path).read_text()
             parts.append(f"<li>Comparison <b>{html.escape(key[len('verdict:') :])}</b>: {_markdown(text)}</li>")
     parts.append("</ul>")
     return "\n".join(parts)

@@ -10,6 +10,8 @@ Snakemake ran, and the wall time. Not a test.
     .venv/bin/python benchmarks/slurm_submissions.py                 # this checkout
     .venv/bin/python benchmarks/slurm_submissions.py --repo OTHER    # another tree, e.g. an older
                                                                      # commit exported with git archive
+    .venv/bin/python benchmarks/slurm_submissions.py --plan configs/paper.yaml  # no SLURM: count the
+        # submissions `snakemake -n --profile gpu` plans for a config (group jobs, non-local jobs)
 """
 
 from __future__ import annotations
@@ -33,12 +35,47 @@ from test_cifar import paper_slice_config, write_tiny_cifar  # noqa: E402
 TARGETS = ["results/tables/diversity.csv", "results/tables/mitigation.csv", "results/tables/paper_comparison.csv"]
 
 
+def local_rules(repo: Path) -> set[str]:
+    """Rules that run on the submit host: the Snakefile's localrules list, `localrule: True`, all."""
+    text = (repo / "Snakefile").read_text()
+    block = re.search(r"^localrules:\n((?:    \w+,?\n)+)", text, re.M)
+    out = set(re.findall(r"\w+", block.group(1))) if block else set()
+    for path in [repo / "Snakefile", *sorted((repo / "rules").glob("*.smk"))]:
+        for chunk in re.split(r"^(?=rule \w+:)", path.read_text(), flags=re.M):
+            m = re.match(r"rule (\w+):", chunk)
+            if m and re.search(r"^    localrule: True", chunk, re.M):
+                out.add(m.group(1))
+    return out | {"all"}
+
+
+def planned_submissions(repo: Path, configfile: Path) -> tuple[int, int, int]:
+    """(jobs, sbatch submissions, of which chunk groups) that `snakemake -n --profile gpu` plans."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text((repo / "config.yaml").read_text())
+        cmd = [sys.executable, "-m", "snakemake", "-n", "--snakefile", str(repo / "Snakefile"), "--directory", tmp]
+        cmd += ["--profile", "gpu", "--configfile", str(configfile.resolve())]
+        out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, env={**os.environ})
+    text = out.stdout + out.stderr
+    if out.returncode:
+        sys.exit(text[-4000:])
+    groups = len(re.findall(r"Group job \w+ \(jobs in lexicogr. order\):", text))
+    top = re.findall(r"^rule (\w+):", text, re.M)  # jobs outside groups (grouped ones are indented)
+    jobs = int(re.findall(r"^total\s+(\d+)", text, re.M)[-1])
+    local = local_rules(repo)
+    return jobs, groups + sum(r not in local for r in top), groups
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", type=Path, default=HERE, help="tree whose Snakefile and profiles/gpu run")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--plan", type=Path, help="only count the planned submissions for this config file")
     args = ap.parse_args(argv)
     repo = args.repo.resolve()
+    if args.plan:
+        jobs, submissions, groups = planned_submissions(repo, args.plan)
+        print(f"tree: {repo}\n{args.plan}: {jobs} jobs, {submissions} sbatch submissions ({groups} chunk groups)")
+        return
     with tempfile.TemporaryDirectory(prefix="nondet-slurm-bench-") as tmp:
         tmp = Path(tmp)
         md5 = write_tiny_cifar(tmp / "cifar")

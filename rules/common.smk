@@ -334,3 +334,17 @@ def diverged_summary():
 
     for line in diverged_jobs():
         print(f"WARNING: every replica diverged in {line}", file=sys.stderr)
+
+
+# --- the report's own pages (rules/report.smk) ---
+def report_page_targets():
+    """Every table and figure of rule all but the provenance table (which lists these pages)."""
+    return [
+        "results/tables/diversity.csv",
+        *figure_files(),
+        *instability_targets(),
+        *mitigation_targets(),
+        *ensemble_targets(),
+        *compare_targets(),
+        *RUNS_TARGETS,
+    ]

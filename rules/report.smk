@@ -2,20 +2,6 @@
 # beside its figure, and the overview the landing page (report/workflow.rst) includes.
 from nondet.workflow import reportpages
 
-
-def report_page_targets():
-    """Every table and figure of rule all but the provenance table (which lists these pages)."""
-    return [
-        "results/tables/diversity.csv",
-        *figure_files(),
-        *instability_targets(),
-        *mitigation_targets(),
-        *ensemble_targets(),
-        *compare_targets(),
-        *RUNS_TARGETS,
-    ]
-
-
 REPORT_PAGES = reportpages.pages(report_page_targets())
 
 

@@ -50,3 +50,29 @@ def test_run_summary_names_each_all_diverged_job_once(tmp_path):
     (logs / "init" / "chunk0.log").write_text("[cnn/init] replicas [1] diverged (training loss NaN/inf)\n")
     out = diverged_jobs(tmp_path / "logs")
     assert out == [f"{logs / 'all' / 'chunk0.log'}: ALL 2 REPLICAS DIVERGED"]
+
+
+def test_a_training_job_whose_replicas_all_diverged_says_so_in_its_log(tmp_path):
+    from nondet.workflow import config as cfg
+    from nondet.workflow import plan
+    from nondet.workflow.analysis_stages import dataset
+    from nondet.workflow.torch_stages import train
+
+    c = cfg.validate(
+        {
+            "replicas": 2,
+            "replicas_per_job": 2,
+            "checkpoint_every": 0,
+            "dataset": {"num_samples": 300},
+            "training": {"epochs": 2, "lr": 1e30, "warmup_epochs": 0},  # every replica blows up
+            "models": {"linear": {"arch": "linear", "conditions": ["init"]}},
+        }
+    )
+    data = tmp_path / "data.h5"
+    dataset(str(data), plan.data_spec(c), plan.data_hash(c))
+    log = tmp_path / "logs" / "train" / "linear" / "init" / "chunk0.log"
+    log.parent.mkdir(parents=True)
+    train(str(data), str(tmp_path / "chunk0.h5"), plan.train_job(c, "linear", "init", 0), str(log))
+    text = log.read_text()
+    assert "[linear/init] ALL 2 REPLICAS DIVERGED" in text, text
+    assert diverged_jobs(tmp_path / "logs") == [f"{log}: ALL 2 REPLICAS DIVERGED"]

@@ -108,6 +108,7 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
         "NONDET_SLURM_CPU_RUNTIME": "10",
         "NONDET_SLURM_CPU_MEM_MB": "300",
         "NONDET_SLURM_GPU_RUNTIME": "10",
+        "NONDET_SLURM_PREDICT_RUNTIME": "5",
         "NONDET_SLURM_GPU_MEM_MB": "1000",
         "NONDET_SLURM_JOBS": "4",
     }
@@ -131,11 +132,12 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
     # metrics jobs go alone; the table (a local rule) and the dataset rule are not submitted
     submitted = re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", out)  # group: uuid
     assert len(submitted) == 4, out[-4000:]  # 2 chunk groups (train + predict), metrics x2
-    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout
-    rows = {}
+    fields = "JobID:12,State:12,TimeLimit:12,Comment:100,tres-per-job:30"
+    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", fields]).stdout
+    rows, limits = {}, {}
     for line in jobs.splitlines():
-        job_id, state, comment, tres = (line.split() + [""])[:4]
-        rows[job_id] = (state, comment, tres)
+        job_id, state, limit, comment, tres = (line.split() + [""])[:5]
+        rows[job_id], limits[job_id] = (state, comment, tres), limit
     assert len(rows) == 4, rows  # squeue knows every job this cluster ran: nothing else was
     log = (cluster.root / "slurmctld.log").read_text()
     for _, slurm_id in submitted:
@@ -147,6 +149,9 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
         assert tres == ("gres/gpu:1" if is_chunk else "") or ("gpu" in tres) == is_chunk, rows[slurm_id]
         assert not is_chunk or re.search(r"gpu[:=]1$", tres), rows[slurm_id]
     assert sum(c.startswith("rule_chunk") for _, c, _ in rows.values()) == 2, rows
+    # a chunk's submission asks for the sum of its jobs' runtimes (GPU_RUNTIME + PREDICT_RUNTIME)
+    assert {limits[j] for j, (_, c, _) in rows.items() if c.startswith("rule_chunk")} == {"15:00"}, limits
+    assert {limits[j] for j, (_, c, _) in rows.items() if not c.startswith("rule_chunk")} == {"10:00"}, limits
     assert sum("gpu" in tres for _, _, tres in rows.values()) == 2, rows
     assert not any("dataset" in c or "diversity_table" in c for _, c, _ in rows.values()), rows  # local rules
     for chunk in ("control", "init"):  # both files of a chunk were written, each with its log

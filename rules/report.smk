@@ -26,7 +26,6 @@ rule report_pages:
     conda:
         "../envs/analysis.yaml"
     params:
-        pages=[vars(p) for p in REPORT_PAGES],
         run=lambda w: {
             "experiment": config["experiment"],
             "dataset": config["dataset"]["name"],

@@ -45,6 +45,10 @@ def test_pages_follow_the_targets():
     assert pages["overview"].inputs["verdict:lr (comparison)"] == "results/compare/lr/verdict.md"
     assert pages["overview"].inputs["mitigation"] == "results/tables/mitigation.csv"
     assert {p.name for p in reportpages.pages(DIVERSITY)} == {"overview", "table_diversity"}
+    # the job plans them again from its input files alone (no params to clutter the report)
+    inputs = [f for p in pages.values() for f in p.inputs.values()]
+    again = {p.name: p for p in reportpages.pages_from_inputs(inputs)}
+    assert again == pages
 
 
 def test_overview_states_what_was_run_for_imported_and_trained_groups(tmp_path, monkeypatch):

@@ -3,4 +3,4 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.workflow.reportpages import write_pages
 
-write_pages(snakemake.params.pages, snakemake.params.run, snakemake.log[0])
+write_pages(list(snakemake.input), snakemake.params.run, snakemake.log[0])

@@ -76,6 +76,20 @@ def pages(targets) -> list[Page]:
     return out
 
 
+def pages_from_inputs(inputs) -> list[Page]:
+    """The pages again, from the files ``pages`` gave them to read (the rule's input), so the job
+    needs no params listing them (they would clutter the report's job details)."""
+    targets = []
+    for f in map(str, inputs):
+        if f.startswith("results/tables/") and f.endswith(".md"):
+            targets.append(f[: -len(".md")] + ".csv")
+        elif f.endswith("/verdict.md"):
+            targets.append(f[: -len(".md")] + ".csv")
+        elif f.endswith(".csv"):
+            targets.append(f)
+    return pages(targets)
+
+
 STYLE = """<style>
 body{font-family:system-ui,sans-serif;font-size:14px;line-height:1.4;margin:0.5em;color:#222}
 table{border-collapse:collapse;margin:0.6em 0}
@@ -192,12 +206,11 @@ def render(page: Page, run: dict) -> str:
 
 
 @stage
-def write_pages(page_list: list[dict], run: dict, log_path=None) -> None:
-    """Write every page of ``page_list`` (``Page`` fields as dicts); ``run``: experiment,
+def write_pages(inputs, run: dict, log_path=None) -> None:
+    """Write every page planned from ``inputs`` (``pages_from_inputs``); ``run``: experiment,
     dataset, device and the imported (model, group) pairs."""
     log = get_logger(log_path)
-    for spec in page_list:
-        page = Page(**spec)
+    for page in pages_from_inputs(inputs):
         body = render(page, run)
         out = Path(page.path)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 # make budget - mitigation versus training budget (snakemake mitigation_budget; not part of run)
 # make test-fast - the tests that start no subprocess (no Snakemake, no scripts): about a minute;
 #             run it after every change, and make test before you push
-# make test - set up .venv (and Debian's SLURM and Fashion-MNIST, if missing) on first use, run
+# make test - set up .venv (and Debian's SLURM, chromium and Fashion-MNIST, if missing) on first use, run
 #             the test suite, lint and format checks
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +15,7 @@ SNAKEMAKE_ARGS ?=
 CONFIG ?=
 CONFIG_ARGS := $(if $(strip $(CONFIG)),--configfile $(CONFIG))
 
-.PHONY: run budget report test test-fast lint format clean slurm datasets
+.PHONY: run budget report test test-fast lint format clean slurm chromium datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,7 +42,7 @@ endif
 report: $(VENV)/.installed
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
-test: $(VENV)/.installed slurm datasets lint
+test: $(VENV)/.installed slurm chromium datasets lint
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(VENV)/.installed  # tests/conftest.py fails any test here that starts a subprocess
@@ -50,6 +50,9 @@ test-fast: $(VENV)/.installed  # tests/conftest.py fails any test here that star
 
 slurm:  # for tests/test_slurm.py; does nothing when SLURM is already installed
 	scripts/install-slurm.sh
+
+chromium:  # for tests/test_report_browser.py; does nothing when chromium is already installed
+	scripts/install-chromium.sh
 
 datasets:  # Fashion-MNIST for examples/ and its tests; does nothing when already installed
 	scripts/install-datasets.sh

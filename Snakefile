@@ -31,6 +31,26 @@ include: "rules/script.smk"
 include: "rules/paper.smk"
 include: "rules/ensembles.smk"
 include: "rules/provenance.smk"
+include: "rules/report.smk"
+
+
+# Seconds-long tables and figures: on a cluster (profiles/gpu) they run on the submit host
+# instead of waiting in the queue; a local run is unchanged.
+localrules:
+    diversity_table,
+    plot_diversity,
+    provenance,
+    plot_divergence,
+    stability,
+    mitigation_table,
+    ensemble_table,
+    mitigation_budget,
+    paper_comparison,
+    compare,
+    factorial,
+    runs_plot_diversity,
+    runs_compare,
+    runs_all_pairs,
 
 
 rule all:
@@ -38,9 +58,20 @@ rule all:
         "results/tables/diversity.csv",
         "results/tables/diversity.md",
         "results/tables/provenance.csv",
+        rules.report_pages.output,
         figure_files(),
         instability_targets(),
         mitigation_targets(),
         ensemble_targets(),
         compare_targets(),
         RUNS_TARGETS,
+
+
+# The run's summary names, once each, the training jobs whose replicas all diverged (their logs
+# say so where they ran; nondet.workflow.reportcheck.diverged_jobs).
+onsuccess:
+    diverged_summary()
+
+
+onerror:
+    diverged_summary()

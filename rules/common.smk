@@ -1,4 +1,5 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
+import sys
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
 from nondet.io.h5io import CODE_VERSION
@@ -326,3 +327,24 @@ def ensemble_table_expect(wildcards, input):
         parts = p.split("/")
         out[p] = plan.ensembles_expect(config, parts[2], parts[3][: -len(".h5")])
     return out
+
+
+def diverged_summary():
+    from nondet.workflow.reportcheck import diverged_jobs
+
+    for line in diverged_jobs():
+        print(f"WARNING: every replica diverged in {line}", file=sys.stderr)
+
+
+# --- the report's own pages (rules/report.smk) ---
+def report_page_targets():
+    """Every table and figure of rule all but the provenance table (which lists these pages)."""
+    return [
+        "results/tables/diversity.csv",
+        *figure_files(),
+        *instability_targets(),
+        *mitigation_targets(),
+        *ensemble_targets(),
+        *compare_targets(),
+        *RUNS_TARGETS,
+    ]

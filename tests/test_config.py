@@ -144,6 +144,7 @@ def test_yaml_number_read_as_a_string_gets_a_suggestion():
     assert yaml.safe_load("x: 1.0e+9")["x"] == 1e9  # the suggestion really is a float
 
 
+@pytest.mark.slow
 def test_duplicate_keys_and_syntax_errors_name_file_and_line(tmp_path, capsys):
     """Item 7: duplicate keys silently kept the last value; syntax errors named no file."""
     dup = tmp_path / "dup.yaml"
@@ -307,3 +308,34 @@ def test_make_run_config_checks_the_file_before_snakemake():
     plain = dry_run()
     assert not any("check-config" in line or "--configfile" in line for line in plain)
     assert sum("snakemake" in line for line in plain) == 2
+
+
+@pytest.mark.slow
+def test_check_config_prints_the_exact_job_count_of_snakemake_dry_run(tmp_path):
+    """check-config's count is the plan's own: the same number `snakemake -n` lists in a fresh
+    folder (it was an estimate, about 2x off for some configs)."""
+    import re
+    import subprocess
+    import sys
+
+    from helpers import SNAKEMAKE
+
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "replicas: 3\nreplicas_per_job: 2\ncomparisons: {lr: {model: linear, replicas: 3, candidate: {training: {lr: 0.05}}}}\n"
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "nondet", "check-config", "config.yaml", str(mine)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr
+    count = int(re.search(r"groups, (\d+) jobs \(snakemake -n -F\)", check.stdout).group(1))
+    dry = subprocess.run(
+        SNAKEMAKE + ["-n", "--configfile", str(mine)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert count == int(re.findall(r"^total\s+(\d+)\s*$", dry.stdout, re.M)[-1])

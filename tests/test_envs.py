@@ -169,10 +169,12 @@ def test_analysis_provenance_does_not_import_torch_but_torch_jobs_record_it():
 
 
 def test_the_gpu_profile_gives_a_gpu_to_every_training_and_prediction_rule():
-    """A new torch rule must be named in profiles/gpu's GPU_RULES, or SLURM runs it without a GPU
-    (and the job fails at once, asking for device cuda)."""
+    """A new torch rule must be named in profiles/gpu's TRAIN_RULES or PREDICT_RULES (the GPU job's
+    runtime and memory), or SLURM runs it with a CPU job's limits."""
     text = (REPO / "profiles/gpu/config.yaml").read_text()
-    listed = set(re.findall(r'"(\w+)"', re.search(r"GPU_RULES = \[([^\]]*)\]", text).group(1)))
+    listed = set()
+    for name in ("TRAIN_RULES", "PREDICT_RULES"):
+        listed |= set(re.findall(r'"(\w+)"', re.search(name + r" = \[([^\]]*)\]", text).group(1)))
     torch_rules = {r for r, env in rule_envs().items() if env and env.name == "torch.yaml"}
     # on the submit host or CPU only: the data set (may download), the model check, importing runs
     assert listed == torch_rules - {"dataset", "check_model", "import_runs"}

@@ -107,6 +107,8 @@ def test_editing_the_user_models_params_reruns_only_its_jobs(example_run):
         "results/figures/diversity_mycnn.pdf",
         "results/figures/diversity_mycnn.png",
         "results/tables/provenance.csv",  # records the whole config
+        "results/report/overview.html",  # the report's pages follow the table
+        "results/report/table_diversity.html",
     }
 
 

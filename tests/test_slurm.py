@@ -36,7 +36,6 @@ CONFIG = {
     "metrics": {"bootstrap_resamples": 200},
 }
 TARGET = "results/tables/diversity.csv"
-GPU_RULES = ("train", "predict")
 
 if os.environ.get("NONDET_SKIP_SLURM_TEST") == "1":
     pytest.skip("NONDET_SKIP_SLURM_TEST=1", allow_module_level=True)
@@ -111,6 +110,7 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
         "NONDET_SLURM_CPU_RUNTIME": "10",
         "NONDET_SLURM_CPU_MEM_MB": "300",
         "NONDET_SLURM_GPU_RUNTIME": "10",
+        "NONDET_SLURM_PREDICT_RUNTIME": "5",
         "NONDET_SLURM_GPU_MEM_MB": "1000",
         "NONDET_SLURM_JOBS": "4",
     }
@@ -130,24 +130,35 @@ def test_gpu_profile_on_slurm_matches_local_run(cluster, tmp_path):
     )
     slurm_seconds = time.perf_counter() - t0
 
-    # every job but the (local) dataset rule was submitted to SLURM and completed there
-    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out)
-    assert len(submitted) == 7, out[-4000:]  # train x2, predict x2, metrics x2, diversity_table
-    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,State:12,Comment:100,tres-per-job:30"]).stdout
-    rows = {}
+    # one submission per chunk: train + predict of a chunk are one SLURM job (group `chunk`); the
+    # metrics jobs go alone; the table (a local rule) and the dataset rule are not submitted
+    submitted = re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", out)  # group: uuid
+    assert len(submitted) == 4, out[-4000:]  # 2 chunk groups (train + predict), metrics x2
+    fields = "JobID:12,State:12,TimeLimit:12,Comment:100,tres-per-job:30"
+    jobs = cluster.run(["squeue", "-h", "-t", "all", "-O", fields]).stdout
+    rows, limits = {}, {}
     for line in jobs.splitlines():
-        job_id, state, comment, tres = (line.split() + [""])[:4]
-        rows[job_id] = (state, comment, tres)
+        job_id, state, limit, comment, tres = (line.split() + [""])[:5]
+        rows[job_id], limits[job_id] = (state, comment, tres), limit
+    assert len(rows) == 4, rows  # squeue knows every job this cluster ran: nothing else was
     log = (cluster.root / "slurmctld.log").read_text()
     for _, slurm_id in submitted:
         state, comment, tres = rows[slurm_id]
         assert state == "COMPLETED", rows[slurm_id]
         assert f"Allocate JobId={slurm_id} " in log
-        # GPU rules asked for a GPU (--gpus=1) and were given one of the fake devices
-        is_gpu_rule = comment.startswith(tuple(f"rule_{r}_" for r in GPU_RULES))
-        assert ("gpu" in tres) == is_gpu_rule, rows[slurm_id]
-    assert sum("gpu" in tres for _, _, tres in rows.values()) == 4, rows
-    assert not any("dataset" in c for _, c, _ in rows.values())  # a local rule: not submitted
+        # the chunk groups asked for one GPU (--gpus=1), whatever their job count; the rest none
+        is_chunk = comment.startswith("rule_chunk")
+        assert tres == ("gres/gpu:1" if is_chunk else "") or ("gpu" in tres) == is_chunk, rows[slurm_id]
+        assert not is_chunk or re.search(r"gpu[:=]1$", tres), rows[slurm_id]
+    assert sum(c.startswith("rule_chunk") for _, c, _ in rows.values()) == 2, rows
+    # a chunk's submission asks for the sum of its jobs' runtimes (GPU_RUNTIME + PREDICT_RUNTIME)
+    assert {limits[j] for j, (_, c, _) in rows.items() if c.startswith("rule_chunk")} == {"15:00"}, limits
+    assert {limits[j] for j, (_, c, _) in rows.items() if not c.startswith("rule_chunk")} == {"10:00"}, limits
+    assert sum("gpu" in tres for _, _, tres in rows.values()) == 2, rows
+    assert not any("dataset" in c or "diversity_table" in c for _, c, _ in rows.values()), rows  # local rules
+    for chunk in ("control", "init"):  # both files of a chunk were written, each with its log
+        assert (tmp_path / "slurm" / f"results/predict/cnn/{chunk}/chunk0.h5").exists()
+        assert (tmp_path / "slurm" / f"logs/predict/cnn/{chunk}/chunk0.log").exists()
 
     t1 = time.perf_counter()
     run_snakemake(tmp_path / "local", ["--cores", "2"], dict(os.environ))

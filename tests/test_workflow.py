@@ -41,6 +41,13 @@ TINY = {
 }
 
 
+# the report's pages (rule report_pages) follow any table they render
+TINY_REPORT_PAGES = {
+    f"results/report/{p}.html"
+    for p in ("overview", "table_diversity", "table_stability", "table_mitigation", "table_ensembles")
+} | {"results/report/compare_lr.html", "results/report/factorial_grid.html"}
+
+
 def snakemake(workdir, *args, config=TINY, check=True):
     return helpers.snakemake(workdir, *args, config=config, check=check)
 
@@ -186,6 +193,7 @@ def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
         "results/figures/stability_by_family.pdf",
         "results/figures/stability_by_family.png",
         "results/tables/provenance.csv",  # records the whole config, so it follows any edit
+        *TINY_REPORT_PAGES,
     }
 
 
@@ -212,6 +220,7 @@ def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run):
         "results/compare/lr/summary.pdf",
         "results/compare/lr/summary.png",
         "results/tables/provenance.csv",
+        *TINY_REPORT_PAGES,
     }
 
 

@@ -19,8 +19,8 @@ def _save(fig, pdf_path, png_path):
 
 
 PANELS = [
-    ("acc_sd", "SD of accuracy (%)"),
-    ("ce_sd", "SD of cross-entropy"),
+    ("acc_sd", "SD of accuracy (percentage points)"),
+    ("ce_sd", "SD of cross-entropy (nats)"),
     ("disagreement", "pairwise disagreement (%)"),
     ("pearson", "logit correlation (Pearson)"),
     ("ens_acc_gain", "2-model ensemble accuracy gain (pp)"),
@@ -157,8 +157,8 @@ def budget_figure(df, pdf_path, png_path) -> None:
 def stability_figure(df, pdf_path, png_path) -> None:
     """Init and one-ulp diversity by model: a stable model has ~0 for bitflip."""
     panels = [
-        ("disagreement", "pairwise disagreement (%)"),
-        ("acc_sd", "SD of accuracy (%)"),
+        ("disagreement", "pairwise disagreement (% of test examples)"),
+        ("acc_sd", "SD of accuracy (percentage points)"),
         ("pearson", "logit correlation (Pearson)"),
     ]
     models = list(dict.fromkeys(df["model"]))
@@ -176,11 +176,25 @@ def stability_figure(df, pdf_path, png_path) -> None:
                 capsize=2,
                 label=cond,
             )
+            # a zero-height bar reads "0"; a value the table lacks reads "n/a" (no bar is drawn)
+            for i, value in enumerate(sub[key]):
+                x = i + j * width
+                if value != value:  # NaN: this model has no such row
+                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
+                elif value == 0:
+                    ax.text(x, 0, "0", ha="center", va="bottom", fontsize=7)
         ax.set_xticks([i + width * (len(conditions) - 1) / 2 for i in range(len(models))], models)
+        ax.set_xlim(-0.5, len(models) - 0.5 + width * (len(conditions) - 1))  # room for every slot
         ax.set_title(name, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Stability by model family: diversity from a new init vs from one ulp", fontsize=11)
+    have = set(zip(df["model"], df["condition"]))
+    missing = [f"{m}: no {c}" for m in models for c in ("init", "bitflip") if (m, c) not in have]
+    note = f"\n(not run: {', '.join(missing)})" if missing else ""
+    fig.suptitle(
+        "Stability by model family: diversity from a new init vs from one ulp (bitflip near 0 = stable)" + note,
+        fontsize=11,
+    )
     _save(fig, pdf_path, png_path)
 
 
@@ -189,7 +203,11 @@ def comparison_figure(values: dict, verdicts, name: str, pdf_path, png_path) -> 
     import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
-    for ax, metric, unit in zip(axes, ("accuracy", "cross_entropy"), ("%", "")):
+    # differences of accuracy are in percentage points (pt), of cross-entropy in nats
+    units = {"accuracy": (" pt", "test accuracy (%)"), "cross_entropy": (" nats", "test cross-entropy (nats)")}
+    for ax, metric in zip(axes, ("accuracy", "cross_entropy")):
+        unit, ylabel = units[metric]
+        ax.set_ylabel(ylabel)
         v = verdicts[verdicts["metric"] == metric].iloc[0]
         for x, arm in enumerate(("baseline", "candidate")):
             y = values[arm][metric]
@@ -199,8 +217,8 @@ def comparison_figure(values: dict, verdicts, name: str, pdf_path, png_path) -> 
                 ax.errorbar(x + 0.25, y.mean(), yerr=y.std(ddof=1), fmt="s", color=f"C{x}", capsize=4)
         ax.set_xticks([0, 1], ["baseline", "candidate"])
         ax.set_title(
-            f"{metric}: {v['decision']}\ndiff {v['difference']:+.3g}{unit} [{v['diff_low']:+.3g}, "
-            f"{v['diff_high']:+.3g}] ({v['diff_test']}, p={v['p_value']:.2g})\n"
+            f"{metric}: {v['decision']}\ncandidate - baseline {v['difference']:+.3g}{unit} "
+            f"[{v['diff_low']:+.3g}, {v['diff_high']:+.3g}] ({v['diff_test']}, p={v['p_value']:.2g})\n"
             f"P(cand. better) {v['p_better']:.2f} [{v['p_better_low']:.2f}, {v['p_better_high']:.2f}]",
             fontsize=9,
         )

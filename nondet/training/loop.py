@@ -150,6 +150,16 @@ def _finite_mean(values) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for a log line: 45s, 12m05s, 3h07m."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint, checkpoint_every, key):
     """Train ``stepper``'s K replicas (draws ``draws_list``) on the schedule ``sched``, resuming from
     and saving to ``checkpoint`` (job key ``key``); returns (curves, snapshots, diverged), one each
@@ -166,6 +176,7 @@ def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint,
     def save(epochs_done):
         save_checkpoint(checkpoint, key, **stepper.state(epochs_done, step, curves, snapshots, diverged))
 
+    times = []  # seconds per epoch of this process, for the ETA
     for epoch in range(start_epoch, sched.epochs):
         stepper.train()
         t0 = time.perf_counter()
@@ -196,17 +207,26 @@ def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint,
             curves[r].add(epoch + 1, lr, train_loss[r], train_acc[r], test_loss[r], test_acc[r])
         diverged |= ~np.isfinite(train_loss)
         took = time.perf_counter() - t0
+        times.append(took)
+        # test accuracy only in epochs that evaluated it (eval_every); no placeholder otherwise
+        evaluated = sched.eval_due(epoch + 1)
+        left = sched.epochs - epoch - 1
+        eta = f", ETA {format_duration(left * sum(times) / len(times))}" if left else ""
         if stepper.scalar:
+            test = f" test_acc {test_acc[0]:.1f}%" if evaluated and np.isfinite(test_acc[0]) else ""
             log(
                 f"{label} epoch {epoch + 1}/{sched.epochs} loss {train_loss[0]:.4f} "
-                f"train_acc {curves[0].values['train_acc'][-1]:.1f}% test_acc {test_acc[0]:.1f}% "
-                f"lr {lr:.3g} ({took:.2f}s)"
+                f"train_acc {curves[0].values['train_acc'][-1]:.1f}%{test} "
+                f"lr {lr:.3g} ({took:.2f}s{eta})"
             )
         else:
+            mean_acc = _finite_mean(test_acc)
+            test = f" test_acc {mean_acc:.1f}%" if evaluated and np.isfinite(mean_acc) else ""
+            alive = int((~diverged).sum())
+            note = f", {k - alive} diverged" if alive < k else ""
             log(
-                f"{label} epoch {epoch + 1}/{sched.epochs} ({k} replicas vectorised) loss "
-                f"{_finite_mean(train_loss):.4f} test_acc {_finite_mean(test_acc):.1f}% lr {lr:.3g} "
-                f"({took:.2f}s)"
+                f"{label} epoch {epoch + 1}/{sched.epochs} ({k} replicas vectorised{note}) loss "
+                f"{_finite_mean(train_loss):.4f}{test} lr {lr:.3g} ({took:.2f}s{eta})"
             )
         if diverged.all():
             if stepper.scalar:

@@ -617,5 +617,30 @@ def check_files(paths) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"valid: {len(groups(config))} (model, condition) groups, about {plan_size(config)} jobs")
+    exact = planned_jobs(paths)
+    size = f"{exact} jobs (snakemake -n -F)" if exact is not None else f"about {plan_size(config)} jobs"
+    print(f"valid: {len(groups(config))} (model, condition) groups, {size}")
     return 0
+
+
+def planned_jobs(paths, snakefile=None, timeout: float = 300) -> int | None:
+    """The exact number of jobs Snakemake plans for the config files ``paths`` (merged over the
+    Snakefile's config.yaml of the current folder, as a run from here would): ``snakemake -n -F``
+    (every job, whether or not its output exists), read from its job statistics. None when it
+    cannot tell (no Snakefile beside the package, Snakemake failing): the caller falls back to
+    ``plan_size``'s arithmetic."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    snakefile = Path(snakefile or Path(__file__).resolve().parents[2] / "Snakefile")
+    if not snakefile.is_file():
+        return None
+    cmd = [sys.executable, "-m", "snakemake", "-n", "-F", "--nolock", "--quiet", "rules", "--snakefile"]
+    cmd += [str(snakefile), "--configfile", *[str(Path(p).resolve()) for p in paths]]
+    try:  # Snakemake puts the Snakefile's folder (and so nondet) on sys.path itself
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    totals = re.findall(r"^total\s+(\d+)\s*$", out.stdout + out.stderr, re.M)
+    return int(totals[-1]) if out.returncode == 0 and totals else None

@@ -67,3 +67,19 @@ def stale_report(config: dict, provenance_path) -> str | None:
             f"the ones {path} was made from:\n" + "\n".join(bad) + f"\n{fix}"
         )
     return None
+
+
+#: What a training job logs when every replica it trained diverged (nondet.workflow.torch_stages).
+ALL_DIVERGED = "REPLICAS DIVERGED"
+
+
+def diverged_jobs(log_root="logs") -> list[str]:
+    """One line per training log under ``log_root`` whose job saw all its replicas diverge: the
+    end-of-run summary (the Snakefile's onsuccess/onerror) names each such job once."""
+    out = []
+    for path in sorted(Path(log_root).glob("**/*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if ALL_DIVERGED in line and "] ALL " in line:
+                out.append(f"{path}: {line.split('] ', 1)[-1].split(' (', 1)[0]}")
+                break
+    return out

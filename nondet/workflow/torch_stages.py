@@ -31,6 +31,7 @@ from nondet.io.h5io import InputError
 from nondet.methods import Method
 from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training.data import load_dataset
+from nondet.training.loop import format_duration
 from nondet.training.models import build_model
 from nondet.training.replica import set_kernel_mode, train_replica
 from nondet.training.tta import check_fits, fit_kind, make_views, predict_tta
@@ -128,11 +129,15 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
                 checkpoint=ckpt_dir / f"{name}.pt" if checkpoint_every else None,
                 checkpoint_every=checkpoint_every,
             )
-            log.info(
-                f"[{label} r{r}] done in {res['seconds']:.1f}s, final test_acc "
-                f"{res['curve']['test_acc'][-1]:.2f}%" + (" DIVERGED" if res["diverged"] else "")
-            )
             outs.append(res)
+            left = len(runs) - len(outs)
+            eta = sum(o["seconds"] for o in outs) / len(outs) * left
+            acc = res["curve"]["test_acc"][-1]
+            log.info(
+                f"[{label} r{r}] done in {res['seconds']:.1f}s"
+                + (" DIVERGED" if res["diverged"] else f", final test_acc {acc:.2f}%" if np.isfinite(acc) else "")
+                + (f"; job: {left} more run(s), ETA {format_duration(eta)}" if left else "")
+            )
     absorbed = [None] * len(seeds_list)
     if reference is not None:
         ref_state = outs.pop()["state"]
@@ -141,6 +146,14 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
             f"[{label}] {sum(absorbed)} of {len(absorbed)} one-ulp flips absorbed (final weights "
             "bitwise equal to the unperturbed run)"
         )
+    diverged = [r for r, res in zip(job["replicas"], outs) if res["diverged"]]
+    if diverged and len(diverged) == len(outs):
+        log.warning(
+            f"[{label}] ALL {len(outs)} REPLICAS DIVERGED (training loss NaN/inf): this job's output "
+            "holds no usable replica; metrics.on_diverged decides what the tables do with them"
+        )
+    elif diverged:
+        log.warning(f"[{label}] replicas {diverged} diverged (training loss NaN/inf)")
     results = list(zip(job["replicas"], seeds_list, outs, absorbed))
 
     prov = job_provenance("train", job, device, content_sha256=data.content_sha256)

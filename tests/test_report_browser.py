@@ -1,0 +1,71 @@
+"""The HTML report in a real browser (Debian's headless chromium; `make test` installs it): a
+small run with a comparison, `snakemake --report`, then what a reader sees: the landing page
+states what was run and the headline findings, each table is rendered inside the report, and the
+verdict text is beside its figure. Missing chromium FAILS the test; NONDET_SKIP_BROWSER_TEST=1
+skips it explicitly."""
+
+import os
+
+import pytest
+from helpers import default_config, snakemake
+from report_browser import Browser, chromium_binary
+from snakemake.utils import update_config
+
+if os.environ.get("NONDET_SKIP_BROWSER_TEST") == "1":
+    pytest.skip("NONDET_SKIP_BROWSER_TEST=1", allow_module_level=True)
+
+SMALL = {
+    "experiment": "report-test",
+    "replicas": 3,
+    "replicas_per_job": 3,
+    "dataset": {"num_samples": 300},
+    "training": {"epochs": 1, "batch_size": 64},
+    "models": {"cnn": None, "mlp": None, "linear": {"arch": "linear", "conditions": ["control", "init", "all"]}},
+    "metrics": {"bootstrap_resamples": 50},
+    "divergence": {"models": []},
+    "stability": {"models": []},
+    "mitigation": {"models": []},
+    "budget": {"models": []},
+    "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
+}
+
+
+@pytest.mark.slow
+def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tmp_path):
+    if chromium_binary() is None:
+        pytest.fail("chromium not found: scripts/install-chromium.sh (make test runs it)")
+    config = default_config()
+    update_config(config, SMALL)
+    config["models"] = {k: v for k, v in config["models"].items() if v is not None}
+    snakemake(tmp_path, "--cores", "2", config=config)
+    snakemake(tmp_path, "--report", "report.html", config=config)
+    with Browser() as b:
+        b.open(tmp_path / "report.html")
+        landing = b.text()
+        assert "What was run: experiment report-test" in landing
+        assert "linear (control, init, all; 3 replicas each)" in landing
+        assert "Headline findings" in landing and "the largest run-to-run variability is in all" in landing
+        assert "lr accuracy: NOT SIGNIFICANT" in landing or "lr accuracy: SIGNIFICANT" in landing
+        assert "JOB PARAMETERS" not in landing and "Each condition trains" not in landing
+
+        b.show_category("Diversity")
+        assert "results/report/table_diversity.html" in b.text()  # listed in its category
+        b.show_result("results/report/table_diversity.html")
+        (table,) = b.frame_texts()
+        header = table.splitlines()[0].split("\t")
+        assert header[:4] == ["model", "condition", "replicas", "acc mean ± SD (%)"]
+        rows = [line.split("\t")[:3] for line in table.splitlines()[1:4]]
+        assert rows == [["linear", "control", "3"], ["linear", "init", "3"], ["linear", "all*", "3"]]
+
+        b.show_category("Is it real?")
+        b.show_result("results/report/compare_lr.html")
+        (verdict,) = b.frame_texts()
+        assert verdict.startswith("Comparison lr: candidate against baseline")
+        assert "lr accuracy:" in verdict and "lr cross_entropy:" in verdict
+        # the figure is in the same page, to the right of the text
+        (box,) = b.in_frames(
+            "(() => { const t = document.querySelector('.verdict > div:first-child').getBoundingClientRect(); "
+            "const i = document.querySelector('.verdict img').getBoundingClientRect(); "
+            "return [t.right <= i.left + 1, i.width > 200, i.top < t.bottom]; })()"
+        )
+        assert box == [True, True, True], box

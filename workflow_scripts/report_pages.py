@@ -1,0 +1,6 @@
+import sys
+
+sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.workflow.reportpages import write_pages
+
+write_pages(list(snakemake.input), snakemake.params.run, snakemake.log[0])

@@ -365,7 +365,7 @@ def _check_sections(config: dict) -> None:
         _check_runs_conditions(config, name, "mitigation.conditions", "its plain replicas are the baseline")
         for condition in mit["conditions"]:
             epochs = recipe(config, name, condition)["epochs"]
-            if epochs % mit["snapshot_cycles"]:
+            if "snapshot" in mit["methods"] and epochs % mit["snapshot_cycles"]:
                 raise ConfigError(
                     f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
                     f"not divide the {epochs} epochs of {name}/{condition}"
@@ -387,7 +387,7 @@ def _check_budget(config: dict) -> None:
     if not budget["models"]:
         return
     for i, epochs in enumerate(budget["epochs"]):
-        if epochs % cycles:
+        if "snapshot" in config["mitigation"]["methods"] and epochs % cycles:
             raise ConfigError(
                 f"config key budget.epochs.{i}: {epochs} epochs are not divisible by the {cycles} "
                 "cycles of mitigation.snapshot_cycles (the snapshot run splits each budget into them)"

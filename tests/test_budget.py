@@ -202,7 +202,7 @@ def test_tiny_study_builds_its_table_and_figure(study):
     assert [r["cycles"] for r in rows] == ["1", "1", "2", "2", "1", "1", "1", "1"] * 2
     # (an SD of accuracy can be 0 by chance with 3 replicas and 120 test examples, and its change
     # against plain then undefined: only what holds on any CPU is asserted)
-    numeric = [k for k in rows[0] if k not in ("model", "condition", "method") and not k.endswith("_vs_plain")]
+    numeric = [k for k in rows[0] if k not in ("model", "condition", "method", "label") and not k.endswith("_vs_plain")]
     for r in rows:
         assert all(math.isfinite(float(r[k])) for k in numeric), r
         assert r["n_replicas"] == "3" and float(r["disagreement"]) > 0  # init seeds differ

@@ -111,7 +111,7 @@ register(
 register(
     Plugin(
         "ema",
-        "exponential moving average of the weights (BatchNorm buffers averaged too)",
+        "exponential moving average of the weights",
         recipe=lambda mit: {"averages": {"ema": dict(mit["ema"])}},
         weights=_averaged("ema"),
         keys=("ema",),

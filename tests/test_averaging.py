@@ -86,6 +86,12 @@ def test_swa_recomputes_batchnorm_statistics_and_ema_averages_them(small_data, r
     expected = np.mean([h[i : i + size].mean(0) for i in range(0, len(h), size)], axis=0)
     np.testing.assert_allclose(swa[bn[0] + ".running_mean"], expected, rtol=1e-4, atol=1e-6)
     assert not np.allclose(res["averaged"]["ema"][bn[0] + ".running_mean"], expected, rtol=1e-4, atol=1e-6)
+    # bn: recompute gives EMA the same pass over the training set
+    r = {**r, "averages": {"ema": {"decay": 0.9, "bn": "recompute"}}}
+    ema = train_replica(MLP_BN, r, replica_seeds("init", 0, 0), small_data, CPU, log=quiet)["averaged"]["ema"]
+    h = small_data.x_train.flatten(1).numpy() @ ema["hidden.weight"].T
+    expected = np.mean([h[i : i + size].mean(0) for i in range(0, len(h), size)], axis=0)
+    np.testing.assert_allclose(ema["bn.running_mean"], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_matmul_model_vectorised_averages_match_sequential(small_data, recipe):
@@ -145,6 +151,7 @@ def test_interrupted_run_resumes_bitwise_with_its_averages(tmp_path, small_data,
         ({"ema": {"decay": 1.0}}, r"mitigation.ema.decay must lie in \(0, 1\)"),
         ({"swa": {"start": 1}}, r"mitigation.swa.start must lie in \[0, 1\)"),
         ({"polyak": {}}, "unknown kind 'polyak'; known: ema, swa"),
+        ({"ema": {"decay": 0.5, "bn": "skip"}}, "mitigation.ema.bn must be average or recompute"),
     ],
 )
 def test_bad_averages_fail_naming_the_key(bad, match):

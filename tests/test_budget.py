@@ -110,7 +110,7 @@ def test_a_budget_job_is_the_protocols_job_with_other_epochs():
     ]
     # EMA and SWA are kept by the plain run (no run of their own), at every budget
     assert plan.budget_job(c, "cnn", "all", 60, 0, "plain")["recipe"]["averages"] == {
-        "ema": {"decay": 0.99},
+        "ema": {"decay": 0.99, "bn": "recompute"},
         "swa": {"start": 0.75},
     }
     assert "averages" not in snap["recipe"]

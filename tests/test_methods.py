@@ -171,7 +171,7 @@ def test_a_plugin_registers_its_schema_and_plan(unregister_toy):
     assert plan.training_runs(c) == ["plain", "toy"]
     assert plan.run_job(c, "cnn", "init", 0, "toy")["recipe"]["cycles"] == 2
     assert "averages" not in plan.run_job(c, "cnn", "init", 0, "toy")["recipe"]
-    assert plan.train_job(c, "cnn", "init", 0)["recipe"]["averages"] == {"ema": {"decay": 0.99}}
+    assert plan.train_job(c, "cnn", "init", 0)["recipe"]["averages"] == {"ema": {"decay": 0.99, "bn": "recompute"}}
     with pytest.raises(cfg.ConfigError, match=r"mitigation.toy.cycles"):
         cfg.validate({**TOY, "mitigation": {**TOY["mitigation"], "toy": {"cycles": 1}}})
     with pytest.raises(cfg.ConfigError, match="mitigation.methods: unknown method 'nope'"):

@@ -7,9 +7,11 @@ is bitwise what it is without them, and they draw nothing random:
 
 - ``ema``: after every optimiser step, ``avg = decay * avg + (1 - decay) * w``
   (``swa_utils.get_ema_multi_avg_fn``; the first step copies ``w``), over the parameters and
-  the BatchNorm running statistics alike (the buffers are averaged the same way,
-  ``AveragedModel(use_buffers=True)``'s convention; integer buffers such as
-  ``num_batches_tracked`` are copied);
+  the BatchNorm running statistics alike (``AveragedModel(use_buffers=True)``'s convention;
+  integer buffers such as ``num_batches_tracked`` are copied); with ``bn: recompute`` (the
+  config's default) BatchNorm's statistics are then recomputed for the averaged weights as for
+  SWA. Averaged statistics do not fit averaged weights when the weights' scale drifts (weight
+  decay under BatchNorm): on the default run they cost 5-14 points of accuracy (docs/results.md);
 - ``swa``: the equal average (``swa_utils.get_swa_multi_avg_fn``) of the weights at the end of
   every epoch after the first ``floor(start * epochs)`` epochs (15 epochs, start 0.75: the ends
   of epochs 12..15, 4 models), along the recipe's own learning-rate schedule; then BatchNorm's
@@ -45,6 +47,8 @@ def check(averages: dict | None) -> dict:
             raise ValueError(f"recipe.averages: unknown kind {kind!r}; known: {', '.join(KINDS)}")
         if kind == "ema" and not 0.0 < float(spec.get("decay", -1)) < 1.0:
             raise ValueError(f"mitigation.ema.decay must lie in (0, 1), not {spec.get('decay')!r}")
+        if kind == "ema" and spec.get("bn", "average") not in ("average", "recompute"):
+            raise ValueError(f"mitigation.ema.bn must be average or recompute, not {spec.get('bn')!r}")
         if kind == "swa" and not 0.0 <= float(spec.get("start", -1)) < 1.0:
             raise ValueError(f"mitigation.swa.start must lie in [0, 1), not {spec.get('start')!r}")
     return averages
@@ -117,7 +121,7 @@ class Averages:
             states = {}
             for kind in self.specs:
                 weights = self.replica(kind, r if stacked else None)
-                if kind == "swa":
+                if kind == "swa" or self.specs[kind].get("bn", "average") == "recompute":
                     states[kind] = recompute_bn(weights, model_spec, data, device, batch_size, examples[r], bf16)
                 else:
                     states[kind] = {n: t.detach().cpu().numpy().copy() for n, t in weights.items()}

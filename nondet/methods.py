@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def _nothing(mitigation: dict) -> dict:
@@ -58,7 +58,6 @@ class Plugin:
     schema: dict | None = None
     paper: bool = False
     cost: str = "none"
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9\-]*", self.name) or self.name in ("tta",):

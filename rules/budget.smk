@@ -1,4 +1,5 @@
-# Mitigation versus training budget: plain, TTA, snapshot ensemble and both, trained at each
+# Mitigation versus training budget: plain, TTA and each method of mitigation.methods alone and
+# with TTA (snapshot, EMA, SWA), trained at each
 # number of epochs of budget.epochs (config budget; not part of the default target all).
 # Run it with: snakemake mitigation_budget --cores 2  (make budget)
 
@@ -26,6 +27,7 @@ use rule predict_mitigation as predict_budget with:
         job=budget_job,
         method=lambda w: budget_method_of(w.method),
         tta=lambda w: plan.tta_spec(config, budget_method_of(w.method)),
+        plugins=config["mitigation"]["plugins"],
 
 
 use rule metrics as metrics_budget with:
@@ -63,5 +65,6 @@ rule mitigation_budget:
         "../envs/analysis.yaml"
     params:
         expect=lambda w, input: metrics_expect(list(input)),
+        labels=plan.method_labels(config),
     script:
         "../workflow_scripts/mitigation_budget.py"

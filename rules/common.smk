@@ -23,7 +23,7 @@ DATA = f"results/data/{config['dataset']['name']}.h5"
 TRAIN = "results/train/{model}/{condition}/chunk{chunk}.h5"
 PREDICT = predictions_path("plain")
 METRICS = "results/metrics/{model}/{condition}.h5"
-SNAPSHOT_TRAIN = "results/mitigation/train/{model}/{condition}/chunk{chunk}.h5"
+MITIGATION_TRAIN = "results/mitigation/train/{model}/{condition}/{run}/chunk{chunk}.h5"
 MITIGATION_PREDICT = predictions_path("{method}")
 MITIGATION_METRICS = "results/mitigation/metrics/{model}/{condition}/{method}.h5"
 BUDGET_TRAIN = (
@@ -52,7 +52,7 @@ wildcard_constraints:
     method="|".join(plan.mitigation_methods(config).values()),
     arm="baseline|candidate",
     epochs=r"\d+",
-    run="plain|snapshot",
+    run="|".join(plan.training_runs(config)),
     name=r"[A-Za-z0-9_\-]+",
 
 
@@ -157,10 +157,10 @@ def divergence_job(wildcards):
     return plan.divergence_job(config, wildcards.model)
 
 
-def snapshot_job(wildcards):
-    return plan.snapshot_job(
-        config, wildcards.model, wildcards.condition, int(wildcards.chunk)
-    )
+def mitigation_run_job(wildcards):
+    """The training job of a mitigation method's own run (snapshot, or a plug-in's)."""
+    w = wildcards
+    return plan.run_job(config, w.model, w.condition, int(w.chunk), w.run)
 
 
 def method_of(tag):
@@ -172,16 +172,17 @@ def tta_of(wildcards):
 
 
 def mitigation_train_file(wildcards):
-    # TTA reuses the plain replicas of the protocol
-    if plan.trained_run(method_of(wildcards.method)) == "plain":
+    # TTA, EMA and SWA predict with the protocol's replicas (which keep the averages)
+    run = plan.trained_run(method_of(wildcards.method))
+    if run == "plain":
         return TRAIN.format(**wildcards)
-    return SNAPSHOT_TRAIN.format(**wildcards)
+    return MITIGATION_TRAIN.format(run=run, **wildcards)
 
 
 def mitigation_predict_job(wildcards):
-    if plan.trained_run(method_of(wildcards.method)) == "plain":
-        return train_job(wildcards)
-    return snapshot_job(wildcards)
+    w = wildcards
+    method = method_of(w.method)
+    return plan.mitigation_job(config, w.model, w.condition, int(w.chunk), method)
 
 
 # --- mitigation versus training budget (rules/budget.smk) ---

@@ -38,5 +38,6 @@ rule ensemble_table:
         "../envs/analysis.yaml"
     params:
         expect=ensemble_table_expect,
+        plugins=config["mitigation"]["plugins"],
     script:
         "../workflow_scripts/ensemble_table.py"

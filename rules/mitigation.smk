@@ -1,12 +1,16 @@
-use rule train as train_snapshot with:
+# A method's own training run (snapshot: cyclic learning rate; a plug-in's); EMA, SWA and TTA
+# predict with the protocol's replicas (results/train/), which keep the EMA and SWA weights.
+use rule train as train_mitigation with:
     output:
-        SNAPSHOT_TRAIN,
+        MITIGATION_TRAIN,
     log:
-        "logs/mitigation/train/{model}/{condition}/chunk{chunk}.log",
+        "logs/mitigation/train/{model}/{condition}/{run}/chunk{chunk}.log",
+    wildcard_constraints:
+        run="|".join(r for r in plan.training_runs(config) if r != "plain") or "(?!)",
     # the longest single jobs start first
     priority: 2
     params:
-        job=snapshot_job,
+        job=mitigation_run_job,
 
 
 use rule predict as predict_mitigation with:
@@ -21,6 +25,7 @@ use rule predict as predict_mitigation with:
         job=mitigation_predict_job,
         method=lambda w: method_of(w.method),
         tta=tta_of,
+        plugins=config["mitigation"]["plugins"],
 
 
 use rule metrics as metrics_mitigation with:
@@ -54,5 +59,6 @@ rule mitigation_table:
         "../envs/analysis.yaml"
     params:
         expect=lambda w, input: metrics_expect(list(input)),
+        labels=plan.method_labels(config),
     script:
         "../workflow_scripts/mitigation_table.py"

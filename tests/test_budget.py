@@ -98,7 +98,22 @@ def test_a_budget_job_is_the_protocols_job_with_other_epochs():
     assert expect["tta"] == c["mitigation"]["tta"] and params["method"] == "snapshot+tta"
     # no epochs: the mitigation study's params, unchanged
     assert plan.metrics_params(c, "cnn", "all", "tta") == plan.metrics_params(c, "cnn", "all", "tta", None)
-    assert list(plan.budget_methods(c)) == ["plain", "tta", "snapshot", "snapshot+tta"]
+    assert list(plan.budget_methods(c)) == [
+        "plain",
+        "tta",
+        "snapshot",
+        "snapshot+tta",
+        "ema",
+        "ema+tta",
+        "swa",
+        "swa+tta",
+    ]
+    # EMA and SWA are kept by the plain run (no run of their own), at every budget
+    assert plan.budget_job(c, "cnn", "all", 60, 0, "plain")["recipe"]["averages"] == {
+        "ema": {"decay": 0.99, "bn": "recompute"},
+        "swa": {"start": 0.75},
+    }
+    assert "averages" not in snap["recipe"]
 
 
 def test_a_list_of_tta_specs_gives_every_method():
@@ -110,6 +125,12 @@ def test_a_list_of_tta_specs_gives_every_method():
         "snapshot",
         "snapshot+tta:s1",
         "snapshot+tta:flip",
+        "ema",
+        "ema+tta:s1",
+        "ema+tta:flip",
+        "swa",
+        "swa+tta:s1",
+        "swa+tta:flip",
     ]
 
 
@@ -126,12 +147,12 @@ def test_dry_run_plans_the_study_outside_all(tmp_path):
     out = helpers.snakemake(tmp_path, "-n", "mitigation_budget", config=DEFAULT)
     expected = {
         "dataset": 1,
-        "train_budget": 2 * n * chunks,  # plain and snapshot runs
-        "predict_budget": 4 * n * chunks,  # plain, tta, snapshot, snapshot+tta
-        "metrics_budget": 4 * n,
+        "train_budget": 2 * n * chunks,  # plain (keeping the EMA and SWA weights) and snapshot runs
+        "predict_budget": 8 * n * chunks,  # plain, tta, snapshot, ema, swa, the last three with tta
+        "metrics_budget": 8 * n,
         "mitigation_budget": 1,
     }
-    assert job_stats(out) == expected and sum(expected.values()) == 42
+    assert job_stats(out) == expected and sum(expected.values()) == 74
     assert sum(expected.values()) - 1 <= plan.plan_size(c) - plan.plan_size(
         cfg.validate(with_changes(budget__models=[]))
     )
@@ -177,24 +198,24 @@ def test_tiny_study_builds_its_table_and_figure(study):
         assert (res / path).stat().st_size > 0, path
     assert not (res / "tables/diversity.csv").exists()  # only the study and its upstream ran
     rows = list(csv.DictReader(open(res / "tables/mitigation_budget.csv")))
-    methods = ["plain", "tta", "snapshot", "snapshot+tta"]
+    methods = ["plain", "tta", "snapshot", "snapshot+tta", "ema", "ema+tta", "swa", "swa+tta"]
     assert [(r["epochs"], r["method"]) for r in rows] == [(e, m) for e in ("2", "4") for m in methods]
-    assert [r["test_passes"] for r in rows] == ["1", "3", "2", "6"] * 2
-    assert [r["cycles"] for r in rows] == ["1", "1", "2", "2"] * 2
+    assert [r["test_passes"] for r in rows] == ["1", "3", "2", "6", "1", "3", "1", "3"] * 2
+    assert [r["cycles"] for r in rows] == ["1", "1", "2", "2", "1", "1", "1", "1"] * 2
     # (an SD of accuracy can be 0 by chance with 3 replicas and 120 test examples, and its change
     # against plain then undefined: only what holds on any CPU is asserted)
-    numeric = [k for k in rows[0] if k not in ("model", "condition", "method") and not k.endswith("_vs_plain")]
+    numeric = [k for k in rows[0] if k not in ("model", "condition", "method", "label") and not k.endswith("_vs_plain")]
     for r in rows:
         assert all(math.isfinite(float(r[k])) for k in numeric), r
         assert r["n_replicas"] == "3" and float(r["disagreement"]) > 0  # init seeds differ
-    for r in rows[::4]:  # plain: the reference of its own budget
+    for r in rows[::8]:  # plain: the reference of its own budget
         assert float(r["disagreement_vs_plain"]) == 0.0
-    tta = rows[5]  # tta at 4 epochs, against plain at 4 epochs
+    tta = rows[9]  # tta at 4 epochs, against plain at 4 epochs
     assert float(tta["disagreement_vs_plain"]) == pytest.approx(
-        100 * (float(tta["disagreement"]) / float(rows[4]["disagreement"]) - 1)
+        100 * (float(tta["disagreement"]) / float(rows[8]["disagreement"]) - 1)
     )
     # the plain row at a budget is what its metrics file says
-    for epochs, r in (("2", rows[0]), ("4", rows[4])):
+    for epochs, r in (("2", rows[0]), ("4", rows[8])):
         (metrics,) = load_rows([res / f"budget/cnn/all/e{epochs}/metrics/plain.h5"])
         for key in ("acc_mean", "acc_sd", "acc_sd_se", "ce_mean", "ce_sd", "disagreement", "disagreement_se"):
             assert float(r[key]) == pytest.approx(metrics[key], rel=1e-12), key
@@ -203,6 +224,8 @@ def test_tiny_study_builds_its_table_and_figure(study):
     snap = load_replicas(res / "budget/cnn/all/e4/train/snapshot/chunk0.h5")
     assert snap[0]["job"]["recipe"]["epochs"] == 4 and snap[0]["job"]["recipe"]["cycles"] == 2
     assert len(snap[0]["snapshots"]) == 2
+    plain = load_replicas(res / "budget/cnn/all/e4/train/plain/chunk0.h5")
+    assert sorted(plain[0]["averaged"]) == ["ema", "swa"] and plain[0]["job"]["recipe"]["epochs"] == 4
     notes = (res / "tables/mitigation_budget.md").read_text()
     assert "cnn/all snapshot: disagreement vs plain" in notes
 
@@ -215,4 +238,4 @@ def test_changing_one_budget_reruns_only_its_jobs(study):
     planned = planned_outputs(helpers.snakemake(study, "-n", "mitigation_budget", config=changed))
     assert "results/budget/cnn/all/e6/train/plain/chunk0.h5" in planned
     assert not any("/e2/" in p for p in planned), planned
-    assert len(planned) == 2 + 4 + 4 + 4  # train, predict, metrics at 6 epochs; table and figure
+    assert len(planned) == 2 + 8 + 8 + 4  # train, predict, metrics at 6 epochs; table and figure

@@ -37,7 +37,7 @@ def expected_jobs(c: dict) -> dict:
         "train": len(groups) * chunks,
         "predict": len(groups) * chunks,
         "metrics": len(groups),
-        "train_snapshot": n_mit * chunks,
+        "train_mitigation": n_mit * chunks * (len(plan.training_runs(c)) - 1),  # runs of their own: snapshot
         "predict_mitigation": n_mit * chunks * len(plan.mitigation_methods(c)),
         "divergence": len(c["divergence"]["models"]),
     }
@@ -203,7 +203,7 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
             continue
         checked += 1
         gpu = "gpu=1" in block
-        assert gpu == (rule.group(1) in ("train", "predict", "divergence", "train_snapshot", "predict_mitigation")), (
+        assert gpu == (rule.group(1) in ("train", "predict", "divergence", "train_mitigation", "predict_mitigation")), (
             block
         )
     assert checked == total

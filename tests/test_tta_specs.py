@@ -49,6 +49,12 @@ def test_list_of_specs_methods_and_validation():
         "snapshot": "snapshot",
         "snapshot+tta:crop25": "snapshot_tta_crop25",
         "snapshot+tta:s1": "snapshot_tta_s1",
+        "ema": "ema",
+        "ema+tta:crop25": "ema_tta_crop25",
+        "ema+tta:s1": "ema_tta_s1",
+        "swa": "swa",
+        "swa+tta:crop25": "swa_tta_crop25",
+        "swa+tta:s1": "swa_tta_s1",
     }
     assert plan.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
     assert plan.tta_spec(c, "snapshot") is None

@@ -33,6 +33,7 @@ TINY = {
     "mitigation": {
         "models": ["cnn"],
         "conditions": ["all"],
+        "methods": ["snapshot"],  # ema and swa end to end: tests/test_budget.py, tests/test_methods.py
         "snapshot_cycles": 2,
         "tta": {"kind": "shift", "size": 1, "stride": 1},
     },

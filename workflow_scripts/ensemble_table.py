@@ -13,4 +13,5 @@ ensemble_table(
     out.png,
     snakemake.log[0],
     expect=snakemake.params.expect,
+    plugins=snakemake.params.get("plugins", ()),
 )

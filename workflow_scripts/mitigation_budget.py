@@ -12,4 +12,5 @@ mitigation_budget(
     out.png,
     snakemake.log[0],
     expect=snakemake.params.expect,
+    labels=snakemake.params.get("labels"),
 )

@@ -12,4 +12,5 @@ predict(
     snakemake.threads,
     method=snakemake.params.get("method", "plain"),
     tta=snakemake.params.get("tta"),
+    plugins=snakemake.params.get("plugins", ()),
 )

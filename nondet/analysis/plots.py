@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -90,30 +91,49 @@ def divergence_figure(div: dict, pdf_path, png_path) -> None:
 
 
 def mitigation_figure(df, pdf_path, png_path) -> None:
-    """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with error bars."""
+    """Each method beside plain, per (model, condition): three variability panels (SD of accuracy,
+    SD of cross-entropy, disagreement; lower is less variable) and mean accuracy beside them, with
+    bootstrap-SE error bars (SE of the mean for accuracy). Every method is a bar: a value of zero
+    shows as a flat bar labelled 0, a missing one (NaN) as "n/a"."""
     panels = [
-        ("acc_sd", "SD of accuracy (%)"),
-        ("ce_sd", "SD of cross-entropy"),
-        ("disagreement", "pairwise disagreement (%)"),
-        ("pearson", "logit correlation"),
+        ("acc_sd", "SD of accuracy (pp)", "acc_sd_se"),
+        ("ce_sd", "SD of cross-entropy (nats)", "ce_sd_se"),
+        ("disagreement", "disagreement (% of test examples)", "disagreement_se"),
+        ("acc_mean", "mean accuracy (%)", None),
     ]
     groups = list(df.groupby(["model", "condition"], sort=False))
-    fig, axes = plt.subplots(len(groups), 4, figsize=(14, 3.4 * len(groups)), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(len(groups), 4, figsize=(15, 3.8 * len(groups)), squeeze=False, constrained_layout=True)
     for row_axes, ((model, condition), g) in zip(axes, groups):
-        labels = [f"{m}\n{e} ep, {p} pass" for m, e, p in zip(g["method"], g["epochs"], g["test_passes"])]
-        for ax, (key, name) in zip(row_axes, panels):
-            err = g.get(f"{key}_se")
+        labels = [f"{m}\n{p} pass" for m, p in zip(g["method"], g["test_passes"])]
+        for ax, (key, name, se_key) in zip(row_axes, panels):
+            values = g[key].astype(float).to_numpy()
+            if se_key is None:  # accuracy: SE of the mean over replicas
+                err = g["acc_sd"].astype(float).to_numpy() / g["n_replicas"].astype(float).to_numpy() ** 0.5
+            else:
+                err = g[se_key].astype(float).to_numpy() if se_key in g else None
+            x = range(len(g))
             ax.bar(
-                range(len(g)),
-                g[key],
-                yerr=None if err is None else err,
-                color=[f"C{i}" for i in range(len(g))],
+                x,
+                np.nan_to_num(values),
+                yerr=None if err is None else np.nan_to_num(err),
                 capsize=3,
+                color=[f"C{i % 10}" for i in x],
             )
-            ax.set_xticks(range(len(g)), labels, fontsize=7)
+            for i, v in zip(x, values):
+                if not np.isfinite(v) or v == 0:
+                    ax.annotate("n/a" if not np.isfinite(v) else "0", (i, 0), ha="center", va="bottom", fontsize=7)
+            if key == "acc_mean" and np.isfinite(values).any():
+                lo, hi = np.nanmin(values - np.nan_to_num(err)), np.nanmax(values + np.nan_to_num(err))
+                ax.set_ylim(lo - 0.5 * (hi - lo + 0.1), hi + 0.2 * (hi - lo + 0.1))
+            ax.set_xticks(list(x), labels, fontsize=7, rotation=45, ha="right")
             ax.set_title(f"{model}/{condition}: {name}", fontsize=9)
             ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Reducing run-to-run variability at equal training budget", fontsize=11)
+    epochs = ", ".join(str(int(e)) for e in sorted(set(df["epochs"])))
+    fig.suptitle(
+        f"Run-to-run variability by method at equal training budget ({epochs} epochs; lower = less variable; "
+        "error bars: bootstrap SE, SE of the mean for accuracy)",
+        fontsize=10,
+    )
     _save(fig, pdf_path, png_path)
 
 

@@ -166,9 +166,13 @@ MITIGATION_READER_COLUMNS = _view(
     "SD of acc: reduction (%)|disagreement: reduction (%)|variability reduction (%)"
 )
 MITIGATION_LEGEND = (
-    "Each method's replicas against plain training of the same condition (one training run per "
-    "replica; test passes = forward passes per test example). Reductions are % less than plain "
-    "(negative: more variable); variability reduction is the paper's average over five metrics."
+    "Each method's replicas against plain training of the same condition, at the same training "
+    "budget (one training run per replica, same epochs; test passes = forward passes per test "
+    "example). Reductions are % less than plain (negative: more variable); variability reduction "
+    "is the paper's average over five metrics. snapshot: logits of each cosine cycle's final "
+    "weights averaged (its own cyclic run); ema, swa: moving / last-epochs average of the "
+    "weights, kept while the plain run trains (no extra run); +tta: logits also averaged over "
+    "test-time augmented views."
 )
 
 #: The Markdown budget table's columns (mitigation versus training epochs).
@@ -245,6 +249,7 @@ MITIGATION_COLUMNS = [
     "model",
     "condition",
     "method",
+    "label",
     "n_replicas",
     "acc_mean",
     "acc_sd",
@@ -268,11 +273,18 @@ MITIGATION_COLUMNS = [
 ]
 
 
-def _by_method(rows: list[dict], by: list[str]) -> pd.DataFrame:
-    """``rows`` sorted by ``by``, then method (plain, tta, snapshot, snapshot+tta)."""
+def _by_method(rows: list[dict], by: list[str], labels: dict | None = None) -> pd.DataFrame:
+    """``rows`` sorted by ``by``, then method: in the order of ``labels`` (method name -> its words,
+    nondet.workflow.plan.method_labels, plug-ins included), else the registry's (plain, tta,
+    snapshot, snapshot+tta, ema, ema+tta, swa, swa+tta); a ``label`` column added."""
     df = pd.DataFrame(rows)
-    # tta:<name> and snapshot+tta:<name> (a list of TTA specs) rank as their method, in given order
-    df["_m"] = df["method"].map(lambda m: Method.parse(m).rank)
+    if labels:
+        order = {m: i for i, m in enumerate(labels)}
+        df["_m"] = df["method"].map(lambda m: order.get(m, len(order)))
+        df["label"] = df["method"].map(lambda m: labels.get(m, m))
+    else:  # <method>+tta:<name> (a list of TTA specs) rank as their method, in given order
+        df["_m"] = df["method"].map(lambda m: Method.parse(m).rank)
+        df["label"] = df["method"].map(lambda m: Method.parse(m).label)
     return df.sort_values([*by, "_m"], kind="stable").drop(columns="_m").reset_index(drop=True)
 
 
@@ -296,11 +308,11 @@ def _variability_reduction(df: pd.DataFrame, by: list[str]) -> pd.Series:
     )
 
 
-def mitigation_table(rows: list[dict]) -> pd.DataFrame:
+def mitigation_table(rows: list[dict], labels: dict | None = None) -> pd.DataFrame:
     """One row per (model, condition, method); ``*_reduction`` = % reduction against plain;
     ``variability_reduction`` = the paper's mean relative reduction over five metrics."""
     by = ["model", "condition"]
-    df = _by_method(rows, by)
+    df = _by_method(rows, by, labels)
     for metric in ("acc_sd", "ce_sd", "disagreement"):
         df[f"{metric}_reduction"] = 100.0 * (1.0 - _ratio_to_plain(df, by, metric))
     df["variability_reduction"] = _variability_reduction(df, by)
@@ -312,6 +324,7 @@ BUDGET_COLUMNS = [
     "condition",
     "epochs",
     "method",
+    "label",
     "cycles",
     "test_passes",
     "n_replicas",
@@ -331,13 +344,13 @@ BUDGET_COLUMNS = [
 ]
 
 
-def budget_table(rows: list[dict]) -> pd.DataFrame:
+def budget_table(rows: list[dict], labels: dict | None = None) -> pd.DataFrame:
     """Mitigation versus training budget: one row per (model, condition, epochs, method).
     ``*_vs_plain`` = % change against plain at the same budget (negative: less variable than
     plain); ``acc_mean_se`` = acc_sd / sqrt(n_replicas), the standard error of the mean;
     ``variability_reduction``: the paper's 5-metric reduction against plain (positive: less)."""
     by = ["model", "condition", "epochs"]
-    df = _by_method(rows, by)
+    df = _by_method(rows, by, labels)
     df["acc_mean_se"] = df["acc_sd"] / df["n_replicas"].astype(float) ** 0.5
     for metric in ("acc_sd", "ce_sd", "disagreement"):
         df[f"{metric}_vs_plain"] = 100.0 * (_ratio_to_plain(df, by, metric) - 1.0)

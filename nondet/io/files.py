@@ -143,6 +143,8 @@ def write_replicas(out_path, prov: dict, results) -> None:
             h5io.write_dict(g.create_group("curve"), res["curve"])
             for c, snap in enumerate(res["snapshots"]):
                 h5io.write_dict(g.create_group(f"snapshots/{c}"), snap)
+            for kind, state in res.get("averaged", {}).items():  # EMA / SWA weights (recipe.averages)
+                h5io.write_dict(g.create_group(f"averaged/{kind}"), state)
 
 
 def load_replicas(path, expect: dict | None = None) -> list[dict]:
@@ -163,6 +165,7 @@ def load_replicas(path, expect: dict | None = None) -> list[dict]:
                     "absorbed": int(g.attrs.get("absorbed", -1)),
                     "weights": h5io.read_dict(g["weights"]),
                     "snapshots": [h5io.read_dict(g["snapshots"][c]) for c in sorted(g.get("snapshots", {}), key=int)],
+                    "averaged": {kind: h5io.read_dict(a) for kind, a in g.get("averaged", {}).items()},
                     "curve": h5io.read_dict(g["curve"]),
                     "job": job,
                     "content_sha256": prov.get("content_sha256"),  # None: made before it was kept

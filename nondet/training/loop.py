@@ -160,21 +160,25 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint, checkpoint_every, key):
+def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint, checkpoint_every, key, averages=None):
     """Train ``stepper``'s K replicas (draws ``draws_list``) on the schedule ``sched``, resuming from
     and saving to ``checkpoint`` (job key ``key``); returns (curves, snapshots, diverged), one each
-    per replica."""
+    per replica. ``averages``: weight averages kept while training (nondet.training.averaging.Averages;
+    they read the weights after every step and epoch, and travel in the checkpoints)."""
     k, n = stepper.k, sched.n
     curves, snapshots = [Curve() for _ in range(k)], [[] for _ in range(k)]
     diverged, start_epoch, step = np.zeros(k, dtype=bool), 0, 0
     state = load_checkpoint(checkpoint, key, device, log, label)
     if state is not None:
         start_epoch, step, curves, snapshots, diverged = stepper.load(state)
+        if averages:
+            averages.load(state["averages"])
         if diverged.all():
             start_epoch = sched.epochs
 
     def save(epochs_done):
-        save_checkpoint(checkpoint, key, **stepper.state(epochs_done, step, curves, snapshots, diverged))
+        extra = {"averages": averages.state()} if averages else {}
+        save_checkpoint(checkpoint, key, **stepper.state(epochs_done, step, curves, snapshots, diverged), **extra)
 
     times = []  # seconds per epoch of this process, for the ETA
     for epoch in range(start_epoch, sched.epochs):
@@ -191,6 +195,8 @@ def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint,
             loss_sum += losses.detach() * y.shape[-1]
             correct += (logits.argmax(-1) == y).sum(-1)
             step += 1
+            if averages:
+                averages.after_step(step)
             if sched.snapshot_due(step):
                 for r in range(k):
                     snapshots[r].append(stepper.replica_state(r))
@@ -206,6 +212,8 @@ def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint,
         for r in range(k):
             curves[r].add(epoch + 1, lr, train_loss[r], train_acc[r], test_loss[r], test_acc[r])
         diverged |= ~np.isfinite(train_loss)
+        if averages:
+            averages.after_epoch(epoch + 1)
         took = time.perf_counter() - t0
         times.append(took)
         # test accuracy only in epochs that evaluated it (eval_every); no placeholder otherwise

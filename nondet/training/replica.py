@@ -28,6 +28,7 @@ import torch
 
 from nondet.seeds import ReplicaSeeds, derive_seed, torch_generator
 from nondet.training.augment import Augmenter
+from nondet.training.averaging import Averages
 from nondet.training.bitflip import apply_bitflip
 from nondet.training.data import Dataset
 from nondet.training.dropout import ExampleMasks, SeededDropout
@@ -231,9 +232,11 @@ def dropout_layers(model) -> list[SeededDropout]:
     return [m for m in model.modules() if isinstance(m, SeededDropout) and m.p > 0]
 
 
-def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe, seconds) -> dict:
+def replica_result(state, curve: Curve, snapshots, flipped, diverged, seeds, device, recipe, seconds, averaged=None):
+    """What a trained replica returns; ``averaged``: {kind: averaged weights} (recipe.averages)."""
     return {
         "state": state,
+        "averaged": averaged or {},
         "curve": curve.arrays(),
         "snapshots": snapshots,
         "bitflip": flipped,
@@ -282,6 +285,8 @@ def train_replica(
     (autocast to bfloat16), channels_last (image models) and bitflip_tensor (where the one-ulp
     flip lands: None = any conv/linear weight, or a parameter name).
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
+    ``averages`` (optional): weight averages kept while training, {"ema": {"decay"}, "swa":
+    {"start"}} (nondet.training.averaging), returned under ``averaged``; they change nothing else.
     ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
     parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
     ``checkpoint``: a path for resumable state (model, optimiser, schedule position, curve,
@@ -311,6 +316,9 @@ def train_replica(
     for m, masks in zip(layers, draws.masks):
         m.masks = masks
     stepper = SequentialStep(model, opt, seeds.dropout, device, data.x_test, bf16, channels_last, record_steps)
+    averages = Averages(
+        recipe.get("averages"), sched.epochs, lambda: {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    )
     resume_key = {
         "seeds": seeds.as_dict(),
         "recipe": recipe,
@@ -318,7 +326,10 @@ def train_replica(
         "accelerator": accelerator_name(device),
     }
     curves, snapshots, diverged = run_epochs(
-        stepper, sched, [draws], data, device, label, log, checkpoint, checkpoint_every, resume_key
+        stepper, sched, [draws], data, device, label, log, checkpoint, checkpoint_every, resume_key, averages
+    )
+    averaged = (
+        averages.finish(False, model_spec, data, device, sched.batch_size, [draws.index], bf16)[0] if averages else None
     )
     result = replica_result(
         state_to_numpy(model),
@@ -330,6 +341,7 @@ def train_replica(
         device,
         recipe,
         time.perf_counter() - started,
+        averaged,
     )
     records = stepper.records
     result["model"] = model

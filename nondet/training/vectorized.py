@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from nondet.seeds import ReplicaSeeds
+from nondet.training.averaging import Averages
 from nondet.training.loop import StackedStep, run_epochs
 from nondet.training.optim import SGD
 from nondet.training.replica import (
@@ -131,12 +132,18 @@ def train_replicas_vectorized(
         "model": model_spec,
         "accelerator": accelerator_name(device),
     }
+    sched = Schedule(recipe, n)
+    # weight averages (recipe.averages) of the stacked tensors, element by element as for one replica
+    averages = Averages(recipe.get("averages"), sched.epochs, lambda: {**params, **buffers})
     curves, snapshots, diverged = run_epochs(
-        stepper, Schedule(recipe, n), draws, data, device, label, log, checkpoint, checkpoint_every, resume_key
+        stepper, sched, draws, data, device, label, log, checkpoint, checkpoint_every, resume_key, averages
     )
+    averaged = [None] * k
+    if averages:
+        averaged = averages.finish(True, model_spec, data, device, sched.batch_size, [d.index for d in draws])
     seconds = (time.perf_counter() - started) / k
-    per_replica = zip(curves, snapshots, flips, diverged, seeds_list)
+    per_replica = zip(curves, snapshots, flips, diverged, seeds_list, averaged)
     return [
-        replica_result(stepper.replica_state(r), curve, snaps, flip, div, seeds, device, recipe, seconds)
-        for r, (curve, snaps, flip, div, seeds) in enumerate(per_replica)
+        replica_result(stepper.replica_state(r), curve, snaps, flip, div, seeds, device, recipe, seconds, avg)
+        for r, (curve, snaps, flip, div, seeds, avg) in enumerate(per_replica)
     ]

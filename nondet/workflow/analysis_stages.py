@@ -20,7 +20,7 @@ from nondet.io import h5io
 from nondet.io.files import kept_replicas, load_divergence, load_predictions, load_rows, write_metrics
 from nondet.io.h5io import InputError, atomic_path
 from nondet.io.runs import RunsError, array_checksum, import_group
-from nondet.methods import Method
+from nondet.methods import Method, load_plugins
 from nondet.workflow.runtime import get_logger, stage
 
 
@@ -232,22 +232,25 @@ def plot_divergence(divergence_path, pdf_path, png_path, log_path=None, expect=N
 
 
 @stage
-def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None):
-    """Plain vs TTA vs snapshot ensemble vs both, per (model, condition), with reductions."""
+def mitigation_table(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None, labels=None):
+    """Plain vs each method (TTA, snapshot ensemble, EMA, SWA, each with TTA; ``labels``: method
+    name -> its words, in table order), per (model, condition), with reductions."""
     from nondet.analysis.plots import mitigation_figure
     from nondet.analysis.tables import mitigation_table as make_table
     from nondet.analysis.tables import write_table
 
     h5io.check_same_experiment(metric_paths, "data_hash")
-    df = make_table(load_rows(metric_paths, expect))
+    df = make_table(load_rows(metric_paths, expect), labels)
     write_table(df, csv_path, md_path, reader="mitigation")
     mitigation_figure(df, pdf_path, png_path)
     get_logger(log_path).info(f"wrote {csv_path}, {md_path} and figures ({len(df)} rows)")
 
 
 @stage
-def mitigation_budget(metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None) -> None:
-    """Plain vs TTA vs snapshot ensemble vs both at each training budget: table and figure."""
+def mitigation_budget(
+    metric_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None, labels=None
+) -> None:
+    """Plain vs each mitigation method at each training budget: table and figure."""
     from nondet.analysis.plots import budget_figure
     from nondet.analysis.tables import budget_notes, budget_table, write_table
 
@@ -255,7 +258,7 @@ def mitigation_budget(metric_paths, csv_path, md_path, pdf_path, png_path, log_p
     if not metric_paths:
         raise InputError("budget.models is empty: no budget study to tabulate")
     h5io.check_same_experiment(metric_paths, "data_hash")
-    df = budget_table(load_rows(metric_paths, expect))
+    df = budget_table(load_rows(metric_paths, expect), labels)
     notes = budget_notes(df)
     write_table(df, csv_path, md_path, notes=notes, reader="budget")
     budget_figure(df, pdf_path, png_path)
@@ -502,9 +505,13 @@ def load_ensemble_rows(paths, expect=None) -> list[dict]:
 
 
 @stage
-def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None):
-    """k-model ensembles beside snapshot ensembles and TTA (one training run each): table and
-    figure of SD of accuracy, disagreement between ensembles and accuracy against the cost."""
+def ensemble_table(
+    ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path, png_path, log_path=None, expect=None, plugins=()
+):
+    """k-model ensembles beside the one-run methods (snapshot ensembles, TTA, EMA, SWA): table and
+    figure of SD of accuracy, disagreement between ensembles and accuracy against the cost
+    (``plugins``: the modules registering plug-in methods, mitigation.plugins)."""
+    load_plugins(plugins)
     import pandas as pd
 
     from nondet.analysis.plots import ensembles_figure
@@ -521,7 +528,7 @@ def ensemble_table(ensemble_paths, mitigation_paths, csv_path, md_path, pdf_path
                 "model": r["model"],
                 "condition": r["condition"],
                 "method": r["method"],
-                "models_averaged": r["cycles"] if Method.parse(r["method"]).snapshot else 1,
+                "models_averaged": Method.parse(r["method"]).plugin.members(r),
                 "train_runs": 1,
                 "test_passes": r["test_passes"],
                 "epochs": r["epochs"],

@@ -12,10 +12,10 @@ import re
 import jsonschema
 import yaml
 
-from nondet.methods import Method, MethodError
+from nondet.methods import REGISTRY, Method, MethodError, load_plugins
 from nondet.schema import cached_schema, defaults, load_schema, resolve
 from nondet.seeds import CONDITIONS
-from nondet.workflow.plan import condition_sources, groups, is_user_arch, plan_size, recipe
+from nondet.workflow.plan import condition_sources, groups, is_script_model, is_user_arch, plan_size, recipe
 
 
 class ConfigError(ValueError):
@@ -143,6 +143,7 @@ def validate(config: dict) -> dict:
     bad += [f"config key {_key(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
     if bad:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
+    _method_plugins(config, schema)
     validator = _STRICT(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -161,6 +162,22 @@ def validate(config: dict) -> dict:
     _check_runs(config)
     _check_plan_size(config)
     return config
+
+
+def _method_plugins(config: dict, schema: dict) -> None:
+    """Import the modules of mitigation.plugins (they register methods, nondet.methods) and add
+    each registered plug-in's config keys (its ``schema``) under mitigation.<name>."""
+    mit = config.get("mitigation")
+    plugins = mit.get("plugins", []) if isinstance(mit, dict) else []
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        try:
+            load_plugins(plugins)
+        except MethodError as e:
+            raise ConfigError(f"invalid configuration:\n  config key {e}") from None
+    props = schema["properties"]["mitigation"]["properties"]
+    for name, plugin in REGISTRY.items():
+        if plugin.schema is not None and name not in props:
+            props[name] = plugin.schema
 
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
@@ -341,11 +358,27 @@ def _check_sections(config: dict) -> None:
                 Method.parse(f"tta:{name}")
             except MethodError as e:
                 raise ConfigError(f"config key mitigation.tta: spec name {name!r}: {e}") from None
+    for method in mit["methods"]:
+        if method not in REGISTRY or method == "plain":
+            known = ", ".join(n for n in REGISTRY if n != "plain")
+            raise ConfigError(
+                f"config key mitigation.methods: unknown method {method!r}; known: {known} (or a plug-in "
+                "registered by a module of mitigation.plugins)"
+            )
+    averaging = [m for m in mit["methods"] if m in ("ema", "swa")]
+    for section in ("mitigation", "budget"):
+        for name in config[section]["models"] if averaging else ():
+            if is_script_model(models[name]):
+                raise ConfigError(
+                    f"config key mitigation.methods: {', '.join(averaging)} average weights while our loop "
+                    f"trains, but {section}.models lists {name!r}, trained by its own script; remove "
+                    f"{', '.join(averaging)} from mitigation.methods or {name!r} from {section}.models"
+                )
     for name in mit["models"]:
         _check_runs_conditions(config, name, "mitigation.conditions", "its plain replicas are the baseline")
         for condition in mit["conditions"]:
             epochs = recipe(config, name, condition)["epochs"]
-            if epochs % mit["snapshot_cycles"]:
+            if "snapshot" in mit["methods"] and epochs % mit["snapshot_cycles"]:
                 raise ConfigError(
                     f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
                     f"not divide the {epochs} epochs of {name}/{condition}"
@@ -367,7 +400,7 @@ def _check_budget(config: dict) -> None:
     if not budget["models"]:
         return
     for i, epochs in enumerate(budget["epochs"]):
-        if epochs % cycles:
+        if "snapshot" in config["mitigation"]["methods"] and epochs % cycles:
             raise ConfigError(
                 f"config key budget.epochs.{i}: {epochs} epochs are not divisible by the {cycles} "
                 "cycles of mitigation.snapshot_cycles (the snapshot run splits each budget into them)"

@@ -22,7 +22,7 @@ import math
 from nondet.analysis.divergence import twin_runs
 from nondet.io.files import job_expect
 from nondet.io.h5io import CODE_VERSION, spec_hash
-from nondet.methods import TTA_PRESETS, Method
+from nondet.methods import REGISTRY, TTA_PRESETS, Method
 from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
 
 # --- what the config names --------------------------------------------------------------------
@@ -251,8 +251,8 @@ def condition_seeds(config: dict, condition: str, replicas, base_seed: int) -> l
     return [replica_seeds(condition, r, base_seed).as_dict() for r in replicas]
 
 
-def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
-    """Everything a training job depends on (a Snakemake param: changing it reruns the job)."""
+def _protocol_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """The protocol's training job of (model, condition), before any mitigation method's additions."""
     if not 0 <= chunk < n_chunks(config):
         raise ValueError(f"chunk {chunk} does not exist ({n_chunks(config)} chunks)")
     job = base_job(config, model, condition)
@@ -260,20 +260,59 @@ def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     if condition in config["conditions"]:  # a config-defined set of sources
         job["sources"] = sorted(config["conditions"][condition])
     job["seeds"] = condition_seeds(config, condition, job["replicas"], job["base_seed"])
-    return sealed(resampled(config, job, condition_sources(config, condition)))
+    return resampled(config, job, condition_sources(config, condition))
+
+
+def mitigated(config: dict, model: str, condition: str) -> bool:
+    """Whether (model, condition) is in the mitigation study (mitigation.models x conditions)."""
+    mit = config["mitigation"]
+    return model in mit["models"] and condition in mit["conditions"]
+
+
+def train_job(config: dict, model: str, condition: str, chunk: int) -> dict:
+    """Everything a training job depends on (a Snakemake param: changing it reruns the job).
+    In the mitigation study, the protocol's run also keeps what the methods predicting with it
+    need (recipe.averages: the EMA and SWA weights, which change nothing else of the run)."""
+    if mitigated(config, model, condition):
+        return run_job(config, model, condition, chunk, "plain")
+    return sealed(_protocol_job(config, model, condition, chunk))
+
+
+def run_recipe(config: dict, run: str) -> dict:
+    """What the configured mitigation methods training with ``run`` add to its recipe
+    (their plug-ins' ``recipe``; one level of nested keys merged, e.g. averages)."""
+    out = {}
+    for weights in configured_weights(config):
+        plugin = REGISTRY[weights]
+        if plugin.run != run:
+            continue
+        for key, value in plugin.recipe(config["mitigation"]).items():
+            out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_job(config: dict, model: str, condition: str, chunk: int, run: str) -> dict:
+    """The training job of a mitigation method's run ``run`` (plain: the protocol's run; else a
+    run of its own): the protocol's job with the recipe additions of the methods using it."""
+    if run != "plain" and run not in training_runs(config):
+        raise ValueError(
+            f"no configured mitigation method trains a run {run!r}; runs: {', '.join(training_runs(config))}"
+        )
+    job = _protocol_job(config, model, condition, chunk)
+    job["recipe"] = {**job["recipe"], **run_recipe(config, run)}
+    return sealed(job)
 
 
 def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
     """The training job of the snapshot-ensemble run: same budget, ``snapshot_cycles`` cycles."""
-    job = train_job(config, model, condition, chunk)
-    job["recipe"] = {**job["recipe"], "cycles": config["mitigation"]["snapshot_cycles"]}
-    return sealed(job)
+    return run_job(config, model, condition, chunk, "snapshot")
 
 
 def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int, run="plain") -> dict:
-    """A training job of the budget study (rules/budget.smk): the protocol's job (``run`` plain)
-    or the snapshot job (``run`` snapshot), with the recipe's epochs replaced by ``epochs``."""
-    job = (snapshot_job if run == "snapshot" else train_job)(config, model, condition, chunk)
+    """A training job of the budget study (rules/budget.smk): a method's run (``run``: plain, the
+    protocol's job with its methods' additions, or a run of its own, e.g. snapshot), with the
+    recipe's epochs replaced by ``epochs``."""
+    job = run_job(config, model, condition, chunk, run)
     job["recipe"] = {**job["recipe"], "epochs": epochs}
     return sealed(job)
 
@@ -376,13 +415,28 @@ def tta_specs(config: dict) -> dict[str, dict] | None:
     return out
 
 
+def configured_weights(config: dict) -> list[str]:
+    """The methods of mitigation.methods (plug-in names) in registry order, plain first."""
+    chosen = set(config["mitigation"]["methods"]) if config is not None else set(REGISTRY)
+    return [w for w in REGISTRY if w == "plain" or w in chosen]
+
+
+def training_runs(config: dict) -> list[str]:
+    """The training runs of the configured methods, plain (the protocol's) first."""
+    return list(dict.fromkeys(REGISTRY[w].run for w in configured_weights(config)))
+
+
 def mitigation_methods(config: dict | None = None) -> dict[str, str]:
-    """Method name -> the tag used in file paths: tta, snapshot, snapshot+tta; with a list of
-    TTA specs, tta:<name> and snapshot+tta:<name> per spec."""
+    """Method name -> the tag used in file paths: tta, then each method of mitigation.methods
+    (snapshot, ema, swa, registered plug-ins) alone and with TTA; with a list of TTA specs,
+    tta:<name> and <method>+tta:<name> per spec."""
     specs = tta_specs(config) if config is not None else None
     names = [None] if specs is None else list(specs)
-    methods = [Method(tta=True, spec=n) for n in names] + [Method(snapshot=True)]
-    methods += [Method(snapshot=True, tta=True, spec=n) for n in names]
+    methods = []
+    for w in configured_weights(config) if config is not None else list(REGISTRY):
+        if w != "plain":
+            methods.append(Method(w))
+        methods += [Method(w, tta=True, spec=n) for n in names]
     return {m.name: m.tag for m in methods}
 
 
@@ -391,10 +445,23 @@ def budget_methods(config: dict) -> dict[str, str]:
     return {"plain": "plain", **mitigation_methods(config)}
 
 
+def method_labels(config: dict) -> dict[str, str]:
+    """Method name -> its words in tables and figures (the plug-ins' labels)."""
+    return {name: Method.parse(name).label for name in budget_methods(config)}
+
+
 def trained_run(method: str) -> str:
-    """The training run a method predicts with: ``snapshot`` (snapshot, snapshot+tta[:<name>])
-    or ``plain`` (plain, tta[:<name>]: the protocol's replicas)."""
+    """The training run a method predicts with: plain (the protocol's replicas: plain, tta, ema,
+    swa, each with TTA) or the plug-in's own run (snapshot, snapshot+tta)."""
     return Method.parse(method).trained_run
+
+
+def mitigation_job(config: dict, model: str, condition: str, chunk: int, method: str) -> dict:
+    """The training job whose replicas ``method`` predicts with, in the mitigation study."""
+    run = trained_run(method)
+    return (
+        train_job(config, model, condition, chunk) if run == "plain" else run_job(config, model, condition, chunk, run)
+    )
 
 
 def tta_spec(config: dict, method: str) -> dict | None:
@@ -416,10 +483,8 @@ def predict_expect(config: dict, model: str, condition: str, chunk: int, method=
     that of the budget study at this many epochs (results/budget/...)."""
     if epochs is not None:
         job = budget_job(config, model, condition, epochs, chunk, trained_run(method))
-    elif trained_run(method) == "plain":  # plain, tta or tta:<name> (a list of specs)
-        job = train_job(config, model, condition, chunk)
     else:
-        job = snapshot_job(config, model, condition, chunk)
+        job = mitigation_job(config, model, condition, chunk, method)
     return job_expect(job, method=method, tta=tta_spec(config, method))
 
 
@@ -544,11 +609,13 @@ def plan_size(config: dict) -> int:
     n = 10 + len(config["models"])  # data set, tables, figures, provenance
     n += len(groups(config)) * (2 * ch + 1)  # train + predict per chunk, metrics
     mit = config["mitigation"]
-    n += len(mit["models"]) * len(mit["conditions"]) * (4 * ch + 3)  # snapshot train, 3 predicts
+    runs, methods = len(training_runs(config)), len(mitigation_methods(config))
+    # the methods' own runs' training, each method's predictions and metrics
+    n += len(mit["models"]) * len(mit["conditions"]) * ((runs - 1) * ch + methods * (ch + 1))
     n += len(mit["models"]) * len(mit["conditions"]) + bool(mit["models"])  # ensembles, their table
     budget = config["budget"]
     n_budget = len(budget["models"]) * len(mit["conditions"]) * len(budget["epochs"])
-    n += n_budget * (2 * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table
+    n += n_budget * (runs * ch + len(budget_methods(config)) * (ch + 1)) + bool(n_budget)  # + its table
     n += 2 * len(config["divergence"]["models"])
     for spec in config["comparisons"].values():
         n += 4 * -(-spec["replicas"] // per) + 1

@@ -28,7 +28,7 @@ from nondet.io.files import (
     write_replicas,
 )
 from nondet.io.h5io import InputError
-from nondet.methods import Method
+from nondet.methods import Method, MethodError, load_plugins
 from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training.data import load_dataset
 from nondet.training.loop import format_duration
@@ -211,12 +211,16 @@ def predict(
     threads: int = 1,
     method="plain",
     tta=None,
+    plugins=(),
 ) -> None:
     """Test-set logits and penultimate features of every replica in a training file.
 
     ``method``: ``plain`` (final weights), ``tta`` (logits averaged over the views of ``tta``),
-    ``snapshot`` (logits averaged over the snapshots saved at each cycle's end) or
-    ``snapshot+tta``. Features always come from the final weights and the identity view.
+    ``snapshot`` (logits averaged over the snapshots saved at each cycle's end), ``ema`` and
+    ``swa`` (the averaged weights), each also ``+tta``, or a registered plug-in's (``plugins``:
+    the modules that register them, mitigation.plugins). Features come from the identity view of
+    the method's last weight set (final weights for plain and snapshot, the averaged ones for
+    ema and swa).
     """
 
     log = get_logger(log_path)
@@ -236,26 +240,26 @@ def predict(
             f"now (arrays' SHA-256 {trained_on} != {data.content_sha256}): the data set was "
             f"regenerated since; {h5io.remake_hint(train_path)}"
         )
-    # tta:<name> and snapshot+tta:<name>: one of a list of TTA specs (nondet.workflow.plan.tta_spec)
+    # <method>+tta:<name>: one of a list of TTA specs (nondet.workflow.plan.tta_spec); the
+    # method's plug-in (nondet.methods.REGISTRY) says which weights of a replica predict
+    load_plugins(plugins)
     parsed = Method.parse(method)
-    use_tta, use_snapshots = parsed.tta, parsed.snapshot
+    use_tta = parsed.tta
     tta = fit_kind(tta if use_tta else None, data.x_test)
     check_fits(tta, data.x_test)
     views = make_views(tta, data.pad_fill)
     bf16 = bool(job["recipe"].get("bf16", False))
     logits, features, passes = [], [], 0
     for rep in replicas:
-        model = rebuild_model(job["model_spec"], rep["weights"], data, device)
-        z, h = predict_tta(model, data.x_test, views, bf16=bf16)
-        passes = len(views)
-        if use_snapshots:
-            if not rep["snapshots"]:
-                raise InputError(f"{train_path} has no snapshots (trained with cycles=1)")
-            zs = [
-                predict_tta(rebuild_model(job["model_spec"], w, data, device), data.x_test, views, bf16=bf16)[0]
-                for w in rep["snapshots"]
-            ]
-            z, passes = sum(zs) / len(zs), len(views) * len(zs)
+        try:
+            weight_sets = parsed.plugin.weights(rep)
+        except MethodError as e:
+            raise InputError(f"{train_path}: {e}") from e
+        zs, h = [], None
+        for w in weight_sets:  # the last set gives the features (plain, snapshot: the final weights)
+            z, h = predict_tta(rebuild_model(job["model_spec"], w, data, device), data.x_test, views, bf16=bf16)
+            zs.append(z)
+        z, passes = (zs[0] if len(zs) == 1 else sum(zs) / len(zs)), len(views) * len(zs)
         logits.append(z.cpu().numpy())
         features.append(h.cpu().numpy())
     prov = job_provenance(

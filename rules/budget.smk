@@ -62,6 +62,7 @@ rule mitigation_budget:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("mitigation_budget"),
         expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/mitigation_budget.py"

@@ -1,6 +1,7 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
+from nondet.workflow import codehash
 from nondet.io.h5io import CODE_VERSION
 from nondet.methods import Method, predictions_path
 
@@ -12,6 +13,29 @@ except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 config.clear()
 config.update(_validated)
+
+
+
+def code(script, costly=False):
+    """The ``code`` param of a rule running workflow_scripts/<script>.py: the hash of the package
+    code it reaches (nondet.workflow.codehash), so an edit that can change its outputs reruns its
+    jobs and a cosmetic one nothing. ``costly`` (training): under code_changes: warn, files made by
+    other code are kept and listed in a warning at the end of planning instead."""
+    digest = codehash.script_hash(f"{workflow.basedir}/workflow_scripts/{script}.py")
+    if costly and config["code_changes"] == "warn":
+        return codehash.kept(digest)
+    return digest
+
+
+if config["code_changes"] == "warn":
+    import atexit
+
+    def _code_warning():
+        text = codehash.warning()
+        if text:
+            logger.warning(text)
+
+    atexit.register(_code_warning)
 
 GROUPS = plan.groups(config)
 RUN_GROUPS = plan.run_groups(config)  # imported runs (rules/runs.smk)

@@ -58,6 +58,7 @@ rule compare:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("compare"),
         compare=compare_params,
     script:
         "../workflow_scripts/compare.py"

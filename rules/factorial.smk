@@ -44,6 +44,7 @@ rule factorial:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("factorial"),
         design=factorial_params,
     script:
         "../workflow_scripts/factorial.py"

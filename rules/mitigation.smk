@@ -53,6 +53,7 @@ rule mitigation_table:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("mitigation_table"),
         expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/mitigation_table.py"

@@ -22,6 +22,7 @@ rule audit_script:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("audit_script"),
         job=lambda w: plan.audit_job(config, w.model),
     script:
         "../workflow_scripts/audit_script.py"
@@ -44,6 +45,7 @@ rule train_script:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("train_script", costly=True),
         job=train_job,
     script:
         "../workflow_scripts/train_script.py"

@@ -28,6 +28,17 @@ import numpy as np
 CODE_VERSION = "3"
 
 
+#: The hash of the package code the running stage reaches (its rule's ``code`` param,
+#: nondet.workflow.codehash), set by the workflow script; recorded in every output's provenance.
+CODE_HASH: str | None = None
+
+
+def set_code_hash(digest: str | None) -> None:
+    """Record ``digest`` (the rule's ``code`` param) in the provenance of what this job writes."""
+    global CODE_HASH
+    CODE_HASH = digest
+
+
 class InputError(RuntimeError):
     """An input file is missing, corrupt, or from a different experiment."""
 
@@ -80,6 +91,7 @@ def provenance(**fields) -> dict:
     return {
         **fields,
         "code_version": CODE_VERSION,
+        "code_hash": CODE_HASH,
         "git_commit": _git_commit(),
         "versions": library_versions(),
         "host": socket.gethostname(),
@@ -168,8 +180,8 @@ def atomic_h5(path, prov: dict):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version", "content_sha256"):
-                if key in prov:
+            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version", "code_hash", "content_sha256"):
+                if prov.get(key) is not None:
                     f.attrs[key] = str(prov[key])
             yield f
 

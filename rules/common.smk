@@ -15,7 +15,6 @@ config.clear()
 config.update(_validated)
 
 
-
 def code(script, costly=False):
     """The ``code`` param of a rule running workflow_scripts/<script>.py: the hash of the package
     code it reaches (nondet.workflow.codehash), so an edit that can change its outputs reruns its

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from helpers import REPO, planned_outputs, snakemake
+from helpers import REPO, planned_outputs
 
 from nondet.workflow import codehash
 
@@ -122,7 +122,13 @@ def planned(tree, work, config):
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"), "--directory", str(work)]
     cmd += ["--configfile", str(work / "config.yaml"), "-n"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={"PYTHONPATH": str(tree), "PATH": ""}, timeout=600)
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)},
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return {p.split("/")[1] for p in planned_outputs(out)}, out
 
@@ -151,7 +157,7 @@ def test_snakemake_plans_exactly_the_stages_an_edit_can_change(tmp_path):
         assert f.attrs["code_hash"] == hashes(tree)["train"]
     assert planned(tree, work, config)[0] == set()
 
-    edit(tree / "nondet/analysis/metrics.py", '"""', '"""Reworded. ', )  # the module docstring
+    edit(tree / "nondet/analysis/metrics.py", '"""', '"""Reworded. ')  # the module docstring
     assert planned(tree, work, config)[0] == set()
 
     src = (tree / "nondet/analysis/metrics.py").read_text()

@@ -36,6 +36,8 @@ rule import_runs:
             "experiment": config["experiment"],
             "code_version": CODE_VERSION,
         },
+        # the files by content, not date: a replaced file reimports its group
+        content=lambda w: byo.group_content(config, w.group),
     script:
         "../workflow_scripts/import_runs.py"
 

@@ -2,6 +2,7 @@
 edit that can change its outputs and with nothing cosmetic. Unit tests on a copy of the package;
 the slow test plans the real workflow after each kind of edit."""
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ TRAINING = {"train", "predict", "divergence", "check_model", "train_script", "au
 def copy_tree(dest: Path) -> Path:
     """The package and its workflow scripts (and, for Snakemake, the rest of the workflow)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("nondet", "workflow_scripts", "rules", "envs", "report"):
+    for name in ("nondet", "workflow_scripts", "rules", "envs", "report", "profiles"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     shutil.copy(REPO / "Snakefile", dest / "Snakefile")
     shutil.copy(REPO / "config.yaml", dest / "config.yaml")
@@ -126,7 +127,7 @@ def planned(tree, work, config):
         cmd,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)},
+        env={**os.environ, "PYTHONPATH": str(tree)},
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -150,7 +151,7 @@ def test_snakemake_plans_exactly_the_stages_an_edit_can_change(tmp_path):
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"), "--directory", str(work)]
     cmd += ["--configfile", str(work / "config.yaml"), "--cores", "2"]
-    env = {"PYTHONPATH": str(tree), "PATH": str(Path(sys.executable).parent)}
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
     with h5py.File(work / "results/train/linear/init/chunk0.h5") as f:

@@ -489,9 +489,20 @@ def read_array_file(path, raw: bytes | None = None) -> dict:
                 "x_test=..., y_test=...)"
             )
         with np.load(source, allow_pickle=False) as f:
-            names, get = set(f.files), lambda k: f[k]
+            names = set(f.files)
             missing = [k for k in KEYS if k not in names]
-            arrays = {k: get(k) for k in KEYS if k in names}
+            arrays = {}
+            for k in KEYS:
+                if k not in names:
+                    continue
+                try:
+                    arrays[k] = f[k]
+                except ValueError:  # an object array: numpy says so without the file
+                    raise DataError(
+                        f"dataset.path: {path}: array {k!r} holds Python objects, which are "
+                        "never loaded since loading them can run code; save numbers: np.savez(path, "
+                        f"{k}=np.asarray({k}, dtype=np.float32 or np.int64), ...)"
+                    ) from None
     elif path.suffix in (".h5", ".hdf5"):
         import h5py
 

@@ -9,6 +9,7 @@ use rule train as train_budget with:
     log:
         "logs/budget/{model}/{condition}/e{epochs}/train/{run}/chunk{chunk}.log",
     params:
+        code=code("train", kept=BUDGET_TRAIN),
         job=budget_job,
 
 

@@ -15,14 +15,15 @@ config.clear()
 config.update(_validated)
 
 
-def code(script, costly=False):
+def code(script, kept=None):
     """The ``code`` param of a rule running workflow_scripts/<script>.py: the hash of the package
     code it reaches (nondet.workflow.codehash), so an edit that can change its outputs reruns its
-    jobs and a cosmetic one nothing. ``costly`` (training): under code_changes: warn, files made by
-    other code are kept and listed in a warning at the end of planning instead."""
+    jobs and a cosmetic one nothing. ``kept`` (training rules: their output pattern): under
+    code_changes: warn, an output made by other code keeps its hash and is listed in a warning."""
     digest = codehash.script_hash(f"{workflow.basedir}/workflow_scripts/{script}.py")
-    if costly and config["code_changes"] == "warn":
-        return codehash.kept(digest)
+    if kept and config["code_changes"] == "warn":
+        # a function of the wildcards only: Snakemake compares no param derived from the output
+        return codehash.kept(digest, kept)
     return digest
 
 

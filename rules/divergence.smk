@@ -14,7 +14,7 @@ rule divergence:
     resources:
         gpu=GPU_JOB,
     params:
-        code=code("divergence", costly=True),
+        code=code("divergence", kept=DIVERGENCE),
         job=divergence_job,
     script:
         "../workflow_scripts/divergence.py"

@@ -6,6 +6,7 @@ use rule train as train_snapshot with:
     # the longest single jobs start first
     priority: 2
     params:
+        code=code("train", kept=SNAPSHOT_TRAIN),
         job=snapshot_job,
 
 

@@ -45,7 +45,7 @@ rule train_script:
     resources:
         gpu=GPU_JOB,
     params:
-        code=code("train_script", costly=True),
+        code=code("train_script", kept=PREDICT),
         job=train_job,
     script:
         "../workflow_scripts/train_script.py"
@@ -62,4 +62,5 @@ use rule train_script as train_script_arm with:
     wildcard_constraints:
         name=SCRIPT_COMPARISONS,
     params:
+        code=code("train_script", kept=ARM_PREDICT),
         job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),

@@ -192,9 +192,12 @@ def _numpy_globals() -> dict:
     reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
     scalar = np.float64(0).__reduce__()[0]
     out = {("_codecs", "encode"): codecs.encode}
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5: the array's bytes as a buffer
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         out[(mod, "_reconstruct")] = reconstruct
         out[(mod, "scalar")] = scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        out[(mod, "_frombuffer")] = frombuffer
     out[("numpy", "ndarray")] = np.ndarray
     out[("numpy", "dtype")] = np.dtype
     return out

@@ -229,16 +229,18 @@ def recorded(path) -> str | None:
     return None if value is None else str(value)
 
 
-def kept(digest: str):
-    """A ``code`` param for a costly rule under ``code_changes: warn``: an existing output keeps
-    the hash it was made with (so Snakemake plans nothing for it) and is listed in the warning
-    (:func:`warning`); a missing one gets ``digest``."""
+def kept(digest: str, pattern: str):
+    """A ``code`` param of a training rule under ``code_changes: warn``: the output
+    (``pattern`` filled with the job's wildcards), if it exists, keeps the hash it was made with,
+    so Snakemake plans nothing for it, and is listed in the warning (:func:`warning`); a missing
+    output gets ``digest``."""
 
-    def param(wildcards, output):
-        old = recorded(output[0])
+    def param(wildcards):
+        path = pattern.format(**wildcards)
+        old = recorded(path)
         if old is None or old == digest:
             return digest
-        STALE[str(output[0])] = (old, digest)
+        STALE[path] = (old, digest)
         return old
 
     return param
@@ -253,7 +255,8 @@ def warning() -> str | None:
     more = f"\n  ... and {len(files) - 20} more" if len(files) > 20 else ""
     return (
         f"code_changes: warn: {len(files)} trained output(s) were made by other code than the "
-        f"package's now and are kept, with everything computed from them:\n{shown}{more}\n"
+        f"package's now and are kept (what is computed from them follows the current code):\n"
+        f"{shown}{more}\n"
         f"Retrain them with: snakemake --forcerun {' '.join(files)}\n"
         "or set code_changes: rerun (the default) to rerun every step the code change can affect."
     )

@@ -118,6 +118,10 @@ def _references(node: ast.AST, mod: _Module) -> tuple[set[str], dict[str, tuple[
     return names, local
 
 
+#: (root, "module:name") -> (normalised source, names it reads, names its own imports bind)
+_UNITS: dict = {}
+
+
 class _Closure:
     """Every definition a set of roots reaches, each as (qualified name, normalised source)."""
 
@@ -128,8 +132,9 @@ class _Closure:
     def add_node(self, key: str, node: ast.AST, mod: _Module) -> None:
         if key in self.units:
             return
-        self.units[key] = ast.dump(node, include_attributes=False)
-        names, local = _references(node, mod)
+        if (self.root, key) not in _UNITS:  # each definition is dumped once per process
+            _UNITS[(self.root, key)] = (ast.dump(node, include_attributes=False), *_references(node, mod))
+        self.units[key], names, local = _UNITS[(self.root, key)]
         for dotted in sorted(names):
             head, *rest = dotted.split(".")
             if head in local:
@@ -266,4 +271,5 @@ def clear() -> None:
     """Forget every parsed file (after editing one in the same process, e.g. in tests)."""
     module_path.cache_clear()
     _module.cache_clear()
+    _UNITS.clear()
     _script_closure.cache_clear()

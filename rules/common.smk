@@ -16,10 +16,11 @@ config.update(_validated)
 
 
 def code(script, kept=None):
-    """The ``code`` param of a rule running workflow_scripts/<script>.py: the hash of the package
+    """The ``code`` param of the jobs of workflow_scripts/<script>.py, the hash of the package
     code it reaches (nondet.workflow.codehash), so an edit that can change its outputs reruns its
     jobs and a cosmetic one nothing. ``kept`` (training rules: their output pattern): under
-    code_changes: warn, an output made by other code keeps its hash and is listed in a warning."""
+    code_changes: warn, an output made by other code keeps its hash and is listed in a warning.
+    """
     digest = codehash.script_hash(f"{workflow.basedir}/workflow_scripts/{script}.py")
     if kept and config["code_changes"] == "warn":
         # a function of the wildcards only: Snakemake compares no param derived from the output
@@ -28,14 +29,7 @@ def code(script, kept=None):
 
 
 if config["code_changes"] == "warn":
-    import atexit
-
-    def _code_warning():
-        text = codehash.warning()
-        if text:
-            logger.warning(text)
-
-    atexit.register(_code_warning)
+    codehash.warn_at_exit(logger.warning)  # the trained files kept, after the plan
 
 GROUPS = plan.groups(config)
 RUN_GROUPS = plan.run_groups(config)  # imported runs (rules/runs.smk)

@@ -267,6 +267,19 @@ def warning() -> str | None:
     )
 
 
+def warn_at_exit(log) -> None:
+    """Under ``code_changes: warn``: :func:`warning`, if any, through ``log`` when the process
+    (Snakemake's planning, or its run) ends."""
+    import atexit
+
+    def _warn():
+        text = warning()
+        if text:
+            log(text)
+
+    atexit.register(_warn)
+
+
 def clear() -> None:
     """Forget every parsed file (after editing one in the same process, e.g. in tests)."""
     module_path.cache_clear()

@@ -175,3 +175,33 @@ def test_snakemake_plans_exactly_the_stages_an_edit_can_change(tmp_path):
     assert "train" not in stages and "predict" in stages
     assert "results/train/linear/init/chunk0.h5 (made with code" in out.stderr
     assert "snakemake --forcerun results/train/linear/init/chunk0.h5" in out.stderr
+
+
+def test_every_hdf5_output_records_the_code_hash_its_job_was_given(tmp_path):
+    import json
+
+    from nondet.io import h5io
+
+    h5io.set_code_hash("0123456789abcdef")
+    try:
+        with h5io.atomic_h5(tmp_path / "out.h5", h5io.provenance(kind="test")) as f:
+            f["x"] = [1]
+    finally:
+        h5io.set_code_hash(None)
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f.attrs["code_hash"] == "0123456789abcdef"
+        assert json.loads(f.attrs["provenance"])["code_hash"] == "0123456789abcdef"
+    with h5io.atomic_h5(tmp_path / "plain.h5", h5io.provenance(kind="test")) as f:
+        f["x"] = [1]
+    with h5py.File(tmp_path / "plain.h5") as f:
+        assert "code_hash" not in f.attrs  # outside a workflow job: none claimed
+
+
+def test_every_rule_with_a_script_has_a_code_param():
+    """A rule without it would not rerun when the package code it runs changes."""
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule |use rule )", path.read_text()):
+            if block.startswith("rule ") and "script:" in block:
+                assert re.search(r"\n        code=code\(", block), f"{path.name}: {block.splitlines()[0]}"
+    for pattern in ("TRAIN", "SNAPSHOT_TRAIN", "BUDGET_TRAIN", "ARM_TRAIN", "FACTORIAL_TRAIN", "DIVERGENCE"):
+        assert f"kept={pattern})" in "".join(p.read_text() for p in (REPO / "rules").glob("*.smk")), pattern

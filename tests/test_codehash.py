@@ -175,6 +175,17 @@ def test_snakemake_plans_exactly_the_stages_an_edit_can_change(tmp_path):
     assert "train" not in stages and "predict" in stages
     assert "results/train/linear/init/chunk0.h5 (made with code" in out.stderr
     assert "snakemake --forcerun results/train/linear/init/chunk0.h5" in out.stderr
+    # the command it gives retrains the file with the current code, and the warning is gone
+    warn = {**config, "code_changes": "warn"}
+    (work / "config.yaml").write_text(yaml.safe_dump(warn))
+    rerun = subprocess.run(
+        [*cmd, "--forcerun", "results/train/linear/init/chunk0.h5"], capture_output=True, text=True, env=env
+    )
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    with h5py.File(work / "results/train/linear/init/chunk0.h5") as f:
+        assert f.attrs["code_hash"] == hashes(tree)["train"]
+    stages, out = planned(tree, work, warn)
+    assert stages == set() and "code_changes: warn" not in out.stderr
 
 
 def test_every_hdf5_output_records_the_code_hash_its_job_was_given(tmp_path):

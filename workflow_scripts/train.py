@@ -7,7 +7,7 @@ from nondet.workflow.torch_stages import train
 
 # provenance: the code that made the outputs, hashed here (under code_changes: warn the param is
 # the hash the kept output was made with, also when --forcerun remakes it with the current code)
-set_code_hash(script_hash(f"{snakemake.scriptdir}/train.py"))
+set_code_hash(script_hash(f"{snakemake.scriptdir}/train.py"), snakemake.params.code)
 
 train(
     snakemake.input.data,

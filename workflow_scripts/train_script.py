@@ -7,7 +7,7 @@ from nondet.workflow.script import train_script
 
 # provenance: the code that made the outputs, hashed here (under code_changes: warn the param is
 # the hash the kept output was made with, also when --forcerun remakes it with the current code)
-set_code_hash(script_hash(f"{snakemake.scriptdir}/train_script.py"))
+set_code_hash(script_hash(f"{snakemake.scriptdir}/train_script.py"), snakemake.params.code)
 
 train_script(
     snakemake.input.data,

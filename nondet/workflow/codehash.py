@@ -222,31 +222,35 @@ def script_units(script) -> list[str]:
 STALE: dict[str, tuple[str, str]] = {}
 
 
-def recorded(path) -> str | None:
-    """The code hash an HDF5 output records (None: no such file, or made before code hashes)."""
+def recorded(path) -> tuple[str | None, str | None]:
+    """The code hash an HDF5 output was made with and the ``code`` param its job had (None, None:
+    no such file, or made before code hashes)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            value = f.attrs.get("code_hash")
+            made, param = f.attrs.get("code_hash"), f.attrs.get("code_param")
     except OSError:
-        return None
-    return None if value is None else str(value)
+        return None, None
+    made = None if made is None else str(made)
+    return made, (made if param is None else str(param))
 
 
 def kept(digest: str, pattern: str):
     """A ``code`` param of a training rule under ``code_changes: warn``: the output
-    (``pattern`` filled with the job's wildcards), if it exists, keeps the hash it was made with,
-    so Snakemake plans nothing for it, and is listed in the warning (:func:`warning`); a missing
-    output gets ``digest``."""
+    (``pattern`` filled with the job's wildcards), if it exists, keeps the param its job had, so
+    Snakemake plans nothing for it, and is listed in the warning (:func:`warning`) when it was
+    made by other code than ``digest``; a missing output gets ``digest``. (After
+    ``--forcerun`` under warn, an output records the current hash and its job's older param.)"""
 
     def param(wildcards):
         path = pattern.format(**wildcards)
-        old = recorded(path)
-        if old is None or old == digest:
+        made, given = recorded(path)
+        if made is None:
             return digest
-        STALE[path] = (old, digest)
-        return old
+        if made != digest:
+            STALE[path] = (made, digest)
+        return given
 
     return param
 

@@ -10,6 +10,7 @@ use rule train as train_budget with:
     log:
         "logs/budget/{model}/{condition}/e{epochs}/train/{run}/chunk{chunk}.log",
     params:
+        code=code("train", kept=BUDGET_TRAIN),
         job=budget_job,
 
 
@@ -64,6 +65,7 @@ rule mitigation_budget:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("mitigation_budget"),
         expect=lambda w, input: metrics_expect(list(input)),
         labels=plan.method_labels(config),
     script:

@@ -2,6 +2,7 @@
 import sys
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
+from nondet.workflow import codehash
 from nondet.io.h5io import CODE_VERSION
 from nondet.methods import Method, predictions_path
 
@@ -13,6 +14,23 @@ except cfg.ConfigError as e:
     raise WorkflowError(str(e)) from None
 config.clear()
 config.update(_validated)
+
+
+def code(script, kept=None):
+    """The ``code`` param of the jobs of workflow_scripts/<script>.py, the hash of the package
+    code it reaches (nondet.workflow.codehash), so an edit that can change its outputs reruns its
+    jobs and a cosmetic one nothing. ``kept`` (training rules: their output pattern): under
+    code_changes: warn, an output made by other code keeps its hash and is listed in a warning.
+    """
+    digest = codehash.script_hash(f"{workflow.basedir}/workflow_scripts/{script}.py")
+    if kept and config["code_changes"] == "warn":
+        # a function of the wildcards only: Snakemake compares no param derived from the output
+        return codehash.kept(digest, kept)
+    return digest
+
+
+if config["code_changes"] == "warn":
+    codehash.warn_at_exit(logger.warning)  # the trained files kept, after the plan
 
 GROUPS = plan.groups(config)
 RUN_GROUPS = plan.run_groups(config)  # imported runs (rules/runs.smk)

@@ -7,6 +7,7 @@ use rule train as train_arm with:
     log:
         "logs/compare/{name}/{arm}/train_chunk{chunk}.log",
     params:
+        code=code("train", kept=ARM_TRAIN),
         job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),
 
 
@@ -58,6 +59,7 @@ rule compare:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("compare"),
         compare=compare_params,
     script:
         "../workflow_scripts/compare.py"

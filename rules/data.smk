@@ -11,6 +11,7 @@ rule dataset:
     conda:
         "../envs/torch.yaml"
     params:
+        code=code("dataset"),
         spec=plan.data_spec(config),
         data_hash=plan.data_hash(config),
         code_version=CODE_VERSION,

@@ -14,6 +14,7 @@ rule divergence:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("divergence", kept=DIVERGENCE),
         job=divergence_job,
     script:
         "../workflow_scripts/divergence.py"
@@ -35,6 +36,7 @@ rule plot_divergence:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("plot_divergence"),
         expect=lambda w: plan.job_expect(divergence_job(w)),
     script:
         "../workflow_scripts/plot_divergence.py"

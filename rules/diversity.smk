@@ -8,6 +8,7 @@ rule metrics:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("metrics"),
         metrics=metrics_params,
     script:
         "../workflow_scripts/metrics.py"
@@ -32,6 +33,7 @@ rule diversity_table:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("diversity_table"),
         expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/diversity_table.py"
@@ -53,6 +55,7 @@ rule plot_diversity:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("plot_diversity"),
         expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/plot_diversity.py"

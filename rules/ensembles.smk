@@ -10,6 +10,7 @@ rule ensembles:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("ensembles"),
         ensembles=lambda w: plan.ensembles_params(config, w.model, w.condition),
     script:
         "../workflow_scripts/ensembles.py"
@@ -37,6 +38,7 @@ rule ensemble_table:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("ensemble_table"),
         expect=ensemble_table_expect,
         plugins=config["mitigation"]["plugins"],
     script:

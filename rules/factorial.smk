@@ -7,6 +7,7 @@ use rule train as train_factorial with:
     log:
         "logs/factorial/{name}/train_chunk{chunk}.log",
     params:
+        code=code("train", kept=FACTORIAL_TRAIN),
         job=lambda w: plan.factorial_job(config, w.name, int(w.chunk)),
 
 
@@ -44,6 +45,7 @@ rule factorial:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("factorial"),
         design=factorial_params,
     script:
         "../workflow_scripts/factorial.py"

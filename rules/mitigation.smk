@@ -10,6 +10,7 @@ use rule train as train_mitigation with:
     # the longest single jobs start first
     priority: 2
     params:
+        code=code("train", kept=MITIGATION_TRAIN),
         job=mitigation_run_job,
 
 
@@ -58,6 +59,7 @@ rule mitigation_table:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("mitigation_table"),
         expect=lambda w, input: metrics_expect(list(input)),
         labels=plan.method_labels(config),
     script:

@@ -16,5 +16,7 @@ rule paper_comparison:
         "logs/paper_comparison.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        code=code("paper_comparison"),
     script:
         "../workflow_scripts/paper_comparison.py"

@@ -12,6 +12,7 @@ rule predict:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("predict"),
         job=train_job,
     script:
         "../workflow_scripts/predict.py"

@@ -14,6 +14,7 @@ rule provenance:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("provenance"),
         config=config,
     script:
         "../workflow_scripts/provenance.py"

@@ -26,6 +26,7 @@ rule report_pages:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("report_pages"),
         run=lambda w: {
             "experiment": config["experiment"],
             "dataset": config["dataset"]["name"],

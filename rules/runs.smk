@@ -30,11 +30,14 @@ rule import_runs:
     conda:
         "../envs/torch.yaml"
     params:
+        code=code("import_runs"),
         runs=lambda w: {
             "spec": config["runs"]["groups"][w.group],
             "experiment": config["experiment"],
             "code_version": CODE_VERSION,
         },
+        # the files by content, not date: a replaced file reimports its group
+        content=lambda w: byo.group_content(config, w.group),
     script:
         "../workflow_scripts/import_runs.py"
 
@@ -49,6 +52,7 @@ rule runs_metrics:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("metrics"),
         metrics=lambda w: plan.runs_metrics_params(config, w.run_model, w.group),
     script:
         "../workflow_scripts/metrics.py"
@@ -69,6 +73,8 @@ rule runs_plot_diversity:
         "logs/plots/diversity_{run_model}.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        code=code("runs_plot_diversity"),
     script:
         "../workflow_scripts/runs_plot_diversity.py"
 
@@ -113,6 +119,7 @@ rule runs_compare:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("compare"),
         compare=lambda w: byo.compare_params(config, w.name, CODE_VERSION),
     script:
         "../workflow_scripts/compare.py"
@@ -133,6 +140,7 @@ rule runs_all_pairs:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("runs_all_pairs"),
         groups=list(config["runs"]["groups"]),
         alpha=config["runs"]["all_pairs_alpha"],
         on_diverged=config["metrics"]["on_diverged"],

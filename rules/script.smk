@@ -22,6 +22,7 @@ rule audit_script:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("audit_script"),
         job=lambda w: plan.audit_job(config, w.model),
     script:
         "../workflow_scripts/audit_script.py"
@@ -44,6 +45,7 @@ rule train_script:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("train_script", kept=PREDICT),
         job=train_job,
     script:
         "../workflow_scripts/train_script.py"
@@ -60,4 +62,5 @@ use rule train_script as train_script_arm with:
     wildcard_constraints:
         name=SCRIPT_COMPARISONS,
     params:
+        code=code("train_script", kept=ARM_PREDICT),
         job=lambda w: plan.comparison_job(config, w.name, w.arm, int(w.chunk)),

@@ -19,6 +19,7 @@ rule stability:
     conda:
         "../envs/analysis.yaml"
     params:
+        code=code("stability"),
         expect=lambda w, input: metrics_expect(list(input)),
     script:
         "../workflow_scripts/stability.py"

@@ -14,6 +14,7 @@ rule train:
     resources:
         gpu=GPU_JOB,
     params:
+        code=code("train", kept=TRAIN),
         job=train_job,
     script:
         "../workflow_scripts/train.py"

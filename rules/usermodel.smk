@@ -10,6 +10,7 @@ rule check_model:
     conda:
         "../envs/torch.yaml"
     params:
+        code=code("check_model"),
         spec=lambda w: plan.model_spec(config, w.model),
         conditions=lambda w: config["models"][w.model]["conditions"],
         bitflip_tensor=lambda w: plan.recipe(config, w.model, "bitflip").get(

@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import snakemake
 
-from nondet.training import data as D
+from nondet.io import datasets as D
+from nondet.training.data import channel_stats, from_arrays
 from nondet.workflow import analysis_stages
 from nondet.workflow.torch_stages import train
 
@@ -83,13 +84,13 @@ def test_existing_archive_is_extracted(tmp_path):
 def test_uint8_images_normalised_per_channel_on_device(tmp_path):
     md5 = write_tiny_cifar(tmp_path)
     arrays = D.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
-    ds = D.from_arrays("cifar10", arrays)
+    ds = from_arrays("cifar10", arrays)
     assert ds.x_train.dtype == torch.float32 and ds.input_shape == (3, 32, 32)
     mean = ds.x_train.double().mean((0, 2, 3))
     std = ds.x_train.double().std((0, 2, 3), correction=0)
     assert torch.allclose(mean, torch.zeros(3, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(std, torch.ones(3, dtype=torch.float64), atol=1e-5)
-    m, s = D.channel_stats(arrays["x_train"])
+    m, s = channel_stats(arrays["x_train"])
     ref = arrays["x_train"].astype(np.float64)
     assert np.allclose(m, ref.mean((0, 2, 3))) and np.allclose(s, ref.std((0, 2, 3)))
 
@@ -256,3 +257,80 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     sd = float(comp[("plain", "acc_sd")]["ours"])
     assert sd == pytest.approx(float(by["all"]["acc_sd"]) * (1 / 2) ** 0.5)  # ddof 1 -> 0, n = 2
     assert float(comp[("plain", "disagreement")]["ours"]) == pytest.approx(float(by["all"]["disagreement"]))
+
+
+class _Payload:
+    """Unpickling this calls os.system: the classic pickled payload."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_payload_batch_with_a_matching_config_md5_runs_nothing(tmp_path):
+    """A config whose dataset.md5 matches a batch holding a pickled payload: refused before
+    anything runs, naming the file (the checksum vouches for nothing the config chose)."""
+    import pickle
+
+    md5 = write_tiny_cifar(tmp_path)
+    marker = tmp_path / "ran"
+    batch = tmp_path / D.CIFAR10_FOLDER / "data_batch_3"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f, protocol=2)
+    md5["data_batch_3"] = D.md5sum(batch)  # the config's checksum lines match the payload
+    spec = {"name": "cifar10", "path": str(tmp_path), "md5": md5}
+    with pytest.raises(D.DataError, match=r"data_batch_3: not a batch of the CIFAR python release.*posix.system"):
+        D.make_dataset_arrays(spec, log=lambda *_: None)
+    with pytest.raises(D.DataError, match="data_batch_3"):
+        analysis_stages.dataset(tmp_path / "cifar10.h5", spec, "h")
+    assert not marker.exists()
+    assert not (tmp_path / "cifar10.h5").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_the_restricted_unpickler_reads_the_release_format_in_every_protocol(tmp_path, protocol):
+    import pickle
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    path = tmp_path / "batch"
+    with open(path, "wb") as f:
+        pickle.dump(
+            {"batch_label": "b", "labels": [1, 2, 0], "data": x.reshape(3, -1), "filenames": ["a"]}, f, protocol
+        )
+    got_x, got_y = D.load_batch(path, "labels")
+    assert np.array_equal(got_x, x) and got_y.tolist() == [1, 2, 0] and got_y.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "builtins.eval",  # a global outside the allow-list
+        "object array",  # an object array whose items are payloads
+    ],
+)
+def test_other_payloads_are_refused(tmp_path, payload):
+    import pickle
+
+    marker = tmp_path / "ran"
+    if payload == "builtins.eval":
+
+        class Eval:
+            def __reduce__(self):
+                return (eval, (f"open({str(marker)!r}, 'w')",))
+
+        obj = {"data": Eval(), "labels": [0]}
+    else:
+        arr = np.empty(1, dtype=object)
+        arr[0] = _Payload(marker)
+        obj = {"data": arr, "labels": [0]}
+    path = tmp_path / "batch"
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+    with pytest.raises(D.DataError, match="refused global"):
+        D.load_batch(path, "labels")
+    assert not marker.exists()

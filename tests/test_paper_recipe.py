@@ -180,7 +180,7 @@ def test_training_augmentation_pads_with_the_data_sets_fill():
 
 
 def test_dataset_subset_keeps_the_first_examples(monkeypatch):
-    from nondet.training import data as D
+    from nondet.io import datasets as D
 
     full = _images(20)
     monkeypatch.setattr(D, "_dataset_arrays", lambda spec, log: dict(full))

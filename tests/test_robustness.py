@@ -481,3 +481,64 @@ def test_a_checkpoint_from_other_hardware_is_not_resumed(tmp_path, small_data, r
     assert any("ignoring checkpoint" in line and "accelerator" in line for line in lines)
     for name in first["state"]:  # trained again from the start, on the same CPU: the same bits
         assert np.array_equal(again["state"][name], first["state"][name])
+
+
+# --- issue 32: the unclear cases, each one message naming the file or key and the fix ----------
+
+
+def _arrays(rng, n=40):
+    return {
+        "x_train": rng.normal(size=(n, 1, 8)).astype(np.float32),
+        "y_train": np.arange(n) % 3,
+        "x_test": rng.normal(size=(10, 1, 8)).astype(np.float32),
+        "y_test": np.arange(10) % 3,
+    }
+
+
+def test_an_object_array_in_an_arrays_npz_names_the_file_and_key(tmp_path):
+    from nondet.io.datasets import DataError, make_dataset_arrays
+
+    arrays = _arrays(np.random.default_rng(0))
+    labels = np.empty(40, dtype=object)
+    labels[:] = [int(v) for v in arrays["y_train"]]
+    path = tmp_path / "mine.npz"
+    np.savez(path, **{**arrays, "y_train": labels}, allow_pickle=True)
+    with pytest.raises(DataError) as e:
+        make_dataset_arrays({"name": "arrays", "path": str(path)})
+    text = str(e.value)
+    assert f"{path}: array 'y_train' holds Python objects" in text and "np.savez(" in text
+    assert "allow_pickle=True" not in text
+
+
+def test_a_resampling_too_small_to_train_is_refused_at_config_time():
+    base = {
+        "dataset": {"num_samples": 600},
+        "models": {"cnn": {"arch": "cnn1d", "conditions": ["data"]}},
+        "divergence": {"models": []},
+        "stability": {"models": []},
+        "mitigation": {"models": []},
+    }
+    with pytest.raises(cfg.ConfigError, match=r"data_resampling.fraction: 1e-09 of the 480 training examples leaves 1"):
+        cfg.validate({**base, "data_resampling": {"fraction": 1.0e-9}})
+    cfg.validate({**base, "data_resampling": {"fraction": 0.01}})  # 5 examples: allowed
+    # no condition varies data: the key is not used, so not refused
+    cfg.validate(
+        {**base, "models": {"cnn": {"arch": "cnn1d", "conditions": ["init"]}}, "data_resampling": {"fraction": 1e-9}}
+    )
+
+
+@pytest.mark.slow
+def test_an_arrays_file_rewritten_after_the_data_set_was_made_is_named_as_rewritten(tmp_path):
+    from nondet.io.datasets import dataset_hash
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, **_arrays(rng))
+    spec = {"name": "arrays", "path": str(path)}
+    data = tmp_path / "arrays.h5"
+    analysis_stages.dataset(data, spec, dataset_hash(spec))
+    np.savez(path, **_arrays(rng))  # rewritten while a run uses it
+    with pytest.raises(InputError, match=rf"dataset.path {path} was rewritten after the data set {data} was made"):
+        load_dataset(data, dataset_hash(spec))
+    with pytest.raises(InputError, match="made from a different dataset config"):
+        load_dataset(data, "0" * 16)  # another config section: the old message

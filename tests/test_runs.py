@@ -483,3 +483,77 @@ def test_comparisons_refused_before_any_job(tmp_path):
         check_comparison(config, "b")
     config["runs"]["groups"]["other"]["labels"] = two["labels"]
     check_comparison(config, "b")  # same labels: fine
+
+
+@pytest.mark.slow
+def test_a_replaced_run_file_with_an_older_date_reimports_its_group(tmp_path):
+    """cp -p / rsync -a / tar keep dates: a run file replaced by another one dated before the
+    import is found by its content at planning, and only its group is imported again."""
+    logits, labels = make_runs()
+    write_npy(tmp_path, logits, labels, name="a")
+    write_npy(tmp_path / "b_root", logits[:, ::-1].copy(), labels, name="b")
+    groups = {
+        "a": {"predictions": "a/*.npy", "labels": "labels.npy"},
+        "b": {"predictions": "b_root/b/*.npy", "labels": "b_root/labels.npy"},
+    }
+    config = {"models": {}, "runs": {"groups": groups}, "metrics": {"bootstrap_resamples": 20}}
+    snakemake(tmp_path, config, "results/tables/diversity.csv")
+    assert not helpers.planned_outputs(snakemake(tmp_path, config, "-n", "results/tables/diversity.csv"))
+    run = tmp_path / "a" / "run1.npy"
+    old = os.stat(run).st_mtime - 3600
+    np.save(run, logits[0] + 1.0)  # other predictions, as a copy that kept its date would bring
+    os.utime(run, (old, old))
+    planned = helpers.planned_outputs(snakemake(tmp_path, config, "-n", "results/tables/diversity.csv"))
+    assert "results/predict/runs/a/chunk0.h5" in planned and "results/metrics/runs/a.h5" in planned
+    assert "results/predict/runs/b/chunk0.h5" not in planned
+
+
+def test_group_content_hashes_every_file_of_a_group(tmp_path):
+    from nondet.workflow.config import validate
+    from nondet.workflow.runs import group_content
+
+    logits, labels = make_runs()
+    spec = write_npy(tmp_path, logits, labels)
+    config = validate({"models": {}, "runs": {"groups": {"g": spec}}})
+    before = group_content(config, "g")
+    assert set(before) == {*(str(tmp_path / "g" / f"run{i}.npy") for i in range(3)), spec["labels"]}
+    run = tmp_path / "g" / "run0.npy"
+    st = os.stat(run)
+    np.save(run, logits[0] * 2)
+    os.utime(run, ns=(st.st_atime_ns, st.st_mtime_ns))  # same date
+    after = group_content(config, "g")
+    assert after[str(run)] != before[str(run)]
+    assert {k: v for k, v in after.items() if k != str(run)} == {k: v for k, v in before.items() if k != str(run)}
+
+
+def test_a_glob_matching_a_link_to_a_system_file_names_the_target_and_no_unsafe_hint(tmp_path):
+    from nondet.io.runs import read_array
+
+    target = "/etc/hostname" if os.path.isfile("/etc/hostname") else "/etc/passwd"
+    (tmp_path / "run9.npy").symlink_to(target)
+    with pytest.raises(RunsError) as e:
+        read_array(tmp_path / "run9.npy")
+    text = str(e.value)
+    assert f"a link to {os.path.realpath(target)}, which is not a npy prediction file" in text
+    assert "allow_pickle=True" not in text and "narrow the glob" in text
+
+
+def test_paired_by_naming_a_missing_column_is_refused_at_planning(tmp_path):
+    from nondet.workflow.config import validate
+    from nondet.workflow.runs import check_comparison
+
+    logits, labels = make_runs(m=3)
+    groups = {}
+    for name in ("x", "y"):
+        spec = write_npy(tmp_path / name, logits, labels)
+        meta = tmp_path / name / "meta.csv"
+        meta.write_text("file,seed\n" + "".join(f"run{i}.npy,{i}\n" for i in range(3)))
+        groups[name] = {**spec, "metadata": str(meta)}
+    comparisons = {"c": {"baseline": "x", "candidate": "y", "paired_by": "sede"}}
+    config = validate({"models": {}, "runs": {"groups": groups, "comparisons": comparisons}})
+    with pytest.raises(
+        RunsError, match=r"runs.comparisons.c.paired_by: column 'sede' is not in .*meta.csv .*columns: file, seed"
+    ):
+        check_comparison(config, "c")
+    config["runs"]["comparisons"]["c"]["paired_by"] = "seed"
+    check_comparison(config, "c")

@@ -1,7 +1,10 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
+from nondet.io.h5io import set_code_hash
 from nondet.workflow.analysis_stages import compare
+
+set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
 
 inp, out = snakemake.input, snakemake.output
 paths = {k: out[k] for k in ("verdict", "md", "csv", "plan", "pdf", "png")}

@@ -73,12 +73,34 @@ def arrays_sha256(arrays: dict) -> str:
     return h.hexdigest()
 
 
+def _refuse_rewritten(path, spec: dict, expected_hash: str) -> None:
+    """An ``arrays`` file rewritten after the data set ``path`` was made from it (the hash this
+    job expects is that of the same config section with the file's new contents): said so."""
+    import hashlib
+
+    if spec.get("name") != "arrays":
+        return
+    try:
+        with open(spec["path"], "rb") as g:
+            sha = hashlib.sha256(g.read()).hexdigest()
+    except OSError:
+        return
+    if h5io.spec_hash({**spec, "file_sha256": sha}) == expected_hash:
+        raise InputError(
+            f"dataset.path {spec['path']} was rewritten after the data set {path} was made from it "
+            f"(its SHA-256 is now {sha}), so this job was planned for the new contents: rerun the "
+            "workflow, which remakes the data set and retrains from it (do not rewrite the file "
+            "while a run uses it)"
+        )
+
+
 def read_dataset(path, expected_hash: str) -> tuple[dict, dict, str]:
     """The data set file's (dataset spec, arrays, contents SHA-256), checked against the
     data_hash this run expects and against the contents hash recorded when it was made
     (nondet.training.data.load_dataset turns it into tensors)."""
     with open_input(path, "dataset") as f:
         if str(f.attrs.get("data_hash")) != expected_hash:
+            _refuse_rewritten(path, json.loads(f.attrs["provenance"]).get("dataset") or {}, expected_hash)
             raise InputError(
                 f"data set {path} was made from a different dataset config "
                 f"(data_hash {f.attrs.get('data_hash')} != {expected_hash}); rerun its rule"

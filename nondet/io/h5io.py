@@ -28,6 +28,20 @@ import numpy as np
 CODE_VERSION = "3"
 
 
+#: The hash of the package code the running stage reaches (nondet.workflow.codehash), set by the
+#: workflow script; recorded in every output's provenance. CODE_PARAM: the rule's ``code`` param,
+#: when it differs (code_changes: warn keeps the hash a trained output was first made with).
+CODE_HASH: str | None = None
+CODE_PARAM: str | None = None
+
+
+def set_code_hash(digest: str | None, param: str | None = None) -> None:
+    """Record ``digest`` (and the rule's ``code`` param ``param``, if another) in the provenance of
+    what this job writes."""
+    global CODE_HASH, CODE_PARAM
+    CODE_HASH, CODE_PARAM = digest, (param if param != digest else None)
+
+
 class InputError(RuntimeError):
     """An input file is missing, corrupt, or from a different experiment."""
 
@@ -80,6 +94,8 @@ def provenance(**fields) -> dict:
     return {
         **fields,
         "code_version": CODE_VERSION,
+        "code_hash": CODE_HASH,
+        "code_param": CODE_PARAM,
         "git_commit": _git_commit(),
         "versions": library_versions(),
         "host": socket.gethostname(),
@@ -168,8 +184,9 @@ def atomic_h5(path, prov: dict):
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["provenance"] = json.dumps(prov, sort_keys=True, default=str)
-            for key in ("kind", "experiment", "spec_hash", "data_hash", "code_version", "content_sha256"):
-                if key in prov:
+            flat = ("kind", "experiment", "spec_hash", "data_hash", "code_version", "code_hash", "code_param")
+            for key in (*flat, "content_sha256"):
+                if prov.get(key) is not None:
                     f.attrs[key] = str(prov[key])
             yield f
 

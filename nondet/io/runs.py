@@ -137,8 +137,26 @@ def read_array(
     except RunsError:
         raise
     except Exception as e:  # corrupt file, pickle refused, wrong format...
-        raise RunsError(f"{path}: cannot read as {fmt} ({type(e).__name__}: {e})") from e
+        raise RunsError(_unreadable(path, fmt, e)) from None
     raise RunsError(f"{path}: unknown format {fmt!r}")
+
+
+def _unreadable(path, fmt: str, e: Exception) -> str:
+    """Why ``path`` cannot be read as ``fmt``, and the fix; never numpy's hint to load pickles
+    (allow_pickle=True would run code from the file)."""
+    what = f"{path}: cannot read as {fmt}"
+    if os.path.islink(path):
+        what = f"{path}: a link to {os.path.realpath(path)}, which is not a {fmt} prediction file"
+    if "allow_pickle" in str(e) or "pickled" in str(e):
+        if fmt == "npy" or fmt == "npz":
+            return (
+                f"{what} (no numpy array header: another format, or arrays of Python objects, "
+                "which are never loaded since loading them can run code). Save plain numbers: "
+                f"np.save(path, np.asarray(logits, dtype=np.float32)); or narrow the glob to them"
+            )
+    if os.path.islink(path):
+        return f"{what} ({type(e).__name__}: {e}); narrow the glob to the prediction files"
+    return f"{what} ({type(e).__name__}: {e})"
 
 
 def _missing(path, names, kind, required):

@@ -160,6 +160,7 @@ def validate(config: dict) -> dict:
     _check_comparisons(config)
     _check_bitflip_tensors(config)
     _check_runs(config)
+    _check_resampling(config)
     _check_plan_size(config)
     return config
 
@@ -178,6 +179,37 @@ def _method_plugins(config: dict, schema: dict) -> None:
     for name, plugin in REGISTRY.items():
         if plugin.schema is not None and name not in props:
             props[name] = plugin.schema
+
+
+#: Training-set sizes of the built-in data sets (mnist1d: 80 % of num_samples)
+TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
+
+
+def _check_resampling(config: dict) -> None:
+    """A ``data_resampling.fraction`` leaving fewer than 2 training examples, refused here with
+    the resulting size when the data set's size is known from the config (else by the training
+    job, nondet.training.resample)."""
+    from nondet.training.resample import resample_size
+
+    data = config["dataset"]
+    n = int(data.get("num_samples", 5000) * 0.8) if data["name"] == "mnist1d" else TRAIN_SIZES.get(data["name"])
+    if data.get("n_train") is not None:
+        n = data["n_train"] if n is None else min(n, data["n_train"])
+    if n is None:
+        return
+    varying = [condition_sources(config, c) for _, c in groups(config)]
+    varying += [set(s.get("sources") or CONDITIONS.get(s.get("condition"), ())) for s in config["comparisons"].values()]
+    varying += [set(s["sources"]) for s in config["factorial"].values()]
+    if not any("data" in v for v in varying):
+        return
+    spec = config["data_resampling"]
+    m = resample_size(n, spec["fraction"])
+    if m < 2:
+        raise ConfigError(
+            f"config key data_resampling.fraction: {spec['fraction']} of the {n} training examples "
+            f"leaves {m} to train on (a {spec['kind']} of round({spec['fraction']} x {n})); use a "
+            f"fraction of at least {2 / n:.2g}"
+        )
 
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"

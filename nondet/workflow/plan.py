@@ -176,9 +176,9 @@ def data_inputs(config: dict) -> list[str]:
 
 def data_hash(config: dict) -> str:
     """The data set's identity: the hash of the config's dataset section and, for ``arrays``, of
-    the file's SHA-256 (nondet.training.data.dataset_hash: the file is read, the hash kept while its stat
+    the file's SHA-256 (nondet.io.datasets.dataset_hash: the file is read, the hash kept while its stat
     is unchanged), so regenerating the file at the same path retrains from scratch."""
-    from nondet.training.data import dataset_hash
+    from nondet.io.datasets import dataset_hash
 
     return dataset_hash(data_spec(config))
 

@@ -30,6 +30,19 @@ def group_inputs(config: dict, group: str) -> dict:
     return files
 
 
+def group_content(config: dict, group: str) -> dict:
+    """SHA-256 of every file a group is read from (rule import_runs's ``content`` param): a file
+    replaced by another, whatever its date (``cp -p``, ``rsync -a`` and ``tar`` keep dates),
+    reimports its group. Hashes are kept while a file's stat is unchanged (one read per file)."""
+    from nondet.io.datasets import file_sha256
+
+    out = {}
+    for kind, files in group_inputs(config, group).items():
+        for path in [files] if isinstance(files, str) else files:
+            out[path] = file_sha256(path)
+    return out
+
+
 def predictions_path(config: dict, group: str) -> str:
     """Where a group is imported: the predict stage's layout, model label / group name."""
     return method_predictions_path("plain", config["runs"]["groups"][group]["model"], group, 0)
@@ -54,6 +67,17 @@ def check_comparison(config: dict, name: str) -> None:
     labels = {}
     for arm in ("baseline", "candidate"):
         group = groups[spec[arm]]
+        if spec.get("paired_by") and group["metadata"] and os.path.isfile(group["metadata"]):
+            import csv
+
+            with open(group["metadata"], newline="") as f:
+                columns = next(csv.reader(f), [])
+            if spec["paired_by"] not in columns:
+                raise RunsError(
+                    f"{key}.paired_by: column {spec['paired_by']!r} is not in {group['metadata']} "
+                    f"(metadata of group {spec[arm]!r}; columns: {', '.join(columns) or 'none'}): "
+                    "name one of its columns, or add the column to the file"
+                )
         n = _npy_runs(group)
         if n is not None and n < 2:
             raise RunsError(f"{key}.{arm}: group {spec[arm]!r} holds {n} run: a comparison needs >= 2 per arm")

@@ -27,7 +27,7 @@ use rule predict_mitigation as predict_budget with:
     params:
         job=budget_job,
         method=lambda w: budget_method_of(w.method),
-        tta=lambda w: plan.tta_spec(config, budget_method_of(w.method)),
+        tta=lambda w: plan_methods.tta_spec(config, budget_method_of(w.method)),
         plugins=config["mitigation"]["plugins"],
 
 
@@ -67,6 +67,6 @@ rule mitigation_budget:
     params:
         code=code("mitigation_budget"),
         expect=lambda w, input: metrics_expect(list(input)),
-        labels=plan.method_labels(config),
+        labels=plan_methods.method_labels(config),
     script:
         "../workflow_scripts/mitigation_budget.py"

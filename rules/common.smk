@@ -2,6 +2,9 @@
 import sys
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
+from nondet.workflow import plan_methods
+from nondet.workflow import expect
+from nondet.io.files import job_expect
 from nondet.workflow import codehash
 from nondet.io.h5io import CODE_VERSION
 from nondet.methods import Method, predictions_path
@@ -67,10 +70,10 @@ wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join(sorted({c for _, c in GROUPS})),
     chunk=r"\d+",
-    method="|".join(plan.mitigation_methods(config).values()),
+    method="|".join(plan_methods.mitigation_methods(config).values()),
     arm="baseline|candidate",
     epochs=r"\d+",
-    run="|".join(plan.training_runs(config)),
+    run="|".join(plan_methods.training_runs(config)),
     name=r"[A-Za-z0-9_\-]+",
 
 
@@ -105,7 +108,7 @@ def train_job(wildcards):
 
 def metrics_params(wildcards):
     method = method_of(wildcards.method) if hasattr(wildcards, "method") else "plain"
-    return plan.metrics_params(config, wildcards.model, wildcards.condition, method)
+    return expect.metrics_params(config, wildcards.model, wildcards.condition, method)
 
 
 def metrics_expect(paths):
@@ -117,20 +120,22 @@ def metrics_expect(paths):
             parts[1] == "mitigation"
         ):  # results/mitigation/metrics/{model}/{condition}/{tag}.h5
             m, c, tag = parts[3], parts[4], parts[5][: -len(".h5")]
-            out[p] = plan.metrics_expect(config, m, c, method_of(tag))
+            out[p] = expect.metrics_expect(config, m, c, method_of(tag))
         elif parts[1] == "budget":
             # results/budget/{model}/{condition}/e{epochs}/metrics/{tag}.h5
             m, c, e, tag = parts[2], parts[3], int(parts[4][1:]), parts[6][:-3]
-            out[p] = plan.metrics_expect(config, m, c, budget_method_of(tag), e)
+            out[p] = expect.metrics_expect(config, m, c, budget_method_of(tag), e)
         elif (parts[2], parts[3][: -len(".h5")]) in RUN_GROUPS:  # imported runs
-            out[p] = plan.runs_metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+            out[p] = expect.runs_metrics_expect(
+                config, parts[2], parts[3][: -len(".h5")]
+            )
         else:  # results/metrics/{model}/{condition}.h5
-            out[p] = plan.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
+            out[p] = expect.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
     return out
 
 
 # --- instability (divergence, stability by family) and mitigation ---
-METHOD_TAGS = plan.mitigation_methods(config)
+METHOD_TAGS = plan_methods.mitigation_methods(config)
 
 
 def instability_targets():
@@ -186,12 +191,12 @@ def method_of(tag):
 
 
 def tta_of(wildcards):
-    return plan.tta_spec(config, method_of(wildcards.method))
+    return plan_methods.tta_spec(config, method_of(wildcards.method))
 
 
 def mitigation_train_file(wildcards):
     # TTA, EMA and SWA predict with the protocol's replicas (which keep the averages)
-    run = plan.trained_run(method_of(wildcards.method))
+    run = plan_methods.trained_run(method_of(wildcards.method))
     if run == "plain":
         return TRAIN.format(**wildcards)
     return MITIGATION_TRAIN.format(run=run, **wildcards)
@@ -204,7 +209,7 @@ def mitigation_predict_job(wildcards):
 
 
 # --- mitigation versus training budget (rules/budget.smk) ---
-BUDGET_TAGS = plan.budget_methods(config)
+BUDGET_TAGS = plan_methods.budget_methods(config)
 
 
 def budget_method_of(tag):
@@ -230,20 +235,20 @@ def budget_metric_files(wildcards):
 def budget_job(wildcards):
     """The training job of a budget run (train_budget) or behind a method (predict_budget)."""
     w = wildcards
-    run = w.get("run") or plan.trained_run(budget_method_of(w.method))
+    run = w.get("run") or plan_methods.trained_run(budget_method_of(w.method))
     epochs, chunk = int(w.epochs), int(w.chunk)
     return plan.budget_job(config, w.model, w.condition, epochs, chunk, run)
 
 
 def budget_train_file(wildcards):
-    run = plan.trained_run(budget_method_of(wildcards.method))
+    run = plan_methods.trained_run(budget_method_of(wildcards.method))
     return BUDGET_TRAIN.format(run=run, **wildcards)
 
 
 def budget_metrics_params(wildcards):
     w = wildcards
     method = budget_method_of(w.method)
-    return plan.metrics_params(config, w.model, w.condition, method, int(w.epochs))
+    return expect.metrics_params(config, w.model, w.condition, method, int(w.epochs))
 
 
 # --- comparisons and factorial designs ---
@@ -262,11 +267,11 @@ def factorial_predictions(name):
 
 
 def compare_params(wildcards):
-    return plan.compare_params(config, wildcards.name)
+    return expect.compare_params(config, wildcards.name)
 
 
 def factorial_params(wildcards):
-    return plan.factorial_params(config, wildcards.name)
+    return expect.factorial_params(config, wildcards.name)
 
 
 def compare_targets():
@@ -344,7 +349,7 @@ def ensemble_table_expect(wildcards, input):
     out = metrics_expect(list(input.mitigation))
     for p in input.ensembles:  # results/ensembles/{model}/{condition}.h5
         parts = p.split("/")
-        out[p] = plan.ensembles_expect(config, parts[2], parts[3][: -len(".h5")])
+        out[p] = expect.ensembles_expect(config, parts[2], parts[3][: -len(".h5")])
     return out
 
 

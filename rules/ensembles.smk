@@ -11,7 +11,7 @@ rule ensembles:
         "../envs/analysis.yaml"
     params:
         code=code("ensembles"),
-        ensembles=lambda w: plan.ensembles_params(config, w.model, w.condition),
+        ensembles=lambda w: expect.ensembles_params(config, w.model, w.condition),
     script:
         "../workflow_scripts/ensembles.py"
 

@@ -6,7 +6,8 @@ use rule train as train_mitigation with:
     log:
         "logs/mitigation/train/{model}/{condition}/{run}/chunk{chunk}.log",
     wildcard_constraints:
-        run="|".join(r for r in plan.training_runs(config) if r != "plain") or "(?!)",
+        run="|".join(r for r in plan_methods.training_runs(config) if r != "plain")
+        or "(?!)",
     # the longest single jobs start first
     priority: 2
     params:
@@ -61,6 +62,6 @@ rule mitigation_table:
     params:
         code=code("mitigation_table"),
         expect=lambda w, input: metrics_expect(list(input)),
-        labels=plan.method_labels(config),
+        labels=plan_methods.method_labels(config),
     script:
         "../workflow_scripts/mitigation_table.py"

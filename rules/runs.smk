@@ -53,7 +53,7 @@ rule runs_metrics:
         "../envs/analysis.yaml"
     params:
         code=code("metrics"),
-        metrics=lambda w: plan.runs_metrics_params(config, w.run_model, w.group),
+        metrics=lambda w: expect.runs_metrics_params(config, w.run_model, w.group),
     script:
         "../workflow_scripts/metrics.py"
 

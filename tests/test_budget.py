@@ -12,7 +12,7 @@ import pytest
 from helpers import default_config, planned_outputs
 
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
+from nondet.workflow import expect, plan, plan_methods
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
@@ -92,13 +92,13 @@ def test_a_budget_job_is_the_protocols_job_with_other_epochs():
         # at the recipe's own epochs, the budget job is exactly the normal one
         assert plan.budget_job(c, "cnn", "all", 15, 0, run) == normal
     # metrics: every input is a prediction of the budget job behind its method
-    params = plan.metrics_params(c, "cnn", "all", "snapshot+tta", 30)
-    (expect,) = params["inputs"]
-    assert expect["spec_hash"] == plan.budget_job(c, "cnn", "all", 30, 0, "snapshot")["spec_hash"]
-    assert expect["tta"] == c["mitigation"]["tta"] and params["method"] == "snapshot+tta"
+    params = expect.metrics_params(c, "cnn", "all", "snapshot+tta", 30)
+    (expected,) = params["inputs"]
+    assert expected["spec_hash"] == plan.budget_job(c, "cnn", "all", 30, 0, "snapshot")["spec_hash"]
+    assert expected["tta"] == c["mitigation"]["tta"] and params["method"] == "snapshot+tta"
     # no epochs: the mitigation study's params, unchanged
-    assert plan.metrics_params(c, "cnn", "all", "tta") == plan.metrics_params(c, "cnn", "all", "tta", None)
-    assert list(plan.budget_methods(c)) == [
+    assert expect.metrics_params(c, "cnn", "all", "tta") == expect.metrics_params(c, "cnn", "all", "tta", None)
+    assert list(plan_methods.budget_methods(c)) == [
         "plain",
         "tta",
         "snapshot",
@@ -118,7 +118,7 @@ def test_a_budget_job_is_the_protocols_job_with_other_epochs():
 
 def test_a_list_of_tta_specs_gives_every_method():
     c = cfg.validate(with_changes(mitigation__tta=[{"name": "s1", "kind": "shift", "size": 1}, "flip"]))
-    assert list(plan.budget_methods(c)) == [
+    assert list(plan_methods.budget_methods(c)) == [
         "plain",
         "tta:s1",
         "tta:flip",

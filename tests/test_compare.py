@@ -62,7 +62,7 @@ from helpers import default_config  # noqa: E402
 from nondet.analysis.variance import per_example_split  # noqa: E402
 from nondet.seeds import CONDITIONS, factorial_seeds, replica_seeds, source_seeds  # noqa: E402
 from nondet.workflow import config as cfg  # noqa: E402
-from nondet.workflow import plan  # noqa: E402
+from nondet.workflow import expect, plan  # noqa: E402
 
 
 def test_per_example_split_is_exact_and_finds_independent_flips():
@@ -207,10 +207,10 @@ def test_invalid_comparison_or_design_names_the_key(section, message):
 
 
 def test_held_fixed_note_for_init_only_says_about_two_independent_runs():
-    note = plan.held_fixed_note(["init"], ["init", "shuffle", "augment"])
+    note = expect.held_fixed_note(["init"], ["init", "shuffle", "augment"])
     assert "held fixed: shuffle, augment" in note and "about 2 independent runs" in note
-    assert "about 2 independent runs" not in plan.held_fixed_note(["init", "shuffle"], ["init", "shuffle", "augment"])
-    assert plan.held_fixed_note(["init", "shuffle"], ["init", "shuffle"]).startswith("every source")
+    assert "about 2 independent runs" not in expect.held_fixed_note(["init", "shuffle"], ["init", "shuffle", "augment"])
+    assert expect.held_fixed_note(["init", "shuffle"], ["init", "shuffle"]).startswith("every source")
 
 
 def test_factorial_jobs_cover_the_grid_once():

@@ -11,7 +11,7 @@ from helpers import default_config
 from nondet.io.files import kept_replicas
 from nondet.io.h5io import InputError, atomic_h5
 from nondet.io.runs import import_group
-from nondet.workflow import analysis_stages, plan
+from nondet.workflow import analysis_stages, expect
 from nondet.workflow import config as cfg
 from nondet.workflow.analysis_stages import runs_all_pairs
 from nondet.workflow.runs import compare_params as runs_compare_params
@@ -152,12 +152,12 @@ def test_every_rule_gets_on_diverged_from_the_config(tmp_path):
         c["runs"] = {"groups": runs, "comparisons": {"ab": {"baseline": "a", "candidate": "b"}}, "all_pairs": True}
         c = cfg.validate(c)
         got = [
-            plan.metrics_params(c, "cnn", "all"),
-            plan.metrics_params(c, "cnn", "all", "tta"),
-            plan.runs_metrics_params(c, "runs", "a"),
-            plan.ensembles_params(c, "cnn", "all"),
-            plan.compare_params(c, "x"),
-            plan.factorial_params(c, "f"),
+            expect.metrics_params(c, "cnn", "all"),
+            expect.metrics_params(c, "cnn", "all", "tta"),
+            expect.runs_metrics_params(c, "runs", "a"),
+            expect.ensembles_params(c, "cnn", "all"),
+            expect.compare_params(c, "x"),
+            expect.factorial_params(c, "f"),
             runs_compare_params(c, "ab", "v"),
         ]
         assert [p["on_diverged"] for p in got] == [value] * len(got)

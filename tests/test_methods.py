@@ -8,7 +8,7 @@ import pytest
 
 from nondet.methods import BASES, Method, MethodError, predictions_path
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
+from nondet.workflow import plan, plan_methods
 
 NAMES = [
     "plain",
@@ -94,7 +94,7 @@ def test_parse_against_a_configs_methods():
         "mitigation": {"models": ["m"], "tta": ["flip", {"name": "s1", "kind": "shift", "size": 1}]},
     }
     c = cfg.validate(base)
-    valid = plan.budget_methods(c)
+    valid = plan_methods.budget_methods(c)
     assert Method.parse("snapshot+tta:s1", valid) == Method("snapshot", True, "s1")
     assert Method.parse("ema+tta:flip", valid) == Method("ema", True, "flip")
     with pytest.raises(
@@ -102,11 +102,11 @@ def test_parse_against_a_configs_methods():
     ):
         Method.parse("tta:crop25", valid)
     with pytest.raises(MethodError, match="'tta'; valid: plain, tta:flip"):
-        plan.tta_spec(c, "tta")  # a list of specs: the method names one
+        plan_methods.tta_spec(c, "tta")  # a list of specs: the method names one
     with pytest.raises(MethodError, match="'tta:nope'"):
-        plan.tta_spec(c, "tta:nope")
+        plan_methods.tta_spec(c, "tta:nope")
     with pytest.raises(MethodError, match="'bogus'"):
-        plan.trained_run("bogus")
+        plan_methods.trained_run("bogus")
 
 
 def test_predictions_paths():
@@ -168,8 +168,8 @@ def test_a_plugin_registers_its_schema_and_plan(unregister_toy):
     (validated, defaults filled) and its own training run."""
     c = cfg.validate({**TOY, "mitigation": {**TOY["mitigation"], "toy": {}}})
     assert c["mitigation"]["toy"] == {"cycles": 2}
-    assert list(plan.mitigation_methods(c)) == ["tta", "ema", "ema+tta", "toy", "toy+tta"]  # registry order
-    assert plan.training_runs(c) == ["plain", "toy"]
+    assert list(plan_methods.mitigation_methods(c)) == ["tta", "ema", "ema+tta", "toy", "toy+tta"]  # registry order
+    assert plan_methods.training_runs(c) == ["plain", "toy"]
     assert plan.run_job(c, "cnn", "init", 0, "toy")["recipe"]["cycles"] == 2
     assert "averages" not in plan.run_job(c, "cnn", "init", 0, "toy")["recipe"]
     assert plan.train_job(c, "cnn", "init", 0)["recipe"]["averages"] == {"ema": {"decay": 0.99, "bn": "recompute"}}

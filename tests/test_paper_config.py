@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
+from nondet.workflow import plan, plan_methods
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "configs/paper.yaml"
@@ -37,8 +37,8 @@ def expected_jobs(c: dict) -> dict:
         "train": len(groups) * chunks,
         "predict": len(groups) * chunks,
         "metrics": len(groups),
-        "train_mitigation": n_mit * chunks * (len(plan.training_runs(c)) - 1),  # runs of their own: snapshot
-        "predict_mitigation": n_mit * chunks * len(plan.mitigation_methods(c)),
+        "train_mitigation": n_mit * chunks * (len(plan_methods.training_runs(c)) - 1),  # runs of their own: snapshot
+        "predict_mitigation": n_mit * chunks * len(plan_methods.mitigation_methods(c)),
         "divergence": len(c["divergence"]["models"]),
     }
 
@@ -128,7 +128,7 @@ def test_paper_job_spec_carries_the_authors_recipe():
     sched = Schedule(r, 50_000)  # 98 steps per epoch
     assert sched.lr(0) == 0.0 and sched.lr(3 * 98) == 0.4 and sched.lr(3 * 98 + 1) < 0.4
     assert (c["dataset"]["normalize"], c["dataset"]["pad_value"]) == ("cifar_constants", "black")
-    assert list(plan.mitigation_methods(c)) == [
+    assert list(plan_methods.mitigation_methods(c)) == [
         "tta:flip",
         "tta:crop25",
         "tta:crop81",
@@ -141,7 +141,12 @@ def test_paper_job_spec_carries_the_authors_recipe():
         "snapshot+tta:flip-crop25",
         "snapshot+tta:flip-crop81",
     ]
-    assert plan.tta_spec(c, "snapshot+tta:crop25") == {"kind": "crops", "size": 4, "stride": 2, "original": "extra"}
+    assert plan_methods.tta_spec(c, "snapshot+tta:crop25") == {
+        "kind": "crops",
+        "size": 4,
+        "stride": 2,
+        "original": "extra",
+    }
     assert c["conditions"] == {
         "shuffle_kernels": ["shuffle", "kernels"],
         "shuffle_augment_kernels": ["shuffle", "augment", "kernels"],
@@ -222,7 +227,7 @@ def test_paper_cpu_config_validates_and_plans(tmp_path):
     job = plan.train_job(c, "resnet14", "shuffle_augment_kernels", 0)
     assert job["model_spec"]["shortcut"] == "option_a" and job["recipe"]["schedule"] == "authors"
     assert job["sources"] == ["augment", "kernels", "shuffle"]
-    assert list(plan.mitigation_methods(c)) == [
+    assert list(plan_methods.mitigation_methods(c)) == [
         "tta:flip",
         "tta:crop25",
         "snapshot",

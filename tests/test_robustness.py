@@ -15,7 +15,7 @@ import pytest
 from nondet.io import files
 from nondet.io.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
 from nondet.training.data import load_dataset
-from nondet.workflow import analysis_stages, plan, torch_stages
+from nondet.workflow import analysis_stages, expect, plan, torch_stages
 from nondet.workflow import config as cfg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,9 +233,9 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     pred = tmp_path / "results" / "predict" / "cnn" / "control" / "chunk0.h5"
     torch_stages.predict(data, tmp_path / "t.h5", pred, job)
     # the reader of predictions (metrics) checks the spec of each file it is given
-    analysis_stages.metrics([pred], tmp_path / "m_old.h5", plan.metrics_params(old, "cnn", "control"))
+    analysis_stages.metrics([pred], tmp_path / "m_old.h5", expect.metrics_params(old, "cnn", "control"))
     with pytest.raises(InputError) as err:
-        analysis_stages.metrics([pred], tmp_path / "m_new.h5", plan.metrics_params(new, "cnn", "control"))
+        analysis_stages.metrics([pred], tmp_path / "m_new.h5", expect.metrics_params(new, "cnn", "control"))
     assert str(pred) in str(err.value) and "spec_hash" in str(err.value)
     assert "--forcerun" in str(err.value)
     assert not (tmp_path / "m_new.h5").exists()
@@ -243,13 +243,16 @@ def test_files_copied_from_another_experiment_are_refused_by_every_reader(tmp_pa
     metric = str(tmp_path / "m_old.h5")
     with pytest.raises(InputError, match="spec_hash"):
         analysis_stages.diversity_table(
-            [metric], tmp_path / "d.csv", tmp_path / "d.md", expect={metric: plan.metrics_expect(new, "cnn", "control")}
+            [metric],
+            tmp_path / "d.csv",
+            tmp_path / "d.md",
+            expect={metric: expect.metrics_expect(new, "cnn", "control")},
         )
     with pytest.raises(InputError, match="m_old.h5"):
-        files.load_rows([metric], [plan.metrics_expect(new, "cnn", "control")])
+        files.load_rows([metric], [expect.metrics_expect(new, "cnn", "control")])
     assert not (tmp_path / "d.csv").exists()
     analysis_stages.diversity_table(
-        [metric], tmp_path / "d.csv", tmp_path / "d.md", expect={metric: plan.metrics_expect(old, "cnn", "control")}
+        [metric], tmp_path / "d.csv", tmp_path / "d.md", expect={metric: expect.metrics_expect(old, "cnn", "control")}
     )
     assert (tmp_path / "d.csv").exists()
     # a training file of another data set or code version is refused by predict, naming what differs

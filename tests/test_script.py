@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nondet.io.files import load_predictions
 from nondet.training.sources import Sources
-from nondet.workflow import analysis_stages, plan
+from nondet.workflow import analysis_stages, expect, plan
 from nondet.workflow import config as cfg
 from nondet.workflow.script import ScriptError, audit_script, train_script
 
@@ -114,7 +114,7 @@ def test_script_outputs_become_the_predict_stages_file(tmp_path, data_file, scri
     job = plan.train_job(c, "s", "init", 0)
     out = tmp_path / "p.h5"
     train_script(data_file, out, job, tmp_path / "train.log")
-    pred = load_predictions([out], [plan.predict_expect(c, "s", "init", 0)])
+    pred = load_predictions([out], [expect.predict_expect(c, "s", "init", 0)])
     assert pred["logits"].shape == (2, 60, 10) and len(pred["labels"]) == 60
     assert not np.array_equal(pred["logits"][0], pred["logits"][1])  # init varies
     assert pred["cka_on"] == ("features" if script == "as_torch_file" else "logits")
@@ -295,12 +295,12 @@ def test_a_comparison_of_two_script_recipes_trains_each_arm_with_its_params(tmp_
             },
         }
     )
-    expect = plan.comparison_expect(c, "lr")
+    expected = expect.comparison_expect(c, "lr")
     for arm in ("baseline", "candidate"):
         job = plan.comparison_job(c, "lr", arm, 0)
         assert job["model_spec"]["params"] == {"lr": 0.1 if arm == "baseline" else 0.2}
         train_script(data_file, tmp_path / f"{arm}.h5", job)
-        assert load_predictions([tmp_path / f"{arm}.h5"], expect[arm])["logits"].shape == (2, 60, 10)
+        assert load_predictions([tmp_path / f"{arm}.h5"], expected[arm])["logits"].shape == (2, 60, 10)
 
 
 def test_a_script_folder_is_hashed_whole(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import torch
 from nondet.analysis.tables import mitigation_table
 from nondet.training.tta import PRESETS, make_views, predict_tta
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
+from nondet.workflow import plan_methods
 
 # The paper's counts of augmented views (the authors' evaluate.py aug_rep_factor), EXCLUDING the
 # original; their TTA averages the original's logits with them (one more pass).
@@ -42,7 +42,7 @@ def test_list_of_specs_methods_and_validation():
         "mitigation": {"models": ["m"], "tta": ["crop25", {"name": "s1", "kind": "shift", "size": 1}]},
     }
     c = cfg.validate(base)
-    methods = plan.mitigation_methods(c)
+    methods = plan_methods.mitigation_methods(c)
     assert methods == {
         "tta:crop25": "tta_crop25",
         "tta:s1": "tta_s1",
@@ -56,11 +56,11 @@ def test_list_of_specs_methods_and_validation():
         "swa+tta:crop25": "swa_tta_crop25",
         "swa+tta:s1": "swa_tta_s1",
     }
-    assert plan.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
-    assert plan.tta_spec(c, "snapshot") is None
+    assert plan_methods.tta_spec(c, "tta:s1") == {"kind": "shift", "size": 1}
+    assert plan_methods.tta_spec(c, "snapshot") is None
     single = cfg.validate({"models": base["models"], "mitigation": {"models": ["m"]}})
-    assert plan.mitigation_methods(single) == plan.mitigation_methods()  # the one-spec form
-    assert plan.tta_spec(single, "snapshot+tta") == single["mitigation"]["tta"]
+    assert plan_methods.mitigation_methods(single) == plan_methods.mitigation_methods()  # the one-spec form
+    assert plan_methods.tta_spec(single, "snapshot+tta") == single["mitigation"]["tta"]
     with pytest.raises(cfg.ConfigError, match="mitigation.tta"):
         cfg.validate({**base, "mitigation": {"models": ["m"], "tta": ["crop9"]}})
     with pytest.raises(cfg.ConfigError, match="two specs are named 'crop25'"):

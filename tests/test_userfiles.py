@@ -13,7 +13,7 @@ from nondet.io.h5io import InputError
 from nondet.training import loop
 from nondet.training import replica as training
 from nondet.training.data import load_dataset, make_mnist1d
-from nondet.workflow import analysis_stages, plan, torch_stages
+from nondet.workflow import analysis_stages, expect, plan, torch_stages
 from nondet.workflow import config as cfg
 
 
@@ -101,7 +101,7 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
         torch_stages.predict(data, tmp_path / "old.h5", tmp_path / "p.h5", job_new)
     assert "old.h5" in str(err.value)
     with pytest.raises(InputError, match="data_hash") as err:
-        analysis_stages.metrics([old_pred], tmp_path / "m.h5", plan.metrics_params(c_new, "cnn", "control"))
+        analysis_stages.metrics([old_pred], tmp_path / "m.h5", expect.metrics_params(c_new, "cnn", "control"))
     assert "old_pred.h5" in str(err.value)
     assert not (tmp_path / "m.h5").exists()
 
@@ -396,7 +396,7 @@ def test_train_or_predict_file_missing_a_replica_is_refused_naming_it(tmp_path):
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     pred = tmp_path / "p.h5"
     torch_stages.predict(data, tmp_path / "t.h5", pred, job)
-    params = plan.metrics_params(c, "lin", "init")
+    params = expect.metrics_params(c, "lin", "init")
     analysis_stages.metrics([pred], tmp_path / "m.h5", params)  # the whole file is fine
 
     with h5py.File(tmp_path / "t.h5", "r+") as f:
@@ -607,7 +607,7 @@ def test_workflow_after_regenerating_the_arrays_file_equals_a_clean_run(tmp_path
     torch_stages.train(data, clean, plan.train_job(c_new, "lin", "init", 0), checkpoint_every=0)
     assert_bitwise(read_weights(out), read_weights(clean))
     # and the table was remade from the new training (its metrics expect the new data_hash)
-    files.load_rows(["results/metrics/lin/init.h5"], [plan.metrics_expect(c_new, "lin", "init")])
+    files.load_rows(["results/metrics/lin/init.h5"], [expect.metrics_expect(c_new, "lin", "init")])
 
 
 @pytest.mark.slow

@@ -275,7 +275,7 @@ MITIGATION_COLUMNS = [
 
 def _by_method(rows: list[dict], by: list[str], labels: dict | None = None) -> pd.DataFrame:
     """``rows`` sorted by ``by``, then method: in the order of ``labels`` (method name -> its words,
-    nondet.workflow.plan.method_labels, plug-ins included), else the registry's (plain, tta,
+    nondet.workflow.plan_methods.method_labels, plug-ins included), else the registry's (plain, tta,
     snapshot, snapshot+tta, ema, ema+tta, swa, swa+tta); a ``label`` column added."""
     df = pd.DataFrame(rows)
     if labels:

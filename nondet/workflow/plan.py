@@ -2,7 +2,8 @@
 
 The Snakefile's rules pass these dicts as ``params`` (so changing one reruns exactly the jobs it
 describes), and each output carries the ``spec_hash`` of the dict that made it: the stage that
-reads it checks that hash against what the plan says it must be (``*_expect`` below).
+reads it checks that hash against what the plan says it must be (nondet.workflow.expect). The
+mitigation methods' names and TTA specs are in nondet.workflow.plan_methods.
 
 Every training job is one base job (:func:`base_job`: the model, its recipe, the seeds' base, the
 device, the data and code versions) plus what its kind adds: replica indices for a protocol
@@ -20,10 +21,16 @@ import itertools
 import math
 
 from nondet.analysis.divergence import twin_runs
-from nondet.io.files import job_expect
 from nondet.io.h5io import CODE_VERSION, spec_hash
-from nondet.methods import REGISTRY, TTA_PRESETS, Method
+from nondet.methods import REGISTRY
 from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
+from nondet.workflow.plan_methods import (
+    budget_methods,
+    configured_weights,
+    mitigation_methods,
+    trained_run,
+    training_runs,
+)
 
 # --- what the config names --------------------------------------------------------------------
 
@@ -399,61 +406,7 @@ def factorial_job(config: dict, name: str, chunk: int) -> dict:
     return sealed(resampled(config, job, spec["sources"]))
 
 
-# --- mitigation: TTA specs and method names ----------------------------------------------------
-
-
-def tta_specs(config: dict) -> dict[str, dict] | None:
-    """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
-    None (one spec: methods tta and snapshot+tta). Names are unique (nondet.workflow.config checks)."""
-    tta = config["mitigation"]["tta"]
-    if isinstance(tta, dict):
-        return None
-    out = {}
-    for item in tta:
-        name, spec = (item, TTA_PRESETS[item]) if isinstance(item, str) else (item["name"], item)
-        out.setdefault(name, {k: v for k, v in spec.items() if k != "name"})
-    return out
-
-
-def configured_weights(config: dict) -> list[str]:
-    """The methods of mitigation.methods (plug-in names) in registry order, plain first."""
-    chosen = set(config["mitigation"]["methods"]) if config is not None else set(REGISTRY)
-    return [w for w in REGISTRY if w == "plain" or w in chosen]
-
-
-def training_runs(config: dict) -> list[str]:
-    """The training runs of the configured methods, plain (the protocol's) first."""
-    return list(dict.fromkeys(REGISTRY[w].run for w in configured_weights(config)))
-
-
-def mitigation_methods(config: dict | None = None) -> dict[str, str]:
-    """Method name -> the tag used in file paths: tta, then each method of mitigation.methods
-    (snapshot, ema, swa, registered plug-ins) alone and with TTA; with a list of TTA specs,
-    tta:<name> and <method>+tta:<name> per spec."""
-    specs = tta_specs(config) if config is not None else None
-    names = [None] if specs is None else list(specs)
-    methods = []
-    for w in configured_weights(config) if config is not None else list(REGISTRY):
-        if w != "plain":
-            methods.append(Method(w))
-        methods += [Method(w, tta=True, spec=n) for n in names]
-    return {m.name: m.tag for m in methods}
-
-
-def budget_methods(config: dict) -> dict[str, str]:
-    """Method name -> path tag of the budget study: plain, then the mitigation methods."""
-    return {"plain": "plain", **mitigation_methods(config)}
-
-
-def method_labels(config: dict) -> dict[str, str]:
-    """Method name -> its words in tables and figures (the plug-ins' labels)."""
-    return {name: Method.parse(name).label for name in budget_methods(config)}
-
-
-def trained_run(method: str) -> str:
-    """The training run a method predicts with: plain (the protocol's replicas: plain, tta, ema,
-    swa, each with TTA) or the plug-in's own run (snapshot, snapshot+tta)."""
-    return Method.parse(method).trained_run
+# --- mitigation: the job a method's predictions come from--------------------------------------
 
 
 def mitigation_job(config: dict, model: str, condition: str, chunk: int, method: str) -> dict:
@@ -462,141 +415,6 @@ def mitigation_job(config: dict, model: str, condition: str, chunk: int, method:
     return (
         train_job(config, model, condition, chunk) if run == "plain" else run_job(config, model, condition, chunk, run)
     )
-
-
-def tta_spec(config: dict, method: str) -> dict | None:
-    """The TTA spec a mitigation method uses (None: no TTA)."""
-    m = Method.parse(method)
-    if not m.tta:
-        return None
-    Method.parse(m, budget_methods(config))  # one of this config's specs
-    return tta_specs(config)[m.spec] if m.spec else config["mitigation"]["tta"]
-
-
-# --- what each stage expects of its inputs ----------------------------------------------------
-# Every output carries spec_hash, data_hash and code_version (nondet.io.h5io.atomic_h5); the rules
-# pass the values each input must carry, and nondet.io.h5io.open_input refuses any other file.
-
-
-def predict_expect(config: dict, model: str, condition: str, chunk: int, method="plain", epochs=None) -> dict:
-    """What results/{,mitigation/}predict/... chunk ``chunk`` of ``method`` carries; ``epochs``:
-    that of the budget study at this many epochs (results/budget/...)."""
-    if epochs is not None:
-        job = budget_job(config, model, condition, epochs, chunk, trained_run(method))
-    else:
-        job = mitigation_job(config, model, condition, chunk, method)
-    return job_expect(job, method=method, tta=tta_spec(config, method))
-
-
-def metrics_params(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
-    """Params of a metrics job, including what each of its prediction files must carry
-    (``epochs``: a metrics job of the budget study)."""
-    params = {
-        "model": model,
-        "condition": condition,
-        **config["metrics"],
-        "code_version": CODE_VERSION,
-    }
-    if method != "plain":
-        params["method"] = method
-    params["inputs"] = [predict_expect(config, model, condition, k, method, epochs) for k in range(n_chunks(config))]
-    return params
-
-
-def metrics_expect(config: dict, model: str, condition: str, method="plain", epochs=None) -> dict:
-    """What the metrics file of (model, condition, method) carries: the hash of its params."""
-    return {
-        "spec_hash": spec_hash(metrics_params(config, model, condition, method, epochs)),
-        "data_hash": data_hash(config),
-        "code_version": CODE_VERSION,
-    }
-
-
-def runs_metrics_params(config: dict, run_model: str, group: str) -> dict:
-    """Params of the metrics job of an imported group (rules/runs.smk): as metrics_params, same
-    bootstrap seeds; its input's hashes come from the imported files, so none are listed."""
-    return {"model": run_model, "condition": group, **config["metrics"], "code_version": CODE_VERSION}
-
-
-def runs_metrics_expect(config: dict, run_model: str, group: str) -> dict:
-    """What the metrics file of an imported group carries (its data_hash comes from the labels
-    of the imported files, so it is not known from the config)."""
-    return {"spec_hash": spec_hash(runs_metrics_params(config, run_model, group)), "code_version": CODE_VERSION}
-
-
-def comparison_expect(config: dict, name: str) -> dict:
-    """Per arm, what each prediction file of a comparison carries."""
-    n = len(comparison_chunks(config, name))
-    return {
-        arm: [job_expect(comparison_job(config, name, arm, k), method="plain", tta=None) for k in range(n)]
-        for arm in ("baseline", "candidate")
-    }
-
-
-def factorial_expect(config: dict, name: str) -> list[dict]:
-    n = len(factorial_chunks(config, name))
-    return [job_expect(factorial_job(config, name, k), method="plain", tta=None) for k in range(n)]
-
-
-def per_metric(value) -> dict:
-    """A config's effect or margin: a number is accuracy points; a mapping gives one per metric."""
-    if value is None:
-        return {}
-    return dict(value) if isinstance(value, dict) else {"accuracy": float(value)}
-
-
-def held_fixed_note(varying, sources) -> str:
-    """What the verdict says of the sources held fixed within the arms (Bouthillier et al. 2021)."""
-    fixed = [s for s in sources if s not in set(varying)]
-    if not fixed:
-        return "every source of randomness varies between runs: the intervals are those of independent runs"
-    note = (
-        f"only {', '.join(varying)} varies between runs; held fixed: {', '.join(fixed)}. The intervals are "
-        "conditional on the fixed values and narrower than those of fully independent runs"
-    )
-    if list(varying) == ["init"]:
-        note += " (Bouthillier et al. 2021: varying only the initialisation is worth about 2 independent runs)"
-    return note
-
-
-def compare_params(config: dict, name: str) -> dict:
-    """Params of a comparison's summary job (rules/compare.smk): the verdict engine's."""
-    spec = config["comparisons"][name]
-    varying = spec["sources"] if "sources" in spec else CONDITIONS[spec["condition"]]
-    every = [s for s in SOURCES if s in CONDITIONS["all"]]
-    return {
-        "name": name,
-        "baseline": "baseline",
-        "candidate": "candidate",
-        "alpha": spec["alpha"],
-        "power": spec["power"],
-        "effect": per_metric(spec["effect"]),
-        "gamma": spec["gamma"],
-        "margin": per_metric(spec["margin"]),
-        "margin_kind": spec["margin_kind"],
-        "on_diverged": config["metrics"]["on_diverged"],
-        "held_fixed": held_fixed_note([s for s in every if s in varying], every)
-        if spec.get("condition") != "bitflip"
-        else "only one weight's one-ulp nudge varies between runs (condition bitflip)",
-        "code_version": CODE_VERSION,
-        "inputs": comparison_expect(config, name),
-    }
-
-
-def factorial_params(config: dict, name: str) -> dict:
-    """Params of a factorial design's variance-components job (rules/compare.smk)."""
-    spec = config["factorial"][name]
-    return {
-        "name": name,
-        "sources": spec["sources"],
-        "levels": spec["levels"],
-        "cells": [list(c) for c in factorial_cells(config, name)],
-        "bootstrap_resamples": spec["bootstrap_resamples"],
-        "seed": config["metrics"]["seed"],
-        "on_diverged": config["metrics"]["on_diverged"],
-        "code_version": CODE_VERSION,
-        "inputs": factorial_expect(config, name),
-    }
 
 
 # --- the plan's size ---------------------------------------------------------------------------
@@ -624,20 +442,3 @@ def plan_size(config: dict) -> int:
     runs = config.get("runs", {})
     n += 3 * len(runs.get("groups", {})) + len(runs.get("comparisons", {})) + 1  # imported runs
     return n
-
-
-# --- k-model ensembles of a condition's replicas (rules/ensembles.smk) --------------------------
-
-
-def ensembles_params(config: dict, model: str, condition: str) -> dict:
-    """Params of the ensembles job of (model, condition): what its prediction files carry."""
-    params = metrics_params(config, model, condition)
-    return {k: params[k] for k in ("model", "condition", "on_diverged", "code_version", "inputs")}
-
-
-def ensembles_expect(config: dict, model: str, condition: str) -> dict:
-    return {
-        "spec_hash": spec_hash(ensembles_params(config, model, condition)),
-        "data_hash": data_hash(config),
-        "code_version": CODE_VERSION,
-    }

@@ -99,7 +99,7 @@ def check_comparison(config: dict, name: str) -> None:
 def compare_params(config: dict, name: str, code_version: str) -> dict:
     """Params of rule runs_compare: the verdict engine's, as for trained comparisons (checked
     first by ``check_comparison``)."""
-    from nondet.workflow.plan import per_metric
+    from nondet.workflow.expect import per_metric
 
     check_comparison(config, name)
     spec = config["runs"]["comparisons"][name]

@@ -240,7 +240,7 @@ def predict(
             f"now (arrays' SHA-256 {trained_on} != {data.content_sha256}): the data set was "
             f"regenerated since; {h5io.remake_hint(train_path)}"
         )
-    # <method>+tta:<name>: one of a list of TTA specs (nondet.workflow.plan.tta_spec); the
+    # <method>+tta:<name>: one of a list of TTA specs (nondet.workflow.plan_methods.tta_spec); the
     # method's plug-in (nondet.methods.REGISTRY) says which weights of a replica predict
     load_plugins(plugins)
     parsed = Method.parse(method)

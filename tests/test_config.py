@@ -5,7 +5,7 @@ import yaml
 from helpers import REPO, default_config
 
 from nondet.workflow import config as cfg
-from nondet.workflow import plan
+from nondet.workflow import config_checks, plan
 
 DEFAULT = default_config()  # the repository's config.yaml, wherever pytest runs
 
@@ -174,7 +174,7 @@ def test_every_built_in_architecture_has_parameter_names():
     from nondet.workflow.paramnames import parameter_names, weight_names
 
     for arch in ARCHITECTURES:
-        params = dict(cfg.ARCH_PARAMS.get(arch, {}))
+        params = dict(config_checks.ARCH_PARAMS.get(arch, {}))
         try:
             names = parameter_names(arch, params)
         except ValueError as e:
@@ -212,7 +212,7 @@ def test_parameter_names_match_the_built_models(arch, params):
     from nondet.training.models import build_model
     from nondet.workflow.paramnames import parameter_names, weight_names
 
-    params = {**cfg.ARCH_PARAMS[arch], **params}
+    params = {**config_checks.ARCH_PARAMS[arch], **params}
     shape = (1, 40) if arch in ("cnn1d", "linear", "mlp") else (3, 8, 8)
     net = build_model({"arch": arch, **params}, shape, 10, torch.Generator().manual_seed(0))
     assert parameter_names(arch, params) == [n for n, _ in net.named_parameters()]

@@ -12,7 +12,7 @@ from nondet.methods import TTA_PRESETS
 from nondet.schema import load_schema
 from nondet.training import augment, data, models, tta
 from nondet.training import replica as training
-from nondet.workflow.config import ARCH_PARAMS
+from nondet.workflow.config_checks import ARCH_PARAMS
 
 SCHEMA = load_schema()
 DEFS = SCHEMA["$defs"]

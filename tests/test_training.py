@@ -9,7 +9,7 @@ from nondet.training.bitflip import apply_bitflip
 from nondet.training.models import ARCHITECTURES, build_model
 from nondet.training.predict import predict
 from nondet.training.replica import lr_at, train_replica
-from nondet.workflow.config import ARCH_PARAMS
+from nondet.workflow.config_checks import ARCH_PARAMS
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,9 @@
-"""The experiment configuration: schema validation, defaults, semantic checks, and the job plan.
+"""The experiment configuration's entry: YAML loading (duplicate keys and syntax errors named),
+validation (the schema, then its defaults filled in, then the defaults a schema cannot state,
+then the checks of nondet.workflow.config_checks), and checking config files before a run
+(``python -m nondet check-config``). Every failure is a ConfigError naming the key or file;
+callers catch it here, as ``nondet.workflow.config.ConfigError`` (it is defined in
+nondet.workflow.config_errors, so that the checks can raise it without importing this module).
 
 Imported by the Snakefile, so it must stay light (no torch).
 """
@@ -9,31 +14,13 @@ import copy
 import math
 import re
 
-import jsonschema
 import yaml
 
-from nondet.methods import REGISTRY, Method, MethodError, load_plugins
-from nondet.schema import cached_schema, defaults, load_schema, resolve
-from nondet.seeds import CONDITIONS
-from nondet.workflow.plan import condition_sources, groups, is_script_model, is_user_arch, plan_size, recipe
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the offending key."""
-
-
-#: Keyword arguments of each built-in architecture, with their defaults: the schema's
-#: ``$defs.params_<arch>`` (tests check them against the model classes, so they cannot drift).
-ARCH_PARAMS = {
-    name[len("params_") :]: defaults(node)
-    for name, node in cached_schema()["$defs"].items()
-    if name.startswith("params_")
-}
-
-
-def _key(path) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
-
+from nondet.methods import REGISTRY, MethodError, load_plugins
+from nondet.schema import load_schema, resolve
+from nondet.workflow.config_checks import ARCH_PARAMS, check
+from nondet.workflow.config_errors import STRICT, ConfigError, hint, key_path, unknown_keys
+from nondet.workflow.plan import groups, is_user_arch, plan_size
 
 #: Partial recipes: their keys are changes, so the recipe's defaults must not be filled in.
 _NO_FILL = "#/$defs/recipe_override"
@@ -53,68 +40,6 @@ def _fill_defaults(node: dict, instance: dict, schema: dict) -> None:
         for value in instance.values():
             if isinstance(value, dict):
                 _fill_defaults(entry, value, schema)
-
-
-# JSON Schema counts 4.0 as an integer; we do not (``replicas: 4.0`` crashed inside jobs).
-_STRICT = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
-    ),
-)
-
-
-def _yaml_float(text: str) -> str:
-    """``1e9`` as YAML 1.1 (PyYAML, Snakemake) reads it as a float: ``1.0e+9``."""
-    m = re.fullmatch(r"\s*([-+]?)(\d+)(?:\.(\d*))?[eE]([-+]?)(\d+)\s*", text)
-    if not m:
-        return repr(float(text))
-    sign, whole, frac, esign, exp = m.groups()
-    return f"{sign}{whole}.{frac or '0'}e{esign or '+'}{exp}"
-
-
-def _hint(e) -> str:
-    """Extra words for a schema error whose cause is a YAML trap."""
-    if e.validator == "pattern" and str(e.validator_value).startswith("^[A-Za-z0-9_]"):
-        return " (names may hold letters, digits, _ and - only: they become folder names of the outputs)"
-    if e.validator != "type":
-        return ""
-    x = e.instance
-    if isinstance(x, bool) and "string" in str(e.validator_value):
-        word = "on" if x else "off"
-        return f' (YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans: quote the value, e.g. "{word}")'
-    if isinstance(x, float) and x.is_integer() and "integer" in str(e.validator_value):
-        return f" (a whole number is meant: write {int(x)}, without the decimal point)"
-    if isinstance(x, str) and "integer" in str(e.validator_value) and re.fullmatch(r"\s*[-+]?\d+\s*", x):
-        return (
-            f" (a whole number that arrived as the string {x!r}: write {int(x)} in a --configfile; "
-            "values nested inside --config arrive as strings)"
-        )
-    if isinstance(x, str):
-        try:
-            number = float(x)
-        except ValueError:
-            return ""
-        if "integer" in str(e.validator_value) and math.isfinite(number) and number.is_integer():
-            return (
-                f" (a whole number that arrived as the string {x!r}, as YAML 1.1 reads 1e7: "
-                f"write {int(number)}, without exponent or decimal point)"
-            )
-        return (
-            f" (a number in quotes, or one YAML reads as a string: write {_yaml_float(x)}; "
-            "values given with --config arrive as strings, so put numbers in a --configfile)"
-        )
-    return ""
-
-
-def _unknown_keys(e) -> list[str]:
-    """One line per key the schema does not declare, naming it and the allowed keys."""
-    known = sorted(e.schema.get("properties", {}))
-    allowed = f" (allowed keys: {', '.join(known)})" if known else " (no keys allowed)"
-    extra = [k for k in e.instance if k not in known] if isinstance(e.instance, dict) else []
-    if not extra:
-        return [f"config key {_key(e.absolute_path)}: {e.message}{allowed}"]
-    return [f"config key {_key([*e.absolute_path, k])}: unknown key{allowed}" for k in extra]
 
 
 def _non_finite(node, path=()):
@@ -140,29 +65,41 @@ def validate(config: dict) -> dict:
     if isinstance(config.get("models"), dict):  # `name: null` in a later --configfile removes it
         config["models"] = {k: v for k, v in config["models"].items() if v is not None}
     bad = [f"config key {old}: renamed to {new} (same keys)" for old, new in RENAMED.items() if old in config]
-    bad += [f"config key {_key(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
+    bad += [f"config key {key_path(p)}: {v} is not a finite number" for p, v in _non_finite(config)]
     if bad:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(bad))
     _method_plugins(config, schema)
-    validator = _STRICT(schema)
+    validator = STRICT(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
         for e in errors[:10]:
             if e.validator == "additionalProperties":
-                lines += _unknown_keys(e)
+                lines += unknown_keys(e)
             else:
-                lines.append(f"config key {_key(e.absolute_path)}: {e.message}{_hint(e)}")
+                lines.append(f"config key {key_path(e.absolute_path)}: {e.message}{hint(e)}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _fill_defaults(schema, config, schema)
-    _check_semantics(config)
-    _check_sections(config)
-    _check_comparisons(config)
-    _check_bitflip_tensors(config)
-    _check_runs(config)
-    _check_resampling(config)
-    _check_plan_size(config)
+    _fill_derived(config)
+    check(config)
     return config
+
+
+def _fill_derived(config: dict) -> None:
+    """The defaults a schema cannot state, filled before the checks: a built-in model's params
+    (its ``$defs.params_<arch>``, ARCH_PARAMS; the schema has typed them), a comparison's
+    condition (``all``, unless it gives sources: not a schema default, since sources exclude it),
+    a factorial design's levels given as one number (that number for each of its sources)."""
+    for model in config["models"].values():
+        arch = model.get("arch")
+        if isinstance(arch, str) and arch in ARCH_PARAMS and not is_user_arch(arch):
+            model["params"] = {**ARCH_PARAMS[arch], **model["params"]}
+    for spec in config["comparisons"].values():
+        if "sources" not in spec:
+            spec.setdefault("condition", "all")
+    for spec in config["factorial"].values():
+        if isinstance(spec["levels"], int):
+            spec["levels"] = [spec["levels"]] * len(spec["sources"])
 
 
 def _method_plugins(config: dict, schema: dict) -> None:
@@ -179,440 +116,6 @@ def _method_plugins(config: dict, schema: dict) -> None:
     for name, plugin in REGISTRY.items():
         if plugin.schema is not None and name not in props:
             props[name] = plugin.schema
-
-
-#: Training-set sizes of the built-in data sets (mnist1d: 80 % of num_samples)
-TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion_mnist": 60000, "svhn": 73257}
-
-
-def _check_resampling(config: dict) -> None:
-    """A ``data_resampling.fraction`` leaving fewer than 2 training examples, refused here with
-    the resulting size when the data set's size is known from the config (else by the training
-    job, nondet.training.resample)."""
-    from nondet.training.resample import resample_size
-
-    data = config["dataset"]
-    n = int(data.get("num_samples", 5000) * 0.8) if data["name"] == "mnist1d" else TRAIN_SIZES.get(data["name"])
-    if data.get("n_train") is not None:
-        n = data["n_train"] if n is None else min(n, data["n_train"])
-    if n is None:
-        return
-    varying = [condition_sources(config, c) for _, c in groups(config)]
-    varying += [set(s.get("sources") or CONDITIONS.get(s.get("condition"), ())) for s in config["comparisons"].values()]
-    varying += [set(s["sources"]) for s in config["factorial"].values()]
-    if not any("data" in v for v in varying):
-        return
-    spec = config["data_resampling"]
-    m = resample_size(n, spec["fraction"])
-    if m < 2:
-        raise ConfigError(
-            f"config key data_resampling.fraction: {spec['fraction']} of the {n} training examples "
-            f"leaves {m} to train on (a {spec['kind']} of round({spec['fraction']} x {n})); use a "
-            f"fraction of at least {2 / n:.2g}"
-        )
-
-
-_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-
-
-def _check_user_model(name: str, model: dict) -> None:
-    """What can be checked without importing torch or the user's code; the rest (the callable,
-    its params, the module it returns, the output shape) is checked by the check_model rule."""
-    import importlib.machinery
-    import importlib.util
-    import os
-    import re
-
-    arch, key = model["arch"], f"config key models.{name}"
-    if not re.fullmatch(f"{_DOTTED}:{_DOTTED}", arch):
-        raise ConfigError(
-            f"{key}.arch: {arch!r} is neither a built-in architecture ({', '.join(ARCH_PARAMS)}) "
-            "nor an import path 'package.module:callable'"
-        )
-    folder = model.get("pythonpath")
-    if folder is not None and not os.path.isdir(folder):
-        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
-    top = arch.split(":")[0].split(".")[0]
-    found = importlib.machinery.PathFinder.find_spec(top, [os.path.abspath(folder)]) if folder else None
-    if found is None and importlib.util.find_spec(top) is None:
-        where = f"in {folder!r} nor " if folder else ""
-        raise ConfigError(
-            f"{key}.arch: model {name!r}: module {top!r} of {arch!r} is found neither {where}on "
-            "PYTHONPATH (set models.<name>.pythonpath to the folder that holds it)"
-        )
-
-
-def _check_conditions(config: dict) -> None:
-    for name in config["conditions"]:
-        if name in CONDITIONS:
-            raise ConfigError(
-                f"config key conditions.{name}: a built-in condition has this name (built-in: {', '.join(CONDITIONS)})"
-            )
-    known = list(CONDITIONS) + list(config["conditions"])
-    where = [(f"models.{m}.conditions", spec["conditions"]) for m, spec in config["models"].items()]
-    where.append(("mitigation.conditions", config["mitigation"]["conditions"]))
-    for key, names in where:
-        for i, condition in enumerate(names):
-            if condition not in known:
-                raise ConfigError(
-                    f"config key {key}.{i}: unknown condition {condition!r} (known: "
-                    f"{', '.join(known)}; define new ones under the top-level conditions key)"
-                )
-
-
-def _check_arm_params(key: str, arch: str, params: dict) -> None:
-    """A comparison arm's parameter changes, against the schema's ``$defs.params_<arch>``."""
-    schema = cached_schema()
-    sub = {**schema["$defs"][f"params_{arch}"], "$defs": schema["$defs"]}
-    for e in sorted(_STRICT(sub).iter_errors(params), key=lambda e: list(e.absolute_path)):
-        if e.validator == "additionalProperties":
-            raise ConfigError(_unknown_keys(e)[0].replace("config key ", f"config key {key}.", 1))
-        raise ConfigError(f"config key {_key([key, *e.absolute_path])}: {e.message}{_hint(e)}")
-
-
-def _check_script_model(config: dict, name: str, model: dict) -> bool:
-    """A model trained by the researcher's own script (train/command): True after checking it;
-    False for an arch model. Exactly one of arch, train and command."""
-    import os
-
-    key = f"config key models.{name}"
-    given = [k for k in ("arch", "train", "command") if k in model]
-    if len(given) != 1:
-        raise ConfigError(
-            f"{key}: give exactly one of arch (a built-in or 'package.module:build'), train "
-            f"('package.module:main', your training script) or command (any program)"
-            + (f"; got {', '.join(given)}" if given else "")
-        )
-    if given == ["arch"]:
-        for k in ("script", "audit", "timeout", "data"):
-            if k in model:
-                raise ConfigError(f"{key}.{k}: only for a training script (train or command)")
-        return False
-    if "train" in model and not re.fullmatch(f"{_DOTTED}:{_DOTTED}", model["train"]):
-        raise ConfigError(f"{key}.train: {model['train']!r} is not an import path 'package.module:main'")
-    for k in ("features", "training"):
-        if model.get(k):
-            raise ConfigError(
-                f"{key}.{k}: a training script has its own recipe and writes its own features (ctx.save); "
-                "put its hyperparameters under params"
-            )
-    folder = model.get("pythonpath")
-    if folder is not None and not os.path.isdir(folder):
-        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
-    if model.get("data") == "script":  # its own test set: the audit records the labels every job checks
-        if model.get("audit") == "off":
-            raise ConfigError(
-                f"{key}.data: script needs the audit (audit: fail or warn): it records the SHA-256 of "
-                "the script's test labels, which every replica, condition and comparison arm must match"
-            )
-        named = config.get("conditions") or {}
-        varying = [c for c in model["conditions"] if c in ("data", "all") or "data" in (named.get(c) or [])]
-        if varying:
-            raise ConfigError(
-                f"{key}.conditions: {', '.join(varying)} vary the data source, which resamples the "
-                "pipeline's training set; with data: script the script owns its data, so leave them out"
-            )
-    for section in ("divergence", "mitigation", "budget"):
-        if name in config[section]["models"]:
-            raise ConfigError(
-                f"config key {section}.models: model {name!r} is a training script; the {section} study "
-                "needs the pipeline's own training loop (checkpoints, snapshots, twins)"
-            )
-    for fname, spec in config["factorial"].items():
-        if spec["model"] == name:
-            raise ConfigError(
-                f"config key factorial.{fname}.model: model {name!r} is a training script; factorial "
-                "designs train built-in and import-path models only (compare its recipes under comparisons)"
-            )
-    return True
-
-
-def _check_semantics(config: dict) -> None:
-    _check_conditions(config)
-    for name, model in config["models"].items():
-        if _check_script_model(config, name, model):
-            continue
-        if is_user_arch(model["arch"]) or model["arch"] not in ARCH_PARAMS:
-            _check_user_model(name, model)
-            continue
-        for key in ("features", "pythonpath"):
-            if key in model:
-                raise ConfigError(
-                    f"config key models.{name}.{key}: only for a user model (arch "
-                    f"'package.module:callable'); {model['arch']!r} is built in"
-                )
-        # the schema has typed the params (its $defs.params_<arch>); fill in their defaults
-        model["params"] = params = {**ARCH_PARAMS[model["arch"]], **model["params"]}
-        for condition in model["conditions"]:
-            # "all" varies dropout only where there is some; any other condition must have it
-            varies = condition != "all" and "dropout" in condition_sources(config, condition)
-            if varies and not params.get("dropout", 0) > 0:
-                raise ConfigError(
-                    f"config key models.{name}.conditions: condition {condition!r} varies dropout, "
-                    f"which cannot apply to model {name!r} ({model['arch']}, "
-                    f"dropout={params.get('dropout', 0)}): it has no dropout"
-                )
-    for name, per_condition in config["overrides"].items():
-        if name not in config["models"]:
-            raise ConfigError(f"config key overrides.{name}: unknown model (models: {', '.join(config['models'])})")
-        for condition in per_condition:
-            if condition not in config["models"][name]["conditions"]:
-                raise ConfigError(
-                    f"config key overrides.{name}.{condition}: model {name!r} does not run condition {condition!r}"
-                )
-    for name in config["models"]:
-        for condition in config["models"][name]["conditions"]:
-            r = recipe(config, name, condition)
-            if r["epochs"] % r["cycles"]:
-                raise ConfigError(
-                    f"config key training.cycles (model {name}, {condition}): {r['cycles']} cycles "
-                    f"do not divide {r['epochs']} epochs"
-                )
-            if r["warmup_epochs"] * r["cycles"] >= r["epochs"]:
-                raise ConfigError(
-                    f"config key training.warmup_epochs (model {name}, {condition}): warm-up fills the whole cycle"
-                )
-
-
-def _check_sections(config: dict) -> None:
-    models = config["models"]
-    for section in ("divergence", "stability", "mitigation", "budget"):
-        for name in config[section]["models"]:
-            if name not in models:
-                raise ConfigError(f"config key {section}.models: unknown model {name!r} (models: {', '.join(models)})")
-    mit = config["mitigation"]
-    if isinstance(mit["tta"], list):
-        names = [item if isinstance(item, str) else item["name"] for item in mit["tta"]]
-        for name in {n for n in names if names.count(n) > 1}:
-            raise ConfigError(f"config key mitigation.tta: two specs are named {name!r}")
-        for name in names:  # each names the methods tta:<name> and snapshot+tta:<name>
-            try:
-                Method.parse(f"tta:{name}")
-            except MethodError as e:
-                raise ConfigError(f"config key mitigation.tta: spec name {name!r}: {e}") from None
-    for method in mit["methods"]:
-        if method not in REGISTRY or method == "plain":
-            known = ", ".join(n for n in REGISTRY if n != "plain")
-            raise ConfigError(
-                f"config key mitigation.methods: unknown method {method!r}; known: {known} (or a plug-in "
-                "registered by a module of mitigation.plugins)"
-            )
-    averaging = [m for m in mit["methods"] if m in ("ema", "swa")]
-    for section in ("mitigation", "budget"):
-        for name in config[section]["models"] if averaging else ():
-            if is_script_model(models[name]):
-                raise ConfigError(
-                    f"config key mitigation.methods: {', '.join(averaging)} average weights while our loop "
-                    f"trains, but {section}.models lists {name!r}, trained by its own script; remove "
-                    f"{', '.join(averaging)} from mitigation.methods or {name!r} from {section}.models"
-                )
-    for name in mit["models"]:
-        _check_runs_conditions(config, name, "mitigation.conditions", "its plain replicas are the baseline")
-        for condition in mit["conditions"]:
-            epochs = recipe(config, name, condition)["epochs"]
-            if "snapshot" in mit["methods"] and epochs % mit["snapshot_cycles"]:
-                raise ConfigError(
-                    f"config key mitigation.snapshot_cycles: {mit['snapshot_cycles']} cycles do "
-                    f"not divide the {epochs} epochs of {name}/{condition}"
-                )
-    _check_budget(config)
-
-
-def _check_runs_conditions(config: dict, name: str, key: str, why: str) -> None:
-    """Model ``name`` must run every condition of mitigation.conditions."""
-    for condition in config["mitigation"]["conditions"]:
-        if condition not in config["models"][name]["conditions"]:
-            raise ConfigError(f"config key {key}: model {name!r} does not run condition {condition!r} ({why})")
-
-
-def _check_budget(config: dict) -> None:
-    """budget: every model runs the mitigation conditions; every budget splits into the plain
-    recipe's cycles and into mitigation.snapshot_cycles, with room beside any warm-up."""
-    budget, cycles = config["budget"], config["mitigation"]["snapshot_cycles"]
-    if not budget["models"]:
-        return
-    for i, epochs in enumerate(budget["epochs"]):
-        if "snapshot" in config["mitigation"]["methods"] and epochs % cycles:
-            raise ConfigError(
-                f"config key budget.epochs.{i}: {epochs} epochs are not divisible by the {cycles} "
-                "cycles of mitigation.snapshot_cycles (the snapshot run splits each budget into them)"
-            )
-    for name in budget["models"]:
-        _check_runs_conditions(config, name, "budget.models", "of mitigation.conditions, which the budget study trains")
-        for condition in config["mitigation"]["conditions"]:
-            r = recipe(config, name, condition)
-            for i, epochs in enumerate(budget["epochs"]):
-                if epochs % r["cycles"]:
-                    raise ConfigError(
-                        f"config key budget.epochs.{i}: the {r['cycles']} cycles of the recipe of "
-                        f"{name}/{condition} (training.cycles) do not divide {epochs} epochs"
-                    )
-                if r["warmup_epochs"] * max(cycles, r["cycles"]) >= epochs:
-                    raise ConfigError(
-                        f"config key budget.epochs.{i}: at {epochs} epochs the warm-up of "
-                        f"{name}/{condition} ({r['warmup_epochs']} epochs per cycle, "
-                        f"training.warmup_epochs) fills each of its {max(cycles, r['cycles'])} cycles"
-                    )
-
-
-def _check_verdict_keys(key: str, spec: dict) -> None:
-    """A comparison's margin must be a positive size (non-inferiority is margin_kind's business)."""
-    margin = spec.get("margin")
-    for metric, value in ({"accuracy": margin} if isinstance(margin, (int, float)) else margin or {}).items():
-        if not value > 0:
-            suffix = "" if isinstance(margin, (int, float)) else f".{metric}"
-            raise ConfigError(
-                f"config key {key}.margin{suffix}: {value} — a margin is the size of a difference "
-                "that does not matter, > 0 (for non-inferiority set margin_kind: non_inferiority)"
-            )
-
-
-def _check_comparisons(config: dict) -> None:
-    models = config["models"]
-    for section in ("comparisons", "factorial"):
-        for name, spec in config[section].items():
-            if spec["model"] not in models:
-                raise ConfigError(
-                    f"config key {section}.{name}.model: unknown model {spec['model']!r} (models: {', '.join(models)})"
-                )
-    for name, spec in config["comparisons"].items():
-        if "condition" in spec and "sources" in spec:
-            raise ConfigError(f"config key comparisons.{name}: give either condition or sources, not both")
-        if "sources" not in spec:  # the default condition: not a schema default, sources exclude it
-            spec.setdefault("condition", "all")
-        arch = models[spec["model"]].get("arch", "script")
-        params = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}
-        for arm in ("baseline", "candidate"):
-            if arch == "script" and spec[arm]["training"]:
-                raise ConfigError(
-                    f"config key comparisons.{name}.{arm}.training: model {spec['model']!r} is a training "
-                    "script; change its params instead"
-                )
-            if is_user_arch(arch) or arch == "script":  # checked by the callable / the script itself
-                continue
-            _check_arm_params(f"comparisons.{name}.{arm}.params", arch, spec[arm]["params"])
-            varying = spec["sources"] if "sources" in spec else [spec["condition"]]
-            if "dropout" in varying and not {**params, **spec[arm]["params"]}.get("dropout"):
-                raise ConfigError(f"config key comparisons.{name}.condition: {arm} has no dropout")
-        if spec["baseline"] == spec["candidate"]:
-            raise ConfigError(f"config key comparisons.{name}: baseline and candidate are identical")
-        _check_verdict_keys(f"comparisons.{name}", spec)
-    for name, spec in config["factorial"].items():
-        if isinstance(spec["levels"], int):
-            spec["levels"] = [spec["levels"]] * len(spec["sources"])
-        if len(spec["levels"]) != len(spec["sources"]):
-            raise ConfigError(
-                f"config key factorial.{name}.levels: one number per source "
-                f"({len(spec['sources'])} sources, {len(spec['levels'])} levels)"
-            )
-        arch = models[spec["model"]].get("arch", "script")
-        dropout = {**ARCH_PARAMS.get(arch, {}), **models[spec["model"]]["params"]}.get("dropout", 0)
-        if "dropout" in spec["sources"] and not dropout and not is_user_arch(arch) and arch != "script":
-            raise ConfigError(f"config key factorial.{name}.sources: model has no dropout")
-
-
-def _bitflip_key(config: dict, model: str, condition: str | None) -> str:
-    """The config key that set (model, condition)'s bitflip_tensor."""
-    if condition and "bitflip_tensor" in config["overrides"].get(model, {}).get(condition, {}):
-        return f"overrides.{model}.{condition}.bitflip_tensor"
-    if "bitflip_tensor" in config["models"][model]["training"]:
-        return f"models.{model}.training.bitflip_tensor"
-    return "training.bitflip_tensor"
-
-
-def _check_bitflip_tensors(config: dict) -> None:
-    """Every built-in model's bitflip_tensor (the model's recipe, each condition's and each
-    comparison arm's) names one of its parameters: otherwise each of its bitflip jobs (and
-    divergence twins) would raise at its first step. User models: the check_model job."""
-    from nondet.workflow.paramnames import parameter_names, weight_names
-
-    cases = []  # (key, model, params, tensor)
-    for name, model in config["models"].items():
-        if "arch" not in model or is_user_arch(model["arch"]):  # a training script, or a user model
-            continue
-        for condition in [None, *model["conditions"], *config["overrides"].get(name, {})]:
-            tensor = recipe(config, name, condition).get("bitflip_tensor")
-            cases.append((_bitflip_key(config, name, condition), name, model["params"], tensor))
-    for cname, spec in config["comparisons"].items():
-        model = config["models"][spec["model"]]
-        if "arch" not in model or is_user_arch(model["arch"]):
-            continue
-        for arm in ("baseline", "candidate"):
-            r = {**recipe(config, spec["model"], spec.get("condition")), **spec[arm]["training"]}
-            key = f"comparisons.{cname}.{arm}"
-            if "bitflip_tensor" not in spec[arm]["training"]:
-                key += f" (the recipe of model {spec['model']})"
-            cases.append((key, spec["model"], {**model["params"], **spec[arm]["params"]}, r.get("bitflip_tensor")))
-    for key, name, params, tensor in cases:
-        arch = config["models"][name]["arch"]
-        if tensor is not None and tensor not in parameter_names(arch, params):
-            raise ConfigError(
-                f"config key {key}: bitflip_tensor {tensor!r} is not a parameter of model {name!r} "
-                f"({arch}; its conv/linear weights: {', '.join(weight_names(arch, params))}; every "
-                f"parameter: {', '.join(parameter_names(arch, params))}); set it per model under "
-                f"models.{name}.training.bitflip_tensor (null: any conv/linear weight)"
-            )
-
-
-def _check_plan_size(config: dict) -> None:
-    n = plan_size(config)
-    if n > config["max_jobs"]:
-        raise ConfigError(
-            f"config key replicas: this configuration plans about {n} jobs, more than "
-            f"max_jobs = {config['max_jobs']} (replicas {config['replicas']}, replicas_per_job "
-            f"{config['replicas_per_job']}, {len(groups(config))} (model, condition) groups). "
-            "Planning alone takes about a second per 400-700 jobs and memory grows with them: lower "
-            "replicas (or comparisons/factorial sizes), raise replicas_per_job, or raise max_jobs "
-            "if you really mean it."
-        )
-    # every job spec lists its replicas: few jobs of huge replicas_per_job plan slowly too
-    replicas = config["replicas"] * len(groups(config))
-    replicas += sum(2 * spec["replicas"] for spec in config["comparisons"].values())
-    replicas += sum(math.prod(spec["levels"]) for spec in config["factorial"].values())
-    limit = config["max_replicas"] or 10 * config["max_jobs"]
-    if replicas > limit:
-        key = "max_replicas" if config["max_replicas"] else "max_replicas (default 10 x max_jobs)"
-        raise ConfigError(
-            f"config key replicas: this configuration trains about {replicas} replicas, more than "
-            f"{key} = {limit} (replicas {config['replicas']} x {len(groups(config))} (model, "
-            "condition) groups, plus comparisons and factorial cells; replicas_per_job "
-            f"{config['replicas_per_job']}). Lower replicas (or comparisons/factorial sizes), or "
-            "raise max_replicas if you really mean it."
-        )
-
-
-# --- bring your own runs (rules/runs.smk) -----------------------------------------------------
-
-
-def _check_runs(config: dict) -> None:
-    """Cross-references of runs.groups / runs.comparisons (their defaults are the schema's)."""
-    runs = config["runs"]
-    if not config["models"] and not runs["groups"]:
-        raise ConfigError("config key models: no models to train and no runs.groups to analyse")
-    for name, spec in runs["groups"].items():
-        if spec["model"] in config["models"]:
-            raise ConfigError(
-                f"config key runs.groups.{name}.model: {spec['model']!r} is a model the pipeline "
-                "trains; give imported runs another model label"
-            )
-    for name, spec in runs["comparisons"].items():
-        for arm in ("baseline", "candidate"):
-            if spec[arm] not in runs["groups"]:
-                raise ConfigError(
-                    f"config key runs.comparisons.{name}.{arm}: unknown group {spec[arm]!r} "
-                    f"(groups: {', '.join(runs['groups']) or 'none'})"
-                )
-        if spec["baseline"] == spec["candidate"]:
-            raise ConfigError(f"config key runs.comparisons.{name}: baseline and candidate are the same group")
-        _check_verdict_keys(f"runs.comparisons.{name}", spec)
-        for arm in ("baseline", "candidate"):
-            if spec.get("paired_by") and not runs["groups"][spec[arm]]["metadata"]:
-                raise ConfigError(
-                    f"config key runs.comparisons.{name}.paired_by: group {spec[arm]!r} has no "
-                    "metadata CSV to pair its runs by"
-                )
-    if runs["all_pairs"] and len(runs["groups"]) < 2:
-        raise ConfigError("config key runs.all_pairs: needs at least 2 groups")
 
 
 # --- YAML files: duplicate keys and syntax errors, named --------------------------------------

@@ -15,7 +15,7 @@ from nondet.methods import REGISTRY, TTA_PRESETS, Method
 
 def tta_specs(config: dict) -> dict[str, dict] | None:
     """The named TTA specs of mitigation.tta when it is a list (presets by name resolved), else
-    None (one spec: methods tta and snapshot+tta). Names are unique (nondet.workflow.config checks)."""
+    None (one spec: methods tta and snapshot+tta). Names are unique (nondet.workflow.config_checks checks)."""
     tta = config["mitigation"]["tta"]
     if isinstance(tta, dict):
         return None

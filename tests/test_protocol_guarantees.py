@@ -51,7 +51,7 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
             res["state"] = ref["state"]
         return res
 
-    monkeypatch.setattr(training, "train_replica", fake)
+    monkeypatch.setattr(torch_stages, "train_replica", fake)
     data, job = _job(tmp_path)
     torch_stages.train(data, tmp_path / "t.h5", job, checkpoint_every=0)
     assert calls[-1] == replica_seeds("control", 0, 0)  # the reference: same seeds, no flip
@@ -135,7 +135,7 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
         calls.append(deterministic)
         real(deterministic, device)
 
-    monkeypatch.setattr(training, "set_kernel_mode", spy)
+    monkeypatch.setattr(torch_stages, "set_kernel_mode", spy)
     torch_stages.predict(data, tmp_path / "i.h5", tmp_path / "p.h5", job)
     assert calls == [True]
     assert torch.are_deterministic_algorithms_enabled()

@@ -283,11 +283,11 @@ def test_checkpoints_of_another_data_set_are_not_resumed(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # like a kill: replica 0's checkpoint stays behind
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_replica", dies_on_second_replica)
+    monkeypatch.setattr(torch_stages, "train_replica", dies_on_second_replica)
     with pytest.raises(KeyboardInterrupt):
         torch_stages.train(data_old, out, job_old, checkpoint_every=1)
     assert (files.checkpoint_dir(out) / "replica_0000.pt").exists()
-    monkeypatch.setattr(training, "train_replica", real)
+    monkeypatch.setattr(torch_stages, "train_replica", real)
 
     log = tmp_path / "train.log"
     torch_stages.train(data_new, out, job_new, log_path=log, checkpoint_every=1)
@@ -351,7 +351,6 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
 @pytest.mark.slow
 def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatch):
     """Item 6: the log was reopened in write mode on failure, erasing it, and got two tracebacks."""
-    from nondet.training import replica as training
 
     c = small_config()
     data = dataset_of(c, tmp_path)
@@ -359,7 +358,7 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
     def boom(*args, **kwargs):
         raise RuntimeError("boom in replica")
 
-    monkeypatch.setattr(training, "train_replica", boom)
+    monkeypatch.setattr(torch_stages, "train_replica", boom)
     log = tmp_path / "logs" / "train.log"
     with pytest.raises(RuntimeError, match="boom in replica"):
         torch_stages.train(data, tmp_path / "t.h5", plan.train_job(c, "cnn", "control", 0), log_path=log)

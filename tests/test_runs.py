@@ -432,7 +432,7 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
         (accuracy(g["cand"]["logits"], labels) - accuracy(g["base"]["logits"], labels)).mean()
     )
     assert "tost" in set(summary.test) and verdict.set_index("metric").loc["accuracy", "equivalence"]
-    assert set(plan.basis) == {"pilot_sd", "indep_only", "distribution", "p_better"}
+    assert set(plan.basis) == {"pilot_sd", "indep_only", "distribution", "p_better", "tost"}
     assert out["png"].stat().st_size > 0 and "comparison c" in out["md"].read_text().lower()
     # a group scored on other examples (another order) cannot be compared
     perm = np.roll(np.arange(N), 3)

@@ -57,10 +57,10 @@ def kill_on_second_replica(monkeypatch, run):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_replica", dies)
+    monkeypatch.setattr(torch_stages, "train_replica", dies)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(training, "train_replica", real)
+    monkeypatch.setattr(torch_stages, "train_replica", real)
 
 
 @pytest.mark.slow
@@ -556,7 +556,7 @@ def test_unwritable_output_folder_is_found_before_training(tmp_path, monkeypatch
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder) else real_access(p, mode))
     calls = []
-    monkeypatch.setattr(training, "train_replica", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(torch_stages, "train_replica", lambda *a, **k: calls.append(1))
     with pytest.raises(OutputError, match=f"output directory {folder} is not writable"):
         torch_stages.train(data, folder / "chunk0.h5", plan.train_job(c, "cnn", "control", 0), checkpoint_every=0)
     assert calls == []

@@ -34,9 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nondet.analysis import metrics as M  # noqa: E402
+from nondet.io.formats import make_mnist1d  # noqa: E402
+from nondet.schema import schema_defaults  # noqa: E402
 from nondet.seeds import replica_seeds, torch_generator  # noqa: E402
 from nondet.training.augment import Augmenter  # noqa: E402
-from nondet.training.data import Dataset, from_arrays, make_mnist1d  # noqa: E402
+from nondet.training.data import Dataset, from_arrays  # noqa: E402
 from nondet.training.models import build_model  # noqa: E402
 from nondet.training.replica import train_replica  # noqa: E402
 
@@ -110,7 +112,8 @@ def e2e(repeats):
 CHILD = """
 import sys, time, torch
 sys.path.insert(0, {repo!r})
-from nondet.training.data import from_arrays, make_mnist1d
+from nondet.io.formats import make_mnist1d
+from nondet.training.data import from_arrays
 from nondet.seeds import replica_seeds
 from nondet.training.replica import train_replica
 torch.set_num_threads({threads})
@@ -323,9 +326,10 @@ def main():
         t = e2e(1)
         print(f"| 1 | default protocol end to end (`snakemake`, empty dir) | {t:.0f} s | — | — |")
 
-    data = from_arrays("mnist1d", make_mnist1d())
+    mnist1d = {k: v for k, v in schema_defaults("dataset").items() if k in ("seed", "num_samples")}
+    data = from_arrays("mnist1d", make_mnist1d(**mnist1d))
     reps = 3 if args.quick else 6
-    mnist_expr = "from_arrays('mnist1d', make_mnist1d())"
+    mnist_expr = f"from_arrays('mnist1d', make_mnist1d(**{mnist1d!r}))"
     per_proc, per_job = per_process_vs_per_job(CNN, RECIPE, mnist_expr, 4000, reps, threads)
     print(
         f"| 2a | CNN on mnist1d, {reps} replicas x 1 epoch: several per job vs one per process "

@@ -23,8 +23,8 @@ REPO = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().paren
 WORK = Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/regenerated_arrays").resolve()
 sys.path.insert(0, str(REPO))
 
+from nondet.io.formats import make_mnist1d  # noqa: E402
 from nondet.training import replica as training  # noqa: E402
-from nondet.training.data import make_mnist1d  # noqa: E402
 from nondet.workflow import config as cfg  # noqa: E402 (the code of REPO)
 from nondet.workflow import plan, torch_stages  # noqa: E402
 

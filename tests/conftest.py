@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  imported here, not in a test: its first import runs `ldconfig -p`, a subprocess
 
-from nondet.training.data import from_arrays, make_mnist1d
+from nondet.io.formats import make_mnist1d
+from nondet.training.data import from_arrays
 
 
 @pytest.fixture(scope="session")

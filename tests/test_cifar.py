@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import snakemake
 
+from nondet.io import checksums, cifar
 from nondet.io import datasets as D
 from nondet.training.data import channel_stats, from_arrays
 from nondet.workflow import analysis_stages
@@ -18,34 +19,34 @@ from nondet.workflow.torch_stages import train
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):
     """A tiny CIFAR-10 in the release's on-disk format; returns {file: md5}."""
     rng = np.random.default_rng(seed)
-    folder = root / D.CIFAR10_FOLDER
-    for name in D.CIFAR10_TRAIN + ["test_batch"]:
+    folder = root / cifar.CIFAR10_FOLDER
+    for name in cifar.CIFAR10_TRAIN + ["test_batch"]:
         n = n_test if name == "test_batch" else n_train
         y = rng.integers(0, 10, n)
         # class-dependent colour so that a small net learns something in a few steps
         x = rng.integers(0, 128, (n, 3, 32, 32)) + (y * 12)[:, None, None, None]
-        D.write_cifar_batches(folder, x.astype(np.uint8), y, name)
-    return {n: D.md5sum(folder / n) for n in D.CIFAR10_MD5}
+        cifar.write_cifar_batches(folder, x.astype(np.uint8), y, name)
+    return {n: checksums.md5sum(folder / n) for n in cifar.CIFAR10_MD5}
 
 
 def test_constants_agree_with_torchvision():
     from torchvision.datasets import CIFAR10
 
-    assert D.CIFAR10_URL == CIFAR10.url and D.CIFAR10_ARCHIVE == CIFAR10.filename
-    assert D.CIFAR10_ARCHIVE_MD5 == CIFAR10.tgz_md5 and D.CIFAR10_FOLDER == CIFAR10.base_folder
-    assert D.CIFAR10_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
+    assert cifar.CIFAR10_URL == CIFAR10.url and cifar.CIFAR10_ARCHIVE == CIFAR10.filename
+    assert cifar.CIFAR10_ARCHIVE_MD5 == CIFAR10.tgz_md5 and cifar.CIFAR10_FOLDER == CIFAR10.base_folder
+    assert cifar.CIFAR10_MD5 == dict(CIFAR10.train_list + CIFAR10.test_list)
 
 
 def test_reads_pickle_format_and_checks_md5(tmp_path):
     md5 = write_tiny_cifar(tmp_path)
-    arrays = D.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+    arrays = cifar.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
     assert arrays["x_train"].shape == (80, 3, 32, 32) and arrays["x_train"].dtype == np.uint8
     assert arrays["x_test"].shape == (24, 3, 32, 32) and arrays["y_test"].dtype == np.int64
     # same bytes as torchvision's own reader of the format
     from torchvision.datasets import CIFAR10
 
     class Tiny(CIFAR10):
-        train_list = [[n, md5[n]] for n in D.CIFAR10_TRAIN]
+        train_list = [[n, md5[n]] for n in cifar.CIFAR10_TRAIN]
         test_list = [["test_batch", md5["test_batch"]]]
         meta = {"filename": "data_batch_1", "key": "batch_label", "md5": md5["data_batch_1"]}
 
@@ -57,14 +58,14 @@ def test_reads_pickle_format_and_checks_md5(tmp_path):
     assert np.array_equal(np.asarray(tv.targets), arrays["y_train"])
 
     bad = {**md5, "data_batch_3": "0" * 32}
-    with pytest.raises(D.DataError, match="data_batch_3: MD5"):
-        D.make_cifar10(tmp_path, md5=bad, log=lambda *_: None)
+    with pytest.raises(checksums.DataError, match="data_batch_3: MD5"):
+        cifar.make_cifar10(tmp_path, md5=bad, log=lambda *_: None)
     # the official sums (the default) reject the stand-in
-    with pytest.raises(D.DataError, match="MD5"):
-        D.fetch_cifar10(tmp_path, log=lambda *_: None)
-    (tmp_path / D.CIFAR10_FOLDER / "test_batch").unlink()
-    with pytest.raises(D.DataError, match="lacks test_batch.*dataset.download"):
-        D.fetch_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+    with pytest.raises(checksums.DataError, match="MD5"):
+        cifar.fetch_cifar10(tmp_path, log=lambda *_: None)
+    (tmp_path / cifar.CIFAR10_FOLDER / "test_batch").unlink()
+    with pytest.raises(checksums.DataError, match="lacks test_batch.*dataset.download"):
+        cifar.fetch_cifar10(tmp_path, md5=md5, log=lambda *_: None)
 
 
 def test_existing_archive_is_extracted(tmp_path):
@@ -72,18 +73,18 @@ def test_existing_archive_is_extracted(tmp_path):
     md5 = write_tiny_cifar(src)
     root = tmp_path / "copy"
     root.mkdir()
-    with tarfile.open(root / D.CIFAR10_ARCHIVE, "w:gz") as tar:
-        tar.add(src / D.CIFAR10_FOLDER, arcname=D.CIFAR10_FOLDER)
-    assert D.fetch_cifar10(root, md5=md5, log=lambda *_: None) == root / D.CIFAR10_FOLDER
+    with tarfile.open(root / cifar.CIFAR10_ARCHIVE, "w:gz") as tar:
+        tar.add(src / cifar.CIFAR10_FOLDER, arcname=cifar.CIFAR10_FOLDER)
+    assert cifar.fetch_cifar10(root, md5=md5, log=lambda *_: None) == root / cifar.CIFAR10_FOLDER
     # with the official sums the archive's own MD5 is checked first
-    (root / D.CIFAR10_FOLDER / "test_batch").unlink()
-    with pytest.raises(D.DataError, match="cifar-10-python.tar.gz: MD5"):
-        D.fetch_cifar10(root, log=lambda *_: None)
+    (root / cifar.CIFAR10_FOLDER / "test_batch").unlink()
+    with pytest.raises(checksums.DataError, match="cifar-10-python.tar.gz: MD5"):
+        cifar.fetch_cifar10(root, log=lambda *_: None)
 
 
 def test_uint8_images_normalised_per_channel_on_device(tmp_path):
     md5 = write_tiny_cifar(tmp_path)
-    arrays = D.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
+    arrays = cifar.make_cifar10(tmp_path, md5=md5, log=lambda *_: None)
     ds = from_arrays("cifar10", arrays)
     assert ds.x_train.dtype == torch.float32 and ds.input_shape == (3, 32, 32)
     mean = ds.x_train.double().mean((0, 2, 3))
@@ -278,14 +279,16 @@ def test_a_payload_batch_with_a_matching_config_md5_runs_nothing(tmp_path):
 
     md5 = write_tiny_cifar(tmp_path)
     marker = tmp_path / "ran"
-    batch = tmp_path / D.CIFAR10_FOLDER / "data_batch_3"
+    batch = tmp_path / cifar.CIFAR10_FOLDER / "data_batch_3"
     with open(batch, "wb") as f:
         pickle.dump({"data": _Payload(marker), "labels": [0]}, f, protocol=2)
-    md5["data_batch_3"] = D.md5sum(batch)  # the config's checksum lines match the payload
+    md5["data_batch_3"] = checksums.md5sum(batch)  # the config's checksum lines match the payload
     spec = {"name": "cifar10", "path": str(tmp_path), "md5": md5}
-    with pytest.raises(D.DataError, match=r"data_batch_3: not a batch of the CIFAR python release.*posix.system"):
+    with pytest.raises(
+        checksums.DataError, match=r"data_batch_3: not a batch of the CIFAR python release.*posix.system"
+    ):
         D.make_dataset_arrays(spec, log=lambda *_: None)
-    with pytest.raises(D.DataError, match="data_batch_3"):
+    with pytest.raises(checksums.DataError, match="data_batch_3"):
         analysis_stages.dataset(tmp_path / "cifar10.h5", spec, "h")
     assert not marker.exists()
     assert not (tmp_path / "cifar10.h5").exists()
@@ -302,7 +305,7 @@ def test_the_restricted_unpickler_reads_the_release_format_in_every_protocol(tmp
         pickle.dump(
             {"batch_label": "b", "labels": [1, 2, 0], "data": x.reshape(3, -1), "filenames": ["a"]}, f, protocol
         )
-    got_x, got_y = D.load_batch(path, "labels")
+    got_x, got_y = cifar.load_batch(path, "labels")
     assert np.array_equal(got_x, x) and got_y.tolist() == [1, 2, 0] and got_y.dtype == np.int64
 
 
@@ -331,6 +334,6 @@ def test_other_payloads_are_refused(tmp_path, payload):
     path = tmp_path / "batch"
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=2)
-    with pytest.raises(D.DataError, match="refused global"):
-        D.load_batch(path, "labels")
+    with pytest.raises(checksums.DataError, match="refused global"):
+        cifar.load_batch(path, "labels")
     assert not marker.exists()

@@ -149,7 +149,7 @@ def test_example_loader_matches_the_pipelines_fashion_mnist_reader():
         from mypkg.data import load
     finally:
         sys.path.remove(EXAMPLES)
-    from nondet.training.data import make_dataset_arrays
+    from nondet.io.datasets import make_dataset_arrays
 
     ours = make_dataset_arrays({"name": "fashion_mnist"}, log=lambda *_: None)
     x_train, y_train, x_test, y_test = load(n_train=300, n_test=200)

@@ -180,6 +180,7 @@ def test_training_augmentation_pads_with_the_data_sets_fill():
 
 
 def test_dataset_subset_keeps_the_first_examples(monkeypatch):
+    from nondet.io import checksums
     from nondet.io import datasets as D
 
     full = _images(20)
@@ -187,5 +188,5 @@ def test_dataset_subset_keeps_the_first_examples(monkeypatch):
     sub = D.make_dataset_arrays({"name": "x", "n_train": 7, "n_test": 3})
     assert np.array_equal(sub["x_train"], full["x_train"][:7]) and len(sub["y_test"]) == 3
     assert len(D.make_dataset_arrays({"name": "x"})["y_train"]) == 20
-    with pytest.raises(D.DataError, match="dataset.n_train: 21"):
+    with pytest.raises(checksums.DataError, match="dataset.n_train: 21"):
         D.make_dataset_arrays({"name": "x", "n_train": 21})

@@ -8,9 +8,10 @@ import inspect
 import pytest
 
 from nondet import seeds
+from nondet.io import datasets
 from nondet.methods import TTA_PRESETS
 from nondet.schema import load_schema
-from nondet.training import augment, data, models, tta
+from nondet.training import augment, models, tta
 from nondet.training import replica as training
 from nondet.workflow.config_checks import ARCH_PARAMS
 
@@ -55,7 +56,7 @@ def test_architectures_and_their_params():
 
 def test_data_sets():
     name = PROPS["dataset"]["properties"]["name"]
-    assert enum(name) == set(data.DATASETS)
+    assert enum(name) == set(datasets.DATASETS)
 
 
 def test_recipe_vocabularies():

@@ -498,7 +498,8 @@ def _arrays(rng, n=40):
 
 
 def test_an_object_array_in_an_arrays_npz_names_the_file_and_key(tmp_path):
-    from nondet.io.datasets import DataError, make_dataset_arrays
+    from nondet.io.checksums import DataError
+    from nondet.io.datasets import make_dataset_arrays
 
     arrays = _arrays(np.random.default_rng(0))
     labels = np.empty(40, dtype=object)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from nondet.io.checksums import DataError
+from nondet.io.datasets import validate_arrays
 from nondet.seeds import replica_seeds, torch_generator
-from nondet.training.data import DataError, from_arrays, validate_arrays
+from nondet.training.data import from_arrays
 from nondet.training.models import build_model
 from nondet.training.predict import predict
 from nondet.training.replica import ReplicaDraws, train_replica

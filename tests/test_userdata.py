@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from nondet.training import data as D
+from nondet.io import checksums, cifar, datasets, formats
 from nondet.training.augment import Augmenter, crop_flip_params
+from nondet.training.data import from_arrays
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,7 @@ def test_arrays_file_npz_and_hdf5(tmp_path, suffix):
         with h5py.File(path, "w") as f:
             for k, v in a.items():
                 f.create_dataset(k, data=v)
-    out = D.make_dataset_arrays({"name": "arrays", "path": str(path)})
+    out = datasets.make_dataset_arrays({"name": "arrays", "path": str(path)})
     assert all(np.array_equal(out[k], a[k]) for k in a)
     assert out["y_train"].dtype == np.int64 and out["x_train"].dtype == np.float32
 
@@ -50,7 +51,7 @@ def test_uint8_signals_are_normalised_per_channel():
     a = arrays(shape=(2, 16))
     a["x_train"] = (np.arange(20 * 32).reshape(20, 2, 16) % 251).astype(np.uint8)
     a["x_test"] = a["x_train"][:10]
-    d = D.from_arrays("arrays", a)
+    d = from_arrays("arrays", a)
     assert torch.allclose(d.x_train.mean((0, 2)), torch.zeros(2), atol=1e-5)
     assert torch.allclose(d.x_train.std((0, 2), unbiased=False), torch.ones(2), atol=1e-4)
 
@@ -77,8 +78,8 @@ def test_uint8_signals_are_normalised_per_channel():
 def test_bad_arrays_fail_with_their_message(tmp_path, change, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **{**arrays(), **change})
-    with pytest.raises(D.DataError, match=message) as e:
-        D.make_dataset_arrays({"name": "arrays", "path": str(path)})
+    with pytest.raises(checksums.DataError, match=message) as e:
+        datasets.make_dataset_arrays({"name": "arrays", "path": str(path)})
     assert str(e.value).startswith(str(path))
 
 
@@ -87,13 +88,13 @@ def test_arrays_file_missing_key_or_file(tmp_path):
     a = arrays()
     del a["y_test"]
     np.savez(path, **a)
-    with pytest.raises(D.DataError, match="partial.npz: lacks y_test"):
-        D.make_dataset_arrays({"name": "arrays", "path": str(path)})
-    with pytest.raises(D.DataError, match="dataset.path: .*nothere.npz not found"):
-        D.make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "nothere.npz")})
+    with pytest.raises(checksums.DataError, match="partial.npz: lacks y_test"):
+        datasets.make_dataset_arrays({"name": "arrays", "path": str(path)})
+    with pytest.raises(checksums.DataError, match="dataset.path: .*nothere.npz not found"):
+        datasets.make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "nothere.npz")})
     (tmp_path / "mine.csv").write_text("1,2\n")
-    with pytest.raises(D.DataError, match="neither .npz nor .h5/.hdf5"):
-        D.make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "mine.csv")})
+    with pytest.raises(checksums.DataError, match="neither .npz nor .h5/.hdf5"):
+        datasets.make_dataset_arrays({"name": "arrays", "path": str(tmp_path / "mine.csv")})
 
 
 LOADERS = """
@@ -118,7 +119,7 @@ def loaders(tmp_path_factory):
 
 def test_loader_by_import_path(loaders):
     spec = {"name": "loader", "loader": "myloaders:good", "pythonpath": loaders, "args": {"n": 12}}
-    out = D.make_dataset_arrays(spec, log=lambda *_: None)
+    out = datasets.make_dataset_arrays(spec, log=lambda *_: None)
     assert out["x_train"].shape == (12, 1, 8) and out["y_test"].dtype == np.int64
 
 
@@ -133,8 +134,8 @@ def test_loader_by_import_path(loaders):
 )
 def test_bad_loader_fails_with_its_message(loaders, loader, args, message):
     spec = {"name": "loader", "loader": loader, "pythonpath": loaders, "args": args}
-    with pytest.raises(D.DataError, match=message):
-        D.make_dataset_arrays(spec, log=lambda *_: None)
+    with pytest.raises(checksums.DataError, match=message):
+        datasets.make_dataset_arrays(spec, log=lambda *_: None)
 
 
 # --- idx (MNIST, Fashion-MNIST), CIFAR-100, SVHN --------------------------------------------------
@@ -155,7 +156,7 @@ def write_tiny_idx(folder: Path, gz=True, seed=0) -> dict:
         "y_test": np.arange(5),
     }
     md5 = {}
-    for key, name in D.IDX_FILES.items():
+    for key, name in formats.IDX_FILES.items():
         raw = idx_bytes(data[key])
         md5[name] = hashlib.md5(raw).hexdigest()
         if gz:
@@ -170,9 +171,9 @@ def test_idx_constants_agree_with_torchvision():
     from torchvision.datasets import CIFAR100, MNIST, SVHN, FashionMNIST
 
     for which, tv in (("mnist", MNIST), ("fashion_mnist", FashionMNIST)):
-        assert D.IDX_SETS[which]["gz_md5"] == {f.removesuffix(".gz"): m for f, m in tv.resources}
-        assert D.IDX_SETS[which]["folder"] == tv.__name__ and D.IDX_SETS[which]["mirror"] in tv.mirrors
-    c = D.CIFAR100
+        assert formats.IDX_SETS[which]["gz_md5"] == {f.removesuffix(".gz"): m for f, m in tv.resources}
+        assert formats.IDX_SETS[which]["folder"] == tv.__name__ and formats.IDX_SETS[which]["mirror"] in tv.mirrors
+    c = cifar.CIFAR100
     assert (c["url"], c["archive"], c["archive_md5"], c["folder"]) == (
         CIFAR100.url,
         CIFAR100.filename,
@@ -180,7 +181,7 @@ def test_idx_constants_agree_with_torchvision():
         CIFAR100.base_folder,
     )
     assert c["md5"] == dict(CIFAR100.train_list + CIFAR100.test_list)
-    assert {k: list(v) for k, v in D.SVHN.items()} == {k: SVHN.split_list[k] for k in ("train", "test")}
+    assert {k: list(v) for k, v in formats.SVHN.items()} == {k: SVHN.split_list[k] for k in ("train", "test")}
 
 
 @pytest.mark.parametrize("gz, layout", [(True, ""), (False, ""), (True, "MNIST/raw")])
@@ -188,7 +189,7 @@ def test_idx_reader_raw_gz_and_torchvision_layout(tmp_path, gz, layout):
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     md5 = write_tiny_idx(tmp_path / layout, gz)
-    out = D.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
+    out = datasets.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
     assert out["x_train"].shape == (12, 1, 28, 28) and out["x_train"].dtype == np.uint8
     if not gz:  # the same arrays as torchvision's own reader
         folder = tmp_path / layout
@@ -199,13 +200,13 @@ def test_idx_reader_raw_gz_and_torchvision_layout(tmp_path, gz, layout):
 def test_idx_md5_and_missing_files(tmp_path):
     md5 = write_tiny_idx(tmp_path)
     bad = {**md5, "t10k-labels-idx1-ubyte": "0" * 32}
-    with pytest.raises(D.DataError, match="t10k-labels-idx1-ubyte.gz: MD5 matches neither"):
-        D.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": bad}, log=lambda *_: None)
+    with pytest.raises(checksums.DataError, match="t10k-labels-idx1-ubyte.gz: MD5 matches neither"):
+        datasets.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": bad}, log=lambda *_: None)
     (tmp_path / "train-images-idx3-ubyte.gz").unlink()
-    with pytest.raises(D.DataError, match="mnist not found: no train-images-idx3-ubyte or .*dataset.download"):
-        D.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
-    with pytest.raises(D.DataError, match="not an idx file"):
-        D.parse_idx(b"\x00\x01\x02\x03", "x")
+    with pytest.raises(checksums.DataError, match="mnist not found: no train-images-idx3-ubyte or .*dataset.download"):
+        datasets.make_dataset_arrays({"name": "mnist", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
+    with pytest.raises(checksums.DataError, match="not an idx file"):
+        formats.parse_idx(b"\x00\x01\x02\x03", "x")
 
 
 @pytest.mark.slow
@@ -214,11 +215,11 @@ def test_fashion_mnist_from_debian_package():
     MD5-checked, and the same arrays as torchvision's reader of the decompressed files."""
     from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
-    folder = Path(D.DEBIAN_FASHION_MNIST)
+    folder = Path(formats.DEBIAN_FASHION_MNIST)
     assert (folder / "t10k-labels-idx1-ubyte.gz").is_file(), (
         "Debian's dataset-fashion-mnist is not installed: run `make datasets` (apt-get install dataset-fashion-mnist)"
     )
-    out = D.make_dataset_arrays({"name": "fashion_mnist"}, log=lambda *_: None)
+    out = datasets.make_dataset_arrays({"name": "fashion_mnist"}, log=lambda *_: None)
     assert out["x_train"].shape == (60000, 1, 28, 28) and out["x_test"].shape == (10000, 1, 28, 28)
     assert set(np.unique(out["y_train"])) == set(range(10))
     import tempfile
@@ -242,13 +243,13 @@ def test_cifar100_pickle_release(tmp_path):
         }
         with open(folder / split, "wb") as f:
             pickle.dump(batch, f)
-        md5[split] = D.md5sum(folder / split)
-    out = D.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
+        md5[split] = checksums.md5sum(folder / split)
+    out = datasets.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
     assert out["x_train"].shape == (10, 3, 32, 32) and list(out["y_test"]) == [0, 1, 2, 3]
-    with pytest.raises(D.DataError, match="test: MD5"):
-        D.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path), "md5": {**md5, "test": "0" * 32}})
-    with pytest.raises(D.DataError, match="CIFAR-100 not found: .* lacks train"):
-        D.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path / "none"), "md5": md5})
+    with pytest.raises(checksums.DataError, match="test: MD5"):
+        datasets.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path), "md5": {**md5, "test": "0" * 32}})
+    with pytest.raises(checksums.DataError, match="CIFAR-100 not found: .* lacks train"):
+        datasets.make_dataset_arrays({"name": "cifar100", "path": str(tmp_path / "none"), "md5": md5})
 
 
 def test_svhn_mat_files(tmp_path):
@@ -265,12 +266,12 @@ def test_svhn_mat_files(tmp_path):
                 "y": np.arange(1, n + 1).reshape(-1, 1) * 10 // n,
             },
         )
-        md5[name] = D.md5sum(tmp_path / name)
-    out = D.make_dataset_arrays({"name": "svhn", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
+        md5[name] = checksums.md5sum(tmp_path / name)
+    out = datasets.make_dataset_arrays({"name": "svhn", "path": str(tmp_path), "md5": md5}, log=lambda *_: None)
     assert out["x_train"].shape == (6, 3, 32, 32) and out["y_train"].max() <= 9
     assert out["y_train"][-1] == 0  # label 10 is the digit 0, as torchvision maps it
-    with pytest.raises(D.DataError, match="SVHN not found: no train_32x32.mat"):
-        D.make_dataset_arrays({"name": "svhn", "path": str(tmp_path / "none"), "md5": md5})
+    with pytest.raises(checksums.DataError, match="SVHN not found: no train_32x32.mat"):
+        datasets.make_dataset_arrays({"name": "svhn", "path": str(tmp_path / "none"), "md5": md5})
 
 
 # --- augmentation per data kind ------------------------------------------------------------------

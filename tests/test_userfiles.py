@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from nondet.io import files
+from nondet.io.formats import make_mnist1d
 from nondet.io.h5io import InputError
 from nondet.training import loop
 from nondet.training import replica as training
-from nondet.training.data import load_dataset, make_mnist1d
+from nondet.training.data import load_dataset
 from nondet.workflow import analysis_stages, expect, plan, torch_stages
 from nondet.workflow import config as cfg
 
@@ -108,7 +109,7 @@ def test_arrays_file_regenerated_at_the_same_path_after_a_kill(tmp_path, monkeyp
 
 LOADER = """
 import numpy as np
-from nondet.training.data import make_mnist1d
+from nondet.io.formats import make_mnist1d
 
 def load(seed):
     # what the researcher's loader returns can change without the config changing
@@ -438,7 +439,8 @@ def test_full_disk_while_writing_hdf5_names_the_output_and_free_space(tmp_path):
 
 
 def test_single_class_data_set_is_refused(tmp_path):
-    from nondet.training.data import DataError, make_dataset_arrays
+    from nondet.io.checksums import DataError
+    from nondet.io.datasets import make_dataset_arrays
 
     a = make_mnist1d(seed=1, num_samples=200)
     a["y_train"][:] = 3
@@ -449,7 +451,8 @@ def test_single_class_data_set_is_refused(tmp_path):
 
 
 def test_npz_that_is_not_a_zip_names_the_file(tmp_path):
-    from nondet.training.data import DataError, make_dataset_arrays
+    from nondet.io.checksums import DataError
+    from nondet.io.datasets import make_dataset_arrays
 
     bad = tmp_path / "mine.npz"
     np.save(tmp_path / "x.npy", np.zeros(3))

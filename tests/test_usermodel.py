@@ -159,7 +159,7 @@ def test_dropout_seed_changes_only_dropout(images):
 
 def test_other_stochastic_layers_draw_from_the_dropout_seed_per_step(badpkg):
     """nn.Dropout1d draws from the global RNG: forked and seeded per step from the dropout seed."""
-    from nondet.training.data import make_mnist1d
+    from nondet.io.formats import make_mnist1d
 
     data = from_arrays("mnist1d", make_mnist1d(seed=1, num_samples=300))
     spec = {"arch": "badpkg:noisy", "params": {}, "pythonpath": badpkg}

@@ -1,7 +1,8 @@
 """Data sets, held as tensors on the training device.
 
 The readers of every data set (mnist1d, CIFAR, idx sets, SVHN, arrays files, loaders) are
-torch-free and live in nondet.io.datasets (re-exported here); this module is the tensor side.
+torch-free and live in nondet.io (datasets: the registry; cifar, formats: the readers); this
+module is the tensor side.
 uint8 images are stored as such and normalised per channel on the device when loaded
 (:func:`from_arrays`).
 
@@ -17,20 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nondet.io import datasets as _readers
-from nondet.io.datasets import DataError, make_dataset_arrays, make_mnist1d, validate_arrays  # noqa: F401
 from nondet.io.files import read_dataset
 
 if TYPE_CHECKING:
     import torch
-
-
-def __getattr__(name: str):
-    """The readers' names (nondet.io.datasets) as attributes of this module, for older callers."""
-    try:
-        return getattr(_readers, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 
 @dataclass

@@ -29,7 +29,8 @@ def dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
     """The dataset stage: make the arrays of ``spec`` and write them, with provenance, to
     ``out_path`` (nondet.io.files.write_dataset); no torch."""
     log = get_logger(log_path)
-    from nondet.io.datasets import DataError, dataset_hash, make_dataset_arrays, sha256_bytes
+    from nondet.io.checksums import DataError, sha256_bytes
+    from nondet.io.datasets import dataset_hash, make_dataset_arrays
     from nondet.io.files import arrays_sha256, write_dataset
 
     t0 = time.perf_counter()

@@ -34,7 +34,7 @@ def group_content(config: dict, group: str) -> dict:
     """SHA-256 of every file a group is read from (rule import_runs's ``content`` param): a file
     replaced by another, whatever its date (``cp -p``, ``rsync -a`` and ``tar`` keep dates),
     reimports its group. Hashes are kept while a file's stat is unchanged (one read per file)."""
-    from nondet.io.datasets import file_sha256
+    from nondet.io.checksums import file_sha256
 
     out = {}
     for kind, files in group_inputs(config, group).items():

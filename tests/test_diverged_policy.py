@@ -11,9 +11,9 @@ from helpers import default_config
 from nondet.io.files import kept_replicas
 from nondet.io.h5io import InputError, atomic_h5
 from nondet.io.runs import import_group
-from nondet.workflow import analysis_stages, expect
+from nondet.workflow import analysis_stages, compare_stages, expect
 from nondet.workflow import config as cfg
-from nondet.workflow.analysis_stages import runs_all_pairs
+from nondet.workflow.compare_stages import runs_all_pairs
 from nondet.workflow.runs import compare_params as runs_compare_params
 
 N, K, DIVERGED = 60, 3, 2  # test examples, classes, the replica whose loss became NaN
@@ -64,7 +64,7 @@ def run_stage(name, tmp_path, on_diverged):
     elif name == "compare":
         other = fake_predictions(tmp_path / "other.h5", shift=0.1, replicas=(4, 5, 6), diverged=None)
         out = {k: tmp_path / f"c.{k}" for k in ("csv", "verdict", "md", "plan", "pdf", "png")}
-        analysis_stages.compare([pred], [other], out, {**COMPARE, "on_diverged": on_diverged}, log)
+        compare_stages.compare([pred], [other], out, {**COMPARE, "on_diverged": on_diverged}, log)
     elif name == "all_pairs":
         other = fake_predictions(tmp_path / "other.h5", shift=0.1, replicas=(4, 5, 6), diverged=None)
         params = {"alpha": 0.05, "on_diverged": on_diverged}
@@ -79,7 +79,7 @@ def run_stage(name, tmp_path, on_diverged):
             "seed": 0,
             "on_diverged": on_diverged,
         }
-        analysis_stages.factorial([pred], tmp_path / "f.csv", tmp_path / "f.pdf", tmp_path / "f.png", params, log)
+        compare_stages.factorial([pred], tmp_path / "f.csv", tmp_path / "f.pdf", tmp_path / "f.png", params, log)
     return log.read_text()
 
 

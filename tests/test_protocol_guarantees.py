@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nondet.training.replica as training
+from nondet.analysis import identical
 from nondet.analysis.tables import COLUMNS, diversity_frame, table_notes
 from nondet.io import files
 from nondet.seeds import replica_seeds
@@ -91,8 +92,8 @@ def test_no_flip_means_no_absorption_check(tmp_path):
     data, job = _job(tmp_path, "init")
     torch_stages.train(data, tmp_path / "i.h5", job, checkpoint_every=0)
     assert {r["absorbed"] for r in files.load_replicas(tmp_path / "i.h5")} == {-1}
-    assert np.isnan(analysis_stages.absorbed_count(np.array([-1, -1])))
-    assert analysis_stages.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
+    assert np.isnan(identical.absorbed_count(np.array([-1, -1])))
+    assert identical.absorbed_count(np.array([0, 1, 1], dtype=np.int8)) == 2
     df = diversity_frame(
         [
             {**r, "model": "m", "condition": c, "n_absorbed": k}
@@ -148,10 +149,10 @@ def test_predict_sets_deterministic_fp32_kernels_before_any_forward(tmp_path, mo
 def test_identical_pairs_and_the_warnings_they_raise():
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4, 50, 3)).astype(np.float32)
-    assert analysis_stages.identical_pairs(z) == 0
+    assert identical.identical_pairs(z) == 0
     z[2] = z[0]
     z[3] = z[0]
-    assert analysis_stages.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
+    assert identical.identical_pairs(z) == 3  # (0,2), (0,3), (2,3)
     base = dict.fromkeys(STATS, 0.0)
     rows = [
         {**base, "model": "m", "condition": c, "n_replicas": 4, "n_identical_pairs": k}

@@ -19,7 +19,7 @@ from nondet.analysis.variance import per_example_values
 from nondet.io.files import load_predictions
 from nondet.io.h5io import InputError
 from nondet.io.runs import RunsError, export, import_group, load_group, run_metadata
-from nondet.workflow.analysis_stages import seed_pairs
+from nondet.workflow.compare_stages import seed_pairs
 
 N, K = 50, 4
 
@@ -396,8 +396,8 @@ def test_runs_config_errors_name_the_key():
 
 @pytest.mark.slow
 def test_compare_stage_outputs_and_different_test_sets(tmp_path):
-    """The one comparison stage (nondet.workflow.analysis_stages.compare) on imported groups."""
-    from nondet.workflow.analysis_stages import compare, runs_all_pairs
+    """The one comparison stage (nondet.workflow.compare_stages.compare) on imported groups."""
+    from nondet.workflow.compare_stages import compare, runs_all_pairs
 
     logits, labels = make_runs(m=4)
     paths = {}

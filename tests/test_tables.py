@@ -122,7 +122,7 @@ def test_kernels_mode_is_derived_from_what_the_replicas_did():
     not from the flags alone (on CUDA, replicas sharing a process share cuDNN's autotuned kernels)."""
     import numpy as np
 
-    from nondet.workflow.analysis_stages import identical_pairs_by_job, measured_kernels_mode
+    from nondet.analysis.identical import identical_pairs_by_job, measured_kernels_mode
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))

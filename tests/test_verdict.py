@@ -148,7 +148,7 @@ def test_the_compare_stage_writes_the_new_verdict(tmp_path):
     """Rules compare / runs_compare end to end in-process on imported runs: the decision line
     with its p, the deciding sentence, an outlying run named by replica, the plan's range."""
     from nondet.io.runs import import_group
-    from nondet.workflow.analysis_stages import compare as compare_stage
+    from nondet.workflow.compare_stages import compare as compare_stage
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 3, 400)

@@ -2,7 +2,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.io.h5io import set_code_hash
-from nondet.workflow.analysis_stages import runs_all_pairs
+from nondet.workflow.compare_stages import runs_all_pairs
 
 set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
 

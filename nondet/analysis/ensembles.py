@@ -44,3 +44,20 @@ def ensemble_row(ensembles: np.ndarray, labels: np.ndarray) -> dict:
         "ce_sd": float(np.std(ce, ddof=1)),
         "disagreement": mean_over_pairs(disagreement_matrix(ensembles)),
     }
+
+
+def ensemble_notes(df) -> list[str]:
+    """The notes under the ensembles table, one per (model, condition): the SD of accuracy at each
+    k, and the lowest SD a one-run method (``method`` other than "ensemble") reaches."""
+    notes = []
+    for (model, condition), g in df.groupby(["model", "condition"], sort=False):
+        ens = g[g["method"] == "ensemble"].sort_values("train_runs")
+        cheap = g[g["method"] != "ensemble"]
+        line = f"{model}/{condition}: SD of accuracy " + ", ".join(
+            f"{sd:.3g} % at k = {k}" for k, sd in zip(ens["models_averaged"], ens["acc_sd"])
+        )
+        if len(cheap):
+            best = cheap.loc[cheap["acc_sd"].idxmin()]
+            line += f"; with one training run, {best['method']} reaches {best['acc_sd']:.3g} %"
+        notes.append(line + f" (ensembles of disjoint groups: {', '.join(map(str, ens['n_ensembles']))} of them).")
+    return notes

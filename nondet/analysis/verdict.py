@@ -272,3 +272,18 @@ def verdict_lines(name: str, verdicts: list[dict], units=None) -> list[str]:
             if v.get(key):
                 lines.append(f"  {v[key]}")
     return lines
+
+
+def verdict_markdown(name: str, baseline: str, candidate: str, lines: list[str], csv_path, plan_path) -> str:
+    """The verdict in words (the compare stage's ``md``): a heading, ``lines`` (verdict_lines), and
+    where every test (``csv_path``) and the replicas per arm (``plan_path``) are."""
+    text = [f"# Comparison {name}: {candidate} against {baseline}", ""]
+    text += [f"- {line.strip()}" if line.startswith("  ") else f"\n**{line}**\n" for line in lines]
+    text += [
+        "",
+        f"Every test: {csv_path}; replicas per arm: {plan_path}. "
+        "Engine: nondet.analysis (inference, prob_better, verdict); calibration at 2-16 runs per arm, "
+        "misbehaving runs included: docs/comparisons.md.",
+        "",
+    ]
+    return "\n".join(text)

@@ -278,7 +278,7 @@ def load_predictions(paths, expect=None) -> dict:
         "labels": labels,
         "replicas": np.concatenate([p["replicas"] for p in parts]),
         # which file (training job) each replica came from: kernel nondeterminism measured
-        # within and across jobs (nondet.workflow.analysis_stages.measured_kernels_mode)
+        # within and across jobs (nondet.analysis.identical.measured_kernels_mode)
         "job_index": np.concatenate([np.full(len(p["replicas"]), i) for i, p in enumerate(parts)]),
         "diverged": np.concatenate([p["diverged"] for p in parts]).astype(bool),
         "absorbed": np.concatenate([p["absorbed"] for p in parts]).astype(np.int8),

@@ -1,6 +1,6 @@
 """Snakemake helpers of rules/runs.smk (bring your own runs): paths and params from the validated
 config. The file formats, validation, import and export are nondet.io.runs; the stages
-(import_runs, runs_all_pairs) are in nondet.workflow.analysis_stages."""
+(import_runs, runs_all_pairs) are in nondet.workflow.compare_stages."""
 
 from __future__ import annotations
 

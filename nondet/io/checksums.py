@@ -24,6 +24,14 @@ def sha256_bytes(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def array_sha256(a) -> str:
+    """SHA-256 of an integer array's values (int64, C order, flattened): the same examples (labels,
+    indices) in the same order, whatever the file or dtype they came in."""
+    import numpy as np
+
+    return sha256_bytes(np.ascontiguousarray(np.asarray(a, dtype=np.int64).ravel()).tobytes())
+
+
 #: file SHA-256 by (path, inode, size, mtime, ctime); only files unchanged for 2 s are cached
 #: (a write within the timestamps' granularity could otherwise hide behind the same stat)
 _SHA_CACHE: dict = {}

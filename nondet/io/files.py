@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nondet.io import h5io
+from nondet.io.checksums import file_sha256
 from nondet.io.h5io import InputError, atomic_h5, open_input, provenance
 
 #: The arrays of a data set file, in the order its contents hash reads them.
@@ -76,14 +77,11 @@ def arrays_sha256(arrays: dict) -> str:
 def _refuse_rewritten(path, spec: dict, expected_hash: str) -> None:
     """An ``arrays`` file rewritten after the data set ``path`` was made from it (the hash this
     job expects is that of the same config section with the file's new contents): said so."""
-    import hashlib
 
     if spec.get("name") != "arrays":
         return
-    try:
-        with open(spec["path"], "rb") as g:
-            sha = hashlib.sha256(g.read()).hexdigest()
-    except OSError:
+    sha = file_sha256(spec["path"])
+    if sha is None:
         return
     if h5io.spec_hash({**spec, "file_sha256": sha}) == expected_hash:
         raise InputError(

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import csv
 import glob as globlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from nondet.io.checksums import array_sha256, file_sha256
 from nondet.io.h5io import InputError, atomic_h5, open_input, provenance, spec_hash
 from nondet.schema import schema_defaults
 
@@ -49,19 +49,6 @@ GROUP_DEFAULTS = schema_defaults("runs", "groups", "*")  # the config schema's
 
 class RunsError(InputError):
     """Imported runs are missing, malformed or inconsistent; the message names the file."""
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def array_checksum(a: np.ndarray) -> str:
-    """SHA-256 of an integer array's values (int64, C order): the same examples in the same order."""
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(a, dtype=np.int64)).tobytes()).hexdigest()
 
 
 def match_files(pattern: str, what: str) -> list[str]:
@@ -264,7 +251,7 @@ def load_group(spec: dict, name: str = "group") -> dict:
                 f"prediction files); {files[0]} holds none named {labels_key or DEFAULT_LABELS_KEY!r}"
             )
     labels = _check_labels(labels, labels_source)
-    checksum = array_checksum(labels)
+    checksum = array_sha256(labels)
     logits, sources, shape, as_probabilities = [], [], None, []
     for path in files:
         values = np.asarray(read_array(path, fmt, spec["key"], DEFAULT_KEY, "predictions"))
@@ -283,13 +270,13 @@ def load_group(spec: dict, name: str = "group") -> dict:
         own = read_array(path, fmt, labels_key, DEFAULT_LABELS_KEY, "labels-in-predictions", required=False)
         if own is not None:
             own = _check_labels(own, path)
-            if own.shape != labels.shape or array_checksum(own) != checksum:
+            if own.shape != labels.shape or array_sha256(own) != checksum:
                 raise RunsError(
                     f"{path}: its labels differ from {labels_source}'s (checksum "
-                    f"{array_checksum(own)[:12]} != {checksum[:12]}): different examples or "
+                    f"{array_sha256(own)[:12]} != {checksum[:12]}): different examples or "
                     "example order"
                 )
-        digest = sha256(path)
+        digest = file_sha256(path)
         for i, run in enumerate(runs):
             source = path if len(runs) == 1 else f"{path}[{i}]"
             logits.append(to_logits(run, kind, source, tol))
@@ -334,7 +321,7 @@ def load_group(spec: dict, name: str = "group") -> dict:
             raise RunsError(f"{what}.features: feature dimensions differ between runs")
         features, cka_on = np.stack(feats), "features"
         for s, p in zip(sources, ffiles):
-            s.update(features_file=p, features_sha256=sha256(p))
+            s.update(features_file=p, features_sha256=file_sha256(p))
     metadata = [{} for _ in sources]
     if spec["metadata"]:
         if not os.path.isfile(spec["metadata"]):
@@ -376,7 +363,7 @@ def import_group(spec: dict, name: str, out_path, experiment: str = "runs", log=
     job["spec_hash"] = spec_hash({"job": job, "sources": g["sources"]})
     labels_info = {"path": g["labels_source"], "sha256": g["labels_sha256"]}
     if spec["labels"]:
-        labels_info["file_sha256"] = sha256(spec["labels"])
+        labels_info["file_sha256"] = file_sha256(spec["labels"])
     prov = provenance(
         kind="predict",
         job=job,

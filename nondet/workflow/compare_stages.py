@@ -11,9 +11,10 @@ import numpy as np
 from nondet.analysis.metrics import accuracy, cross_entropy
 from nondet.analysis.variance import per_example_split, per_example_values, variance_components
 from nondet.io import h5io
+from nondet.io.checksums import array_sha256
 from nondet.io.files import kept_replicas, load_predictions
 from nondet.io.h5io import InputError, atomic_path
-from nondet.io.runs import RunsError, array_checksum, import_group
+from nondet.io.runs import RunsError, import_group
 from nondet.workflow.runtime import get_logger, stage
 
 
@@ -165,7 +166,7 @@ def _per_example_groups(paths: dict, on_diverged: str, log) -> tuple[dict, dict,
         if pred["labels"].shape != ref.shape or not np.array_equal(pred["labels"], ref):
             raise RunsError(
                 f"groups {first!r} and {name!r} were scored on different test sets (labels "
-                f"checksum {array_checksum(ref)[:12]} != {array_checksum(pred['labels'])[:12]}): "
+                f"checksum {array_sha256(ref)[:12]} != {array_sha256(pred['labels'])[:12]}): "
                 "comparisons need the same examples in the same order"
             )
     values = {}

@@ -21,6 +21,7 @@ import itertools
 import math
 
 from nondet.analysis.divergence import twin_runs
+from nondet.io.checksums import file_sha256
 from nondet.io.h5io import CODE_VERSION, spec_hash
 from nondet.methods import REGISTRY
 from nondet.seeds import CONDITIONS, SOURCES, derive_seed, factorial_seeds, replica_seeds, source_seeds
@@ -98,11 +99,7 @@ def _file_digest(path: str) -> str:
                 full = os.path.join(folder, name)
                 h.update(f"{os.path.relpath(full, path)}\0{_file_digest(full)}\0".encode())
         return h.hexdigest()
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return "missing"
+    return file_sha256(path) or "missing"
 
 
 def script_spec(config: dict, model: str, changes: dict | None = None) -> dict:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nondet.io.checksums import array_sha256
+
 
 class ScriptError(RuntimeError):
     """A training script failed; the message names the model, the replica and the log."""
@@ -135,10 +137,8 @@ def check_train_index(written, expected, what: str) -> None:
 
 
 def labels_sha256(labels) -> str:
-    """SHA-256 of a test set's labels (their dtype-independent int64 bytes, in row order)."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(np.asarray(labels).ravel(), dtype=np.int64).tobytes()).hexdigest()
+    """The test labels' identity (nondet.io.checksums.array_sha256: values in order)."""
+    return array_sha256(labels)
 
 
 def check_owned_labels(labels, audit_path, earlier: list, job: dict, replica: int, log_path=None) -> None:

@@ -1,4 +1,5 @@
 # Helpers only: validate the config and compute paths and params with the nondet package.
+import os
 import sys
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
@@ -18,6 +19,10 @@ except cfg.ConfigError as e:
 config.clear()
 config.update(_validated)
 
+# the repository (this file's folder's parent), also when the workflow runs as a module from
+# another folder, where workflow.basedir is the user's folder
+REPO_DIR = os.path.dirname(os.path.abspath(workflow.current_basedir))
+
 
 def code(script, kept=None):
     """The ``code`` param of the jobs of workflow_scripts/<script>.py, the hash of the package
@@ -25,7 +30,7 @@ def code(script, kept=None):
     jobs and a cosmetic one nothing. ``kept`` (training rules: their output pattern): under
     code_changes: warn, an output made by other code keeps its hash and is listed in a warning.
     """
-    digest = codehash.script_hash(f"{workflow.basedir}/workflow_scripts/{script}.py")
+    digest = codehash.script_hash(f"{REPO_DIR}/workflow_scripts/{script}.py")
     if kept and config["code_changes"] == "warn":
         # a function of the wildcards only: Snakemake compares no param derived from the output
         return codehash.kept(digest, kept)

@@ -2,7 +2,7 @@
 #   snakemake --configfile configs/paper.yaml results/tables/paper_comparison.csv
 rule paper_comparison:
     input:
-        expected=f"{workflow.basedir}/paper/expected.csv",
+        expected=f"{REPO_DIR}/paper/expected.csv",
         diversity="results/tables/diversity.csv",
         mitigation=mitigation_targets(),
     output:

@@ -40,3 +40,17 @@ def test_bad_inputs():
         replica_seeds("seeds", 0, 0)
     with pytest.raises(ValueError, match="non-negative"):
         derive_seed(-1)
+
+
+def test_the_script_audit_names_every_source():
+    """The audit of a researcher's script names the source whose seed seeded a global generator,
+    for every source in SOURCES (a new source needs no line in nondet/workflow/scriptaudit.py)."""
+    from nondet.seeds import ReplicaSeeds
+    from nondet.workflow.scriptaudit import name_seeding
+
+    seeds = ReplicaSeeds(**{s: 1000 + i for i, s in enumerate(SOURCES)})
+    for i, source in enumerate(SOURCES):
+        (sentence,) = name_seeding([("torch.manual_seed", 1000 + i)], seeds)
+        assert f"from the `{source}` seed (torch.manual_seed)" in sentence
+    (sentence,) = name_seeding([("random.seed", 7)], seeds)
+    assert "no source's seed" in sentence

@@ -18,6 +18,7 @@ import random
 import numpy as np
 import torch
 
+from nondet.seeds import SOURCES
 from nondet.training import sources as sources_mod
 
 #: What each global generator's use looks like, and the ctx call that replaces it.
@@ -170,7 +171,7 @@ def seeding_calls(calls: list):
 def name_seeding(calls: list, seeds) -> list[str]:
     """Sentences for the global seedings a script did: from which source's seed, or a constant."""
     by_value = {}
-    for s in ("init", "shuffle", "augment", "dropout", "kernels", "bitflip", "data"):
+    for s in SOURCES:  # every source, so a new one is named too
         v = getattr(seeds, s)
         if v is not None:
             by_value.setdefault(int(v), s)

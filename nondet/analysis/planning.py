@@ -49,14 +49,20 @@ def replicas_needed(delta: float, sd: float, alpha: float = 0.05, power: float =
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     if 2 * (z * sd / delta) ** 2 > 2 * max_n:
         return -1
+    return _smallest_n(lambda n: power_two_sample(n, delta, sd, alpha), power, max_n)
+
+
+def _smallest_n(power_at, power: float, max_n: int) -> int:
+    """The first n with ``power_at(n) >= power`` (power rises with n: doubling, then bisection);
+    -1 above ``max_n``."""
     lo, hi = 1, 2
-    while power_two_sample(hi, delta, sd, alpha) < power:
+    while power_at(hi) < power:
         lo, hi = hi, 2 * hi
         if lo > max_n:
             return -1
-    while hi - lo > 1:  # power rises with n: the first n reaching it
+    while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if power_two_sample(mid, delta, sd, alpha) >= power else (mid, hi)
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
     return hi if hi <= max_n else -1
 
 
@@ -246,15 +252,7 @@ def tost_replicas(margin: float, sd: float, alpha: float = 0.05, power: float = 
     equal, at ``power``; -1 above ``max_n`` or without noise."""
     if not (margin > 0 and sd > 0):
         return -1
-    lo, hi = 1, 2
-    while power_tost(hi, margin, sd, alpha) < power:
-        lo, hi = hi, 2 * hi
-        if lo > max_n:
-            return -1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if power_tost(mid, margin, sd, alpha) >= power else (mid, hi)
-    return hi
+    return _smallest_n(lambda n: power_tost(n, margin, sd, alpha), power, max_n)
 
 
 def _tost_row(common, margin, sd, sd_int, alpha, power, lead) -> dict:

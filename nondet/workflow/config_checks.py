@@ -75,6 +75,16 @@ def _check_resampling(config: dict) -> None:
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 
+def _check_pythonpath(key: str, model: dict) -> str | None:
+    """A model's ``pythonpath`` (user model or training script) names an existing folder; it."""
+    import os
+
+    folder = model.get("pythonpath")
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
+    return folder
+
+
 def _check_user_model(name: str, model: dict) -> None:
     """What can be checked without importing torch or the user's code; the rest (the callable,
     its params, the module it returns, the output shape) is checked by the check_model rule."""
@@ -89,9 +99,7 @@ def _check_user_model(name: str, model: dict) -> None:
             f"{key}.arch: {arch!r} is neither a built-in architecture ({', '.join(ARCH_PARAMS)}) "
             "nor an import path 'package.module:callable'"
         )
-    folder = model.get("pythonpath")
-    if folder is not None and not os.path.isdir(folder):
-        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
+    folder = _check_pythonpath(key, model)
     top = arch.split(":")[0].split(".")[0]
     found = importlib.machinery.PathFinder.find_spec(top, [os.path.abspath(folder)]) if folder else None
     if found is None and importlib.util.find_spec(top) is None:
@@ -133,7 +141,6 @@ def _check_arm_params(key: str, arch: str, params: dict) -> None:
 def _check_script_model(config: dict, name: str, model: dict) -> bool:
     """A model trained by the researcher's own script (train/command): True after checking it;
     False for an arch model. Exactly one of arch, train and command."""
-    import os
 
     key = f"config key models.{name}"
     given = [k for k in ("arch", "train", "command") if k in model]
@@ -156,9 +163,7 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
                 f"{key}.{k}: a training script has its own recipe and writes its own features (ctx.save); "
                 "put its hyperparameters under params"
             )
-    folder = model.get("pythonpath")
-    if folder is not None and not os.path.isdir(folder):
-        raise ConfigError(f"{key}.pythonpath: folder {folder!r} not found (relative to {os.getcwd()})")
+    _check_pythonpath(key, model)
     if model.get("data") == "script":  # its own test set: the audit records the labels every job checks
         if model.get("audit") == "off":
             raise ConfigError(

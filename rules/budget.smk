@@ -67,6 +67,6 @@ rule mitigation_budget:
     params:
         code=code("mitigation_budget"),
         expect=lambda w, input: metrics_expect(list(input)),
-        labels=plan_methods.method_labels(config),
+        labels=shown.brief(plan_methods.method_labels(config), "method names"),
     script:
         "../workflow_scripts/mitigation_budget.py"

@@ -5,6 +5,7 @@ from nondet.workflow import config as cfg
 from nondet.workflow import plan
 from nondet.workflow import plan_methods
 from nondet.workflow import expect
+from nondet.workflow import shown
 from nondet.io.files import job_expect
 from nondet.workflow import codehash
 from nondet.io.h5io import CODE_VERSION
@@ -136,7 +137,7 @@ def metrics_expect(paths):
             )
         else:  # results/metrics/{model}/{condition}.h5
             out[p] = expect.metrics_expect(config, parts[2], parts[3][: -len(".h5")])
-    return out
+    return shown.expectations(out)
 
 
 # --- instability (divergence, stability by family) and mitigation ---
@@ -355,7 +356,7 @@ def ensemble_table_expect(wildcards, input):
     for p in input.ensembles:  # results/ensembles/{model}/{condition}.h5
         parts = p.split("/")
         out[p] = expect.ensembles_expect(config, parts[2], parts[3][: -len(".h5")])
-    return out
+    return shown.expectations(out)
 
 
 def diverged_summary():

@@ -60,6 +60,6 @@ rule compare:
         "../envs/analysis.yaml"
     params:
         code=code("compare"),
-        compare=compare_params,
+        compare=lambda w: shown.brief(compare_params(w), "comparison"),
     script:
         "../workflow_scripts/compare.py"

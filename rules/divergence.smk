@@ -37,6 +37,6 @@ rule plot_divergence:
         "../envs/analysis.yaml"
     params:
         code=code("plot_divergence"),
-        expect=lambda w: job_expect(divergence_job(w)),
+        expect=lambda w: shown.expectations(job_expect(divergence_job(w))),
     script:
         "../workflow_scripts/plot_divergence.py"

@@ -46,6 +46,6 @@ rule factorial:
         "../envs/analysis.yaml"
     params:
         code=code("factorial"),
-        design=factorial_params,
+        design=lambda w: shown.brief(factorial_params(w), "factorial design"),
     script:
         "../workflow_scripts/factorial.py"

@@ -62,6 +62,6 @@ rule mitigation_table:
     params:
         code=code("mitigation_table"),
         expect=lambda w, input: metrics_expect(list(input)),
-        labels=plan_methods.method_labels(config),
+        labels=shown.brief(plan_methods.method_labels(config), "method names"),
     script:
         "../workflow_scripts/mitigation_table.py"

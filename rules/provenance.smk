@@ -15,6 +15,6 @@ rule provenance:
         "../envs/analysis.yaml"
     params:
         code=code("provenance"),
-        config=config,
+        config=shown.whole_config(config),
     script:
         "../workflow_scripts/provenance.py"

@@ -120,7 +120,9 @@ rule runs_compare:
         "../envs/analysis.yaml"
     params:
         code=code("compare"),
-        compare=lambda w: byo.compare_params(config, w.name, CODE_VERSION),
+        compare=lambda w: shown.brief(
+            byo.compare_params(config, w.name, CODE_VERSION), "comparison"
+        ),
     script:
         "../workflow_scripts/compare.py"
 

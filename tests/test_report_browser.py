@@ -5,6 +5,7 @@ verdict text is beside its figure. Missing chromium FAILS the test; NONDET_SKIP_
 skips it explicitly."""
 
 import os
+import re
 
 import pytest
 from helpers import default_config, snakemake
@@ -39,6 +40,11 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tmp_path):
     config["models"] = {k: v for k, v in config["models"].items() if v is not None}
     snakemake(tmp_path, "--cores", "2", config=config)
     snakemake(tmp_path, "--report", "report.html", config=config)
+    # each result's "Job parameters" (nondet.workflow.shown): sentences, not input paths and hashes
+    params = re.findall(r'"params": *"((?:[^"\\]|\\.)*)"', (tmp_path / "report.html").read_text())
+    assert params and all("spec_hash" not in p and "results/" not in p for p in params), params
+    assert any("expect=the spec, data and code hashes" in p for p in params)
+    assert any(p.startswith("code=") and "compare=comparison: name=lr" in p for p in params), params
     with Browser() as b:
         b.open(tmp_path / "report.html")
         landing = b.text()

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 
 from nondet.io.files import load_predictions
@@ -97,6 +98,12 @@ def test_a_script_that_draws_its_own_resample_is_refused(tmp_path, data_file):
         train(tmp_path, data_file, condition="data", train="own_scripts:own_bootstrap")
     out = train(tmp_path, data_file, condition="data")  # ctx.sampler / ctx.train_index: accepted
     assert load_predictions([out])["logits"].shape == (2, 60, 10)
+    with h5py.File(out) as f:  # provenance: the resampling that happened, per replica
+        res = json.loads(f.attrs["provenance"])["resampling"]
+    assert res["training_set"] == "the pipeline's" and res["replicas"]["1"]["n_train"] == 240
+    assert res["replicas"]["0"]["train_index_sha256"] != res["replicas"]["1"]["train_index_sha256"]
+    with h5py.File(train(tmp_path, data_file, condition="init")) as f:  # none happened: none recorded
+        assert "resampling" not in json.loads(f.attrs["provenance"])
 
 
 def test_a_command_gets_its_resample_and_must_report_it(tmp_path, data_file):

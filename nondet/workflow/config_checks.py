@@ -145,7 +145,8 @@ def _check_arm_params(key: str, arch: str, params: dict) -> None:
 
 def _check_owned_command(key: str, model: dict) -> None:
     """A ``data: script`` model has no data set of the pipeline's: its command may not name one
-    (``{data}``, ``{train_data}``, ``{train_index}``; nondet.workflow.script.DATA_PLACEHOLDERS)."""
+    (``{data}``, ``{train_data}``, ``{train_index}``: nondet.workflow.script fills them in only
+    for a model on the pipeline's data)."""
     import string
 
     if "command" not in model:

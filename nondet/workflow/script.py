@@ -71,9 +71,6 @@ from nondet.workflow import scriptaudit, scriptbox
 from nondet.workflow.runtime import get_logger, setup_torch, stage
 from nondet.workflow.scriptio import ScriptError, check_owned_labels, check_resample, labels_sha256, read_outputs
 
-#: Placeholders that name the pipeline's data set, which a ``data: script`` model does not have.
-DATA_PLACEHOLDERS = ("data", "train_index", "train_data")
-
 #: Placeholders a command template may use.
 PLACEHOLDERS = (
     "seeds_json",

@@ -7,6 +7,7 @@ a predictions file (its provenance asks git), runs a command or Snakemake (tiny:
 training); fast: the checks, the config and the resample command, called in process."""
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -210,12 +211,14 @@ def test_the_workflow_builds_no_data_set_for_scripts_that_own_their_data(tmp_pat
         "script": str(tmp_path / "own_data_cmd.py"),
     }
     c["metrics"] = {"bootstrap_resamples": 0}
-    planned = planned_outputs(snakemake(tmp_path, "-n", config=c))
-    assert "results/checks/cmd.audit.json" in planned and "results/predict/s/data/chunk0.h5" in planned
-    assert not [p for p in planned if p.startswith("results/data/")], planned
-    targets = [f"results/metrics/{m}/{k}.h5" for m in ("s", "cmd") for k in ("control", "data")]
-    snakemake(tmp_path, "--cores", "2", *targets, config=c)
+    targets = [f"results/predict/{m}/{k}/chunk0.h5" for m in ("s", "cmd") for k in ("control", "data")]
+    out = snakemake(tmp_path, "--cores", "2", *targets, config=c)
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.M))  # Snakemake's job stats
+    assert stats.get("audit_script") == "2" and stats.get("train_script") == "4" and "dataset" not in stats, stats
     assert not (tmp_path / "results/data").exists()
+    planned = planned_outputs(snakemake(tmp_path, "-n", "--forceall", config=c))  # the whole workflow
+    assert "results/tables/diversity.csv" in planned and "results/predict/cmd/data/chunk0.h5" in planned
+    assert not [p for p in planned if p.startswith("results/data/")], planned
     for m in ("s", "cmd"):
         control = load_predictions([tmp_path / f"results/predict/{m}/control/chunk0.h5"])["logits"]
         data = load_predictions([tmp_path / f"results/predict/{m}/data/chunk0.h5"])["logits"]

@@ -6,6 +6,7 @@ python -m nondet verdict --predictions A='runs/a/*.npy' --predictions B='runs/b/
 python -m nondet check-config config.yaml my.yaml   # validate configs merged in order
 python -m nondet check-runs 'preds/*.npy' --labels y.npy
 python -m nondet export-runs results/predict/cnn/all/chunk*.h5 --out exports/all
+python -m nondet resample --resample '{"seed": 7, "kind": "bootstrap", "fraction": 1.0}' --n 50000 --out idx.npy
 """
 
 from __future__ import annotations
@@ -88,6 +89,51 @@ def verdict(args, parser) -> int:
     return 0
 
 
+def resample(args, parser) -> int:
+    """``python -m nondet resample``: the replica's training examples (the ``data`` source,
+    nondet.training.resample.replica_index), for a script that owns its data and is not written
+    in Python against this package: a sorted int64 .npy (every example once when the seed is null)."""
+    import json
+
+    import numpy as np
+
+    from nondet.training.resample import DEFAULT, KINDS, replica_index, resample_size
+
+    spec = dict(DEFAULT)
+    seed = None
+    if args.resample is not None:
+        text = args.resample
+        try:
+            if not text.lstrip().startswith("{"):
+                with open(text) as f:
+                    text = f.read()
+            given = json.loads(text)
+        except (OSError, ValueError) as e:
+            parser.error(f"--resample {args.resample!r}: neither JSON nor a JSON file ({e}); pass {{resample_json}}")
+        if not isinstance(given, dict) or not set(given) <= {"seed", "kind", "fraction"}:
+            parser.error(f"--resample: expected the keys seed, kind, fraction ({{resample_json}}); got {given!r}")
+        seed = given.get("seed")
+        spec.update({k: given[k] for k in ("kind", "fraction") if given.get(k) is not None})
+    if args.seed is not None:
+        seed = None if args.seed.lower() in ("null", "none") else args.seed
+    spec.update({k: v for k, v in (("kind", args.kind), ("fraction", args.fraction)) if v is not None})
+    try:
+        seed = None if seed is None else int(seed)
+        if spec["kind"] not in KINDS:
+            raise ValueError(f"unknown kind {spec['kind']!r}; known: {', '.join(KINDS)}")
+        resample_size(args.n, spec["fraction"])
+    except (TypeError, ValueError) as e:
+        parser.error(f"--seed/--kind/--fraction: {e}")
+    if args.n < 1:
+        parser.error(f"--n {args.n}: the training set's size must be >= 1")
+    index = replica_index(seed, args.n, spec)
+    index = np.arange(args.n, dtype=np.int64) if index is None else index
+    np.save(args.out, index)
+    what = "every example once (the data source is off)" if seed is None else f"a {spec['kind']} of {args.n}"
+    print(f"wrote {len(index)} indices ({np.unique(index).size} distinct), {what}, to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nondet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,7 +170,21 @@ def main(argv=None) -> int:
     ver.add_argument("--alpha", type=float, default=0.05)
     ver.add_argument("--gamma", type=float, default=0.75, help="a meaningful P(candidate run beats baseline run)")
     ver.add_argument("--margin", type=float, help="equivalence margin in the metric's units: adds TOST")
+    res = sub.add_parser(
+        "resample",
+        help="the training examples a replica trains on when the data source is on (for a script that owns "
+        "its data, models.<name>.data: script): a sorted .npy of indices to train on, and to report as "
+        "train_index with n_train",
+    )
+    res.add_argument("--resample", metavar="JSON", help="{resample_json} as a command gets it (seed, kind, fraction)")
+    res.add_argument("--seed", help="the data seed (resample_json's seed, not seeds_json's); null: all examples")
+    res.add_argument("--kind", choices=["bootstrap", "subsample"], help="default bootstrap")
+    res.add_argument("--fraction", type=float, help="the resample's size over n (default 1.0)")
+    res.add_argument("--n", type=int, required=True, help="the size of the training set (report it as n_train)")
+    res.add_argument("--out", required=True, help="the .npy to write")
     args = parser.parse_args(argv)
+    if args.command == "resample":
+        return resample(args, res)
     if args.command == "verdict":
         return verdict(args, parser)
     if args.command == "check-config":

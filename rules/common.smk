@@ -304,6 +304,12 @@ SCRIPT_COMPARISONS = (
 )
 
 
+def script_data(model):
+    """The pipeline's data set, which a script model's jobs read; none for a script that owns
+    its data (data: script), so a config of such models alone builds no data set."""
+    return [] if config["models"][model].get("data") == "script" else [DATA]
+
+
 def script_audit(model):
     """The audit a script model's training jobs wait for (none with audit: off)."""
     if model in plan.audited_models(config):

@@ -1,14 +1,15 @@
 # A researcher's own training script (models.<name>.train or .command, nondet.workflow.script): one job
 # per chunk of replicas writes the predictions file the predict rule writes for other models, so
 # metrics, tables, figures, comparisons and the report read it unchanged. Its determinism audit
-# (results/checks/{model}.audit.json) runs first.
+# (results/checks/{model}.audit.json) runs first. A model whose script owns its data (data: script)
+# does not wait for the pipeline's data set (script_data), so none is built for it.
 ruleorder: train_script > predict
 ruleorder: train_script_arm > predict_arm
 
 
 rule audit_script:
     input:
-        data=DATA,
+        data=lambda w: script_data(w.model),
     output:
         "results/checks/{model}.audit.json",
     log:
@@ -30,7 +31,7 @@ rule audit_script:
 
 rule train_script:
     input:
-        data=DATA,
+        data=lambda w: script_data(w.model),
         audit=lambda w: script_audit(w.model),
     output:
         PREDICT,
@@ -53,7 +54,7 @@ rule train_script:
 
 use rule train_script as train_script_arm with:
     input:
-        data=DATA,
+        data=lambda w: script_data(config["comparisons"][w.name]["model"]),
         audit=lambda w: script_audit(config["comparisons"][w.name]["model"]),
     output:
         ARM_PREDICT,

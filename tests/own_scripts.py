@@ -210,3 +210,47 @@ def owned_reordered(ctx):
     if ctx.replica == 1:
         y = y.flip(0)
     ctx.save(torch.randn(50, 3, generator=ctx.generator("init")), labels=y)
+
+
+# --- data: script with the data source on (its own training set, the replica's resample) ----------
+
+OWN_TRAIN = 40  # the size of the training set these scripts own
+
+
+def _own_training_set():
+    return torch.arange(OWN_TRAIN) % 3  # its labels
+
+
+def _owned_logits(ctx, index):
+    """Test logits from init and from the label counts of the training examples it trained on."""
+    z = torch.randn(50, 3, generator=ctx.generator("init")) if ctx.seed("init") is not None else torch.zeros(50, 3)
+    y_train = _own_training_set().numpy()[np.arange(OWN_TRAIN) if index is None else index]
+    return z + torch.from_numpy(np.bincount(y_train, minlength=3)).float() / len(y_train)
+
+
+def owned_resampled(ctx):
+    """data: script: draws its replica's resample of its own training set with ctx.train_index."""
+    ctx.save(_owned_logits(ctx, ctx.train_index(OWN_TRAIN)), labels=torch.arange(50) % 3)
+
+
+def owned_own_bootstrap(ctx):
+    """data: script: asks for the resample, trains on a bootstrap of its own and reports that."""
+    own = np.sort(np.random.default_rng(ctx.seed("data") or 0).integers(0, OWN_TRAIN, OWN_TRAIN))
+    np.savez(
+        ctx.out,
+        logits=_owned_logits(ctx, own).numpy(),
+        labels=np.arange(50) % 3,
+        train_index=own,
+        n_train=OWN_TRAIN,
+    )
+
+
+def owned_no_n_train(ctx):
+    """data: script: trains on the replica's resample, reports the index but not n_train."""
+    index = ctx.train_index(OWN_TRAIN)
+    np.savez(ctx.out, logits=_owned_logits(ctx, index).numpy(), labels=np.arange(50) % 3, train_index=index)
+
+
+def owned_reads_data(ctx):
+    """data: script, but reads the pipeline's data set (which is not there)."""
+    ctx.save(torch.zeros(len(ctx.data.y_test), 3), labels=torch.arange(50) % 3)

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import pytest
 
 from nondet.io.files import load_predictions
@@ -97,6 +98,12 @@ def test_a_script_that_draws_its_own_resample_is_refused(tmp_path, data_file):
         train(tmp_path, data_file, condition="data", train="own_scripts:own_bootstrap")
     out = train(tmp_path, data_file, condition="data")  # ctx.sampler / ctx.train_index: accepted
     assert load_predictions([out])["logits"].shape == (2, 60, 10)
+    with h5py.File(out) as f:  # provenance: the resampling that happened, per replica
+        res = json.loads(f.attrs["provenance"])["resampling"]
+    assert res["training_set"] == "the pipeline's" and res["replicas"]["1"]["n_train"] == 240
+    assert res["replicas"]["0"]["train_index_sha256"] != res["replicas"]["1"]["train_index_sha256"]
+    with h5py.File(train(tmp_path, data_file, condition="init")) as f:  # none happened: none recorded
+        assert "resampling" not in json.loads(f.attrs["provenance"])
 
 
 def test_a_command_gets_its_resample_and_must_report_it(tmp_path, data_file):
@@ -173,8 +180,7 @@ def test_a_script_that_owns_its_test_set_end_to_end(tmp_path, data_file):
         train_script(data_file, tmp_path / "r.h5", plan.train_job(c, "s", "init", 0), audit_path=audit_path)
     with pytest.raises(cfg.ConfigError, match="models.s.data: script needs the audit"):
         make_config(train="own_scripts:owned", data="script", audit="off")
-    with pytest.raises(cfg.ConfigError, match="models.s.conditions: data vary the data source"):
-        make_config(train="own_scripts:owned", data="script")
+    # the data source on: the script draws its resample itself (tests/test_script_data.py)
 
 
 # --- seeds -----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from nondet.workflow.scriptbox import DEFAULT_TIMEOUT
 set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
 
 audit_script(
-    snakemake.input.data,
+    snakemake.input.data[0] if snakemake.input.data else None,  # none: data: script
     snakemake.output[0],
     snakemake.params.job,
     snakemake.log[0],

@@ -11,7 +11,7 @@ from nondet.workflow.scriptbox import DEFAULT_TIMEOUT
 set_code_hash(script_hash(f"{snakemake.scriptdir}/train_script.py"), snakemake.params.code)
 
 train_script(
-    snakemake.input.data,
+    snakemake.input.data[0] if snakemake.input.data else None,  # none: data: script
     snakemake.output[0],
     snakemake.params.job,
     snakemake.log[0],

@@ -55,3 +55,11 @@ def replica_index(seed: int | None, n: int, spec: dict | None = None) -> np.ndar
         return None
     spec = {**DEFAULT, **(spec or {})}
     return resample_index(seed, n, spec["kind"], spec["fraction"])
+
+
+def handed(seed: int | None, spec: dict | None = None) -> dict:
+    """What a script is handed to draw its replica's resample itself (a command's
+    ``{resample_json}``): the data seed (the full one :func:`replica_index` uses; None when the
+    source is off: the whole training set), kind and fraction."""
+    spec = {**DEFAULT, **(spec or {})}
+    return {"seed": None if seed is None else int(seed), "kind": spec["kind"], "fraction": float(spec["fraction"])}

@@ -20,7 +20,8 @@ dropout      ``src.dropout(model)`` then ``src.select(epoch, index)`` before eac
              dropout or any other global-RNG draw (keyed per step, not per example)
 kernels      ``src.kernels()``: deterministic kernels unless the kernels source varies
 bitflip      ``src.flip(model)``: the one-ulp flip of one weight (after building the model)
-data         ``src.train_index(n)`` (None: all n); the sampler above applies it already
+data         ``src.train_index(n)`` (None: all n) for a training set of ``n`` examples;
+             the sampler above applies it already
 ===========  ==============================================================================
 
 ``src.seed(source)`` is the 32-bit form (0 ... 2**32 - 1, what seed_everything and np.random.seed
@@ -160,6 +161,7 @@ class Sources:
         self.kernels_cpu_standin = bool(kernels_cpu_standin)
         self.masks = []
         self.drawn_index = None  # the training examples train_index (or sampler) handed out
+        self.drawn_n = None  # the size of the training set they were drawn from
 
     @classmethod
     def for_replica(cls, condition: str, replica: int, base_seed: int = 0, **kwargs) -> "Sources":
@@ -190,9 +192,11 @@ class Sources:
 
     # data and shuffle ------------------------------------------------------------------------
     def train_index(self, n: int) -> np.ndarray | None:
-        """The training examples of this replica (the data source), or None for all ``n``."""
+        """The training examples of this replica (the data source), or None for all ``n``
+        (``n``: the size of the training set, the pipeline's or the script's own)."""
         index = replica_index(self.seeds.data, int(n), self.resample)
         self.drawn_index = np.arange(int(n)) if index is None else index  # what ctx.save reports
+        self.drawn_n = int(n)
         return index
 
     @property

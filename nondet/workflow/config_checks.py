@@ -57,8 +57,13 @@ def _check_resampling(config: dict) -> None:
         n = data["n_train"] if n is None else min(n, data["n_train"])
     if n is None:
         return
-    varying = [condition_sources(config, c) for _, c in groups(config)]
-    varying += [set(s.get("sources") or CONDITIONS.get(s.get("condition"), ())) for s in config["comparisons"].values()]
+    ours = [m for m, spec in config["models"].items() if spec.get("data") != "script"]  # data: script: its own set
+    varying = [condition_sources(config, c) for m, c in groups(config) if m in ours]
+    varying += [
+        set(s.get("sources") or CONDITIONS.get(s.get("condition"), ()))
+        for s in config["comparisons"].values()
+        if s["model"] in ours
+    ]
     varying += [set(s["sources"]) for s in config["factorial"].values()]
     if not any("data" in v for v in varying):
         return
@@ -138,6 +143,28 @@ def _check_arm_params(key: str, arch: str, params: dict) -> None:
         raise ConfigError(f"config key {key_path([key, *e.absolute_path])}: {e.message}{hint(e)}")
 
 
+def _check_owned_command(key: str, model: dict) -> None:
+    """A ``data: script`` model has no data set of the pipeline's: its command may not name one
+    (``{data}``, ``{train_data}``, ``{train_index}``: nondet.workflow.script fills them in only
+    for a model on the pipeline's data)."""
+    import string
+
+    if "command" not in model:
+        return
+    try:
+        named = {f for _, f, _, _ in string.Formatter().parse(model["command"]) if f}
+    except ValueError:
+        return  # a malformed template: refused with the placeholders when the job fills it in
+    bad = [f for f in ("data", "train_index", "train_data") if f in named]
+    if bad:
+        raise ConfigError(
+            f"{key}.command: {', '.join('{' + f + '}' for f in bad)} name(s) the pipeline's data set, which a "
+            "model with data: script does not have (its script owns its data): load your own data, and with "
+            "the data source on draw the replica's resample with `python -m nondet resample --resample "
+            "{resample_json} --n N --out idx.npy` (docs/own-script.md)"
+        )
+
+
 def _check_script_model(config: dict, name: str, model: dict) -> bool:
     """A model trained by the researcher's own script (train/command): True after checking it;
     False for an arch model. Exactly one of arch, train and command."""
@@ -170,13 +197,7 @@ def _check_script_model(config: dict, name: str, model: dict) -> bool:
                 f"{key}.data: script needs the audit (audit: fail or warn): it records the SHA-256 of "
                 "the script's test labels, which every replica, condition and comparison arm must match"
             )
-        named = config.get("conditions") or {}
-        varying = [c for c in model["conditions"] if c in ("data", "all") or "data" in (named.get(c) or [])]
-        if varying:
-            raise ConfigError(
-                f"{key}.conditions: {', '.join(varying)} vary the data source, which resamples the "
-                "pipeline's training set; with data: script the script owns its data, so leave them out"
-            )
+        _check_owned_command(key, model)
     for section in ("divergence", "mitigation", "budget"):
         if name in config[section]["models"]:
             raise ConfigError(

@@ -12,10 +12,18 @@ report read a script's replicas like any other.
   shell with these placeholders filled in (each shell-quoted): ``{seeds_json}`` (one seed per
   source in 0 ... 2**32 - 1, null when off), ``{seeds_file}`` (the same JSON in a file),
   ``{out}``, ``{data}`` (the pipeline's data set, HDF5 with x_train, y_train, x_test, y_test),
-  ``{params_json}``, ``{resample_json}`` (how the data seed resamples), ``{train_index}`` (a .npy
-  of the replica's training examples: its resample, or all of them), ``{train_data}`` (``{data}``
-  with x_train/y_train replaced by the replica's resample), ``{replica}``,
-  ``{condition}``, ``{device}``. Relative files the command names are made absolute.
+  ``{params_json}``, ``{resample_json}`` (the replica's resample: the data seed, null when the
+  source is off, kind and fraction; ``python -m nondet resample --resample {resample_json} --n N``
+  draws it for a training set of N examples), ``{train_index}`` (a .npy of the replica's training
+  examples: its resample, or all of them), ``{train_data}`` (``{data}`` with x_train/y_train
+  replaced by the replica's resample), ``{replica}``, ``{condition}``, ``{device}``. Relative files
+  the command names are made absolute.
+
+With ``data: script`` the script owns its data: the pipeline builds no data set for the model
+(``ctx.data``, ``{data}``, ``{train_data}`` and ``{train_index}`` do not exist), the labels it
+writes are the truth, and when the data source is on it draws the replica's resample of its own
+training set itself (``ctx.train_index(n)``, or the command above) and reports it with the size
+``n_train`` of that training set; the pipeline redraws it from the configured seed and checks.
 
 Each job runs in a scratch folder beside its output (nondet.workflow.scriptbox: the working
 folder of the script, kept when the job fails, removed when it succeeds), a command in its own
@@ -27,7 +35,8 @@ arrays, no pickles), an HDF5 file or a ``torch.save`` dict of tensors (read with
 (n_test,) in the same row order (checked against the data set's test labels, so another split
 or order is refused), optionally ``features`` (n_test, dim) and ``train_index`` (the training
 examples it trained on; required when the data source is on, and checked against the replica's
-resample). ``ctx.save`` writes labels and train_index itself. Any failure (an exception or exit
+resample; with ``data: script`` also ``n_train``, the size of the training set it indexes).
+``ctx.save`` writes labels, train_index and n_train itself. Any failure (an exception or exit
 status, a timeout, nothing written, unreadable, wrong shape, NaN/inf, other labels, another
 resample) stops the job with a message naming the model, the replica and the log.
 """
@@ -47,18 +56,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nondet.io.checksums import array_sha256
 from nondet.io.files import job_provenance
 from nondet.io.h5io import atomic_h5
 from nondet.seeds import SOURCES, ReplicaSeeds
 from nondet.training.data import load_dataset
 from nondet.training.replica import kernels_mode
 from nondet.training.resample import DEFAULT as RESAMPLE_DEFAULT
+from nondet.training.resample import handed as handed_resample
 from nondet.training.resample import replica_index
 from nondet.training.sources import Sources, seed32
 from nondet.training.usermodel import resolve
 from nondet.workflow import scriptaudit, scriptbox
 from nondet.workflow.runtime import get_logger, setup_torch, stage
-from nondet.workflow.scriptio import ScriptError, check_owned_labels, labels_sha256, read_outputs
+from nondet.workflow.scriptio import ScriptError, check_owned_labels, check_resample, labels_sha256, read_outputs
 
 #: Placeholders a command template may use.
 PLACEHOLDERS = (
@@ -80,11 +91,13 @@ class Context(Sources):
     """What ``main(ctx)`` receives: the per-source API (nondet.training.sources.Sources), and
 
     - ``ctx.data``: the pipeline's data set (nondet.training.data.Dataset: x_train, y_train, x_test,
-      y_test as tensors on ``ctx.device``, images normalised); ``ctx.data_path``: its file;
+      y_test as tensors on ``ctx.device``, images normalised); ``ctx.data_path``: its file (with
+      ``data: script`` there is none: the script loads its own, and ``ctx.data`` says so);
     - ``ctx.params``: the model's ``params`` from the config (the script's hyperparameters);
     - ``ctx.model``, ``ctx.condition``, ``ctx.replica``; ``ctx.out``: where to write;
     - ``ctx.save(logits, features=None)``: the test-set outputs, in x_test's order (it writes
-      the test labels and the training examples drawn by ``ctx.sampler``/``ctx.train_index`` too).
+      the test labels and the training examples drawn by ``ctx.sampler``/``ctx.train_index``,
+      with the size of the training set they were drawn from, too).
     """
 
     def __init__(
@@ -117,7 +130,25 @@ class Context(Sources):
             arrays["features"] = _numpy(features)
         if self.drawn_index is not None:
             arrays["train_index"] = np.asarray(self.drawn_index, dtype=np.int64)
+            arrays["n_train"] = np.int64(self.drawn_n)
         np.savez(self.out, **arrays)
+
+
+class OwnData:
+    """``ctx.data`` of a ``data: script`` model: the pipeline builds no data set for it, and any
+    use says so (the script loads its own)."""
+
+    def __init__(self, model: str):
+        self._model = model
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"model {self._model} has data: script, so the pipeline builds no data set for it and "
+            f"ctx.data.{name} does not exist: load your own data, save with ctx.save(logits, labels=y_test) "
+            "and draw the data source's resample with ctx.train_index(len(your training set))"
+        )
 
 
 def _numpy(a) -> np.ndarray:
@@ -164,14 +195,12 @@ def run_replica(
     cwd.mkdir(parents=True)
     out = (Path(workdir) / f"replica_{replica:04d}.npz").resolve()
     out.unlink(missing_ok=True)
-    data_path = os.path.abspath(data_path)
+    owned = spec.get("data") == "script"  # the script's own test set and training data: no data set of ours
+    data_path = None if owned else os.path.abspath(data_path)
     resample = job["recipe"].get("resample", RESAMPLE_DEFAULT)
-    n_train = len(data.y_train)
-    expected = replica_index(seeds.data, n_train, resample)
+    n_train = None if owned else len(data.y_train)  # owned: the script reports it
+    expected = None if owned else replica_index(seeds.data, n_train, resample)
     handed = "train" not in spec and "{train_data}" in spec["command"]  # indices into its own file
-    owned = spec.get("data") == "script"  # the script's own test set (and training data)
-    if owned and seeds.data is not None:
-        raise ScriptError(f"{what}: the data source cannot vary for a model with data: script (its data is its own)")
     stopped = (
         f"{what}: no result after {timeout:g} s, so it was stopped (raise models.{job['model']}.timeout "
         f"if it needs longer){where}"
@@ -181,7 +210,7 @@ def run_replica(
         fn = resolve(spec["train"], spec.get("pythonpath"), f"model {job['model']} train")
         ctx = Context(
             seeds,
-            data=data,
+            data=OwnData(job["model"]) if owned else data,
             data_path=data_path,
             out=out,
             params=spec.get("params"),
@@ -206,39 +235,44 @@ def run_replica(
     else:
         seeds_file = Path(workdir).resolve() / f"seeds_{replica:04d}.json"
         seeds_file.write_text(seeds_json(seeds))
-        index_file = Path(workdir).resolve() / f"train_index_{replica:04d}.npy"
-        np.save(index_file, np.arange(n_train) if expected is None else expected)
-        train_data = data_path
-        if "{train_data}" in spec["command"]:  # the script sees only its resample: nothing to report
-            train_data = Path(workdir).resolve() / f"train_data_{replica:04d}.h5"
-            write_train_data(data_path, expected, train_data)
-            expected = None
         values = {
             "seeds_json": seeds_json(seeds),
             "seeds_file": seeds_file,
             "out": out,
-            "data": data_path,
             "params_json": json.dumps(spec.get("params") or {}),
-            "resample_json": json.dumps(resample),
-            "train_index": index_file,
-            "train_data": train_data,
+            "resample_json": json.dumps(handed_resample(seeds.data, resample)),
             "replica": replica,
             "condition": job["condition"],
             "device": device,
         }
+        if not owned:  # the pipeline's data set, and the replica's resample of it
+            index_file = Path(workdir).resolve() / f"train_index_{replica:04d}.npy"
+            np.save(index_file, np.arange(n_train) if expected is None else expected)
+            train_data = data_path
+            if handed:  # the script sees only its resample: nothing to report
+                train_data = Path(workdir).resolve() / f"train_data_{replica:04d}.h5"
+                write_train_data(data_path, expected, train_data)
+            values.update(data=data_path, train_index=index_file, train_data=train_data)
         try:
             template = scriptbox.absolute_words(spec["command"])
             command = template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
         except (KeyError, IndexError, ValueError) as e:
+            known = [p for p in PLACEHOLDERS if p in values]
             raise ScriptError(
                 f"model {job['model']} command: bad placeholder {e} in {spec['command']!r} "
-                f"(known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write {{{{ }}}} for a brace)"
+                f"(known: {', '.join('{' + p + '}' for p in known)}; write {{{{ }}}} for a brace"
+                + ("; data: script has no data set of the pipeline's" if owned else "")
+                + ")"
             ) from None
         # "python" in a command is the pipeline's interpreter (its environment's packages)
         env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         env["NONDET_PROJECT_DIR"] = os.getcwd()  # the folder relative paths of the config start from
+        # `python -m nondet resample` works in the command also where nondet is not installed (conda
+        # envs): the folder holding the package, last on the path
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join([p for p in (env.get("PYTHONPATH"), package_root) if p])
         if spec.get("pythonpath"):
-            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(spec["pythonpath"]), env.get("PYTHONPATH", "")])
+            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(spec["pythonpath"]), env["PYTHONPATH"]])
         log(f"{what}: {command}")
         output = Path(workdir) / f"output_{replica:04d}.txt"
         try:
@@ -251,8 +285,12 @@ def run_replica(
             tail = [ln for ln in lines if ln.strip()][-1:] or ["(no output)"]
             raise ScriptError(f"{what}: the command exited with status {rc} ({tail[0].strip()}){where}")
     try:
-        y_test = None if owned else data.y_test.cpu().numpy()
-        logits, features, labels = read_outputs(out, len(data.y_test), data.num_classes, y_test, what, expected, handed)
+        if owned:  # its labels are the truth; n_test and the classes come from its outputs
+            logits, features, labels, reported = read_outputs(out, None, None, None, what)
+        else:
+            y_test = data.y_test.cpu().numpy()
+            logits, features, labels, reported = read_outputs(out, len(y_test), data.num_classes, y_test, what)
+        index, n_trained = check_resample(reported, seeds.data, resample, n_train, what, handed)
     except ScriptError as e:
         raise ScriptError(f"{e}{where}") from None
     # as for built-in models where the script uses ctx.kernels() and ctx.sampler(n, batch_size)
@@ -262,6 +300,8 @@ def run_replica(
         "logits": logits,
         "features": features,
         "labels": labels,
+        "train_index": index,  # the replica's resample, checked (None: the whole training set)
+        "n_train": n_trained,
         "kernels_mode": mode,
         "seconds": time.perf_counter() - started,
     }
@@ -292,6 +332,46 @@ def _copy_output(path, log) -> list[str]:
 def job_seeds(job: dict) -> list[ReplicaSeeds]:
     """The seeds of each replica of ``job``, chosen by the plan (nondet.workflow.plan)."""
     return [ReplicaSeeds(**s) for s in job["seeds"]]
+
+
+def _pipeline_data(spec: dict, data_path, job: dict, device):
+    """The pipeline's data set as tensors, or None for a ``data: script`` model (none is built)."""
+    if spec.get("data") == "script":
+        return None
+    if data_path is None:
+        raise ValueError(f"model {job['model']}: its training script reads the pipeline's data set, but none was given")
+    return load_dataset(data_path, job["data_hash"], device)
+
+
+def data_provenance(spec: dict, job: dict, results) -> dict:
+    """What a script job's provenance says of its data: for ``data: script`` the SHA-256 of the
+    script's test labels (its test set, which the config's dataset section does not describe);
+    ``resampling`` only where a replica trained on a resample (kind, fraction, who drew it, and per
+    replica n_train and the SHA-256 of its sorted index), so no resampling is recorded that did
+    not happen."""
+    out = {}
+    owned = spec.get("data") == "script"
+    if owned:
+        out["data"] = "script"
+        out["test_labels_sha256"] = labels_sha256(results[0]["labels"])
+    drawn = {str(r): res for r, res in zip(job["replicas"], results) if res.get("train_index") is not None}
+    if drawn:
+        spec_ = {**RESAMPLE_DEFAULT, **job["recipe"].get("resample", {})}
+        out["resampling"] = {
+            "kind": spec_["kind"],
+            "fraction": spec_["fraction"],
+            "training_set": "the script's own" if owned else "the pipeline's",
+            "replicas": {
+                r: {
+                    "n_train": int(res["n_train"]),
+                    "size": int(len(res["train_index"])),
+                    "distinct": int(np.unique(res["train_index"]).size),
+                    "train_index_sha256": array_sha256(np.sort(np.asarray(res["train_index"], dtype=np.int64))),
+                }
+                for r, res in drawn.items()
+            },
+        }
+    return out
 
 
 def write_script_predictions(out_path, prov: dict, replicas, results, labels, audit: str = "") -> None:
@@ -329,11 +409,12 @@ def train_script(
 ) -> None:
     """Run a model's training script for every replica of ``job`` (nondet.workflow.plan.train_job etc.)
     and write their test-set predictions; ``audit_path``: the model's audit report (a failed
-    audit under audit: warn marks the file)."""
+    audit under audit: warn marks the file). ``data_path``: the pipeline's data set (None with
+    ``data: script``: the script's data is its own)."""
     log = get_logger(log_path)
     device = setup_torch(threads, job["device"])
-    data = load_dataset(data_path, job["data_hash"], device)
     spec = job["model_spec"]
+    data = _pipeline_data(spec, data_path, job, device)
     label = "/".join(str(job[k]) for k in ("model", "comparison", "arm", "factorial", "condition") if job.get(k))
     entry = spec.get("train") or spec.get("command")
     log.info(f"training {label} replicas {job['replicas']} with {entry!r} on {device}")
@@ -351,6 +432,7 @@ def train_script(
     if problems:
         log.warning(f"{label}: trained although its determinism audit failed (audit: warn): {problems}")
     prov = job_provenance("predict", job, device, method="plain", views=["identity"], tta=None)
+    prov.update(data_provenance(spec, job, results))
     write_script_predictions(out_path, prov, job["replicas"], results, results[0]["labels"], problems)
     shutil.rmtree(work, ignore_errors=True)
     log.info(f"wrote {out_path}")
@@ -399,8 +481,8 @@ def audit_script(
     warn, when it finds a problem. On failure the report is also written beside the log."""
     log = get_logger(log_path)
     device = setup_torch(threads, job["device"])
-    data = load_dataset(data_path, job["data_hash"], device)
     spec, sources = job["model_spec"], job["sources"]
+    data = _pipeline_data(spec, data_path, job, device)
     log.info(
         f"auditing {job['model']} ({spec.get('train') or spec.get('command')!r}): control twice, then "
         f"{', '.join(sources) or 'no source'} one at a time"

@@ -57,11 +57,14 @@ def collapse_progress(text: str) -> list[str]:
 
 def absolute_words(command: str) -> str:
     """``command`` with each bare word that names an existing relative file or folder (e.g.
-    examples/train.py) made absolute, so the command runs the same from its scratch folder."""
+    examples/train.py) made absolute, so the command runs the same from its scratch folder; a
+    module name after ``-m`` (``python -m nondet``) stays a module name."""
 
     def repl(m):
         word = m.group(0)
         if os.path.isabs(word) or not os.path.exists(word) or word in (".", ".."):
+            return word
+        if re.search(r"(^|\s)-m\s+$", m.string[: m.start()]):
             return word
         return shlex.quote(os.path.abspath(word))
 

@@ -1,7 +1,8 @@
 """What a researcher's training script writes, read and checked (nondet.workflow.script): the
 format sniffed from its first bytes; logits of the right shape, finite; the test labels in the
 logits' row order, equal to the data set's (or, with ``data: script``, the same SHA-256 in every
-run of the model); the training examples it reports, equal to the replica's resample."""
+run of the model); the training examples it reports (and, when its data is its own, the size
+``n_train`` of the training set they index), equal to the replica's resample."""
 
 from __future__ import annotations
 
@@ -33,13 +34,11 @@ def sniff_format(path) -> str:
     raise ValueError("neither .npz, .npy, HDF5 nor a torch.save file")
 
 
-def read_outputs(
-    path, n_test: int, num_classes: int, y_test: np.ndarray, what: str, train_index=None, handed=False
-) -> tuple:
-    """(logits, features or None, labels) of one replica, checked; ScriptError naming ``what``.
-    ``y_test`` None: the script owns its test set (``data: script``), its labels are the truth.
-    ``train_index``: the training examples the replica must have trained on (its resample), when
-    the data source is on (None: all of them, checked only if the script reports its own)."""
+def read_outputs(path, n_test, num_classes, y_test, what: str) -> tuple:
+    """(logits, features or None, labels, reported) of one replica, checked; ScriptError naming
+    ``what``. ``y_test`` None: the script owns its test set (``data: script``), its labels are the
+    truth (``n_test`` and ``num_classes`` then come from its labels and logits). ``reported``: the
+    ``train_index`` and ``n_train`` it wrote (None where it wrote none), for :func:`check_resample`."""
     from nondet.io.runs import RunsError, read_array
 
     path = Path(path)
@@ -48,7 +47,7 @@ def read_outputs(
     try:
         fmt = sniff_format(path)
         logits = read_array(path, fmt, None, "logits", "predictions")
-        names = ("features", "labels", "train_index")
+        names = ("features", "labels", "train_index", "n_train")
         extra = (
             {k: read_array(path, fmt, k, k, "labels-in-predictions", required=False) for k in names}
             if fmt != "npy"
@@ -78,9 +77,65 @@ def read_outputs(
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != n_test or not np.isfinite(features).all():
             raise ScriptError(f"{what}: features must be finite, (n_test={n_test}, dim); got shape {features.shape}")
-    if train_index is not None or extra.get("train_index") is None or not handed:
-        check_train_index(extra.get("train_index"), train_index, what)
-    return logits, features, np.asarray(y_test)
+    reported = {k: extra.get(k) for k in ("train_index", "n_train")}
+    return logits, features, np.asarray(y_test), reported
+
+
+def _count(value, what: str) -> int:
+    """A reported ``n_train``: one whole number >= 1."""
+    a = np.asarray(value)
+    v = a.ravel()[0] if a.size == 1 and np.issubdtype(a.dtype, np.number) else None
+    if v is None or not np.isfinite(v) or v != int(v) or v < 1:
+        raise ScriptError(f"{what}: n_train must be one whole number >= 1 (the size of its training set); got {a!r}")
+    return int(v)
+
+
+def check_resample(reported: dict, seed, spec, n_train, what: str, handed: bool = False):
+    """The resample the replica trained on, checked against the configured draw
+    (nondet.training.resample.replica_index(seed, n_train, spec)); returns (its index or None
+    when the data source is off, n_train or None). ``n_train`` None: the script owns its data
+    (``data: script``) and reports the size of its training set itself. ``handed``: a command
+    read ``{train_data}`` (the resample is its whole training set, so it has nothing to report)."""
+    from nondet.training.resample import replica_index
+
+    written, n_written = reported.get("train_index"), reported.get("n_train")
+    owned = n_train is None
+    if n_written is not None:
+        n_written = _count(n_written, what)
+        if not owned and n_written != n_train:
+            raise ScriptError(
+                f"{what}: it reports n_train = {n_written}, but the pipeline's training set has {n_train} "
+                "examples: report the size of the training set the index was drawn from (or leave n_train out)"
+            )
+    n = n_train if not owned else n_written
+    if seed is None:  # the source off: the whole training set, any order
+        check_train_index(written, None, what)
+        return None, None
+    if handed:
+        return replica_index(seed, n, spec), n
+    how = (
+        "draw it with ctx.train_index(n) / ctx.sampler(n) (a train: script; ctx.save writes both) or "
+        "python -m nondet resample --resample {resample_json} --n N --out idx.npy (a command), train on "
+        "those examples and write train_index=<the indices> and n_train=N beside the logits"
+    )
+    if owned and n is None:
+        raise ScriptError(
+            f"{what}: the data source is on and its data is its own (data: script), but it reports no "
+            f"`n_train` (the size of its training set, which the replica's resample is drawn from): {how}"
+        )
+    if written is None:
+        raise ScriptError(
+            f"{what}: the data source is on but the script reports no `train_index`: "
+            + (
+                how
+                if owned
+                else "train on the replica's resample ({train_index}: a .npy of example indices; in Python "
+                "ctx.sampler or ctx.train_index) and write the indices it used beside the logits (train_index=...)"
+            )
+        )
+    expected = replica_index(seed, n, spec)
+    check_train_index(written, expected, what, owned)
+    return expected, n
 
 
 def check_labels(labels, y_test: np.ndarray, what: str) -> None:
@@ -111,7 +166,7 @@ def check_labels(labels, y_test: np.ndarray, what: str) -> None:
         )
 
 
-def check_train_index(written, expected, what: str) -> None:
+def check_train_index(written, expected, what: str, owned: bool = False) -> None:
     """With the data source on, the script must report the training examples it used (the
     replica's resample, any order): provenance never records a resampling that did not happen."""
     if expected is None:
@@ -132,7 +187,12 @@ def check_train_index(written, expected, what: str) -> None:
         raise ScriptError(
             f"{what}: the training examples it reports ({written.size}, {np.unique(written).size} distinct) "
             f"are not the replica's resample ({len(expected)}, {np.unique(expected).size} distinct): "
-            "train on {train_index} (or ctx.train_index), not on a resample of your own"
+            + (
+                "draw it with ctx.train_index(n_train) or python -m nondet resample --resample {resample_json} "
+                "--n N (N: the n_train it reports), not a resample of your own"
+                if owned
+                else "train on {train_index} (or ctx.train_index), not on a resample of your own"
+            )
         )
 
 

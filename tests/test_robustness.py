@@ -208,7 +208,7 @@ def small_config(lr=0.2, data_seed=42, **training):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
+            "vectorize": "off",  # the tests replace torch_stages.train_replica (sequential path)
             "dataset": {"num_samples": 600, "seed": data_seed},
             "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr, **training},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},

@@ -24,7 +24,7 @@ def arrays_config(path, **training_):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
+            "vectorize": "off",  # the tests replace torch_stages.train_replica (sequential path)
             "dataset": {"name": "arrays", "path": str(path)},
             "training": {"epochs": 2, "batch_size": 64, "eval_every": 0, **training_},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},

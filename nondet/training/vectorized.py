@@ -12,7 +12,7 @@ Batched kernels sum in a different order than per-model kernels, so a vectorised
 bitwise identical to the same replica trained alone for convolutions (the paper's point: any such
 difference grows); for matmul-only models it is, and replicas of ``control`` trained together are
 identical to each other. Conditions whose source is the kernels are never vmapped on CUDA
-(nondet.workflow.torch_stages.training_path): the K replicas of a chunk would share one kernel choice. On a
+(nondet.workflow.torch_stages.vectorization): the K replicas of a chunk would share one kernel choice. On a
 CPU, ``wide=True`` replaces the vmap step by nondet.training.wide's wide model (the built-in cnn1d).
 """
 

@@ -78,11 +78,12 @@ def setup_torch(threads: int, device_name: str):
 
 def run_stage(snakemake, fn, *args, **kwargs):
     """The adapter every rule script shares: record the rule's ``code`` param as the code hash of
-    its outputs (provenance), then call the stage ``fn`` with ``args`` (none given: the rule's
-    input files as one list, unless ``fn``'s first parameter comes by name), each named output ``x`` of the rule as the keyword ``x_path`` and each
-    param whose name ``fn`` takes (``expect``, ``labels``, ``plugins``, ...) as that keyword, the
-    rule's log as ``log_path``, and ``kwargs``. Names ``fn`` does not take are not passed, so a
-    rule and its stage agree by name: rule ``diversity_table``'s outputs ``csv`` and ``md`` are
+    its outputs (provenance), then call the stage ``fn`` with ``args``, each named output ``x`` of
+    the rule as the keyword ``x_path``, each param whose name ``fn`` takes (``expect``,
+    ``labels``, ``plugins``, ...) as that keyword, the rule's log as ``log_path``, and
+    ``kwargs``. Without ``args``, the rule's input files, as one list, are the first argument
+    (unless that parameter comes by name). Names ``fn`` does not take are not passed, so a rule
+    and its stage agree by name: rule ``diversity_table``'s outputs ``csv`` and ``md`` are
     ``diversity_table(paths, csv_path=..., md_path=...)``; what ``args`` or ``kwargs`` give is
     not taken from the rule again."""
     from nondet.io.h5io import set_code_hash

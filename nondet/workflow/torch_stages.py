@@ -1,7 +1,9 @@
 """The stages that need torch (rules in envs/torch.yaml): user-model check, training, prediction
 and twin runs (the data set stage needs no torch: nondet.workflow.analysis_stages). Each rule's
-script in workflow_scripts/ unpacks ``snakemake`` and calls one function here, so the logic is
-importable, testable and the same by hand."""
+script in workflow_scripts/ calls one function here (through nondet.workflow.runtime.run_stage, or
+directly for train and divergence), so the logic is importable, testable and the same by hand.
+Training takes a nondet.training.recipe.TrainRun (what is trained, how, where) and a Bookkeeping
+(label, log, checkpoint) per call."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ from nondet.seeds import replica_seeds, torch_generator  # noqa: E402
 from nondet.training.augment import Augmenter  # noqa: E402
 from nondet.training.data import Dataset, from_arrays  # noqa: E402
 from nondet.training.models import build_model  # noqa: E402
+from nondet.training.recipe import Bookkeeping, TrainRun  # noqa: E402
 from nondet.training.replica import train_replica  # noqa: E402
 
 CNN = {"arch": "cnn1d", "channels": 32, "kernels": [5, 3, 3], "dropout": 0.1}
@@ -115,12 +116,13 @@ sys.path.insert(0, {repo!r})
 from nondet.io.formats import make_mnist1d
 from nondet.training.data import from_arrays
 from nondet.seeds import replica_seeds
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import train_replica
 torch.set_num_threads({threads})
 data = {data_expr}
 for r in range({replicas}):
-    train_replica({spec!r}, {recipe!r}, replica_seeds("all", r, 0), data, torch.device({dev!r}),
-                  log=lambda *a: None)
+    train_replica(TrainRun({spec!r}, {recipe!r}, torch.device({dev!r})), replica_seeds("all", r, 0), data,
+                  Bookkeeping(log=lambda *a: None))
 """
 
 
@@ -149,9 +151,15 @@ def vectorised_vs_sequential(data, replicas, repeats, spec=CNN, recipe=RECIPE, w
     seeds = [replica_seeds("all", r, 0) for r in range(replicas)]
     dev, quiet = device(), (lambda *a: None)
     vec = median_time(
-        lambda: train_replicas_vectorized(spec, recipe, seeds, data.to(dev), dev, log=quiet, wide=wide), repeats
+        lambda: train_replicas_vectorized(
+            TrainRun(spec, recipe, dev), seeds, data.to(dev), Bookkeeping(log=quiet), wide=wide
+        ),
+        repeats,
     )
-    seq = median_time(lambda: [train_replica(spec, recipe, s, data.to(dev), dev, log=quiet) for s in seeds], repeats)
+    seq = median_time(
+        lambda: [train_replica(TrainRun(spec, recipe, dev), s, data.to(dev), Bookkeeping(log=quiet)) for s in seeds],
+        repeats,
+    )
     total = len(data.y_train) * recipe["epochs"] * replicas
     return total / vec, total / seq
 
@@ -299,7 +307,7 @@ def determinism_cost(data, repeats):
     def run(deterministic):
         seeds = replica_seeds("control" if deterministic else "kernels", 0, 0)
         recipe = {**RECIPE, "kernels_cpu_standin": False}
-        train_replica(CNN, recipe, seeds, data, dev, log=lambda *a: None)
+        train_replica(TrainRun(CNN, recipe, dev), seeds, data, Bookkeeping(log=lambda *a: None))
 
     return median_time(lambda: run(True), repeats), median_time(lambda: run(False), repeats)
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench import RESNET14, authors_vs_ours, cifar_like  # noqa: E402
 from nondet.io.files import accelerator  # noqa: E402
 from nondet.seeds import replica_seeds  # noqa: E402
+from nondet.training.recipe import Bookkeeping, TrainRun  # noqa: E402
 from nondet.training.replica import train_replica  # noqa: E402
 from nondet.training.vectorized import train_replicas_vectorized  # noqa: E402
 from nondet.workflow.torch_stages import same_weights  # noqa: E402
@@ -59,7 +60,9 @@ def checks(
     rows = []
 
     def seq(condition, replica):
-        return train_replica(spec, r, replica_seeds(condition, replica, 0), data, device, log=quiet)
+        return train_replica(
+            TrainRun(spec, r, device), replica_seeds(condition, replica, 0), data, Bookkeeping(log=quiet)
+        )
 
     c0 = seq("control", 0)  # also the warm-up of the timings below
     t0 = time.perf_counter()
@@ -68,7 +71,9 @@ def checks(
     rows.append(
         ("control, one after another", str(same_weights(c0["state"], c1["state"])), "2 replicas, weights bitwise equal")
     )
-    vec = train_replicas_vectorized(spec, r, [replica_seeds("control", i, 0) for i in (0, 1)], data, device, log=quiet)
+    vec = train_replicas_vectorized(
+        TrainRun(spec, r, device), [replica_seeds("control", i, 0) for i in (0, 1)], data, Bookkeeping(log=quiet)
+    )
     rows.append(
         (
             "control, vectorised (vmap)",
@@ -97,10 +102,14 @@ def checks(
     seeds = [replica_seeds("all", i, 0) for i in range(4)]
     t0 = time.perf_counter()
     for s in seeds:
-        train_replica(RESNET14 if spec["width"] == 16 else spec, speed, s, fast, device, log=quiet)
+        train_replica(
+            TrainRun(RESNET14 if spec["width"] == 16 else spec, speed, device), s, fast, Bookkeeping(log=quiet)
+        )
     t_seq = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_replicas_vectorized(RESNET14 if spec["width"] == 16 else spec, speed, seeds, fast, device, log=quiet)
+    train_replicas_vectorized(
+        TrainRun(RESNET14 if spec["width"] == 16 else spec, speed, device), seeds, fast, Bookkeeping(log=quiet)
+    )
     t_vec = time.perf_counter() - t0
     rows.append(
         (

@@ -24,7 +24,6 @@ WORK = Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/regenerated_arrays").res
 sys.path.insert(0, str(REPO))
 
 from nondet.io.formats import make_mnist1d  # noqa: E402
-from nondet.training import replica as training  # noqa: E402
 from nondet.workflow import config as cfg  # noqa: E402 (the code of REPO)
 from nondet.workflow import plan, torch_stages  # noqa: E402
 
@@ -79,7 +78,7 @@ def main() -> None:
     snakemake(run)
     os.chdir(run)  # the config's relative path, as Snakemake sees it
     job = plan.train_job(cfg.validate(CONFIG), "lin", "init", 0)
-    real, calls = training.train_replica, []
+    real, calls = torch_stages.train_replica, []
 
     def dies_on_fourth(*args, **kwargs):
         calls.append(1)
@@ -87,12 +86,12 @@ def main() -> None:
             raise KeyboardInterrupt  # like a kill: replicas 0-2 have finished checkpoints
         return real(*args, **kwargs)
 
-    training.train_replica = dies_on_fourth
+    torch_stages.train_replica = dies_on_fourth  # the name the train stage calls
     try:
         torch_stages.train("results/data/arrays.h5", "results/train/lin/init/chunk0.h5", job, checkpoint_every=1)
     except KeyboardInterrupt:
         pass
-    training.train_replica = real
+    torch_stages.train_replica = real
     write_npz(run / "my.npz", new=True)
     write_npz(clean / "my.npz", new=True)
     snakemake(run)

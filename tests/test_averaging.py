@@ -7,6 +7,7 @@ import torch
 
 from nondet.seeds import replica_seeds
 from nondet.training.averaging import check
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
 
@@ -27,12 +28,11 @@ def averaged_recipe(recipe, epochs=4):
     return {**recipe, "epochs": epochs, "eval_every": 0, "averages": AVERAGES}
 
 
-def train(spec, recipe, seeds_list, data, path, **kw):
+def train(spec, recipe, seeds_list, data, path, **book):
+    run, book = TrainRun(spec, recipe, CPU), Bookkeeping(**{"log": quiet, **book})
     if path == "sequential":
-        return [train_replica(spec, recipe, s, data, CPU, log=kw.pop("log", quiet), **kw) for s in seeds_list]
-    return train_replicas_vectorized(
-        spec, recipe, seeds_list, data, CPU, log=kw.pop("log", quiet), wide=path == "wide", **kw
-    )
+        return [train_replica(run, s, data, book) for s in seeds_list]
+    return train_replicas_vectorized(run, seeds_list, data, book, wide=path == "wide")
 
 
 @pytest.mark.parametrize("path", ["sequential", "vmap", "wide"])
@@ -58,7 +58,11 @@ def test_ema_and_swa_are_the_averages_they_claim(small_data, recipe):
     r = averaged_recipe(recipe)
     steps = -(-len(small_data.y_train) // r["batch_size"])
     res = train_replica(
-        spec, r, replica_seeds("init", 1, 0), small_data, CPU, log=quiet, record_steps=range(1, 4 * steps + 1)
+        TrainRun(spec, r, CPU),
+        replica_seeds("init", 1, 0),
+        small_data,
+        Bookkeeping(log=quiet),
+        record_steps=range(1, 4 * steps + 1),
     )
     params = dict(zip(res["records"]["steps"].tolist(), res["records"]["params"]))
     ema = params[1].astype(np.float64)
@@ -75,7 +79,7 @@ def test_swa_recomputes_batchnorm_statistics_and_ema_averages_them(small_data, r
     """SWA's BatchNorm running mean is the mean of the hidden layer's outputs over the training
     set, in batches, under the averaged weights (update_bn); EMA's is an average of the run's own."""
     r = averaged_recipe(recipe)
-    res = train_replica(MLP_BN, r, replica_seeds("init", 0, 0), small_data, CPU, log=quiet)
+    res = train_replica(TrainRun(MLP_BN, r, CPU), replica_seeds("init", 0, 0), small_data, Bookkeeping(log=quiet))
     swa = res["averaged"]["swa"]
     bn = [n[: -len(".running_mean")] for n in swa if n.endswith("running_mean")]
     assert bn, "the test model has BatchNorm"
@@ -88,7 +92,9 @@ def test_swa_recomputes_batchnorm_statistics_and_ema_averages_them(small_data, r
     assert not np.allclose(res["averaged"]["ema"][bn[0] + ".running_mean"], expected, rtol=1e-4, atol=1e-6)
     # bn: recompute gives EMA the same pass over the training set
     r = {**r, "averages": {"ema": {"decay": 0.9, "bn": "recompute"}}}
-    ema = train_replica(MLP_BN, r, replica_seeds("init", 0, 0), small_data, CPU, log=quiet)["averaged"]["ema"]
+    ema = train_replica(TrainRun(MLP_BN, r, CPU), replica_seeds("init", 0, 0), small_data, Bookkeeping(log=quiet))[
+        "averaged"
+    ]["ema"]
     h = small_data.x_train.flatten(1).numpy() @ ema["hidden.weight"].T
     expected = np.mean([h[i : i + size].mean(0) for i in range(0, len(h), size)], axis=0)
     np.testing.assert_allclose(ema["bn.running_mean"], expected, rtol=1e-4, atol=1e-6)
@@ -179,7 +185,10 @@ def test_user_model_by_import_path_averages_deterministically(recipe):
         "pythonpath": str(Path(__file__).resolve().parent.parent / "examples"),
     }
     r = {**averaged_recipe(recipe, epochs=2), "batch_size": 32, "augment": "none"}
-    a, b = (train_replica(spec, r, replica_seeds("control", i, 0), images, CPU, log=quiet) for i in range(2))
+    a, b = (
+        train_replica(TrainRun(spec, r, CPU), replica_seeds("control", i, 0), images, Bookkeeping(log=quiet))
+        for i in range(2)
+    )
     for kind in ("ema", "swa"):
         assert same(a["averaged"][kind], b["averaged"][kind])
         assert not same(a["averaged"][kind], a["state"])

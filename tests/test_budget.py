@@ -81,7 +81,7 @@ def test_budgets_are_not_checked_when_no_model_is_studied():
 
 def test_a_budget_job_is_the_protocols_job_with_other_epochs():
     c = cfg.validate(DEFAULT)
-    base, snap = plan.train_job(c, "cnn", "all", 0), plan.snapshot_job(c, "cnn", "all", 0)
+    base, snap = plan.train_job(c, "cnn", "all", 0), plan.run_job(c, "cnn", "all", 0, "snapshot")
     for run, normal, cycles in (("plain", base, 1), ("snapshot", snap, 5)):
         job = plan.budget_job(c, "cnn", "all", 60, 0, run)
         assert {k for k in job if job[k] != base[k]} == {"recipe", "spec_hash"}

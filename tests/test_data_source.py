@@ -7,6 +7,7 @@ import torch
 
 from nondet.seeds import CONDITIONS, derive_seed, replica_seeds, torch_generator
 from nondet.training.predict import predict
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import ReplicaDraws, train_replica
 from nondet.training.resample import replica_index, resample_index
 from nondet.workflow import config as cfg
@@ -65,7 +66,10 @@ def test_data_replicas_differ_on_the_same_test_set(small_data, recipe):
     spec = {"arch": "mlp", "hidden": 32, "dropout": 0.0}
     quick = {**recipe, "epochs": 1, "augment": "none"}
     runs = [
-        train_replica(spec, quick, replica_seeds("data", r, 0), small_data, CPU, log=lambda *a: None) for r in (0, 1)
+        train_replica(
+            TrainRun(spec, quick, CPU), replica_seeds("data", r, 0), small_data, Bookkeeping(log=lambda *a: None)
+        )
+        for r in (0, 1)
     ]
     assert torch.equal(small_data.x_test, test_x) and torch.equal(small_data.y_test, test_y)
     a, b = (predict(r["model"], small_data.x_test)[0].argmax(1) for r in runs)

@@ -8,6 +8,7 @@ from nondet.analysis.divergence import disagreement, log_steps, relative_distanc
 from nondet.seeds import replica_seeds, torch_generator
 from nondet.training.models import build_model
 from nondet.training.predict import predict
+from nondet.training.recipe import TrainRun
 from nondet.training.replica import lr_at, train_replica
 from nondet.training.tta import make_views, predict_tta
 
@@ -16,7 +17,7 @@ CPU = torch.device("cpu")
 
 def test_snapshots_are_taken_where_the_lr_reaches_its_minimum(small_data, recipe, cnn_spec):
     recipe = {**recipe, "epochs": 4, "cycles": 2}
-    res = train_replica(cnn_spec, recipe, replica_seeds("control", 0, 0), small_data, CPU)
+    res = train_replica(TrainRun(cnn_spec, recipe, CPU), replica_seeds("control", 0, 0), small_data)
     assert len(res["snapshots"]) == 2
     steps = math.ceil(len(small_data.y_train) / recipe["batch_size"]) * recipe["epochs"]
     for end in (steps // 2 - 1, steps - 1):  # the step that completes each cycle
@@ -63,9 +64,12 @@ def test_divergence_bookkeeping(small_data, recipe, cnn_spec):
     surviving twin here is constructed: with lr 0 no parameter ever moves, so the flip stays."""
     steps = [0, 1, 5, 16]
     still = {**recipe, "lr": 0.0}
-    run = lambda cond, r, rec=recipe: train_replica(  # noqa: E731
-        cnn_spec, rec, replica_seeds(cond, r, 0), small_data, CPU, record_steps=steps
-    )["records"]
+
+    def run(cond, r, rec=recipe):
+        return train_replica(TrainRun(cnn_spec, rec, CPU), replica_seeds(cond, r, 0), small_data, record_steps=steps)[
+            "records"
+        ]
+
     base, same = run("control", 0), run("control", 1)
     assert list(base["steps"]) == steps
     assert np.all(relative_distance(base["params"], same["params"]) == 0)

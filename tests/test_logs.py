@@ -8,6 +8,7 @@ import torch
 
 from nondet.seeds import replica_seeds
 from nondet.training.loop import format_duration
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
 from nondet.workflow.reportcheck import diverged_jobs
@@ -18,7 +19,12 @@ CPU = torch.device("cpu")
 def test_epoch_lines_skip_test_accuracy_when_not_evaluated_and_carry_an_eta(small_data, recipe, cnn_spec):
     lines = []
     rec = {**recipe, "epochs": 3, "eval_every": 2}
-    train_replica(cnn_spec, rec, replica_seeds("control", 0, 0), small_data, CPU, "[m/c r0]", lines.append)
+    train_replica(
+        TrainRun(cnn_spec, rec, CPU),
+        replica_seeds("control", 0, 0),
+        small_data,
+        Bookkeeping(label="[m/c r0]", log=lines.append),
+    )
     epochs = [line for line in lines if " epoch " in line]
     assert len(epochs) == 3
     assert not any("nan" in line for line in lines), lines
@@ -31,7 +37,9 @@ def test_vectorised_epoch_lines_too(small_data, recipe, cnn_spec):
     lines = []
     rec = {**recipe, "epochs": 2, "eval_every": 2}
     seeds = [replica_seeds("init", r, 0) for r in (0, 1)]
-    train_replicas_vectorized(cnn_spec, rec, seeds, small_data, CPU, "[m/c]", lines.append)
+    train_replicas_vectorized(
+        TrainRun(cnn_spec, rec, CPU), seeds, small_data, Bookkeeping(label="[m/c]", log=lines.append)
+    )
     epochs = [line for line in lines if " epoch " in line]
     assert len(epochs) == 2 and not any("nan" in line for line in lines), lines
     assert "test_acc" not in epochs[0] and "ETA" in epochs[0]

@@ -1,6 +1,7 @@
 """The protocol's guarantees on any CPU: absorbed one-ulp flips are counted, never assumed away;
 prediction always runs deterministic fp32 kernels."""
 
+import dataclasses
 import json
 
 import h5py
@@ -44,11 +45,12 @@ def test_train_stage_records_absorbed_flips_against_its_own_reference(tmp_path, 
     real = training.train_replica
     calls = []
 
-    def fake(model_spec, recipe, seeds, *args, **kwargs):
-        res = real(model_spec, {**recipe, "lr": 0.0}, seeds, *args, **kwargs)
+    def fake(run, seeds, *args, **kwargs):
+        still = dataclasses.replace(run, recipe={**run.recipe, "lr": 0.0})
+        res = real(still, seeds, *args, **kwargs)
         calls.append(seeds)
         if seeds.bitflip is not None and seeds != replica_seeds("bitflip", 1, 0):
-            ref = real(model_spec, {**recipe, "lr": 0.0}, replica_seeds("control", 0, 0), *args)
+            ref = real(still, replica_seeds("control", 0, 0), *args)
             res["state"] = ref["state"]
         return res
 

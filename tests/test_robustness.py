@@ -15,6 +15,7 @@ import pytest
 from nondet.io import files
 from nondet.io.h5io import CODE_VERSION, InputError, OutputError, atomic_h5
 from nondet.training.data import load_dataset
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.workflow import analysis_stages, expect, plan, torch_stages
 from nondet.workflow import config as cfg
 
@@ -207,7 +208,7 @@ def small_config(lr=0.2, data_seed=42, **training):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
+            "vectorize": "off",  # the tests replace torch_stages.train_replica (sequential path)
             "dataset": {"num_samples": 600, "seed": data_seed},
             "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr, **training},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
@@ -336,13 +337,10 @@ def test_full_disk_while_checkpointing_is_clear_and_leaves_no_temporary_file(
     ckpt.parent.mkdir()
     with pytest.raises(OutputError) as err:
         training.train_replica(
-            cnn_spec,
-            {**recipe, "epochs": 1},
+            TrainRun(cnn_spec, {**recipe, "epochs": 1}, torch.device("cpu")),
             replica_seeds("control", 0, 0),
             small_data,
-            torch.device("cpu"),
-            checkpoint=ckpt,
-            checkpoint_every=1,
+            Bookkeeping(checkpoint=ckpt, checkpoint_every=1),
         )
     assert str(ckpt) in str(err.value) and "free" in str(err.value)
     assert list(ckpt.parent.iterdir()) == []
@@ -434,18 +432,17 @@ def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, rec
     lines = []
     seeds = replica_seeds("control", 0, 0)
     res = training.train_replica(
-        cnn_spec,
-        {**recipe, "epochs": 1},
+        TrainRun(cnn_spec, {**recipe, "epochs": 1}, torch.device("cpu")),
         seeds,
         small_data,
-        torch.device("cpu"),
-        log=lines.append,
-        checkpoint=ckpt,
-        checkpoint_every=1,
+        Bookkeeping(log=lines.append, checkpoint=ckpt, checkpoint_every=1),
     )
     assert any("ignoring checkpoint" in line and "cannot be read" in line for line in lines)
     straight = training.train_replica(
-        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, torch.device("cpu"), log=lambda _: None
+        TrainRun(cnn_spec, {**recipe, "epochs": 1}, torch.device("cpu")),
+        seeds,
+        small_data,
+        Bookkeeping(log=lambda _: None),
     )
     for name in straight["state"]:
         assert np.array_equal(res["state"][name], straight["state"][name])
@@ -461,24 +458,26 @@ def test_a_checkpoint_from_other_hardware_is_not_resumed(tmp_path, small_data, r
 
     ckpt, seeds, cpu = tmp_path / "replica_0000.pt", replica_seeds("control", 0, 0), torch.device("cpu")
     first = training.train_replica(
-        cnn_spec,
-        {**recipe, "epochs": 1},
+        TrainRun(cnn_spec, {**recipe, "epochs": 1}, cpu),
         seeds,
         small_data,
-        cpu,
-        log=lambda _: None,
-        checkpoint=ckpt,
-        checkpoint_every=1,
+        Bookkeeping(log=lambda _: None, checkpoint=ckpt, checkpoint_every=1),
     )
     assert ckpt.exists()
     lines = []
     training.train_replica(
-        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append, checkpoint=ckpt, checkpoint_every=1
+        TrainRun(cnn_spec, {**recipe, "epochs": 1}, cpu),
+        seeds,
+        small_data,
+        Bookkeeping(log=lines.append, checkpoint=ckpt, checkpoint_every=1),
     )
     assert not any("ignoring checkpoint" in line for line in lines)  # same hardware: resumed
     monkeypatch.setattr(training, "accelerator_name", lambda device: "NVIDIA H200")
     again = training.train_replica(
-        cnn_spec, {**recipe, "epochs": 1}, seeds, small_data, cpu, log=lines.append, checkpoint=ckpt, checkpoint_every=1
+        TrainRun(cnn_spec, {**recipe, "epochs": 1}, cpu),
+        seeds,
+        small_data,
+        Bookkeeping(log=lines.append, checkpoint=ckpt, checkpoint_every=1),
     )
     assert any("ignoring checkpoint" in line and "accelerator" in line for line in lines)
     for name in first["state"]:  # trained again from the start, on the same CPU: the same bits

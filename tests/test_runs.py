@@ -438,7 +438,9 @@ def test_compare_stage_outputs_and_different_test_sets(tmp_path):
     perm = np.roll(np.arange(N), 3)
     other = write_npy(tmp_path / "other", logits[:, perm], labels[perm])
     import_group(other, "other", tmp_path / "other.h5", log=lambda *_: None)
-    with pytest.raises(RunsError, match="'base' and 'other' were scored on different test sets"):
+    with pytest.raises(
+        InputError, match=r"'base' \(.*\) and 'other' \(.*other.h5.*\) were scored on different test sets"
+    ):
         runs_all_pairs(
             {"base": paths["base"], "other": tmp_path / "other.h5"},
             tmp_path / "p.csv",

@@ -12,6 +12,7 @@ from nondet.seeds import replica_seeds, torch_generator
 from nondet.training.data import from_arrays
 from nondet.training.models import build_model
 from nondet.training.predict import predict
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import ReplicaDraws, train_replica
 from nondet.training.resample import replica_index
 from nondet.training.usermodel import check_model
@@ -33,7 +34,8 @@ def test_builtin_linear_and_mlp_train_on_tabular_features(recipe, spec):
     assert data.input_shape == (12,)
     quick = {**recipe, "epochs": 2, "augment": "auto"}  # auto: no augmentation of features
     runs = [
-        train_replica(spec, quick, replica_seeds(c, 1, 0), data, CPU, log=lambda *a: None) for c in ("control", "init")
+        train_replica(TrainRun(spec, quick, CPU), replica_seeds(c, 1, 0), data, Bookkeeping(log=lambda *a: None))
+        for c in ("control", "init")
     ]
     logits = [predict(r["model"], data.x_test)[0] for r in runs]
     assert logits[0].shape == (60, 3) and not torch.equal(logits[0], logits[1])
@@ -45,7 +47,9 @@ def test_tabular_inputs_are_refused_where_they_cannot_fit(recipe):
     with pytest.raises(ValueError, match=r"'cnn1d' needs signals .* tabular \(N, D\) = \(N, 12\): use linear or mlp"):
         build_model({"arch": "cnn1d"}, data.input_shape, 3, torch_generator(0))
     with pytest.raises(ValueError, match="training.augment 'shift' does not fit .* use none"):
-        train_replica({"arch": "linear"}, {**recipe, "augment": "shift"}, replica_seeds("control", 0, 0), data, CPU)
+        train_replica(
+            TrainRun({"arch": "linear"}, {**recipe, "augment": "shift"}, CPU), replica_seeds("control", 0, 0), data
+        )
     arrays = tabular()
     arrays["x_train"] = arrays["x_train"].astype(np.uint8)
     with pytest.raises(DataError, match=r"tabular \(N, D\) uint8; use float32"):
@@ -84,7 +88,9 @@ def test_a_user_model_trains_on_tabular_features(recipe, tab_user_model):
     (no accuracy threshold: where a metric lands depends on the CPU's rounding). About a second."""
     data = from_arrays("arrays", validate_arrays(tabular(), "test"))
     quick = {**recipe, "epochs": 2, "augment": "auto"}
-    run = train_replica(tab_user_model, quick, replica_seeds("control", 0, 0), data, CPU, log=lambda *a: None)
+    run = train_replica(
+        TrainRun(tab_user_model, quick, CPU), replica_seeds("control", 0, 0), data, Bookkeeping(log=lambda *a: None)
+    )
     assert not run["diverged"] and len(run["curve"]["train_loss"]) == 2
     logits = predict(run["model"], data.x_test)[0]
     assert logits.shape == (60, 3) and bool(torch.isfinite(logits).all())
@@ -109,7 +115,10 @@ def test_the_data_source_trains_a_user_model_on_another_index_set(recipe, tab_us
     for seeds, index in ((d0, i0), (d1, i1)):  # the examples the training loop visits
         order = ReplicaDraws(seeds, quick, n, CPU).order(0).numpy()
         assert np.array_equal(np.sort(order), index)
-    run = lambda s: train_replica(tab_user_model, quick, s, data, CPU, log=lambda *a: None)["state"]  # noqa: E731
+
+    def run(s):
+        return train_replica(TrainRun(tab_user_model, quick, CPU), s, data, Bookkeeping(log=lambda *a: None))["state"]
+
     a, b = run(d0), run(d1)
     assert any(not np.array_equal(a[k], b[k]) for k in a)
     c0, c1 = run(replica_seeds("control", 0, 0)), run(replica_seeds("control", 1, 0))

@@ -8,6 +8,7 @@ from nondet.seeds import replica_seeds, torch_generator
 from nondet.training.bitflip import apply_bitflip
 from nondet.training.models import ARCHITECTURES, build_model
 from nondet.training.predict import predict
+from nondet.training.recipe import TrainRun
 from nondet.training.replica import lr_at, train_replica
 from nondet.workflow.config_checks import ARCH_PARAMS
 
@@ -19,11 +20,11 @@ def weights_equal(a, b):
 
 
 def test_two_control_replicas_are_bitwise_identical(small_data, recipe, cnn_spec):
-    runs = [train_replica(cnn_spec, recipe, replica_seeds("control", r, 0), small_data, CPU) for r in (0, 1)]
+    runs = [train_replica(TrainRun(cnn_spec, recipe, CPU), replica_seeds("control", r, 0), small_data) for r in (0, 1)]
     assert weights_equal(runs[0]["state"], runs[1]["state"])
     logits = [predict(r["model"], small_data.x_test)[0] for r in runs]
     assert torch.equal(logits[0], logits[1])
-    other = train_replica(cnn_spec, recipe, replica_seeds("init", 1, 0), small_data, CPU)
+    other = train_replica(TrainRun(cnn_spec, recipe, CPU), replica_seeds("init", 1, 0), small_data)
     assert not weights_equal(runs[0]["state"], other["state"])
 
 
@@ -32,7 +33,7 @@ def test_each_data_level_source_changes_the_trained_model(small_data, recipe, cn
     """These sources change what the model sees (order, inputs, masks): far above rounding, so
     the trained weights differ on any CPU. The kernels stand-in and the one-ulp flip act at
     rounding level, where only their mechanism is guaranteed (tests below)."""
-    a, b = (train_replica(cnn_spec, recipe, replica_seeds(condition, r, 0), small_data, CPU) for r in (0, 1))
+    a, b = (train_replica(TrainRun(cnn_spec, recipe, CPU), replica_seeds(condition, r, 0), small_data) for r in (0, 1))
     assert not weights_equal(a["state"], b["state"])
 
 
@@ -51,7 +52,7 @@ def test_kernels_standin_permutes_within_batches_only(small_data, recipe, cnn_sp
                 return out
 
         monkeypatch.setattr(training, "ReplicaDraws", Recording)
-        train_replica(cnn_spec, recipe, seeds, small_data, CPU)
+        train_replica(TrainRun(cnn_spec, recipe, CPU), seeds, small_data)
         return seen
 
     base, permuted = batches(replica_seeds("control", 0, 0)), batches(replica_seeds("kernels", 0, 0))
@@ -65,8 +66,8 @@ def test_one_ulp_flip_survives_where_nothing_moves(small_data, recipe, cnn_spec)
     from the unperturbed run's in exactly the flipped scalar (whether it survives real training
     depends on the CPU's rounding; the pipeline counts absorbed flips instead of assuming)."""
     still = {**recipe, "lr": 0.0}
-    flipped = train_replica(cnn_spec, still, replica_seeds("bitflip", 0, 0), small_data, CPU)
-    plain = train_replica(cnn_spec, still, replica_seeds("control", 0, 0), small_data, CPU)
+    flipped = train_replica(TrainRun(cnn_spec, still, CPU), replica_seeds("bitflip", 0, 0), small_data)
+    plain = train_replica(TrainRun(cnn_spec, still, CPU), replica_seeds("control", 0, 0), small_data)
     info = flipped["bitflip"]
     changed = {k for k in plain["state"] if not np.array_equal(plain["state"][k], flipped["state"][k])}
     assert info["tensor"] in changed
@@ -95,7 +96,7 @@ def test_training_never_touches_global_rng(small_data, recipe, cnn_spec):
     torch.manual_seed(0)
     np.random.seed(0)
     before_torch, before_np = torch.get_rng_state(), np.random.get_state()[1].copy()
-    train_replica(cnn_spec, recipe, replica_seeds("all", 1, 0), small_data, CPU)
+    train_replica(TrainRun(cnn_spec, recipe, CPU), replica_seeds("all", 1, 0), small_data)
     assert torch.equal(torch.get_rng_state(), before_torch)
     assert np.array_equal(np.random.get_state()[1], before_np)
 
@@ -176,7 +177,7 @@ def test_bf16_and_channels_last_are_optional_and_change_results(recipe):
     )
     spec = {"arch": "resnet", "blocks": 1, "width": 4}
     base = {**recipe, "augment": "crop_flip", "batch_size": 16, "epochs": 1}
-    run = lambda **kw: train_replica(spec, {**base, **kw}, replica_seeds("control", 0, 0), imgs, CPU)  # noqa: E731
+    run = lambda **kw: train_replica(TrainRun(spec, {**base, **kw}, CPU), replica_seeds("control", 0, 0), imgs)  # noqa: E731
     fp32, again = run(), run()
     assert weights_equal(fp32["state"], again["state"])
     bf16 = run(bf16=True)
@@ -214,7 +215,7 @@ def _per_example_draws(monkeypatch, spec, recipe, seeds, data):
 
     monkeypatch.setattr(training, "ReplicaDraws", Recording)
     monkeypatch.setattr(training, "build_model", build)
-    train_replica(spec, recipe, seeds, data, CPU)
+    train_replica(TrainRun(spec, recipe, CPU), seeds, data)
     assert len(steps) == len(outputs) > 0
     augmented, masks = {}, {}
     for (epoch, index, x_aug), (x, y) in zip(steps, outputs):
@@ -342,6 +343,7 @@ def test_training_does_not_import_torchdynamo(tmp_path):
         "import sys, torch\n"
         "from nondet.training.data import Dataset\n"
         "from nondet.seeds import replica_seeds\n"
+        "from nondet.training.recipe import Bookkeeping, TrainRun\n"
         "from nondet.training.replica import train_replica\n"
         "g = torch.Generator().manual_seed(0)\n"
         "x, y = torch.randn(96, 1, 40, generator=g), torch.randint(0, 10, (96,), generator=g)\n"
@@ -350,7 +352,8 @@ def test_training_does_not_import_torchdynamo(tmp_path):
         "              warmup_epochs=0, cycles=1, augment='shift', augment_size=1, kernels_cpu_standin=True,\n"
         "              eval_every=1)\n"
         "spec = {'arch': 'cnn1d', 'channels': 8, 'kernels': [5, 3, 3], 'dropout': 0.1}\n"
-        "train_replica(spec, recipe, replica_seeds('all', 1, 0), data, torch.device('cpu'), log=lambda m: None)\n"
+        "run = TrainRun(spec, recipe, torch.device('cpu'))\n"
+        "train_replica(run, replica_seeds('all', 1, 0), data, Bookkeeping(log=lambda m: None))\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -14,6 +14,7 @@ from nondet.io.h5io import InputError
 from nondet.training import loop
 from nondet.training import replica as training
 from nondet.training.data import load_dataset
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.workflow import analysis_stages, expect, plan, torch_stages
 from nondet.workflow import config as cfg
 
@@ -23,7 +24,7 @@ def arrays_config(path, **training_):
         {
             "replicas": 2,
             "replicas_per_job": 2,
-            "vectorize": "off",  # the tests replace nondet.training.replica.train_replica
+            "vectorize": "off",  # the tests replace torch_stages.train_replica (sequential path)
             "dataset": {"name": "arrays", "path": str(path)},
             "training": {"epochs": 2, "batch_size": 64, "eval_every": 0, **training_},
             "models": {"cnn": {"arch": "cnn1d", "params": {"channels": 4}, "conditions": ["control"]}},
@@ -215,34 +216,26 @@ def test_an_unreadable_or_pickled_checkpoint_is_ignored_without_running_it(
     seeds = replica_seeds("control", 0, 0)
     run = {"epochs": 1}
     res = training.train_replica(
-        cnn_spec,
-        {**recipe, **run},
+        TrainRun(cnn_spec, {**recipe, **run}, torch.device("cpu")),
         seeds,
         small_data,
-        torch.device("cpu"),
-        log=lines.append,
-        checkpoint=ckpt,
-        checkpoint_every=1,
+        Bookkeeping(log=lines.append, checkpoint=ckpt, checkpoint_every=1),
     )
     assert not marker.exists(), "the checkpoint's pickled code ran"
     said = [line for line in lines if "ignoring checkpoint" in line]
     assert said and str(ckpt) in said[0] and "cannot be read" in said[0] and "retraining" in said[0]
     straight = training.train_replica(
-        cnn_spec, {**recipe, **run}, seeds, small_data, torch.device("cpu"), log=lambda _: None
+        TrainRun(cnn_spec, {**recipe, **run}, torch.device("cpu")), seeds, small_data, Bookkeeping(log=lambda _: None)
     )
     for name in straight["state"]:
         assert np.array_equal(res["state"][name], straight["state"][name])
     # the ignored file was replaced by a readable checkpoint of this run: a rerun resumes from it
     lines.clear()
     again = training.train_replica(
-        cnn_spec,
-        {**recipe, **run},
+        TrainRun(cnn_spec, {**recipe, **run}, torch.device("cpu")),
         seeds,
         small_data,
-        torch.device("cpu"),
-        log=lines.append,
-        checkpoint=ckpt,
-        checkpoint_every=1,
+        Bookkeeping(log=lines.append, checkpoint=ckpt, checkpoint_every=1),
     )
     assert any("resuming from checkpoint" in line for line in lines)
     for name in straight["state"]:
@@ -259,7 +252,10 @@ def test_checkpoints_hold_only_tensors_and_plain_types(tmp_path, small_data, rec
     seeds = replica_seeds("all", 1, 0)
     r = {**recipe, "epochs": 2, "cycles": 2}
     first = training.train_replica(
-        cnn_spec, r, seeds, small_data, torch.device("cpu"), log=lambda _: None, checkpoint=ckpt, checkpoint_every=1
+        TrainRun(cnn_spec, r, torch.device("cpu")),
+        seeds,
+        small_data,
+        Bookkeeping(log=lambda _: None, checkpoint=ckpt, checkpoint_every=1),
     )
     torch.load(ckpt, weights_only=True)  # raises on any pickled object
     key = {

@@ -14,6 +14,7 @@ from nondet.seeds import replica_seeds, torch_generator
 from nondet.training.data import from_arrays
 from nondet.training.dropout import SeededDropout
 from nondet.training.models import build_model
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import build_replica, train_replica
 from nondet.training.usermodel import ModelError, check_model, forward_with_features
 from nondet.workflow import config as cfg
@@ -144,7 +145,10 @@ def test_dropout_seed_changes_only_dropout(images):
     c0, c1 = (replica_seeds("control", r, 0) for r in (0, 1))
     d0, d1 = (replica_seeds("dropout", r, 0) for r in (0, 1))
     assert {k for k, v in d0.as_dict().items() if v != d1.as_dict()[k]} == {"dropout"}
-    run = lambda spec, s: train_replica(spec, recipe(), s, images, device, log=lambda *_: None)["state"]  # noqa: E731
+
+    def run(spec, s):
+        return train_replica(TrainRun(spec, recipe(), device), s, images, Bookkeeping(log=lambda *_: None))["state"]
+
     assert same(run(SPEC, c0), run(SPEC, c1))
     assert not same(run(SPEC, d0), run(SPEC, d1))
     # nothing else changes: same initial model, and without dropout the same trained model
@@ -166,7 +170,7 @@ def test_other_stochastic_layers_draw_from_the_dropout_seed_per_step(badpkg):
     r = recipe(augment="shift", augment_size=2, epochs=1)
     device = torch.device("cpu")
     state = torch.get_rng_state()
-    run = lambda s: train_replica(spec, r, s, data, device, log=lambda *_: None)["state"]  # noqa: E731
+    run = lambda s: train_replica(TrainRun(spec, r, device), s, data, Bookkeeping(log=lambda *_: None))["state"]  # noqa: E731
     torch.manual_seed(123)  # the caller's global RNG must not matter
     a = run(replica_seeds("control", 0, 0))
     torch.manual_seed(456)

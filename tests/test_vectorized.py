@@ -6,6 +6,7 @@ import torch
 
 from nondet.io import files
 from nondet.seeds import replica_seeds
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
 from nondet.workflow import analysis_stages, plan, torch_stages
@@ -17,8 +18,8 @@ MLP = {"arch": "mlp", "hidden": 16, "dropout": 0.5, "batchnorm": False}
 
 def both(spec, recipe, condition, data, k=3):
     seeds = [replica_seeds(condition, r, 0) for r in range(k)]
-    vec = train_replicas_vectorized(spec, recipe, seeds, data, CPU, log=lambda *a: None)
-    seq = [train_replica(spec, recipe, s, data, CPU, log=lambda *a: None) for s in seeds]
+    vec = train_replicas_vectorized(TrainRun(spec, recipe, CPU), seeds, data, Bookkeeping(log=lambda *a: None))
+    seq = [train_replica(TrainRun(spec, recipe, CPU), s, data, Bookkeeping(log=lambda *a: None)) for s in seeds]
     return vec, seq
 
 
@@ -60,7 +61,10 @@ def test_cnn_vectorised_is_close_to_sequential(small_data, recipe, cnn_spec):
 def test_vectorised_snapshots(small_data, recipe, cnn_spec):
     seeds = [replica_seeds("init", r, 0) for r in range(2)]
     out = train_replicas_vectorized(
-        cnn_spec, {**recipe, "epochs": 2, "cycles": 2}, seeds, small_data, CPU, log=lambda *a: None
+        TrainRun(cnn_spec, {**recipe, "epochs": 2, "cycles": 2}, CPU),
+        seeds,
+        small_data,
+        Bookkeeping(log=lambda *a: None),
     )
     assert [len(o["snapshots"]) for o in out] == [2, 2]
     assert same(out[0]["snapshots"][-1], out[0]["state"])
@@ -97,16 +101,17 @@ def test_train_stage_uses_vectorised_path_when_asked(tmp_path):
 @pytest.mark.parametrize("wide", [False, True], ids=["vmap", "wide"])
 def test_batched_vectorised_evaluation_equals_unbatched(small_data, recipe, cnn_spec, wide):
     seeds = [replica_seeds("init", r, 0) for r in range(2)]
-    run = lambda size: train_replicas_vectorized(  # noqa: E731
-        cnn_spec,
-        {**recipe, "epochs": 1},
-        seeds,
-        small_data,
-        CPU,
-        log=lambda *a: None,
-        eval_batch_size=size,
-        wide=wide,
-    )
+
+    def run(size):
+        return train_replicas_vectorized(
+            TrainRun(cnn_spec, {**recipe, "epochs": 1}, CPU),
+            seeds,
+            small_data,
+            Bookkeeping(log=lambda *a: None),
+            wide=wide,
+            eval_batch_size=size,
+        )
+
     whole, batched = run(10_000), run(7)  # 120 test examples: one batch vs 18 uneven ones
     for w, b in zip(whole, batched):
         assert same(w["state"], b["state"])  # evaluation changes nothing in training

@@ -10,6 +10,7 @@ from nondet.seeds import replica_seeds, torch_generator
 from nondet.training import wide
 from nondet.training.data import load_dataset
 from nondet.training.models import build_model
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import train_replica
 from nondet.training.vectorized import train_replicas_vectorized
 from nondet.workflow import analysis_stages, plan, torch_stages
@@ -66,9 +67,16 @@ def test_wide_forward_and_gradients_are_the_replicas_own(cnn_spec, training):
 def test_wide_replica_depends_on_its_own_seeds_only(small_data, recipe, cnn_spec):
     """Replica 0 ends bitwise the same whichever replicas share its chunk (same chunk size);
     replicas of control trained together are bitwise identical."""
-    run = lambda cond, rs: train_replicas_vectorized(  # noqa: E731
-        cnn_spec, recipe, [replica_seeds(cond, r, 0) for r in rs], small_data, CPU, log=lambda *a: None, wide=True
-    )
+
+    def run(cond, rs):
+        return train_replicas_vectorized(
+            TrainRun(cnn_spec, recipe, CPU),
+            [replica_seeds(cond, r, 0) for r in rs],
+            small_data,
+            Bookkeeping(log=lambda *a: None),
+            wide=True,
+        )
+
     a, b = run("all", [0, 1, 2]), run("all", [0, 5, 6])
     assert same(a[0]["state"], b[0]["state"])
     assert not same(a[1]["state"], b[1]["state"])
@@ -78,7 +86,9 @@ def test_wide_replica_depends_on_its_own_seeds_only(small_data, recipe, cnn_spec
 
 def test_wide_refuses_other_models(small_data, recipe):
     with pytest.raises(ValueError, match="cnn1d only"):
-        train_replicas_vectorized({"arch": "linear"}, recipe, [replica_seeds("init", 0, 0)], small_data, CPU, wide=True)
+        train_replicas_vectorized(
+            TrainRun({"arch": "linear"}, recipe, CPU), [replica_seeds("init", 0, 0)], small_data, wide=True
+        )
 
 
 def _seeds(condition):
@@ -129,9 +139,13 @@ def test_train_stage_trains_cnn1d_wide_by_default_on_cpu(tmp_path):
     assert "together" not in (tmp_path / "seq.log").read_text()
     fast, seq = files.load_replicas(tmp_path / "wide.h5"), files.load_replicas(tmp_path / "seq.h5")
     spec, recipe, d = job["model_spec"], job["recipe"], load_dataset(data, job["data_hash"])
-    alone = train_replica(spec, recipe, replica_seeds("init", 1, 0), d, CPU, log=lambda *a: None)
+    alone = train_replica(TrainRun(spec, recipe, CPU), replica_seeds("init", 1, 0), d, Bookkeeping(log=lambda *a: None))
     assert same(seq[1]["weights"], alone["state"])
     together = train_replicas_vectorized(
-        spec, recipe, [replica_seeds("init", r, 0) for r in (0, 1)], d, CPU, log=lambda *a: None, wide=True
+        TrainRun(spec, recipe, CPU),
+        [replica_seeds("init", r, 0) for r in (0, 1)],
+        d,
+        Bookkeeping(log=lambda *a: None),
+        wide=True,
     )
     assert same(fast[1]["weights"], together[1]["state"])

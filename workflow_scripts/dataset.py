@@ -1,9 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.io.h5io import set_code_hash
 from nondet.workflow.analysis_stages import dataset  # no torch: every job waits for this one
+from nondet.workflow.runtime import run_stage
 
-set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
-
-dataset(snakemake.output[0], snakemake.params.spec, snakemake.params.data_hash, snakemake.log[0])
+run_stage(snakemake, dataset, snakemake.output[0])  # spec, data_hash: the params

@@ -1,20 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.io.h5io import set_code_hash
 from nondet.workflow.analysis_stages import ensemble_table
+from nondet.workflow.runtime import run_stage
 
-set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
-
-out = snakemake.output
-ensemble_table(
-    list(snakemake.input.ensembles),
-    list(snakemake.input.mitigation),
-    out.csv,
-    out.md,
-    out.pdf,
-    out.png,
-    snakemake.log[0],
-    expect=snakemake.params.expect,
-    plugins=snakemake.params.get("plugins", ()),
-)
+run_stage(snakemake, ensemble_table, list(snakemake.input.ensembles), list(snakemake.input.mitigation))

@@ -1,9 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.io.h5io import set_code_hash
 from nondet.workflow.analysis_stages import ensembles
+from nondet.workflow.runtime import run_stage
 
-set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
-
-ensembles(list(snakemake.input), snakemake.output[0], snakemake.params.ensembles, snakemake.log[0])
+run_stage(snakemake, ensembles, list(snakemake.input), snakemake.output[0], snakemake.params.ensembles)

@@ -1,9 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.io.h5io import set_code_hash
 from nondet.workflow.compare_stages import import_runs
+from nondet.workflow.runtime import run_stage
 
-set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
-
-import_runs(snakemake.output[0], snakemake.wildcards.group, snakemake.params.runs, snakemake.log[0])
+run_stage(snakemake, import_runs, snakemake.output[0], snakemake.wildcards.group, snakemake.params.runs)

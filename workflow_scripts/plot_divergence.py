@@ -1,15 +1,7 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
-from nondet.io.h5io import set_code_hash
 from nondet.workflow.analysis_stages import plot_divergence
+from nondet.workflow.runtime import run_stage
 
-set_code_hash(snakemake.params.code)  # provenance: the code that made the outputs
-
-plot_divergence(
-    snakemake.input[0],
-    snakemake.output.pdf,
-    snakemake.output.png,
-    snakemake.log[0],
-    expect=snakemake.params.expect,
-)
+run_stage(snakemake, plot_divergence, snakemake.input[0])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
 from nondet.training.predict import predict
+from nondet.training.recipe import Bookkeeping
 from nondet.training.usermodel import training_draws
 
 # --- curves, learning rate, checkpoints -------------------------------------------------------
@@ -160,11 +161,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint, checkpoint_every, key, averages=None):
-    """Train ``stepper``'s K replicas (draws ``draws_list``) on the schedule ``sched``, resuming from
-    and saving to ``checkpoint`` (job key ``key``); returns (curves, snapshots, diverged), one each
-    per replica. ``averages``: weight averages kept while training (nondet.training.averaging.Averages;
-    they read the weights after every step and epoch, and travel in the checkpoints)."""
+def run_epochs(stepper, sched, draws_list, data, book: Bookkeeping, key: dict, averages=None):
+    """Train ``stepper``'s K replicas (draws ``draws_list``) on the schedule ``sched``, logging to
+    ``book.log``, resuming from and saving to ``book.checkpoint`` (job key ``key``); returns (curves,
+    snapshots, diverged), one each per replica. ``averages``: weight averages kept while training
+    (nondet.training.averaging.Averages; they read the weights after every step and epoch, and
+    travel in the checkpoints)."""
+    device, label, log, checkpoint = stepper.device, book.label, book.log, book.checkpoint
     k, n = stepper.k, sched.n
     curves, snapshots = [Curve() for _ in range(k)], [[] for _ in range(k)]
     diverged, start_epoch, step = np.zeros(k, dtype=bool), 0, 0
@@ -242,7 +245,7 @@ def run_epochs(stepper, sched, draws_list, data, device, label, log, checkpoint,
             else:
                 log(f"{label} DIVERGED: every replica's training loss is NaN/inf; stopping")
             break
-        if checkpoint is not None and checkpoint_every and (epoch + 1) % checkpoint_every == 0:
+        if checkpoint is not None and book.checkpoint_every and (epoch + 1) % book.checkpoint_every == 0:
             save(epoch + 1)
 
     stepper.at_step(step)

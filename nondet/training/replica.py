@@ -35,6 +35,7 @@ from nondet.training.dropout import ExampleMasks, SeededDropout
 from nondet.training.loop import Curve, SequentialStep, run_epochs, state_to_numpy
 from nondet.training.models import build_model, weight_decay_groups
 from nondet.training.optim import SGD
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.resample import replica_index
 
 
@@ -266,36 +267,29 @@ def build_replica(model_spec, recipe, seeds: ReplicaSeeds, data: Dataset, device
 
 
 def train_replica(
-    model_spec: dict,
-    recipe: dict,
-    seeds: ReplicaSeeds,
-    data: Dataset,
-    device: torch.device,
-    label: str = "",
-    log=print,
-    record_steps=(),
-    checkpoint=None,
-    checkpoint_every: int = 0,
+    run: TrainRun, seeds: ReplicaSeeds, data: Dataset, book: Bookkeeping = Bookkeeping(), record_steps=()
 ) -> dict:
-    """Train one replica; return its final weights, training curve and what was perturbed.
+    """Train one replica of ``run`` (model spec, recipe, device; nondet.training.recipe.TrainRun)
+    from its ``seeds`` on ``data``; return its final weights, training curve and what was perturbed.
 
-    ``recipe`` keys: epochs, batch_size, lr, momentum, nesterov, weight_decay, warmup_epochs,
+    ``run.recipe`` keys: epochs, batch_size, lr, momentum, nesterov, weight_decay, warmup_epochs,
     cycles (snapshot cycles; 1 = plain cosine), augment ("none"/"shift"/"crop_flip"),
     augment_size, kernels_cpu_standin, eval_every (epochs; 0 = never), and optionally bf16
     (autocast to bfloat16), channels_last (image models) and bitflip_tensor (where the one-ulp
     flip lands: None = any conv/linear weight, or a parameter name).
     Snapshots (weights at the end of every cycle) are returned when cycles > 1.
-    ``averages`` (optional): weight averages kept while training, {"ema": {"decay"}, "swa":
-    {"start"}} (nondet.training.averaging), returned under ``averaged``; they change nothing else.
+    ``averages`` (optional recipe key): weight averages kept while training, {"ema": {"decay"},
+    "swa": {"start"}} (nondet.training.averaging), returned under ``averaged``; they change nothing else.
+    ``book`` (nondet.training.recipe.Bookkeeping): the log lines' label and sink, and the
+    checkpoint: a path for resumable state (model, optimiser, schedule position, curve,
+    snapshots), written atomically every ``book.checkpoint_every`` epochs; if it exists when
+    training starts, training resumes from it. Every generator is re-derived from (seed, epoch,
+    step), so a resumed run ends bitwise identical to an uninterrupted one (with deterministic kernels).
     ``record_steps``: after how many optimizer steps (0 = the initial model) to record the flat
     parameter vector and the test logits, for twin-divergence curves; recording changes nothing.
-    ``checkpoint``: a path for resumable state (model, optimiser, schedule position, curve,
-    snapshots), written atomically every ``checkpoint_every`` epochs; if it exists when training
-    starts, training resumes from it. Every generator is re-derived from (seed, epoch, step), so a
-    resumed run ends bitwise identical to an uninterrupted one (with deterministic kernels).
     """
-
     started = time.perf_counter()
+    model_spec, recipe, device = run.model_spec, run.recipe, run.device
     set_kernel_mode(seeds.deterministic, device)
     model, flipped = build_replica(model_spec, recipe, seeds, data, device)
     # Optional, off for the paper's fp32 protocol; both are part of the recipe, so provenance.
@@ -325,9 +319,7 @@ def train_replica(
         "model": model_spec,
         "accelerator": accelerator_name(device),
     }
-    curves, snapshots, diverged = run_epochs(
-        stepper, sched, [draws], data, device, label, log, checkpoint, checkpoint_every, resume_key, averages
-    )
+    curves, snapshots, diverged = run_epochs(stepper, sched, [draws], data, book, resume_key, averages)
     averaged = (
         averages.finish(False, model_spec, data, device, sched.batch_size, [draws.index], bf16)[0] if averages else None
     )

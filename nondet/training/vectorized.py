@@ -12,7 +12,7 @@ Batched kernels sum in a different order than per-model kernels, so a vectorised
 bitwise identical to the same replica trained alone for convolutions (the paper's point: any such
 difference grows); for matmul-only models it is, and replicas of ``control`` trained together are
 identical to each other. Conditions whose source is the kernels are never vmapped on CUDA
-(nondet.workflow.torch_stages.training_path): the K replicas of a chunk would share one kernel choice. On a
+(nondet.workflow.torch_stages.vectorization): the K replicas of a chunk would share one kernel choice. On a
 CPU, ``wide=True`` replaces the vmap step by nondet.training.wide's wide model (the built-in cnn1d).
 """
 
@@ -28,6 +28,7 @@ from nondet.seeds import ReplicaSeeds
 from nondet.training.averaging import Averages
 from nondet.training.loop import StackedStep, run_epochs
 from nondet.training.optim import SGD
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import (
     ReplicaDraws,
     Schedule,
@@ -72,29 +73,27 @@ def _stacked_groups(model: nn.Module, params: dict, recipe: dict) -> list[dict]:
 
 
 def train_replicas_vectorized(
-    model_spec: dict,
-    recipe: dict,
+    run: TrainRun,
     seeds_list: list[ReplicaSeeds],
     data,
-    device: torch.device,
-    label: str = "",
-    log=print,
-    checkpoint=None,
-    checkpoint_every: int = 0,
-    eval_batch_size: int = 1000,
+    book: Bookkeeping = Bookkeeping(),
+    *,
     wide: bool = False,
+    eval_batch_size: int = 1000,
 ) -> list[dict]:
-    """Train ``len(seeds_list)`` replicas at once; returns one result per replica as
-    :func:`nondet.training.replica.train_replica` does (without ``model`` and ``records``).
+    """Train ``len(seeds_list)`` replicas of ``run`` (nondet.training.recipe.TrainRun) at once;
+    returns one result per replica as :func:`nondet.training.replica.train_replica` does (without
+    ``model`` and ``records``).
 
-    ``checkpoint``: one file for the whole chunk (stacked weights, optimiser state, schedule
-    position, curves, snapshots), written atomically every ``checkpoint_every`` epochs and
+    ``book.checkpoint``: one file for the whole chunk (stacked weights, optimiser state, schedule
+    position, curves, snapshots), written atomically every ``book.checkpoint_every`` epochs and
     resumed from, bitwise, as in sequential training. Test-set evaluation runs in batches of
     ``eval_batch_size`` examples for all replicas at once.
     ``wide``: instead of vmap, compute the replicas as one wide model (nondet.training.wide, the
     built-in ``cnn1d`` only), the faster path on a CPU.
     """
     started = time.perf_counter()
+    model_spec, recipe, device = run.model_spec, run.recipe, run.device
     if recipe.get("bf16") or recipe.get("channels_last"):
         raise ValueError("vectorised training supports the fp32 protocol only (no bf16/channels_last)")
     deterministic = {s.deterministic for s in seeds_list}
@@ -135,9 +134,7 @@ def train_replicas_vectorized(
     sched = Schedule(recipe, n)
     # weight averages (recipe.averages) of the stacked tensors, element by element as for one replica
     averages = Averages(recipe.get("averages"), sched.epochs, lambda: {**params, **buffers})
-    curves, snapshots, diverged = run_epochs(
-        stepper, sched, draws, data, device, label, log, checkpoint, checkpoint_every, resume_key, averages
-    )
+    curves, snapshots, diverged = run_epochs(stepper, sched, draws, data, book, resume_key, averages)
     averaged = [None] * k
     if averages:
         averaged = averages.finish(True, model_spec, data, device, sched.batch_size, [d.index for d in draws])

@@ -8,35 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from nondet.analysis.arms import per_example_arms
 from nondet.analysis.metrics import accuracy, cross_entropy
 from nondet.analysis.variance import per_example_split, per_example_values, variance_components
 from nondet.io import h5io
-from nondet.io.checksums import array_sha256
 from nondet.io.files import kept_replicas, load_predictions
 from nondet.io.h5io import InputError, atomic_path
 from nondet.io.runs import RunsError, import_group
 from nondet.workflow.runtime import get_logger, stage
-
-
-def _per_example_arms(paths: dict, inputs: dict, on_diverged: str, log, names: dict | None = None) -> dict:
-    """arm -> metric -> per-example values (runs, n) of the runs kept by the diverged-replica
-    policy (``on_diverged``); every arm on the same test set (same examples in the same order,
-    checked). ``names``, when given, is filled with arm -> the kept runs' labels ("replica r")."""
-    values, ref = {}, None
-    for arm, arm_paths in paths.items():
-        pred = load_predictions(list(arm_paths), inputs.get(arm))
-        if ref is None:
-            ref = (arm, arm_paths, pred["labels"])
-        elif pred["labels"].shape != ref[2].shape or not np.array_equal(pred["labels"], ref[2]):
-            raise InputError(
-                f"the {ref[0]} ({', '.join(map(str, ref[1]))}) and the {arm} ({', '.join(map(str, arm_paths))}) "
-                "were scored on different test sets: comparisons need the same examples in the same order"
-            )
-        keep = kept_replicas(pred["diverged"], pred["replicas"], arm, on_diverged, log.warning)
-        values[arm] = per_example_values(pred["logits"][keep], pred["labels"])
-        if names is not None:
-            names[arm] = [f"replica {int(r)}" for r in np.asarray(pred["replicas"])[keep]]
-    return values
 
 
 @stage
@@ -53,8 +32,7 @@ def compare(baseline_paths, candidate_paths, out: dict, params: dict, log_path=N
 
     log = get_logger(log_path)
     paths = {"baseline": list(baseline_paths), "candidate": list(candidate_paths)}
-    names: dict = {}
-    values = _per_example_arms(paths, params.get("inputs", {}), params["on_diverged"], log, names)
+    values, names = per_example_arms(paths, params["on_diverged"], log.warning, params.get("inputs"))
     pairs = None
     if params.get("paired_by"):
         from nondet.io.runs import run_metadata
@@ -153,29 +131,6 @@ def import_runs(out_path, group: str, params: dict, log_path=None) -> None:
     import_group(params["spec"], group, out_path, params["experiment"], log=log.info)
 
 
-def _per_example_groups(paths: dict, on_diverged: str, log) -> tuple[dict, dict, np.ndarray]:
-    """name -> per-example values (of the runs kept by the diverged-replica policy), name ->
-    predictions; all groups on the same test set."""
-    from nondet.analysis.variance import per_example_values
-    from nondet.io.files import load_predictions
-
-    preds = {name: load_predictions([p]) for name, p in paths.items()}
-    first = next(iter(preds))
-    ref = preds[first]["labels"]
-    for name, pred in preds.items():
-        if pred["labels"].shape != ref.shape or not np.array_equal(pred["labels"], ref):
-            raise RunsError(
-                f"groups {first!r} and {name!r} were scored on different test sets (labels "
-                f"checksum {array_sha256(ref)[:12]} != {array_sha256(pred['labels'])[:12]}): "
-                "comparisons need the same examples in the same order"
-            )
-    values = {}
-    for name, p in preds.items():
-        keep = kept_replicas(p["diverged"], p["replicas"], name, on_diverged, log)
-        values[name] = per_example_values(p["logits"][keep], p["labels"])
-    return values, preds, ref
-
-
 def seed_pairs(meta_candidate: list[dict], meta_baseline: list[dict], column: str, log=print):
     """(candidate row, baseline row) of runs sharing a value of metadata ``column``."""
     keys = {}
@@ -205,7 +160,7 @@ def runs_all_pairs(paths: dict, csv_path, params: dict, log_path=None) -> None:
     from nondet.analysis.inference import all_pairs
 
     log = get_logger(log_path)
-    values, _, _ = _per_example_groups(paths, params["on_diverged"], log.warning)
+    values, _ = per_example_arms({name: [p] for name, p in paths.items()}, params["on_diverged"], log.warning)
     rows = all_pairs(values, params["alpha"])
     with atomic_path(csv_path) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

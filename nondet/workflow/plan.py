@@ -307,11 +307,6 @@ def run_job(config: dict, model: str, condition: str, chunk: int, run: str) -> d
     return sealed(job)
 
 
-def snapshot_job(config: dict, model: str, condition: str, chunk: int) -> dict:
-    """The training job of the snapshot-ensemble run: same budget, ``snapshot_cycles`` cycles."""
-    return run_job(config, model, condition, chunk, "snapshot")
-
-
 def budget_job(config: dict, model: str, condition: str, epochs: int, chunk: int, run="plain") -> dict:
     """A training job of the budget study (rules/budget.smk): a method's run (``run``: plain, the
     protocol's job with its methods' additions, or a run of its own, e.g. snapshot), with the

@@ -74,3 +74,29 @@ def setup_torch(threads: int, device_name: str):
         device = torch.device("cuda", claim_gpu(torch.cuda.device_count()))
         torch.cuda.set_device(device)
     return device
+
+
+def run_stage(snakemake, fn, *args, **kwargs):
+    """The adapter every rule script shares: record the rule's ``code`` param as the code hash of
+    its outputs (provenance), then call the stage ``fn`` with ``args``, each named output ``x`` of
+    the rule as the keyword ``x_path``, each param whose name ``fn`` takes (``expect``,
+    ``labels``, ``plugins``, ...) as that keyword, the rule's log as ``log_path``, and
+    ``kwargs``. Without ``args``, the rule's input files, as one list, are the first argument
+    (unless that parameter comes by name). Names ``fn`` does not take are not passed, so a rule
+    and its stage agree by name: rule ``diversity_table``'s outputs ``csv`` and ``md`` are
+    ``diversity_table(paths, csv_path=..., md_path=...)``; what ``args`` or ``kwargs`` give is
+    not taken from the rule again."""
+    from nondet.io.h5io import set_code_hash
+
+    set_code_hash(snakemake.params.code)
+    signature = inspect.signature(fn)
+    named = {f"{name}_path": path for name, path in snakemake.output.items()}
+    named.update(dict(snakemake.params.items()))
+    if snakemake.log:
+        named["log_path"] = snakemake.log[0]
+    first = next(iter(signature.parameters))
+    if not args and first not in kwargs and first not in named:
+        args = (list(snakemake.input),)
+    given = set(signature.bind_partial(*args).arguments) | set(kwargs)
+    named = {k: v for k, v in named.items() if k in signature.parameters and k not in given}
+    return fn(*args, **named, **kwargs)

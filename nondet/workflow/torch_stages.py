@@ -1,7 +1,9 @@
 """The stages that need torch (rules in envs/torch.yaml): user-model check, training, prediction
 and twin runs (the data set stage needs no torch: nondet.workflow.analysis_stages). Each rule's
-script in workflow_scripts/ unpacks ``snakemake`` and calls one function here, so the logic is
-importable, testable and the same by hand."""
+script in workflow_scripts/ calls one function here (through nondet.workflow.runtime.run_stage, or
+directly for train and divergence), so the logic is importable, testable and the same by hand.
+Training takes a nondet.training.recipe.TrainRun (what is trained, how, where) and a Bookkeeping
+(label, log, checkpoint) per call."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from nondet.seeds import ReplicaSeeds, torch_generator
 from nondet.training.data import load_dataset
 from nondet.training.loop import format_duration
 from nondet.training.models import build_model
+from nondet.training.recipe import Bookkeeping, TrainRun
 from nondet.training.replica import set_kernel_mode, train_replica
 from nondet.training.tta import check_fits, fit_kind, make_views, predict_tta
 from nondet.training.usermodel import check_model as check
@@ -99,36 +102,22 @@ def train(data_path, out_path, job: dict, log_path=None, threads: int = 1, check
         log.info(f"[{label}] not vectorised: this condition varies the kernels source")
     if checkpoint_every:
         checkpoints_for(ckpt_dir, job, log.info, data.content_sha256)
+    train_run = TrainRun(job["model_spec"], job["recipe"], device)  # the runs differ only in their seeds
     if path != "sequential":
         how = "torch.func.vmap" if path == "vmap" else "as one wide model, nondet.training.wide"
         log.info(f"training {len(runs)} runs together ({how})")
-        outs = train_replicas_vectorized(
-            job["model_spec"],
-            job["recipe"],
-            [s for _, s in runs],
-            data,
-            device,
-            f"[{label}]",
-            log.info,
-            checkpoint=ckpt_dir / "vectorized.pt" if checkpoint_every else None,
-            checkpoint_every=checkpoint_every,
-            wide=path == "wide",
+        book = Bookkeeping(
+            f"[{label}]", log.info, ckpt_dir / "vectorized.pt" if checkpoint_every else None, checkpoint_every
         )
+        outs = train_replicas_vectorized(train_run, [s for _, s in runs], data, book, wide=path == "wide")
     else:
         outs = []
         for r, seeds in runs:
             name = f"replica_{r:04d}" if r != "reference" else "reference"
-            res = train_replica(
-                job["model_spec"],
-                job["recipe"],
-                seeds,
-                data,
-                device,
-                f"[{label} r{r}]",
-                log.info,
-                checkpoint=ckpt_dir / f"{name}.pt" if checkpoint_every else None,
-                checkpoint_every=checkpoint_every,
+            book = Bookkeeping(
+                f"[{label} r{r}]", log.info, ckpt_dir / f"{name}.pt" if checkpoint_every else None, checkpoint_every
             )
+            res = train_replica(train_run, seeds, data, book)
             outs.append(res)
             left = len(runs) - len(outs)
             eta = sum(o["seconds"] for o in outs) / len(outs) * left
@@ -288,19 +277,10 @@ def divergence(data_path, out_path, job: dict, log_path=None, threads: int = 1) 
     recipe = job["recipe"]
     total = math.ceil(len(data.y_train) / recipe["batch_size"]) * recipe["epochs"]
     steps = log_steps(total, job["record_points"])
-    runs = {}
+    train_run, runs = TrainRun(job["model_spec"], recipe, device), {}
     for run in job["runs"]:  # the base run and its twins, seeds chosen by the plan
         name, condition, seeds = run["name"], run["condition"], ReplicaSeeds(**run["seeds"])
-        res = train_replica(
-            job["model_spec"],
-            recipe,
-            seeds,
-            data,
-            device,
-            f"[{job['model']} {name}]",
-            log.info,
-            record_steps=steps,
-        )
+        res = train_replica(train_run, seeds, data, Bookkeeping(f"[{job['model']} {name}]", log.info), steps)
         runs[name] = (condition, seeds, res)
     base = runs["base"][2]["records"]
     records = {}

@@ -61,3 +61,18 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
     finally:
         subprocess.Popen.__init__ = original
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the tests on two pytest-xdist workers with `--dist loadgroup`, which hands
+    out single tests. A module-scoped fixture (a finished workflow run that several tests read)
+    would then be set up once per worker that gets one of its tests: twice the Snakemake run. So
+    every test that uses a module- or class-scoped fixture joins its module's group, and the
+    module's tests run on one worker, one after another, as without xdist. Without xdist the mark
+    does nothing."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d[-1].scope for d in defs.name2fixturedefs.values() if d} if defs else set()
+        if scopes & {"module", "class"}:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -237,11 +237,18 @@ def _cache_file(script: Path) -> Path | None:
     folder = os.environ.get(CACHE_ENV)
     if not folder:
         return None
-    root = script.parent.parent
     h = hashlib.sha256(script.read_bytes())
+    h.update(_package_bytes(script.parent.parent))
+    return Path(folder) / f"{h.hexdigest()}.hash"
+
+
+@functools.lru_cache(maxsize=None)
+def _package_bytes(root: Path) -> bytes:
+    """The digest of every ``.py`` file of the package under ``root``: its path and bytes."""
+    h = hashlib.sha256()
     for p in sorted((root / PACKAGE).rglob("*.py")):
         h.update(f"\0{p.relative_to(root)}\0".encode() + p.read_bytes())
-    return Path(folder) / f"{h.hexdigest()}.hash"
+    return h.digest()
 
 
 def script_units(script) -> list[str]:
@@ -323,3 +330,4 @@ def clear() -> None:
     _module.cache_clear()
     _UNITS.clear()
     _script_closure.cache_clear()
+    _package_bytes.cache_clear()

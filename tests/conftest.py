@@ -65,8 +65,8 @@ def pytest_runtest_protocol(item, nextitem):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs the tests on two pytest-xdist workers with `--dist loadgroup`, which hands
-    out single tests. A module-scoped fixture (a finished workflow run that several tests read)
+    """`make test` runs the slow tier on two pytest-xdist workers with `--dist loadgroup`, which
+    hands out single tests. A module-scoped fixture (a finished workflow run that several tests read)
     would then be set up once per worker that gets one of its tests: twice the Snakemake run. So
     every test that uses a module- or class-scoped fixture joins its module's group, and the
     module's tests run on one worker, one after another, as without xdist. Without xdist the mark

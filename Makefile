@@ -44,13 +44,13 @@ report: $(VENV)/.installed
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
 # the slow tier mostly waits on its Snakemake runs' single-threaded jobs: two pytest-xdist workers
-# keep both cores busy (tests/conftest.py keeps a module's shared run on one worker); the fast
+# keep both cores busy (tests/conftest.py hands a file with a shared run to one worker); the fast
 # tier computes in-process and runs on one (two workers cost it more CPU than they save wall)
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed slurm chromium datasets lint
 	$(BIN)/python -m pytest -q -m "not slow" tests
-	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --durations=15 tests
 
 test-fast: $(VENV)/.installed  # tests/conftest.py fails any test here that starts a subprocess
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -1,3 +1,7 @@
+import functools
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch  # noqa: F401  imported here, not in a test: its first import runs `ldconfig -p`, a subprocess
@@ -63,16 +67,30 @@ def pytest_runtest_protocol(item, nextitem):
         subprocess.Popen.__init__ = original
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs the slow tier on two pytest-xdist workers with `--dist loadgroup`, which
-    hands out single tests. A module-scoped fixture (a finished workflow run that several tests read)
-    would then be set up once per worker that gets one of its tests: twice the Snakemake run. So
-    every test that uses a module- or class-scoped fixture joins its module's group, and the
-    module's tests run on one worker, one after another, as without xdist. Without xdist the mark
-    does nothing."""
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        scopes = {d[-1].scope for d in defs.name2fixturedefs.values() if d} if defs else set()
-        if scopes & {"module", "class"}:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+@functools.lru_cache(maxsize=None)
+def shares_a_fixture(path: Path) -> bool:
+    """Whether a test file defines a module- or class-scoped fixture (a finished workflow run that
+    several of its tests read)."""
+    return re.search(r"scope=[\"'](module|class)[\"']", path.read_text()) is not None
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs the slow tier on two pytest-xdist workers, which hand out single tests. A
+    module-scoped fixture would then be set up once per worker that gets one of its tests: its
+    Snakemake run twice. So a file that defines one is handed out whole, its tests run one after
+    another on one worker as without xdist; any other test goes alone. (xdist's own
+    `--dist loadgroup` marks do not group with pytest 9.2: xdist 3.8 renames `item._nodeid`, which
+    pytest 9 no longer reads, so each worker set up each shared run.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFixtureFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(config.rootpath, nodeid)
+
+    return ByFixtureFile(config, log)
+
+
+def xdist_scope(root: Path, nodeid: str) -> str:
+    """The unit a worker gets a test in: its file if the file shares a fixture, else the test."""
+    file = nodeid.split("::", 1)[0]
+    return file if shares_a_fixture(root / file) else nodeid

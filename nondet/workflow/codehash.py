@@ -231,7 +231,7 @@ CACHE_ENV = "NONDET_CODEHASH_CACHE"
 def _cache_file(script: Path) -> Path | None:
     """Where :func:`script_hash` of ``script`` is kept across processes when ``$NONDET_CODEHASH_CACHE``
     names a folder (the tests set it: each Snakemake invocation otherwise re-parses the package,
-    about 0.4 s of CPU). The file is named by the bytes of the script and of every ``.py`` file of
+    about 0.7 s of CPU). The file is named by the bytes of the script and of every ``.py`` file of
     the package beside it, this module included, so any edit (even a cosmetic one) misses the
     cache and the hash is computed afresh: a cached hash is always the one computed."""
     folder = os.environ.get(CACHE_ENV)

@@ -43,9 +43,10 @@ endif
 report: $(VENV)/.installed
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
-# the slow tier mostly waits on its Snakemake runs' single-threaded jobs: two pytest-xdist workers
-# keep both cores busy (tests/conftest.py hands a file with a shared run to one worker); the fast
-# tier computes in-process and runs on one (two workers cost it more CPU than they save wall)
+# the slow tier on two pytest-xdist workers: the second fills the cores while a test's Snakemake
+# run parses, reports or runs a lone job (16 % less wall, same CPU, on 4 files; docs/contributing.md;
+# tests/conftest.py hands a file with a shared run to one worker). The fast tier computes
+# in-process and stays on one (two workers cost it more CPU than they saved wall)
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed slurm chromium datasets lint

@@ -1,3 +1,7 @@
+import functools
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch  # noqa: F401  imported here, not in a test: its first import runs `ldconfig -p`, a subprocess
@@ -61,3 +65,32 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
     finally:
         subprocess.Popen.__init__ = original
+
+
+@functools.lru_cache(maxsize=None)
+def shares_a_fixture(path: Path) -> bool:
+    """Whether a test file defines a module- or class-scoped fixture (a finished workflow run that
+    several of its tests read)."""
+    return re.search(r"scope=[\"'](module|class)[\"']", path.read_text()) is not None
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs the slow tier on two pytest-xdist workers, which hand out single tests. A
+    module-scoped fixture would then be set up once per worker that gets one of its tests: its
+    Snakemake run twice. So a file that defines one is handed out whole, its tests run one after
+    another on one worker as without xdist; any other test goes alone. (xdist's own
+    `--dist loadgroup` marks do not group with pytest 9.2: xdist 3.8 renames `item._nodeid`, which
+    pytest 9 no longer reads, so each worker set up each shared run.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFixtureFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(config.rootpath, nodeid)
+
+    return ByFixtureFile(config, log)
+
+
+def xdist_scope(root: Path, nodeid: str) -> str:
+    """The unit a worker gets a test in: its file if the file shares a fixture, else the test."""
+    file = nodeid.split("::", 1)[0]
+    return file if shares_a_fixture(root / file) else nodeid

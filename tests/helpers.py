@@ -12,6 +12,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+# each rule's code hash, kept across the tests' Snakemake runs (nondet.workflow.codehash): named by
+# the bytes of the package, so an edit between runs misses it
+CODEHASH_CACHE = REPO / ".pytest_cache" / "nondet-codehash"
 
 
 def default_config() -> dict:
@@ -25,7 +28,7 @@ def snakemake(workdir, *args, config: dict, check: bool = True):
     cfg_path = Path(workdir) / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     cmd = SNAKEMAKE + ["--directory", str(workdir), "--configfile", str(cfg_path), *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NONDET_CODEHASH_CACHE": str(CODEHASH_CACHE)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if check and out.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{out.stdout[-4000:]}\n{out.stderr[-8000:]}")

@@ -94,6 +94,30 @@ def test_docstrings_comments_and_formatting_change_no_hash(tree):
     assert not changed(before, hashes(tree))
 
 
+def test_the_disk_cache_gives_the_computed_hash_and_misses_after_any_edit(tree, tmp_path, monkeypatch):
+    """$NONDET_CODEHASH_CACHE (set by tests/helpers.py for its Snakemake runs) keeps each script's
+    hash in a file named by the bytes it could depend on: read back when nothing changed, never
+    after an edit, cosmetic or not."""
+    plain = hashes(tree)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(codehash.CACHE_ENV, str(cache))
+    assert hashes(tree) == plain  # computed and written
+    kept = sorted(cache.glob("*.hash"))
+    assert len(kept) == len(SCRIPTS) and not list(cache.glob("*.tmp-*"))
+    for path in kept:
+        path.write_text("from the cache")
+    assert set(hashes(tree).values()) == {"from the cache"}  # read back, not recomputed
+    edit(tree / "nondet/analysis/metrics.py", "def accuracy(", "# a comment\ndef accuracy(")
+    assert hashes(tree) == plain  # a cosmetic edit: every script missed the cache, same hashes
+    assert len(list(cache.glob("*.hash"))) == 2 * len(SCRIPTS)
+    src = (tree / "nondet/analysis/metrics.py").read_text()
+    body = re.search(r"def accuracy\(.*?\n(.*?)\n\n", src, re.S).group(0)
+    edit(tree / "nondet/analysis/metrics.py", body, body.replace("return ", "return 0 + ", 1))
+    cached = hashes(tree)
+    monkeypatch.delenv(codehash.CACHE_ENV)
+    assert cached == hashes(tree) and cached["metrics"] != plain["metrics"]
+
+
 def test_code_version_and_every_script_reach_the_package():
     """Each stage's hash covers the definitions it runs: the stage function and CODE_VERSION."""
     units = codehash.script_units(REPO / "workflow_scripts" / "train.py")

@@ -13,6 +13,8 @@ The source is parsed, never imported (no torch at planning), and each file is pa
 process (one Snakemake invocation). What the hash cannot see: code reached by a name built at run
 time (``importlib.import_module(f"nondet.{x}")``, ``getattr(module, name)``): the package does
 neither on a stage's path, and CODE_VERSION (nondet.io.h5io) remains for a change to force.
+With ``$NONDET_CODEHASH_CACHE`` set (the tests do), a script's hash is also kept on disk, named
+by the bytes of every file it could depend on (:func:`_cache_file`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 PACKAGE = "nondet"
@@ -208,7 +211,44 @@ def _script_closure(script: str) -> _Closure:
 
 def script_hash(script) -> str:
     """The hash of the package code a workflow script reaches (16 hex digits, a rule param)."""
-    return _script_closure(str(Path(script).resolve())).digest()[:16]
+    path = Path(script).resolve()
+    cached = _cache_file(path)
+    if cached is not None and cached.is_file():
+        return cached.read_text()
+    digest = _script_closure(str(path)).digest()[:16]
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}")
+        tmp.write_text(digest)
+        os.replace(tmp, cached)  # atomic: parallel Snakemake invocations share the folder
+    return digest
+
+
+#: a folder for :func:`script_hash`'s results across processes (unset: none is kept)
+CACHE_ENV = "NONDET_CODEHASH_CACHE"
+
+
+def _cache_file(script: Path) -> Path | None:
+    """Where :func:`script_hash` of ``script`` is kept across processes when ``$NONDET_CODEHASH_CACHE``
+    names a folder (the tests set it: each Snakemake invocation otherwise re-parses the package,
+    about 0.7 s of CPU). The file is named by the bytes of the script and of every ``.py`` file of
+    the package beside it, this module included, so any edit (even a cosmetic one) misses the
+    cache and the hash is computed afresh: a cached hash is always the one computed."""
+    folder = os.environ.get(CACHE_ENV)
+    if not folder:
+        return None
+    h = hashlib.sha256(script.read_bytes())
+    h.update(_package_bytes(script.parent.parent))
+    return Path(folder) / f"{h.hexdigest()}.hash"
+
+
+@functools.lru_cache(maxsize=None)
+def _package_bytes(root: Path) -> bytes:
+    """The digest of every ``.py`` file of the package under ``root``: its path and bytes."""
+    h = hashlib.sha256()
+    for p in sorted((root / PACKAGE).rglob("*.py")):
+        h.update(f"\0{p.relative_to(root)}\0".encode() + p.read_bytes())
+    return h.digest()
 
 
 def script_units(script) -> list[str]:
@@ -290,3 +330,4 @@ def clear() -> None:
     _module.cache_clear()
     _UNITS.clear()
     _script_closure.cache_clear()
+    _package_bytes.cache_clear()

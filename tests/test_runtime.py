@@ -1,6 +1,9 @@
 """The one adapter of the rule scripts (nondet.workflow.runtime.run_stage): outputs, params and
 the log reach the stage by name, the code hash is recorded, and nothing is passed twice."""
 
+import ast
+import inspect
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -51,3 +54,56 @@ def test_what_the_script_gives_is_not_taken_from_the_rule_again(code_hash):
     run_stage(snake, provenance, csv_path="p.csv", files=["t.csv"])
     run_stage(snake, provenance, {"seed": 2}, "p.csv")  # config given: the param is not passed too
     assert calls == [({"seed": 1}, "p.csv", "logs/x.log", ["t.csv"]), ({"seed": 2}, "p.csv", "logs/x.log", ())]
+
+
+#: params that exist only for Snakemake's rerun tracking (a new value reruns the job), read by no stage
+RERUN_ONLY = {"code", "code_version", "content"}
+
+
+def _stage_of(script: Path):
+    """(the stage function a rule script hands to run_stage, imported, or None; the names the
+    script reads params by: snakemake.params.x, or x after `p = snakemake.params`)."""
+    import importlib
+
+    tree = ast.parse(script.read_text())
+    imported = {a.asname or a.name: n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    aliases = {"snakemake.params"} | {
+        t.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and ast.unparse(n.value) == "snakemake.params"
+        for t in n.targets
+    }
+    read = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and ast.unparse(n.value) in aliases}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run_stage":
+            name = node.args[1].id
+            return getattr(importlib.import_module(imported[name]), name), read
+    return None, read
+
+
+@pytest.mark.slow  # loading the workflow runs `which sacct` (the SLURM plug-in)
+def test_every_param_of_a_rule_reaches_its_stage():
+    """run_stage passes a param only to a stage parameter of the same name, so a param renamed on
+    one side would be dropped silently (an `expect` the stage then never checks): every param a
+    rule declares is taken by its stage's signature, read by its script by name, or one of the
+    rerun-only params."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import OutputSettings, ResourceSettings
+
+    repo = Path(__file__).resolve().parent.parent
+    checked, dropped = 0, []
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=repo / "Snakefile", workdir=repo)
+        for r in wf._workflow.rules:
+            if not r.script:
+                continue
+            script = (repo / "rules" / r.script).resolve()
+            fn, read = _stage_of(script)
+            if fn is None:  # a script of its own (train, divergence, own-script jobs) reads params itself
+                continue
+            taken = inspect.signature(fn).parameters
+            for name in r.params._names:
+                checked += 1
+                if name not in RERUN_ONLY and name not in taken and name not in read:
+                    dropped.append(f"rule {r.name}: param {name!r} reaches neither {fn.__name__}() nor {script.name}")
+    assert checked > 30 and not dropped, dropped

@@ -1,7 +1,7 @@
 """SLURM submissions and wall time of the paper DAG's CPU slice under `--profile gpu`, on the
 loopback SLURM of tests/test_slurm.py (Debian's munge, slurmctld, slurmd; root; `make slurm`).
 
-The slice is tests/test_cifar.py's: configs/paper.yaml cut to ResNet-14, 2 replicas, 2 epochs,
+The slice is tests/test_cifar.py's: configs/paper.yaml cut to ResNet-14 at width 4, 2 replicas, 2 epochs,
 every Table 1 condition and TTA set, on a tiny CIFAR-format stand-in, with the targets
 diversity.csv, mitigation.csv and paper_comparison.csv. Prints the sbatch submissions (from
 Snakemake's log and from squeue, which must agree), how many of them asked for a GPU, the jobs

@@ -6,8 +6,10 @@
 # make test-fast - the tests that start no subprocess (no Snakemake, no scripts): about a minute;
 #             run it after every change, and make test before you push
 # make test - set up .venv (and Debian's SLURM, chromium and Fashion-MNIST, if missing) on first use, run
-#             lint and format checks, the fast tier, then the slow tier on TEST_WORKERS (2) pytest-xdist
-#             workers (make test TEST_WORKERS=auto: one per core)
+#             lint and format checks, then both tiers on TEST_WORKERS (2) pytest-xdist workers, longest
+#             first (make test TEST_WORKERS=auto: one per core)
+# make test-durations - run both tiers and store each test's seconds in tests/durations.json (the order
+#             make test hands tests to the workers; refresh it after adding or reshaping slow tests)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +18,7 @@ SNAKEMAKE_ARGS ?=
 CONFIG ?=
 CONFIG_ARGS := $(if $(strip $(CONFIG)),--configfile $(CONFIG))
 
-.PHONY: run budget report test test-fast lint format clean slurm chromium datasets
+.PHONY: run budget report test test-fast test-durations lint format clean slurm chromium datasets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,15 +45,18 @@ endif
 report: $(VENV)/.installed
 	$(BIN)/snakemake $(CONFIG_ARGS) --report results/report.html $(SNAKEMAKE_ARGS)
 
-# the slow tier on two pytest-xdist workers: the second fills the cores while a test's Snakemake
-# run parses, reports or runs a lone job (16 % less wall, same CPU, on 4 files; docs/contributing.md;
-# tests/conftest.py hands a file with a shared run to one worker). The fast tier computes
-# in-process and stays on one (two workers cost it more CPU than they saved wall)
+# both tiers in one session on two pytest-xdist workers: the second fills the cores while a test's
+# Snakemake run parses, reports or runs a lone job (docs/contributing.md). tests/conftest.py hands a
+# file with a shared run to one worker whole, hands the units out longest first by
+# tests/durations.json, so the fast tier's small tests come last and fill the cores while the last
+# long run ends, and gives each worker's torch one thread
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed slurm chromium datasets lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
-	$(BIN)/python -m pytest -q -m slow -n $(TEST_WORKERS) --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+
+test-durations: $(VENV)/.installed slurm chromium datasets
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --store-durations tests
 
 test-fast: $(VENV)/.installed  # tests/conftest.py fails any test here that starts a subprocess
 	$(BIN)/python -m pytest -q -m "not slow" tests

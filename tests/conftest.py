@@ -1,10 +1,18 @@
 import functools
+import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch  # noqa: F401  imported here, not in a test: its first import runs `ldconfig -p`, a subprocess
+import torch  # imported here, not in a test: its first import runs `ldconfig -p`, a subprocess
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores, each also running Snakemake jobs: torch's default of one thread
+    # per core would oversubscribe them, and its waiting threads spin (the fast tier took 302 s
+    # instead of 99 s on two workers of a busy 2-core machine)
+    torch.set_num_threads(1)
 
 from nondet.io.formats import make_mnist1d
 from nondet.training.data import from_arrays
@@ -87,6 +95,9 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_scope(config.rootpath, nodeid)
 
+    # hand the units out in collection order, which pytest_collection_modifyitems made longest
+    # first (xdist would sort them by their number of tests)
+    config.option.loadscopereorder = False
     return ByFixtureFile(config, log)
 
 
@@ -94,3 +105,62 @@ def xdist_scope(root: Path, nodeid: str) -> str:
     """The unit a worker gets a test in: its file if the file shares a fixture, else the test."""
     file = nodeid.split("::", 1)[0]
     return file if shares_a_fixture(root / file) else nodeid
+
+
+# --- the order the workers take the tests in ------------------------------------------------------
+
+DURATIONS = Path(__file__).with_name("durations.json")  # seconds per test, from a measured run
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--store-durations",
+        action="store_true",
+        help=f"write each test's measured seconds (setup, call and teardown) to {DURATIONS.name}, "
+        "which orders the units the xdist workers take, longest first",
+    )
+
+
+def known_durations(path: Path = DURATIONS) -> dict[str, float]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def longest_first(nodeids: list[str], slow: set[str], durations: dict[str, float], scope) -> list[str]:
+    """``nodeids`` with the units a worker takes (``scope(nodeid)``) ordered by their summed
+    seconds, longest first; a test without a measurement counts 10 s if slow, else 0.1 s. Two
+    workers taking units in this order finish close together (the longest-processing-time rule):
+    a long run started last would leave one core idle until it ends. Within a unit, the order
+    stays."""
+    cost: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for i, nodeid in enumerate(nodeids):
+        unit = scope(nodeid)
+        cost[unit] = cost.get(unit, 0.0) + durations.get(nodeid, 10.0 if nodeid in slow else 0.1)
+        first.setdefault(unit, i)
+    return sorted(nodeids, key=lambda n: (-cost[scope(n)], first[scope(n)]))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # not an xdist worker: keep the files' order
+        return
+    slow = {item.nodeid for item in items if item.get_closest_marker("slow") is not None}
+    order = longest_first(
+        [item.nodeid for item in items], slow, known_durations(), lambda n: xdist_scope(config.rootpath, n)
+    )
+    position = {nodeid: i for i, nodeid in enumerate(order)}
+    items.sort(key=lambda item: position[item.nodeid])
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if not config.getoption("--store-durations") or hasattr(config, "workerinput"):
+        return
+    durations = {**known_durations(), **{k: round(v, 2) for k, v in _measured.items()}}
+    DURATIONS.write_text(json.dumps(dict(sorted(durations.items())), indent=0) + "\n")

@@ -96,7 +96,7 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 def copy_run(run: Path, dest: Path) -> Path:
     """A copy of a finished run that a test may change: file times kept (``copy2``), so
     Snakemake in the copy plans nothing until the test changes something."""
-    shutil.copytree(run, dest, copy_function=shutil.copy2, ignore=shutil.ignore_patterns("locks"))
+    shutil.copytree(run, dest, copy_function=shutil.copy2, ignore=shutil.ignore_patterns("locks", "iocache"))
     return dest
 
 

@@ -28,9 +28,9 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tiny_run):
     with Browser() as b:
         b.open(report)
         landing = b.text()
-        assert "What was run: experiment report-test" in landing
-        assert "linear (control, init, all; 3 replicas each)" in landing
-        assert "Headline findings" in landing and "the largest run-to-run variability is in all" in landing
+        assert "What was run: experiment tiny" in landing
+        assert "cnn (control, init, all; 3 replicas each); linear (control, bitflip; 3 replicas each)" in landing
+        assert "Headline findings" in landing and "cnn: the largest run-to-run variability is in all" in landing
         assert "lr accuracy: NOT SIGNIFICANT" in landing or "lr accuracy: SIGNIFICANT" in landing
         assert "JOB PARAMETERS" not in landing and "Each condition trains" not in landing
 
@@ -40,8 +40,14 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tiny_run):
         (table,) = b.frame_texts()
         header = table.splitlines()[0].split("\t")
         assert header[:4] == ["model", "condition", "replicas", "acc mean ± SD (%)"]
-        rows = [line.split("\t")[:3] for line in table.splitlines()[1:4]]
-        assert rows == [["linear", "control", "3"], ["linear", "init", "3"], ["linear", "all*", "3"]]
+        rows = [line.split("\t")[:3] for line in table.splitlines()[1:6]]
+        assert rows == [
+            ["cnn", "control", "3"],
+            ["cnn", "init", "3"],
+            ["cnn", "all*", "3"],
+            ["linear", "control", "3"],
+            ["linear", "bitflip", "3"],
+        ]
 
         b.show_category("Is it real?")
         b.show_result("results/report/compare_lr.html")

@@ -47,6 +47,16 @@ def cnn_spec():
     return {"arch": "cnn1d", "channels": 8, "kernels": [5, 3, 3], "dropout": 0.1}
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The finished workflow run of tests/shared_run.py's TINY config, report included: built
+    once per session, across pytest-xdist workers too. Read-only: a test that changes a file or
+    runs a job in it works on `shared_run.copy_run(tiny_run, tmp_path / "run")`."""
+    import shared_run
+
+    return shared_run.shared_once(tmp_path_factory, "tiny-run", shared_run.build_tiny)
+
+
 def rng(seed=0):
     return np.random.default_rng(seed)
 

@@ -23,9 +23,10 @@ def default_config() -> dict:
         return yaml.safe_load(f)
 
 
-def snakemake(workdir, *args, config: dict, check: bool = True):
-    """Run the real Snakefile in ``workdir`` with ``config`` written there as its config file."""
-    cfg_path = Path(workdir) / "config.yaml"
+def snakemake(workdir, *args, config: dict, check: bool = True, configfile: Path | None = None):
+    """Run the real Snakefile in ``workdir`` with ``config`` written as its config file: to
+    ``workdir/config.yaml``, or to ``configfile`` (a dry run in a shared run, tests/shared_run.py)."""
+    cfg_path = Path(workdir) / "config.yaml" if configfile is None else Path(configfile)
     cfg_path.write_text(yaml.safe_dump(config))
     cmd = SNAKEMAKE + ["--directory", str(workdir), "--configfile", str(cfg_path), *args]
     env = {**os.environ, "PYTHONPATH": str(REPO), "NONDET_CODEHASH_CACHE": str(CODEHASH_CACHE)}

@@ -1,56 +1,36 @@
-"""The HTML report in a real browser (Debian's headless chromium; `make test` installs it): a
-small run with a comparison, `snakemake --report`, then what a reader sees: the landing page
-states what was run and the headline findings, each table is rendered inside the report, and the
-verdict text is beside its figure. Missing chromium FAILS the test; NONDET_SKIP_BROWSER_TEST=1
-skips it explicitly."""
+"""The HTML report in a real browser (Debian's headless chromium; `make test` installs it): the
+session's shared TINY run (tests/shared_run.py: two models, a comparison `lr` on `linear`) and its
+`snakemake --report`, then what a reader sees: the landing page states what was run and the
+headline findings, each table is rendered inside the report, and the verdict text is beside its
+figure. Missing chromium FAILS the test; NONDET_SKIP_BROWSER_TEST=1 skips it explicitly."""
 
 import os
 import re
 
 import pytest
-from helpers import default_config, snakemake
 from report_browser import Browser, chromium_binary
-from snakemake.utils import update_config
+from shared_run import REPORT
 
 if os.environ.get("NONDET_SKIP_BROWSER_TEST") == "1":
     pytest.skip("NONDET_SKIP_BROWSER_TEST=1", allow_module_level=True)
 
-SMALL = {
-    "experiment": "report-test",
-    "replicas": 3,
-    "replicas_per_job": 3,
-    "dataset": {"num_samples": 300},
-    "training": {"epochs": 1, "batch_size": 64},
-    "models": {"cnn": None, "mlp": None, "linear": {"arch": "linear", "conditions": ["control", "init", "all"]}},
-    "metrics": {"bootstrap_resamples": 50},
-    "divergence": {"models": []},
-    "stability": {"models": []},
-    "mitigation": {"models": []},
-    "budget": {"models": []},
-    "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
-}
-
 
 @pytest.mark.slow
-def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tmp_path):
+def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tiny_run):
     if chromium_binary() is None:
         pytest.fail("chromium not found: scripts/install-chromium.sh (make test runs it)")
-    config = default_config()
-    update_config(config, SMALL)
-    config["models"] = {k: v for k, v in config["models"].items() if v is not None}
-    snakemake(tmp_path, "--cores", "2", config=config)
-    snakemake(tmp_path, "--report", "report.html", config=config)
+    report = tiny_run / REPORT  # built by the shared run's fixture; only read here
     # each result's "Job parameters" (nondet.workflow.shown): sentences, not input paths and hashes
-    params = re.findall(r'"params": *"((?:[^"\\]|\\.)*)"', (tmp_path / "report.html").read_text())
+    params = re.findall(r'"params": *"((?:[^"\\]|\\.)*)"', report.read_text())
     assert params and all("spec_hash" not in p and "results/" not in p for p in params), params
     assert any("expect=the spec, data and code hashes" in p for p in params)
     assert any(p.startswith("code=") and "compare=comparison: name=lr" in p for p in params), params
     with Browser() as b:
-        b.open(tmp_path / "report.html")
+        b.open(report)
         landing = b.text()
-        assert "What was run: experiment report-test" in landing
-        assert "linear (control, init, all; 3 replicas each)" in landing
-        assert "Headline findings" in landing and "the largest run-to-run variability is in all" in landing
+        assert "What was run: experiment tiny" in landing
+        assert "cnn (control, init, all; 3 replicas each); linear (control, bitflip; 3 replicas each)" in landing
+        assert "Headline findings" in landing and "cnn: the largest run-to-run variability is in all" in landing
         assert "lr accuracy: NOT SIGNIFICANT" in landing or "lr accuracy: SIGNIFICANT" in landing
         assert "JOB PARAMETERS" not in landing and "Each condition trains" not in landing
 
@@ -60,8 +40,14 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tmp_path):
         (table,) = b.frame_texts()
         header = table.splitlines()[0].split("\t")
         assert header[:4] == ["model", "condition", "replicas", "acc mean ± SD (%)"]
-        rows = [line.split("\t")[:3] for line in table.splitlines()[1:4]]
-        assert rows == [["linear", "control", "3"], ["linear", "init", "3"], ["linear", "all*", "3"]]
+        rows = [line.split("\t")[:3] for line in table.splitlines()[1:6]]
+        assert rows == [
+            ["cnn", "control", "3"],
+            ["cnn", "init", "3"],
+            ["cnn", "all*", "3"],
+            ["linear", "control", "3"],
+            ["linear", "bitflip", "3"],
+        ]
 
         b.show_category("Is it real?")
         b.show_result("results/report/compare_lr.html")

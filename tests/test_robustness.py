@@ -367,58 +367,30 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tmp_path):
-    """Item 1 end to end: a predictions chunk of an lr-0.1 run copied over an lr-0.2 run's path
-    used to give a diversity table mixing both, exit 0. Now the metrics job fails naming the file,
-    and the advised --forcerun restores exactly the table of the lr-0.2 run."""
+def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tiny_run, tmp_path):
+    """Item 1 end to end: a predictions chunk of another job (cnn/init) copied over a chunk's path
+    (cnn/all) used to give a diversity table mixing both, exit 0. Now the metrics job fails naming
+    the file, and the advised --forcerun restores exactly the table of the finished run. On a
+    copy of the session's shared TINY run (tests/shared_run.py), which stays untouched."""
     import shutil
 
-    import yaml
+    import helpers
+    from shared_run import TINY, copy_run
 
-    def run(workdir, lr, *args):
-        config = {
-            "experiment": "copy",
-            "replicas": 2,
-            "replicas_per_job": 1,  # two chunks: one copied chunk would be mixed with the other
-            "dataset": {"num_samples": 300},
-            "training": {"epochs": 1, "batch_size": 64, "eval_every": 0, "lr": lr},
-            "models": {"lin": {"arch": "linear", "conditions": ["init"]}},
-            "metrics": {"bootstrap_resamples": 20},
-            "divergence": {"models": []},
-            "stability": {"models": []},
-            "mitigation": {"models": []},
-        }
-        workdir.mkdir(exist_ok=True)
-        (workdir / "c.yaml").write_text(yaml.safe_dump(config))
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(workdir / "c.yaml"),
-            "--cores",
-            "1",
-            *args,
-            "results/tables/diversity.csv",
-        ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    def run(*args):
+        return helpers.snakemake(work, "--cores", "1", *args, "results/tables/diversity.csv", config=TINY, check=False)
 
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert run(a, 0.1).returncode == 0 and run(b, 0.2).returncode == 0
-    table = (b / "results/tables/diversity.csv").read_text()
-    chunk = "results/predict/lin/init/chunk0.h5"
-    shutil.copy(a / chunk, b / chunk)
-    out = run(b, 0.2)
+    work = copy_run(tiny_run, tmp_path / "run")
+    table = (work / "results/tables/diversity.csv").read_text()
+    assert helpers.planned_outputs(helpers.snakemake(work, "-n", config=TINY)) == set()  # the copy is finished
+    chunk = "results/predict/cnn/all/chunk0.h5"
+    shutil.copy(work / "results/predict/cnn/init/chunk0.h5", work / chunk)
+    out = run()
     assert out.returncode != 0
     assert f"input file {chunk} was not made by the job this run expects" in out.stderr
-    assert (b / "results/tables/diversity.csv").read_text() == table  # nothing mixed was written
-    assert run(b, 0.2, "--forcerun", chunk).returncode == 0
-    assert (b / "results/tables/diversity.csv").read_text() == table
+    assert (work / "results/tables/diversity.csv").read_text() == table  # nothing mixed was written
+    assert run("--forcerun", chunk).returncode == 0
+    assert (work / "results/tables/diversity.csv").read_text() == table
 
 
 def test_a_damaged_checkpoint_is_ignored_with_a_reason(tmp_path, small_data, recipe, cnn_spec):

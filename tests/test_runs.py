@@ -246,6 +246,7 @@ def test_per_example_values_of_imported_runs_match_the_metrics(tmp_path):
 # --- the workflow: trained runs exported as .npy and analysed through runs: ---------------------
 
 from helpers import REPO  # noqa: E402
+from shared_run import TINY  # noqa: E402
 
 TRAINED = {
     "experiment": "tiny",
@@ -280,32 +281,35 @@ def snakemake(workdir, config, *args):
     return helpers.snakemake(workdir, "--cores", "2", *args, config=config)
 
 
+#: The shared TINY run's groups exported (tests/shared_run.py): a group is named by its condition,
+#: so linear's `control` (a second group of that name) stays out.
+EXPORTED = {("cnn", "control"), ("cnn", "init"), ("cnn", "all"), ("linear", "bitflip")}
+
+
 @pytest.mark.slow
-def test_exported_runs_give_the_same_diversity_table(tmp_path):
-    trained, imported = tmp_path / "trained", tmp_path / "imported"
-    trained.mkdir(), imported.mkdir()
-    snakemake(trained, TRAINED, "results/tables/diversity.csv")
+def test_exported_runs_give_the_same_diversity_table(tiny_run, tmp_path):
+    trained, imported = tiny_run, tmp_path / "imported"  # trained: read-only, only exported from
+    imported.mkdir()
     groups = {}
-    for model, spec in TRAINED["models"].items():
-        for condition in spec["conditions"]:
-            files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
-            out = imported / "exports" / condition
-            subprocess.run(
-                [sys.executable, "-m", "nondet", "export-runs", *files, "--out", str(out)],
-                check=True,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-            )
-            groups[condition] = {
-                "model": model,
-                "predictions": f"exports/{condition}/run_*.npy",
-                "labels": f"exports/{condition}/labels.npy",
-                "features": f"exports/{condition}/features/*.npy",
-                "metadata": f"exports/{condition}/metadata.csv",
-            }
+    for model, condition in sorted(EXPORTED):
+        files = sorted(str(p) for p in (trained / f"results/predict/{model}/{condition}").glob("chunk*.h5"))
+        out = imported / "exports" / condition
+        subprocess.run(
+            [sys.executable, "-m", "nondet", "export-runs", *files, "--out", str(out)],
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        groups[condition] = {
+            "model": model,
+            "predictions": f"exports/{condition}/run_*.npy",
+            "labels": f"exports/{condition}/labels.npy",
+            "features": f"exports/{condition}/features/*.npy",
+            "metadata": f"exports/{condition}/metadata.csv",
+        }
     config = {
         "experiment": "byo",
         "models": {},  # analysis only: nothing is trained
-        "metrics": TRAINED["metrics"],
+        "metrics": TINY["metrics"],
         "runs": {
             "groups": groups,
             "comparisons": {"init_vs_all": {"baseline": "init", "candidate": "all", "paired_by": "replica"}},
@@ -316,11 +320,14 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
     assert "rule train" not in out.stderr and "rule predict:" not in out.stderr
     read = lambda p: {(r["model"], r["condition"]): r for r in csv.DictReader(open(p))}  # noqa: E731
     a, b = read(trained / "results/tables/diversity.csv"), read(imported / "results/tables/diversity.csv")
-    assert set(a) == set(b) == {("cnn", "init"), ("cnn", "all"), ("linear", "shuffle")}
-    metric_columns = [c for c in next(iter(a.values())) if c not in ORIGIN | {"model", "condition"}]
+    assert set(b) == EXPORTED and set(a) == EXPORTED | {("linear", "control")}
+    a = {key: a[key] for key in EXPORTED}
+    metric_columns = [c for c in next(iter(a.values())) if c not in ORIGIN | {"model", "condition", "n_absorbed"}]
     assert {"acc_mean", "disagreement_se", "cka", "acc_var_indep"} <= set(metric_columns)
-    for key in a:
+    for key in EXPORTED:
         assert {c: a[key][c] for c in metric_columns} == {c: b[key][c] for c in metric_columns}, key
+        # absorbed one-ulp flips are counted from the trained weights, which exports do not carry
+        assert (a[key]["n_absorbed"] != "") == (key == ("linear", "bitflip")) and b[key]["n_absorbed"] == ""
         assert b[key]["cka_on"] == "features" and b[key]["device"] == "imported"
     res = imported / "results"
     for path in ("figures/diversity_cnn.png", "figures/diversity_linear.png", "runs/compare/init_vs_all/summary.png"):
@@ -347,7 +354,8 @@ def test_exported_runs_give_the_same_diversity_table(tmp_path):
     assert verdict["accuracy"]["diff_test"] == "paired_runs" and verdict["accuracy"]["decision"]
     assert "imported runs" in verdict["accuracy"]["held_fixed"]
     assert "P(candidate better)" in (res / "runs/compare/init_vs_all/verdict.md").read_text()
-    assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == 3 * 2 * 3
+    pairs = len(EXPORTED) * (len(EXPORTED) - 1) // 2  # of groups
+    assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == pairs * 2 * 3  # metrics, tests
 
 
 def test_runs_config_errors_name_the_key():

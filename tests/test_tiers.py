@@ -7,6 +7,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+SHARED_RUN = (Path(__file__).parent / "shared_run.py").read_text()
 
 SHARED = """
 import pytest
@@ -31,10 +32,13 @@ def test_stands_alone():
 def test_xdist_hands_out_a_file_with_a_shared_fixture_whole_and_other_tests_alone(pytestconfig):
     from conftest import xdist_scope
 
-    shared = "tests/test_workflow.py::test_end_to_end_outputs"  # finished_run, scope="module"
+    shared = "tests/test_budget.py::test_tiny_study_builds_its_table_and_figure"  # study, scope="module"
     alone = "tests/test_cifar.py::test_paper_slice_runs_on_cpu"
-    assert xdist_scope(pytestconfig.rootpath, shared) == "tests/test_workflow.py"
+    # the session's shared run (tiny_run) is not a module fixture: its users may go to either worker
+    on_tiny_run = "tests/test_workflow.py::test_end_to_end_outputs"
+    assert xdist_scope(pytestconfig.rootpath, shared) == "tests/test_budget.py"
     assert xdist_scope(pytestconfig.rootpath, alone) == alone
+    assert xdist_scope(pytestconfig.rootpath, on_tiny_run) == on_tiny_run
 
 
 @pytest.mark.slow
@@ -48,6 +52,66 @@ def test_a_module_fixture_is_set_up_once_on_two_workers(pytester):
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=9)
     assert (pytester.path / "setups.txt").read_text().count("setup") == 1
+
+
+SESSION = """
+import os, time
+from pathlib import Path
+
+import pytest
+from shared_run import shared_once
+
+def build(work):
+    with open(Path(os.environ["SETUPS"]), "a") as f:
+        f.write("build ")
+    time.sleep(1)  # long enough for the other worker to ask meanwhile
+    if os.environ.get("BREAK"):
+        raise RuntimeError("the build broke")
+    (work / "made").write_text("run")
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory):
+    return shared_once(tmp_path_factory, "run", build)
+"""
+
+USES = """
+import os
+
+def test_{0}_{1}(shared):
+    assert (shared / "made").read_text() == "run"
+    with open(os.environ["WORKERS"], "a") as f:
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "none") + " ")
+"""
+
+
+def run_session_fixture_on_two_workers(pytester, monkeypatch, broken=False):
+    pytester.makeconftest(CONFTEST + SESSION)
+    pytester.makepyfile(shared_run=SHARED_RUN, helpers="")
+    pytester.makepyfile(**{f"test_{i}": "".join(USES.format(i, j) for j in range(3)) for i in range(4)})
+    monkeypatch.setenv("SETUPS", str(pytester.path / "setups.txt"))
+    monkeypatch.setenv("WORKERS", str(pytester.path / "workers.txt"))
+    if broken:
+        monkeypatch.setenv("BREAK", "1")
+    return pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+
+
+@pytest.mark.slow
+def test_a_session_fixture_is_built_once_for_both_workers_and_its_users_go_to_either(pytester, monkeypatch):
+    """tests/shared_run.py's shared_once: the second worker waits on the lock, then reuses the run."""
+    result = run_session_fixture_on_two_workers(pytester, monkeypatch)
+    result.assert_outcomes(passed=12)
+    assert (pytester.path / "setups.txt").read_text().split() == ["build"]
+    assert set((pytester.path / "workers.txt").read_text().split()) == {"gw0", "gw1"}
+
+
+@pytest.mark.slow
+def test_a_failed_shared_build_fails_every_test_using_it_once_built(pytester, monkeypatch):
+    """No retry per test, no hang: the failure is recorded beside the run and each user reports it."""
+    result = run_session_fixture_on_two_workers(pytester, monkeypatch, broken=True)
+    result.assert_outcomes(errors=12)
+    assert (pytester.path / "setups.txt").read_text().split() == ["build"]
+    assert "the build broke" in result.stdout.str()
+    assert result.stdout.str().count("failed to build") >= 1  # the other worker's tests name the cause
 
 
 def test_an_unmarked_test_that_starts_a_subprocess_fails_naming_the_marker(pytester):

@@ -10,37 +10,9 @@ import helpers
 import pytest
 import yaml
 from helpers import REPO, SNAKEMAKE, planned_outputs
+from shared_run import TINY, dry_run
 
 pytestmark = pytest.mark.slow  # every test here starts a subprocess
-
-TINY = {
-    "experiment": "tiny",
-    "replicas": 3,
-    "replicas_per_job": 2,  # two jobs per condition: exercises chunking
-    "dataset": {"num_samples": 600},
-    "training": {"epochs": 2, "batch_size": 64, "eval_every": 1},
-    "models": {
-        "cnn": {
-            "arch": "cnn1d",
-            "params": {"channels": 8},
-            "conditions": ["control", "init", "all"],
-        },
-        "linear": {"arch": "linear", "conditions": ["control", "bitflip"]},
-    },
-    "metrics": {"bootstrap_resamples": 200},
-    "divergence": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1}, "record_points": 6},
-    "stability": {"models": ["linear", "cnn"]},
-    "mitigation": {
-        "models": ["cnn"],
-        "conditions": ["all"],
-        "methods": ["snapshot"],  # ema and swa end to end: tests/test_budget.py, tests/test_methods.py
-        "snapshot_cycles": 2,
-        "tta": {"kind": "shift", "size": 1, "stride": 1},
-    },
-    "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
-    "factorial": {"grid": {"model": "cnn", "sources": ["init", "shuffle"], "levels": 2, "bootstrap_resamples": 200}},
-}
-
 
 # the report's pages (rule report_pages) follow any table they render
 TINY_REPORT_PAGES = {
@@ -53,12 +25,11 @@ def snakemake(workdir, *args, config=TINY, check=True):
     return helpers.snakemake(workdir, *args, config=config, check=check)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("run")
-    snakemake(work, "--cores", "2")
-    snakemake(work, "--report", "results/report.html")
-    return work
+@pytest.fixture
+def finished_run(tiny_run):
+    """The session's shared run of TINY (tests/conftest.py), report included; read-only: the
+    tests below only read it and dry-run Snakemake in it."""
+    return tiny_run
 
 
 def test_end_to_end_outputs(finished_run):
@@ -174,11 +145,11 @@ def test_end_to_end_outputs(finished_run):
     assert "as one wide model" in train_log and train_log.count("epoch 2/2 (2 replicas vectorised)") == 1
 
 
-def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
-    nothing = snakemake(finished_run, "-n")
+def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run, tmp_path):
+    nothing = dry_run(finished_run, tmp_path)
     assert planned_outputs(nothing) == set()
     changed = {**TINY, "overrides": {"cnn": {"init": {"epochs": 3}}}}
-    out = snakemake(finished_run, "-n", config=changed)
+    out = dry_run(finished_run, tmp_path, config=changed)
     assert planned_outputs(out) == {
         "results/train/cnn/init/chunk0.h5",
         "results/train/cnn/init/chunk1.h5",
@@ -198,17 +169,17 @@ def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run):
     }
 
 
-def test_changing_checkpoint_every_reruns_no_training(finished_run):
+def test_changing_checkpoint_every_reruns_no_training(finished_run, tmp_path):
     """How often to checkpoint changes no result: only provenance.csv (which records the whole
     config) follows the edit; it was a param of the train rules and retrained everything."""
-    out = snakemake(finished_run, "-n", config={**TINY, "checkpoint_every": 7})
+    out = dry_run(finished_run, tmp_path, config={**TINY, "checkpoint_every": 7})
     assert planned_outputs(out) == {"results/tables/provenance.csv"}
 
 
-def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run):
+def test_editing_a_comparison_arm_reruns_only_that_arm(finished_run, tmp_path):
     changed = copy.deepcopy(TINY)
     changed["comparisons"]["lr"]["candidate"]["training"]["lr"] = 0.02
-    out = snakemake(finished_run, "-n", config=changed)
+    out = dry_run(finished_run, tmp_path, config=changed)
     assert planned_outputs(out) == {
         "results/compare/lr/candidate/train_chunk0.h5",
         "results/compare/lr/candidate/train_chunk1.h5",

@@ -11,12 +11,17 @@ that its jobs can run: configs/paper.yaml once planned bitflip jobs of its linea
 with the ResNets' stem conv as target, which raised at their first step.
 
 A file whose first comment block calls it "standalone" (configs/runs_example.yaml) is run on
-its own; every other one is merged over config.yaml, as their headers say.
+its own; every other one is merged over config.yaml, as their headers say. An overlay leaves to
+config.yaml's own case what it leaves as config.yaml has it (unless it changes RECIPE_KEYS): the
+models, and in a divergence or mitigation section all but what its rules need in the DAG (one
+kind of twin; one mitigation method with a training run of its own). examples/config.yaml is
+checked on tests/test_example.py's shared run instead (RUN_ELSEWHERE, a tested mapping).
 
-Cost on the shared 2-core VM (other engineers' tests running; docs/paper-scale.md): 6 min 1 s for
-the six configs and their reports at a load average of 4 falling to 1 (paper.yaml 102 s,
-config.yaml 90 s, paper_cpu 60 s, compare_example 45 s, examples 32 s, runs_example 30 s; 161 jobs,
-mostly process start-up); 16 min 40 s at a load average of 8-13.
+Cost (docs/paper-scale.md), CPU = user + sys with children, on the shared 2-core VM at a load
+average of 2-5 (2026-12-06): this file with tests/test_example.py 399 s wall, 427 s CPU (before
+the trimming and RUN_ELSEWHERE: 467 s, 481 s); config.yaml 99 s CPU, paper.yaml 97 s,
+compare_example 67 s, paper_cpu 55 s, runs_example 23 s. 156 jobs in this file by the runs' "Job
+stats" (rule all included; was 183), mostly process start-up.
 """
 
 from __future__ import annotations

@@ -11,12 +11,17 @@ that its jobs can run: configs/paper.yaml once planned bitflip jobs of its linea
 with the ResNets' stem conv as target, which raised at their first step.
 
 A file whose first comment block calls it "standalone" (configs/runs_example.yaml) is run on
-its own; every other one is merged over config.yaml, as their headers say.
+its own; every other one is merged over config.yaml, as their headers say. An overlay leaves to
+config.yaml's own case what it leaves as config.yaml has it (unless it changes RECIPE_KEYS): the
+models, and in a divergence or mitigation section all but what its rules need in the DAG (one
+kind of twin; one mitigation method with a training run of its own). examples/config.yaml is
+checked on tests/test_example.py's shared run instead (RUN_ELSEWHERE, a tested mapping).
 
-Cost on the shared 2-core VM (other engineers' tests running; docs/paper-scale.md): 6 min 1 s for
-the six configs and their reports at a load average of 4 falling to 1 (paper.yaml 102 s,
-config.yaml 90 s, paper_cpu 60 s, compare_example 45 s, examples 32 s, runs_example 30 s; 161 jobs,
-mostly process start-up); 16 min 40 s at a load average of 8-13.
+Cost (docs/paper-scale.md), CPU = user + sys with children, on the shared 2-core VM at a load
+average of 2-5 (2026-12-06): this file with tests/test_example.py 399 s wall, 427 s CPU (before
+the trimming and RUN_ELSEWHERE: 467 s, 481 s); config.yaml 99 s CPU, paper.yaml 97 s,
+compare_example 67 s, paper_cpu 55 s, runs_example 23 s. 156 jobs in this file by the runs' "Job
+stats" (rule all included; was 183), mostly process start-up.
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ from helpers import REPO, default_config, snakemake
 
 from nondet.workflow import config as cfg
 from nondet.workflow import plan
-
-pytestmark = pytest.mark.slow  # every test here starts a subprocess
 
 
 def shipped_configs() -> list[Path]:
@@ -135,9 +138,6 @@ def stand_in_dataset(dataset: dict, root: Path) -> dict:
     if name in ("fashion_mnist", "mnist"):
         md5 = write_tiny_idx(root / "idx")
         return {**dataset, "path": str(root / "idx"), "md5": md5, "download": False, "n_train": 60, "n_test": 40}
-    if name == "loader" and dataset["loader"] == "mypkg.data:load":  # examples/: a Fashion-MNIST loader
-        write_tiny_idx(root / "idx")
-        return {**dataset, "args": {"folder": str(root / "idx"), "n_train": 60, "n_test": 40}}
     raise AssertionError(f"dataset {name!r}: add a tiny stand-in for it to tests/test_config_dags.py")
 
 
@@ -201,12 +201,32 @@ def _keep_conditions(config: dict, keep: list[str], covered=()) -> dict:
     return out
 
 
-def _unchanged_models(path: Path, full: dict) -> set[str]:
-    """Models an overlay of config.yaml leaves exactly as config.yaml has them."""
+# what every training job's recipe depends on besides its model: an overlay that changes one of
+# these trains config.yaml's models differently, so nothing of config.yaml's case covers them
+RECIPE_KEYS = ("vectorize", "dataset", "training", "conditions", "overrides", "data_resampling")
+
+
+def _unchanged(path: Path, full: dict) -> tuple[set[str], set[str]]:
+    """What an overlay of config.yaml leaves exactly as config.yaml has it (config.yaml's own case
+    runs it): the models, and the sections (divergence, mitigation) whose models are among them.
+    Nothing if the overlay changes a key of every job's recipe (RECIPE_KEYS)."""
     if path == REPO / "config.yaml" or "standalone" in _header(path).lower():
-        return set()
+        return set(), set()
     default = cfg.validate(default_config())
-    return {m for m, spec in full["models"].items() if default["models"].get(m) == spec}
+    if any(full[k] != default[k] for k in RECIPE_KEYS):
+        return set(), set()
+    models = {m for m, spec in full["models"].items() if default["models"].get(m) == spec}
+    sections = {s for s in ("divergence", "mitigation") if full[s] == default[s] and set(full[s]["models"]) <= models}
+    return models, sections
+
+
+def _own_run_method(methods: list[str]) -> list[str]:
+    """Of mitigation.methods, the first with a training run of its own (snapshot): the one method
+    that keeps train_mitigation, predict_mitigation and metrics_mitigation (tta, the method, the
+    method with TTA) in the DAG; none if no method has one (nor has the full config's DAG)."""
+    from nondet.methods import REGISTRY
+
+    return [m for m in methods if m in REGISTRY and REGISTRY[m].run != "plain"][:1]
 
 
 def reduce_config(path: Path, root: Path) -> dict:
@@ -216,7 +236,7 @@ def reduce_config(path: Path, root: Path) -> dict:
     raw = full_config(path)
     full = cfg.validate(raw)  # the full config itself must be valid
     c = copy.deepcopy(raw)
-    covered = _unchanged_models(path, full)
+    covered, same_sections = _unchanged(path, full)
     keep = _keep_models(full)
     # an overlay's models that config.yaml has as they are and only the stability sweep names
     # (config.yaml's own case runs them), while the sweep keeps another model
@@ -246,6 +266,13 @@ def reduce_config(path: Path, root: Path) -> dict:
     c["divergence"]["twins"] = {k: min(v, 1) for k, v in full["divergence"]["twins"].items()}
     c["divergence"]["record_points"] = 4
     c["mitigation"]["snapshot_cycles"] = 2
+    # a section as config.yaml has it: what its rules need to be in the DAG (config.yaml's case
+    # runs the rest): one kind of twin, one mitigation method with a run of its own
+    if "divergence" in same_sections:
+        first = next((k for k, v in c["divergence"]["twins"].items() if v), None)
+        c["divergence"]["twins"] = {k: int(k == first) for k in c["divergence"]["twins"]}
+    if "mitigation" in same_sections:
+        c["mitigation"]["methods"] = _own_run_method(full["mitigation"]["methods"])
     if isinstance(c["mitigation"]["tta"], list):
         c["mitigation"]["tta"] = c["mitigation"]["tta"][-1:]
     c["budget"]["epochs"] = [2]
@@ -295,19 +322,58 @@ def extra_targets(config: dict) -> list[str]:
     return ["results/tables/paper_comparison.csv"] if config["mitigation"]["models"] else []
 
 
-@pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
-def test_every_rule_of_a_shipped_config_runs(path, tmp_path):
-    full = cfg.validate(full_config(path))
-    targets = ["all", *extra_targets(full)]
-    plan_dir, work = tmp_path / "plan", tmp_path / "work"
-    plan_dir.mkdir(), work.mkdir()
-    wanted = full_dag_rules(path, plan_dir, targets)
-    small = reduce_config(path, tmp_path)
-    out = snakemake(work, "--cores", "2", *targets, config=small)
+def run_targets(path: Path) -> list[str]:
+    """What a run of ``path``'s config asks for: `all` and :func:`extra_targets`."""
+    return ["all", *extra_targets(cfg.validate(full_config(path)))]
+
+
+def check_every_rule_ran(path: Path, out, plan_dir: Path) -> None:
+    """``out``, a finished run of :func:`run_targets`, planned exactly the rules of the full
+    config's DAG of ``path`` (its dry run in ``plan_dir``) and executed every one of them."""
+    wanted = full_dag_rules(path, plan_dir, run_targets(path))
     planned = dag_rules(out)  # the run's own plan
     assert planned == wanted, f"the reduction loses or adds rules: {sorted(planned ^ wanted)}"
     assert executed_rules(out) == wanted
     done = re.findall(r"^(\d+) of (\d+) steps \(100%\) done", out.stdout + out.stderr, re.M)
     assert done and done[-1][0] == done[-1][1], (out.stdout + out.stderr)[-2000:]
+
+
+# A shipped config whose DAG a shared run of another test file executes (beside what that file
+# asserts about its outputs) is run there instead of twice: config -> (module, its test calling
+# check_every_rule_ran(DAG_CONFIG, ...)). Checked by test_each_config_run_elsewhere_is_checked_there.
+RUN_ELSEWHERE = {"examples/config.yaml": ("test_example", "test_every_rule_of_the_examples_config_runs")}
+
+
+def configs_run_here() -> list[Path]:
+    return [p for p in shipped_configs() if str(p.relative_to(REPO)) not in RUN_ELSEWHERE]
+
+
+@pytest.mark.slow  # runs Snakemake
+@pytest.mark.parametrize("path", configs_run_here(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_rule_of_a_shipped_config_runs(path, tmp_path):
+    targets = run_targets(path)
+    plan_dir, work = tmp_path / "plan", tmp_path / "work"
+    plan_dir.mkdir(), work.mkdir()
+    small = reduce_config(path, tmp_path)
+    out = snakemake(work, "--cores", "2", *targets, config=small)
+    check_every_rule_ran(path, out, plan_dir)
     snakemake(work, "--report", "results/report.html", *targets, config=small)  # captions, report() outputs
     assert (work / "results/report.html").stat().st_size > 0
+
+
+def test_each_config_run_elsewhere_is_checked_there():
+    """Every config of RUN_ELSEWHERE is shipped, and the test it names exists and checks every rule
+    of that config's DAG on its run; every other shipped config is parametrized above."""
+    import importlib
+    import inspect
+
+    for name, (module_name, test_name) in RUN_ELSEWHERE.items():
+        assert REPO / name in shipped_configs(), f"RUN_ELSEWHERE: {name} is not a shipped config"
+        module = importlib.import_module(module_name)
+        test = getattr(module, test_name, None)
+        assert callable(test), f"tests/{module_name}.py has no {test_name}: add it or drop {name} from RUN_ELSEWHERE"
+        assert getattr(module, "DAG_CONFIG", None) == REPO / name, f"tests/{module_name}.py: set DAG_CONFIG to {name}"
+        assert "check_every_rule_ran(DAG_CONFIG," in inspect.getsource(test), (
+            f"{test_name} must call check_every_rule_ran(DAG_CONFIG, ...)"
+        )
+    assert set(configs_run_here()) | {REPO / n for n in RUN_ELSEWHERE} == set(shipped_configs())

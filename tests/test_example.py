@@ -1,7 +1,9 @@
 """The worked example (examples/: a user's own CNN and Fashion-MNIST loader) through the real
 workflow, on a small subset so that it runs in CI: the same outputs as the built-in models,
 bitwise identical control replicas, every data-level source varies the predictions, edits of the
-user model's params rerun only its jobs, and a broken user model stops before any training."""
+user model's params rerun only its jobs, and a broken user model stops before any training. The
+shared run is also examples/config.yaml's smoke run: every rule of its full DAG runs
+(tests/test_config_dags.py leaves this config to this file, its RUN_ELSEWHERE)."""
 
 import copy
 import csv
@@ -11,17 +13,21 @@ import numpy as np
 import pytest
 import yaml
 from helpers import planned_outputs, snakemake
+from test_config_dags import check_every_rule_ran, run_targets
 
 pytestmark = pytest.mark.slow  # every test here starts a subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
+DAG_CONFIG = REPO / "examples/config.yaml"
 
 
 def example_config() -> dict:
     """examples/config.yaml, shrunk (data subset, 3 replicas, 2 epochs, narrower CNN), plus the
-    built-in linear model beside the user's for the rerun test."""
-    c = yaml.safe_load((REPO / "examples/config.yaml").read_text())
+    built-in linear model beside the user's for the rerun test. Its conditions keep every kind the
+    full config trains (tests/test_config_dags.py's condition_kind): control, seeds, dropout and
+    bitflip (the user model's flipped tensor)."""
+    c = yaml.safe_load(DAG_CONFIG.read_text())
     c["models"] = {k: v for k, v in c["models"].items() if v is not None}
     c["dataset"]["pythonpath"] = EXAMPLES
     c["dataset"]["args"] = {"n_train": 1500, "n_test": 500}
@@ -31,7 +37,7 @@ def example_config() -> dict:
     user.update(
         pythonpath=EXAMPLES,
         params={"channels": 8, "dropout": 0.2},
-        conditions=["control", "init", "shuffle", "augment", "dropout"],
+        conditions=["control", "init", "shuffle", "augment", "dropout", "bitflip"],
     )
     c["models"]["linear"] = {"arch": "linear", "conditions": ["control", "init"]}
     c["metrics"] = {"bootstrap_resamples": 200}
@@ -42,11 +48,22 @@ CONFIG = example_config()
 
 
 @pytest.fixture(scope="module")
-def example_run(tmp_path_factory):
+def example_snakemake(tmp_path_factory):
+    """The shared run and its report: its folder and the run's Snakemake output."""
     work = tmp_path_factory.mktemp("example")
-    snakemake(work, "--cores", "2", config=CONFIG)
+    out = snakemake(work, "--cores", "2", *run_targets(DAG_CONFIG), config=CONFIG)
     snakemake(work, "--report", "results/report.html", config=CONFIG)
-    return work
+    return work, out
+
+
+@pytest.fixture(scope="module")
+def example_run(example_snakemake):
+    return example_snakemake[0]
+
+
+def test_every_rule_of_the_examples_config_runs(example_snakemake, tmp_path):
+    """The run planned exactly the rules of examples/config.yaml's full DAG and ran each."""
+    check_every_rule_ran(DAG_CONFIG, example_snakemake[1], tmp_path)
 
 
 def test_example_runs_end_to_end(example_run):

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import yaml
 from helpers import planned_outputs, snakemake
-from test_config_dags import check_every_rule_ran, run_targets
+from test_config_dags import check_covers_reduction, check_every_rule_ran, run_targets
 
 pytestmark = pytest.mark.slow  # every test here starts a subprocess
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = str(REPO / "examples")
 DAG_CONFIG = REPO / "examples/config.yaml"
+DAG_CONFIGS = (DAG_CONFIG,)  # tests/test_config_dags.py RUN_ELSEWHERE
 
 
 def example_config() -> dict:
@@ -62,8 +63,10 @@ def example_run(example_snakemake):
 
 
 def test_every_rule_of_the_examples_config_runs(example_snakemake, tmp_path):
-    """The run planned exactly the rules of examples/config.yaml's full DAG and ran each."""
+    """The run planned exactly the rules of examples/config.yaml's full DAG and ran each, and it
+    trains every kind that the file's reduction in tests/test_config_dags.py would."""
     check_every_rule_ran(DAG_CONFIG, example_snakemake[1], tmp_path)
+    check_covers_reduction(DAG_CONFIG, CONFIG, tmp_path / "stand-in")
 
 
 def test_example_runs_end_to_end(example_run):

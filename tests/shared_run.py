@@ -22,6 +22,11 @@ from pathlib import Path
 import helpers
 import pytest
 
+#: One config that stands in for two shipped ones (tests/test_config_dags.py's RUN_ELSEWHERE,
+#: checked by tests/test_workflow.py): its DAG has exactly the rules of configs/compare_example.yaml
+#: (config.yaml's with a comparison and a factorial design) and trains every kind that config.yaml's
+#: reduction keeps: per architecture (cnn1d with dropout layers, linear, mlp) each kind of condition,
+#: the three mitigation methods, the three kinds of twin and the stability sweep's families.
 TINY = {
     "experiment": "tiny",
     "replicas": 3,
@@ -31,33 +36,48 @@ TINY = {
     "models": {
         "cnn": {
             "arch": "cnn1d",
-            "params": {"channels": 8},
-            "conditions": ["control", "init", "all"],
+            "params": {"channels": 8, "kernels": [5, 3, 3], "dropout": 0.1},
+            "conditions": ["control", "dropout", "all", "bitflip"],
         },
         "linear": {"arch": "linear", "conditions": ["control", "bitflip"]},
+        "mlp": {"arch": "mlp", "params": {"hidden": 16}, "conditions": ["bitflip"]},
     },
     "metrics": {"bootstrap_resamples": 200},
-    "divergence": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1}, "record_points": 6},
-    "stability": {"models": ["linear", "cnn"]},
+    "divergence": {"models": ["cnn"], "twins": {"bitflip": 1, "init": 1, "shuffle": 1}, "record_points": 6},
+    "stability": {"models": ["linear", "mlp", "cnn"]},
     "mitigation": {
         "models": ["cnn"],
         "conditions": ["all"],
-        "methods": ["snapshot"],  # ema and swa end to end: tests/test_budget.py, tests/test_methods.py
+        "methods": ["snapshot", "ema", "swa"],
         "snapshot_cycles": 2,
         "tta": {"kind": "shift", "size": 1, "stride": 1},
     },
-    "comparisons": {"lr": {"model": "linear", "replicas": 3, "candidate": {"training": {"lr": 0.05}}}},
+    # compare_example's first comparison (3 runs per arm instead of 8)
+    "comparisons": {
+        "lr": {
+            "model": "cnn",
+            "replicas": 3,
+            "condition": "all",
+            "baseline": {},
+            "candidate": {"training": {"lr": 0.1}},
+        }
+    },
     "factorial": {"grid": {"model": "cnn", "sources": ["init", "shuffle"], "levels": 2, "bootstrap_resamples": 200}},
 }
 
+#: What the shared run asks for: config.yaml's and compare_example's targets (test_config_dags.run_targets).
+TARGETS = ("all", "results/tables/paper_comparison.csv")
 #: The HTML report ``tiny_run`` builds (``snakemake --report``), relative to the run's folder.
 REPORT = "results/report.html"
+#: The run's Snakemake output (stdout and stderr), saved for test_workflow's DAG checks.
+OUTPUT = "snakemake-output.txt"
 
 
 def build_tiny(work: Path) -> None:
     """The whole workflow on ``TINY``, then its HTML report."""
-    helpers.snakemake(work, "--cores", "2", config=TINY)
-    helpers.snakemake(work, "--report", REPORT, config=TINY)
+    out = helpers.snakemake(work, "--cores", "2", *TARGETS, config=TINY)
+    (work / OUTPUT).write_text(out.stdout + out.stderr)
+    helpers.snakemake(work, "--report", REPORT, *TARGETS, config=TINY)
 
 
 def shared_dir(tmp_path_factory) -> Path:

@@ -1,5 +1,5 @@
 """The HTML report in a real browser (Debian's headless chromium; `make test` installs it): the
-session's shared TINY run (tests/shared_run.py: two models, a comparison `lr` on `linear`) and its
+session's shared TINY run (tests/shared_run.py: three models, a comparison `lr` on `cnn`) and its
 `snakemake --report`, then what a reader sees: the landing page states what was run and the
 headline findings, each table is rendered inside the report, and the verdict text is beside its
 figure. Missing chromium FAILS the test; NONDET_SKIP_BROWSER_TEST=1 skips it explicitly."""
@@ -30,9 +30,12 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tiny_run):
         b.open(report)
         landing = b.text()
         assert "What was run: experiment tiny" in landing
-        assert "cnn (control, init, all; 3 replicas each); linear (control, bitflip; 3 replicas each)" in landing
+        assert (
+            "cnn (control, dropout, all, bitflip; 3 replicas each); linear (control, bitflip; 3 replicas each); "
+            "mlp (bitflip; 3 replicas each)"
+        ) in landing
         # the headline names the condition with the largest disagreement in the run's own table
-        # (init or all, whichever this CPU's training made larger; never a fixed one)
+        # (whichever condition this CPU's training made largest; never a fixed one)
         rows = [r for r in csv.DictReader(open(tiny_run / "results/tables/diversity.csv")) if r["model"] == "cnn"]
         top = max(rows, key=lambda r: float(r["disagreement"]))["condition"]
         assert top != "control"
@@ -46,13 +49,15 @@ def test_report_shows_what_was_run_tables_and_verdicts_in_chromium(tiny_run):
         (table,) = b.frame_texts()
         header = table.splitlines()[0].split("\t")
         assert header[:4] == ["model", "condition", "replicas", "acc mean ± SD (%)"]
-        rows = [line.split("\t")[:3] for line in table.splitlines()[1:6]]
+        rows = [line.split("\t")[:3] for line in table.splitlines()[1:8]]
         assert rows == [
             ["cnn", "control", "3"],
-            ["cnn", "init", "3"],
+            ["cnn", "dropout", "3"],
             ["cnn", "all*", "3"],
+            ["cnn", "bitflip", "3"],
             ["linear", "control", "3"],
             ["linear", "bitflip", "3"],
+            ["mlp", "bitflip", "3"],
         ]
 
         b.show_category("Is it real?")

@@ -368,7 +368,7 @@ def test_failure_appends_the_traceback_once_to_the_jobs_log(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tiny_run, tmp_path):
-    """Item 1 end to end: a predictions chunk of another job (cnn/init) copied over a chunk's path
+    """Item 1 end to end: a predictions chunk of another job (cnn/dropout) copied over a chunk's path
     (cnn/all) used to give a diversity table mixing both, exit 0. Now the metrics job fails naming
     the file, and the advised --forcerun restores exactly the table of the finished run. On a
     copy of the session's shared TINY run (tests/shared_run.py), which stays untouched."""
@@ -384,7 +384,7 @@ def test_workflow_refuses_a_copied_prediction_and_forcerun_recovers(tiny_run, tm
     table = (work / "results/tables/diversity.csv").read_text()
     assert helpers.planned_outputs(helpers.snakemake(work, "-n", config=TINY)) == set()  # the copy is finished
     chunk = "results/predict/cnn/all/chunk0.h5"
-    shutil.copy(work / "results/predict/cnn/init/chunk0.h5", work / chunk)
+    shutil.copy(work / "results/predict/cnn/dropout/chunk0.h5", work / chunk)
     out = run()
     assert out.returncode != 0
     assert f"input file {chunk} was not made by the job this run expects" in out.stderr

@@ -282,8 +282,8 @@ def snakemake(workdir, config, *args):
 
 
 #: The shared TINY run's groups exported (tests/shared_run.py): a group is named by its condition,
-#: so linear's `control` (a second group of that name) stays out.
-EXPORTED = {("cnn", "control"), ("cnn", "init"), ("cnn", "all"), ("linear", "bitflip")}
+#: so linear's `control` and cnn's and mlp's `bitflip` (second groups of those names) stay out.
+EXPORTED = {("cnn", "control"), ("cnn", "dropout"), ("cnn", "all"), ("linear", "bitflip")}
 
 
 @pytest.mark.slow
@@ -312,7 +312,7 @@ def test_exported_runs_give_the_same_diversity_table(tiny_run, tmp_path):
         "metrics": TINY["metrics"],
         "runs": {
             "groups": groups,
-            "comparisons": {"init_vs_all": {"baseline": "init", "candidate": "all", "paired_by": "replica"}},
+            "comparisons": {"dropout_vs_all": {"baseline": "dropout", "candidate": "all", "paired_by": "replica"}},
             "all_pairs": True,
         },
     }
@@ -320,7 +320,7 @@ def test_exported_runs_give_the_same_diversity_table(tiny_run, tmp_path):
     assert "rule train" not in out.stderr and "rule predict:" not in out.stderr
     read = lambda p: {(r["model"], r["condition"]): r for r in csv.DictReader(open(p))}  # noqa: E731
     a, b = read(trained / "results/tables/diversity.csv"), read(imported / "results/tables/diversity.csv")
-    assert set(b) == EXPORTED and set(a) == EXPORTED | {("linear", "control")}
+    assert set(b) == EXPORTED and set(a) == EXPORTED | {("linear", "control"), ("cnn", "bitflip"), ("mlp", "bitflip")}
     a = {key: a[key] for key in EXPORTED}
     metric_columns = [c for c in next(iter(a.values())) if c not in ORIGIN | {"model", "condition", "n_absorbed"}]
     assert {"acc_mean", "disagreement_se", "cka", "acc_var_indep"} <= set(metric_columns)
@@ -330,9 +330,13 @@ def test_exported_runs_give_the_same_diversity_table(tiny_run, tmp_path):
         assert (a[key]["n_absorbed"] != "") == (key == ("linear", "bitflip")) and b[key]["n_absorbed"] == ""
         assert b[key]["cka_on"] == "features" and b[key]["device"] == "imported"
     res = imported / "results"
-    for path in ("figures/diversity_cnn.png", "figures/diversity_linear.png", "runs/compare/init_vs_all/summary.png"):
+    for path in (
+        "figures/diversity_cnn.png",
+        "figures/diversity_linear.png",
+        "runs/compare/dropout_vs_all/summary.png",
+    ):
         assert (res / path).stat().st_size > 0, path
-    summary = list(csv.DictReader(open(res / "runs/compare/init_vs_all/summary.csv")))
+    summary = list(csv.DictReader(open(res / "runs/compare/dropout_vs_all/summary.csv")))
     assert {r["test"] for r in summary} == {
         "welch",
         "permutation",
@@ -345,15 +349,15 @@ def test_exported_runs_give_the_same_diversity_table(tiny_run, tmp_path):
     }
     welch = next(r for r in summary if r["test"] == "welch" and r["metric"] == "accuracy")
     assert float(welch["estimate"]) == pytest.approx(
-        float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "init")]["acc_mean"])
+        float(a[("cnn", "all")]["acc_mean"]) - float(a[("cnn", "dropout")]["acc_mean"])
     )
-    plan = list(csv.DictReader(open(res / "runs/compare/init_vs_all/plan.csv")))
+    plan = list(csv.DictReader(open(res / "runs/compare/dropout_vs_all/plan.csv")))
     assert {r["basis"] for r in plan} == {"pilot_sd", "indep_only", "distribution", "p_better"}
     assert {r["effect_is"] for r in plan if r["basis"] == "pilot_sd"} == {"observed (post hoc)"}
-    verdict = {r["metric"]: r for r in csv.DictReader(open(res / "runs/compare/init_vs_all/verdict.csv"))}
+    verdict = {r["metric"]: r for r in csv.DictReader(open(res / "runs/compare/dropout_vs_all/verdict.csv"))}
     assert verdict["accuracy"]["diff_test"] == "paired_runs" and verdict["accuracy"]["decision"]
     assert "imported runs" in verdict["accuracy"]["held_fixed"]
-    assert "P(candidate better)" in (res / "runs/compare/init_vs_all/verdict.md").read_text()
+    assert "P(candidate better)" in (res / "runs/compare/dropout_vs_all/verdict.md").read_text()
     pairs = len(EXPORTED) * (len(EXPORTED) - 1) // 2  # of groups
     assert len(list(csv.DictReader(open(res / "runs/all_pairs.csv")))) == pairs * 2 * 3  # metrics, tests
 

@@ -1,4 +1,6 @@
-"""The real workflow, run by Snakemake in a temporary directory on a tiny config."""
+"""The real workflow, run by Snakemake in a temporary directory on a tiny config: the session's
+shared run of TINY (tests/shared_run.py), which is also config.yaml's and
+configs/compare_example.yaml's DAG check (tests/test_config_dags.py's RUN_ELSEWHERE)."""
 
 import copy
 import csv
@@ -10,7 +12,8 @@ import helpers
 import pytest
 import yaml
 from helpers import REPO, SNAKEMAKE, planned_outputs
-from shared_run import TINY, dry_run
+from shared_run import OUTPUT, TINY, dry_run
+from test_config_dags import check_covers_reduction, check_every_rule_ran
 
 pytestmark = pytest.mark.slow  # every test here starts a subprocess
 
@@ -32,6 +35,22 @@ def finished_run(tiny_run):
     return tiny_run
 
 
+#: The shipped configs whose DAG the shared run executes (tests/test_config_dags.py's RUN_ELSEWHERE):
+#: compare_example's exactly, config.yaml's (compare_example without its two sections) within it.
+DAG_CONFIGS = (REPO / "configs/compare_example.yaml", REPO / "config.yaml")
+
+
+@pytest.mark.parametrize("path", DAG_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_rule_of_config_yaml_and_compare_example_runs(finished_run, path, tmp_path):
+    """The shared run planned the rules of the config's full DAG (compare_example's exactly) and
+    ran each, and TINY trains every kind that the config's reduction in test_config_dags would."""
+    (tmp_path / "plan").mkdir()
+    exact = path != REPO / "config.yaml"
+    check_every_rule_ran(path, (finished_run / OUTPUT).read_text(), tmp_path / "plan", exact=exact)
+    check_covers_reduction(path, TINY, tmp_path / "stand-in")
+    assert (finished_run / "results/tables/paper_comparison.csv").stat().st_size > 0
+
+
 def test_end_to_end_outputs(finished_run):
     res = finished_run / "results"
     for path in (
@@ -42,6 +61,7 @@ def test_end_to_end_outputs(finished_run):
         "figures/diversity_cnn.png",
         "figures/diversity_linear.pdf",
         "figures/diversity_linear.png",
+        "figures/diversity_mlp.png",
         "figures/divergence_cnn.png",
         "figures/stability_by_family.png",
         "figures/mitigation.png",
@@ -59,10 +79,12 @@ def test_end_to_end_outputs(finished_run):
     rows = {(r["model"], r["condition"]): r for r in csv.DictReader(open(res / "tables/diversity.csv"))}
     assert set(rows) == {
         ("cnn", "control"),
-        ("cnn", "init"),
+        ("cnn", "dropout"),
         ("cnn", "all"),
+        ("cnn", "bitflip"),
         ("linear", "control"),
         ("linear", "bitflip"),
+        ("mlp", "bitflip"),
     }
     assert float(rows[("cnn", "control")]["disagreement"]) == 0.0
     assert float(rows[("cnn", "control")]["acc_sd"]) == 0.0
@@ -82,8 +104,18 @@ def test_end_to_end_outputs(finished_run):
     assert rows[("linear", "control")]["n_absorbed"] == ""  # no flip, nothing to count
     assert f"linear/bitflip: {absorbed} of 3 one-ulp flips absorbed" in (res / "tables/diversity.md").read_text()
     mit = list(csv.DictReader(open(res / "tables/mitigation.csv")))
-    assert [r["method"] for r in mit] == ["plain", "tta", "snapshot", "snapshot+tta"]
-    assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6"]
+    assert [r["method"] for r in mit] == [
+        "plain",
+        "tta",
+        "snapshot",
+        "snapshot+tta",
+        "ema",
+        "ema+tta",
+        "swa",
+        "swa+tta",
+    ]
+    # TTA: 3 shifts (-1, 0, +1); snapshot: 2 cycles' weights; EMA and SWA: one set of weights each
+    assert [r["test_passes"] for r in mit] == ["1", "3", "2", "6", "1", "3", "1", "3"]
     # plain against itself (its SD of accuracy may be 0 by chance with 3 replicas: not that one)
     assert float(mit[0]["disagreement_reduction"]) == 0.0
     assert all(r["variability_reduction"] != "" for r in mit[1:])  # the paper's 5-metric column
@@ -105,10 +137,7 @@ def test_end_to_end_outputs(finished_run):
     assert k1["disagreement"] == pytest.approx(float(rows[("cnn", "all")]["disagreement"]))
     ens_rows = list(csv.DictReader(open(res / "tables/ensembles.csv")))
     assert [(r["method"], r["train_runs"]) for r in ens_rows] == [
-        ("ensemble", "1"),
-        ("tta", "1"),
-        ("snapshot", "1"),
-        ("snapshot+tta", "1"),
+        (m, "1") for m in ("ensemble", "tta", "snapshot", "snapshot+tta", "ema", "ema+tta", "swa", "swa+tta")
     ]
     assert (res / "figures/ensembles.png").stat().st_size > 0
     cmp = {r["metric"]: r for r in csv.DictReader(open(res / "compare/lr/verdict.csv"))}
@@ -148,19 +177,19 @@ def test_end_to_end_outputs(finished_run):
 def test_rerun_after_editing_one_condition_touches_only_its_jobs(finished_run, tmp_path):
     nothing = dry_run(finished_run, tmp_path)
     assert planned_outputs(nothing) == set()
-    changed = {**TINY, "overrides": {"cnn": {"init": {"epochs": 3}}}}
+    changed = {**TINY, "overrides": {"cnn": {"bitflip": {"epochs": 3}}}}
     out = dry_run(finished_run, tmp_path, config=changed)
     assert planned_outputs(out) == {
-        "results/train/cnn/init/chunk0.h5",
-        "results/train/cnn/init/chunk1.h5",
-        "results/predict/cnn/init/chunk0.h5",
-        "results/predict/cnn/init/chunk1.h5",
-        "results/metrics/cnn/init.h5",
+        "results/train/cnn/bitflip/chunk0.h5",
+        "results/train/cnn/bitflip/chunk1.h5",
+        "results/predict/cnn/bitflip/chunk0.h5",
+        "results/predict/cnn/bitflip/chunk1.h5",
+        "results/metrics/cnn/bitflip.h5",
         "results/tables/diversity.csv",
         "results/tables/diversity.md",
         "results/figures/diversity_cnn.pdf",
         "results/figures/diversity_cnn.png",
-        "results/tables/stability.csv",  # cnn/init is one of the stability rows
+        "results/tables/stability.csv",  # cnn/bitflip is one of the stability rows
         "results/tables/stability.md",
         "results/figures/stability_by_family.pdf",
         "results/figures/stability_by_family.png",

@@ -101,6 +101,35 @@ def test_training_never_touches_global_rng(small_data, recipe, cnn_spec):
     assert np.array_equal(np.random.get_state()[1], before_np)
 
 
+BUILT_IN = {  # one spec per built-in architecture and input shape
+    "linear": ({"arch": "linear"}, (1, 40)),
+    "mlp": ({"arch": "mlp", "hidden": 16}, (1, 40)),
+    "cnn1d": ({"arch": "cnn1d", "channels": 8, "dropout": 0.1}, (1, 40)),
+    "resnet": ({"arch": "resnet", "width": 4, "blocks": 1}, (3, 16, 16)),
+    "resnet-option-a": ({"arch": "resnet", "width": 4, "blocks": 1, "shortcut": "option_a"}, (3, 16, 16)),
+}
+
+
+@pytest.mark.parametrize("init", ["pytorch", "kaiming_normal_fan_out"])
+@pytest.mark.parametrize("name", list(BUILT_IN))
+def test_every_parameter_and_buffer_comes_from_the_generator_not_the_global_rng(name, init):
+    """build_model constructs with PyTorch's default init inside fork_rng, then sets every tensor
+    from the generator: whatever the global RNG's state, the same generator seed gives the same
+    model bitwise, and the global RNG is left as it was."""
+    assert set(BUILT_IN) - {"resnet-option-a"} == set(ARCHITECTURES)  # a new architecture: add it above
+    spec, shape = BUILT_IN[name]
+    models = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        models.append(build_model(spec, shape, 10, torch_generator(7), init=init))
+        assert torch.equal(torch.get_rng_state(), before)
+    state = lambda m: {k: v.numpy() for k, v in m.state_dict().items()}  # noqa: E731
+    a, b = (state(m) for m in models)
+    assert weights_equal(a, b)
+    assert not weights_equal(a, state(build_model(spec, shape, 10, torch_generator(8), init=init)))
+
+
 def test_bitflip_changes_exactly_one_scalar_by_one_ulp(cnn_spec):
     build = lambda: build_model(cnn_spec, (1, 40), 10, torch_generator(5))  # noqa: E731
     base, flipped = build(), build()
@@ -335,7 +364,9 @@ def test_own_sgd_is_bitwise_torch_sgd_and_shares_its_checkpoint_layout(cnn_spec,
 
 
 @pytest.mark.slow
-def test_training_does_not_import_torchdynamo(tmp_path):
+def test_training_imports_neither_torchdynamo_nor_sympy(tmp_path):
+    """Neither is needed, and each costs every training job its import: sympy 0.3-0.5 s of CPU,
+    which building the model on the meta device (to_empty) used to pull in."""
     import subprocess
     import sys
 
@@ -354,11 +385,11 @@ def test_training_does_not_import_torchdynamo(tmp_path):
         "spec = {'arch': 'cnn1d', 'channels': 8, 'kernels': [5, 3, 3], 'dropout': 0.1}\n"
         "run = TrainRun(spec, recipe, torch.device('cpu'))\n"
         "train_replica(run, replica_seeds('all', 1, 0), data, Bookkeeping(log=lambda m: None))\n"
-        "print('torch._dynamo' in sys.modules)\n"
+        "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().split("\n")[-1] == "False"
+    assert out.stdout.strip().split("\n")[-1] == "False False"
 
 
 @pytest.mark.parametrize("kind", ["shift", "crop_flip"])

@@ -377,7 +377,10 @@ def check_covers_reduction(path: Path, config: dict, root: Path) -> None:
 # asserts about its outputs) is run there instead of twice: config -> (module, its test calling
 # check_every_rule_ran on each of the module's DAG_CONFIGS). Checked by
 # test_each_config_run_elsewhere_is_checked_there.
-RUN_ELSEWHERE = {"examples/config.yaml": ("test_example", "test_every_rule_of_the_examples_config_runs")}
+RUN_ELSEWHERE = {
+    "examples/config.yaml": ("test_example", "test_every_rule_of_the_examples_config_runs"),
+    "configs/paper.yaml": ("test_cifar", "test_paper_slice_runs_on_cpu"),
+}
 
 
 def configs_run_here() -> list[Path]:

@@ -14,14 +14,19 @@ A file whose first comment block calls it "standalone" (configs/runs_example.yam
 its own; every other one is merged over config.yaml, as their headers say. An overlay leaves to
 config.yaml's own case what it leaves as config.yaml has it (unless it changes RECIPE_KEYS): the
 models, and in a divergence or mitigation section all but what its rules need in the DAG (one
-kind of twin; one mitigation method with a training run of its own). examples/config.yaml is
-checked on tests/test_example.py's shared run instead (RUN_ELSEWHERE, a tested mapping).
+kind of twin; one mitigation method with a training run of its own). Two configs are checked on
+another file's run instead (RUN_ELSEWHERE, a tested mapping): examples/config.yaml on
+tests/test_example.py's shared run, configs/paper.yaml on tests/test_cifar.py's paper slice
+(Table 1's conditions and every TTA set on ResNet-14, plus what this file's reduction trains
+beyond them), each run planning exactly the full config's rules and covering its reduction.
 
 Cost (docs/paper-scale.md), CPU = user + sys with children, on the shared 2-core VM at a load
 average of 2-5 (2026-12-06): this file with tests/test_example.py 399 s wall, 427 s CPU (before
-the trimming and RUN_ELSEWHERE: 467 s, 481 s); config.yaml 99 s CPU, paper.yaml 97 s,
-compare_example 67 s, paper_cpu 55 s, runs_example 23 s. 156 jobs in this file by the runs' "Job
-stats" (rule all included; was 183), mostly process start-up.
+the trimming and RUN_ELSEWHERE: 467 s, 481 s); config.yaml 99 s CPU, compare_example 67 s,
+paper_cpu 55 s, runs_example 23 s. 119 jobs in this file by the runs' "Job stats" (rule all
+included; 183 before the trimming and RUN_ELSEWHERE), mostly process start-up. paper.yaml's case
+(96-100 s CPU, 37 jobs) went into the CIFAR slice's run (54 jobs, now 71): the two together took
+221-232 s of CPU, the one run 197-200 s (docs/paper-scale.md).
 """
 
 from __future__ import annotations

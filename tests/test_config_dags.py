@@ -25,8 +25,8 @@ average of 2-5 (2026-12-06): this file with tests/test_example.py 399 s wall, 42
 the trimming and RUN_ELSEWHERE: 467 s, 481 s); config.yaml 99 s CPU, compare_example 67 s,
 paper_cpu 55 s, runs_example 23 s. 119 jobs in this file by the runs' "Job stats" (rule all
 included; 183 before the trimming and RUN_ELSEWHERE), mostly process start-up. paper.yaml's case
-(96-100 s CPU, 37 jobs) went into the CIFAR slice's run (54 jobs, now 71): the two together took
-221-232 s of CPU, the one run 197-200 s (docs/paper-scale.md).
+(96-104 s CPU, 37 jobs) went into the CIFAR slice's run (54 jobs, now 71): the two together took
+221-258 s of CPU, the one run 184-200 s (docs/paper-scale.md).
 """
 
 from __future__ import annotations

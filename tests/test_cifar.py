@@ -1,19 +1,27 @@
 """CIFAR-10: the pickle release's format, checksums, normalisation on the device, and a tiny
-stand-in written locally (never the network) run through the real data rule and a small ResNet."""
+stand-in written locally (never the network) run through the real data rule and a small ResNet.
+The paper slice's run is also configs/paper.yaml's smoke run: every rule of its full DAG runs
+(tests/test_config_dags.py leaves this config to this file, its RUN_ELSEWHERE)."""
 
+import copy
 import csv
 import tarfile
 
 import numpy as np
 import pytest
 import torch
-from helpers import snakemake
+import yaml
+from helpers import REPO, default_config, snakemake
+from test_config_dags import SMALL_PARAMS, check_covers_reduction, check_every_rule_ran, run_targets
 
 from nondet.io import checksums, cifar
 from nondet.io import datasets as D
 from nondet.training.data import channel_stats, from_arrays
 from nondet.workflow import analysis_stages
 from nondet.workflow.torch_stages import train
+
+PAPER = REPO / "configs/paper.yaml"
+DAG_CONFIGS = (PAPER,)  # tests/test_config_dags.py RUN_ELSEWHERE
 
 
 def write_tiny_cifar(root, n_train=16, n_test=24, seed=0):
@@ -120,12 +128,10 @@ def paper_slice_config(cifar_root, md5) -> dict:
     authors' recipe, Table 1's conditions and the five TTA sets, 2 replicas, 2 epochs (the
     snapshot run needs 2 cycles), ResNet-14 only (its 2 blocks per stage and option-A shortcut,
     at width 4 instead of 16: the jobs' compute, not the DAG, shrinks), no twins."""
-    import yaml
-    from helpers import REPO, default_config
     from snakemake.utils import update_config
 
     config = default_config()
-    update_config(config, yaml.safe_load(open(REPO / "configs/paper.yaml")))
+    update_config(config, yaml.safe_load(PAPER.read_text()))
     update_config(
         config,
         {
@@ -149,11 +155,35 @@ def paper_slice_config(cifar_root, md5) -> dict:
     return config
 
 
+def paper_dag_config(cifar_root, md5) -> dict:
+    """The slice (:func:`paper_slice_config`) plus what configs/paper.yaml's reduction in
+    tests/test_config_dags.py trains beyond it, so that it runs every rule of paper.yaml's full DAG:
+    the twins of ResNet-14 (one of each kind paper.yaml names, 4 record points), the stability
+    sweep of the models kept, and the linear model and the MLP with bitflip only, each flipping the
+    tensor paper.yaml names for it (the MLP at SMALL_PARAMS' width)."""
+    config = paper_slice_config(cifar_root, md5)
+    paper = yaml.safe_load(PAPER.read_text())
+    for name in ("linear", "mlp"):
+        spec = copy.deepcopy(paper["models"][name])
+        spec["params"] = {**spec.get("params", {}), **SMALL_PARAMS.get(spec["arch"], {})}
+        spec["conditions"] = ["bitflip"]
+        config["models"][name] = spec
+    kept = [m for m, spec in config["models"].items() if spec]
+    config["divergence"].update(
+        models=paper["divergence"]["models"], twins={kind: 1 for kind in paper["divergence"]["twins"]}, record_points=4
+    )
+    config["stability"] = {"models": [m for m in paper["stability"]["models"] if m in kept]}
+    return config
+
+
 @pytest.mark.slow
 def test_paper_slice_runs_on_cpu(tmp_path):
     """The paper DAG's slice end to end from the release-format files: the dataset rule checks
     their MD5s, Table 1's conditions train with the authors' recipe, every TTA set predicts, and
-    the comparison table sets the published numbers beside ours.
+    the comparison table sets the published numbers beside ours. The same run is configs/paper.yaml's
+    smoke run (:func:`paper_dag_config`): it planned exactly the rules of paper.yaml's full DAG and
+    ran each, it trains every kind that the file's reduction in tests/test_config_dags.py would, the
+    linear model and the MLP flip the tensors paper.yaml names, and the HTML report builds.
 
     The slice runs CIFAR-10 with the paper's settings only (option-A shortcut, the authors'
     recipe, cifar_constants normalisation, black crop padding); config.yaml's values for these
@@ -168,19 +198,22 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     import h5py
 
     md5 = write_tiny_cifar(tmp_path / "cifar")
-    config = paper_slice_config(tmp_path / "cifar", md5)
-    work = tmp_path / "work"
-    work.mkdir()
-    snakemake(
-        work,
-        "--cores",
-        "2",
-        "results/tables/diversity.csv",
-        "results/tables/mitigation.csv",
-        "results/tables/paper_comparison.csv",
-        config=config,
-    )
-    rows = list(csv.DictReader(open(work / "results/tables/diversity.csv")))
+    config = paper_dag_config(tmp_path / "cifar", md5)
+    work, plan_dir = tmp_path / "work", tmp_path / "plan"
+    work.mkdir(), plan_dir.mkdir()
+    targets = run_targets(PAPER)  # all and paper_comparison.csv
+    targets += [t for t in ("results/tables/diversity.csv", "results/tables/mitigation.csv") if t not in targets]
+    out = snakemake(work, "--cores", "2", *targets, config=config)
+    check_every_rule_ran(PAPER, out, plan_dir, exact=True)
+    check_covers_reduction(PAPER, config, tmp_path / "stand-in")
+    snakemake(work, "--report", "results/report.html", *targets, config=config)  # captions, report() outputs
+    assert (work / "results/report.html").stat().st_size > 0
+    all_rows = list(csv.DictReader(open(work / "results/tables/diversity.csv")))
+    assert {(r["model"], r["condition"]) for r in all_rows if r["model"] != "resnet14"} == {
+        ("linear", "bitflip"),
+        ("mlp", "bitflip"),
+    }
+    rows = [r for r in all_rows if r["model"] == "resnet14"]
     assert [r["condition"] for r in rows] == [
         "control",
         "init",
@@ -217,6 +250,12 @@ def test_paper_slice_runs_on_cpu(tmp_path):
     with h5py.File(work / "results/train/resnet14/bitflip/chunk0.h5") as f:
         flips = [json.loads(f[g].attrs["bitflip"]) for g in sorted(f) if g.startswith("replica_")]
     assert all(fl["tensor"] == "stem.0.weight" for fl in flips), flips
+    # the linear model and the MLP flip their own first weight, as paper.yaml names it (once it
+    # named the ResNets' stem conv for them, which raised at their first step)
+    for model, tensor in (("linear", "fc.weight"), ("mlp", "hidden.weight")):
+        with h5py.File(work / f"results/train/{model}/bitflip/chunk0.h5") as f:
+            flips = [json.loads(f[g].attrs["bitflip"]) for g in sorted(f) if g.startswith("replica_")]
+        assert flips and all(fl["tensor"] == tensor for fl in flips), (model, flips)
     mit = {r["method"]: r for r in csv.DictReader(open(work / "results/tables/mitigation.csv"))}
     passes = {"flip": 2, "crop25": 26, "crop81": 82, "flip-crop25": 51, "flip-crop81": 163}
     assert set(mit) == {"plain", "snapshot"} | {f"{m}:{n}" for m in ("tta", "snapshot+tta") for n in passes}
@@ -225,8 +264,6 @@ def test_paper_slice_runs_on_cpu(tmp_path):
         assert int(mit[f"snapshot+tta:{name}"]["test_passes"]) == 2 * n
     # the published numbers beside ours, converted to the paper's conventions
     comp = {(r["method"], r["metric"]): r for r in csv.DictReader(open(work / "results/tables/paper_comparison.csv"))}
-    from helpers import REPO
-
     published = list(csv.DictReader(open(REPO / "paper/expected.csv")))
     assert set(comp) == {
         (e["method"], e["metric"]) for e in published if e["table"] == "diversity" or e["method"] in mit

@@ -107,3 +107,39 @@ def test_every_param_of_a_rule_reaches_its_stage():
                 if name not in RERUN_ONLY and name not in taken and name not in read:
                     dropped.append(f"rule {r.name}: param {name!r} reaches neither {fn.__name__}() nor {script.name}")
     assert checked > 30 and not dropped, dropped
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parent.parent / "workflow_scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_workflow_script_ends_its_job_with_end_job(script):
+    """The last statement of a rule script is end_job() at module level (a stage that raised
+    never reaches it), so each job skips the interpreter's teardown of torch and scipy."""
+    last = ast.parse(script.read_text()).body[-1]
+    assert isinstance(last, ast.Expr) and isinstance(last.value, ast.Call), f"{script.name}: end with end_job()"
+    assert ast.unparse(last.value) == "end_job()", f"{script.name} ends with {ast.unparse(last)}, not end_job()"
+
+
+@pytest.mark.slow  # starts a Python process
+def test_end_job_flushes_what_was_written_and_exits_with_status_0(tmp_path):
+    """What a job printed (block-buffered into a pipe) and logged is out when the process ends,
+    the status is 0, and nothing after end_job() runs."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from nondet.workflow.runtime import end_job, get_logger\n"
+        "get_logger('job.log').info('logged')\n"
+        "print('printed', end='')\n"
+        "end_job()\n"
+        "print('after')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "printed" and "logged" in out.stderr
+    assert "logged" in (tmp_path / "job.log").read_text()

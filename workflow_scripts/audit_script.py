@@ -2,6 +2,7 @@ import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.io.h5io import set_code_hash
+from nondet.workflow.runtime import end_job
 from nondet.workflow.script import audit_script
 from nondet.workflow.scriptbox import DEFAULT_TIMEOUT
 
@@ -16,3 +17,4 @@ audit_script(
     # read here, not a param: raising a timeout must not rerun finished jobs
     timeout=snakemake.config["models"][snakemake.params.job["model"]].get("timeout", DEFAULT_TIMEOUT),
 )
+end_job()

@@ -3,6 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.io.h5io import set_code_hash
 from nondet.workflow.codehash import script_hash
+from nondet.workflow.runtime import end_job
 from nondet.workflow.torch_stages import divergence
 
 # provenance: the code that made the outputs, hashed here (under code_changes: warn the param is
@@ -16,3 +17,4 @@ divergence(
     snakemake.log[0],
     snakemake.threads,
 )
+end_job()

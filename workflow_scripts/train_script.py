@@ -3,6 +3,7 @@ import sys
 sys.path.insert(0, f"{snakemake.scriptdir}/..")  # nondet, also inside conda envs
 from nondet.io.h5io import set_code_hash
 from nondet.workflow.codehash import script_hash
+from nondet.workflow.runtime import end_job
 from nondet.workflow.script import train_script
 from nondet.workflow.scriptbox import DEFAULT_TIMEOUT
 
@@ -20,3 +21,4 @@ train_script(
     timeout=snakemake.config["models"][snakemake.params.job["model"]].get("timeout", DEFAULT_TIMEOUT),
     audit_path=snakemake.input.audit[0] if snakemake.input.audit else None,
 )
+end_job()

@@ -4,7 +4,9 @@ provenance, mitigation (also versus training budget) and stability tables, ensem
 paper comparison. Comparisons, factorial designs and imported runs are in
 nondet.workflow.compare_stages; the domain logic these stages call is in nondet.analysis.
 pandas, the table writers and matplotlib are imported by the stages that use them: they cost
-about half a second per job, and most jobs here (one per model and condition) draw nothing."""
+about half a second per job, and most jobs here (one per model and condition) draw nothing. So
+are the metrics (nondet.analysis.metrics), which import scipy.stats: about 1.2 s of CPU in every
+job that imports it, and of the stages here only the metrics need it at once."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from nondet.analysis.identical import absorbed_count, identical_pairs, identical_pairs_by_job, measured_kernels_mode
-from nondet.analysis.metrics import cka_on, summarize
 from nondet.io import h5io
 from nondet.io.files import kept_replicas, load_divergence, load_predictions, load_rows, write_metrics
 from nondet.io.h5io import InputError
@@ -58,6 +59,7 @@ def dataset(out_path, spec: dict, data_hash: str, log_path=None) -> None:
 @stage
 def metrics(predict_paths, out_path, params: dict, log_path=None) -> None:
     """The diversity metrics of one (model, condition) from its prediction files."""
+    from nondet.analysis.metrics import cka_on, summarize
 
     log = get_logger(log_path)
     t0 = time.perf_counter()

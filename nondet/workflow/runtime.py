@@ -57,6 +57,19 @@ def stage(func):
     return wrapper
 
 
+def end_job() -> None:
+    """The last line of every workflow script: its stage has returned, so its outputs are written
+    and closed. Flush the logs and the standard streams and end the process with status 0 at
+    once, without the interpreter's teardown of the modules it imported: in a job that imported
+    torch that teardown (module objects, then the CUDA libraries' destructors) is 0.5-0.7 s of
+    CPU, about a quarter of a small job. A stage that raises never gets here: its exception and
+    exit status are Python's own."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
+
+
 def setup_torch(threads: int, device_name: str):
     """Threads and device of a torch job; with several local GPUs, a free one (nondet.workflow.gpus).
     torch is imported here, not at module level: the analysis stages use this module too."""

@@ -80,3 +80,14 @@ def test_schema_rejects_an_unknown_param_of_each_arch(arch):
     config = {"models": {"m": {"arch": arch, "conditions": ["init"], "params": {"no_such_param": 1}}}}
     with pytest.raises(ConfigError, match=r"models\.m\.params\.no_such_param: unknown key"):
         validate(config)
+
+
+def test_the_schema_parses_the_same_with_libyaml_as_with_the_pure_python_parser():
+    """nondet.schema parses the schema with libyaml's loader where PyYAML has it (about ten times
+    faster; every Snakemake invocation parses it): the same document as the reference parser."""
+    import yaml
+
+    from nondet import schema
+
+    assert schema.SAFE_LOADER is yaml.CSafeLoader  # the pinned PyYAML wheels are built with libyaml
+    assert schema.cached_schema() == yaml.safe_load(schema.SCHEMA_PATH.read_text())
